@@ -1,0 +1,1 @@
+//! The send-sms handler.

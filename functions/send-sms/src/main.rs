@@ -1,0 +1,2 @@
+//! The send-sms Lambda.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The webhook-receiver Lambda.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The twilio-sim binary.
+fn main() {}

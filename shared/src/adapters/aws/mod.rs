@@ -1,0 +1,1 @@
+//! AWS adapters: DynamoDB, KMS, Secrets Manager and SQS.

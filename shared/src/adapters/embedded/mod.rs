@@ -1,0 +1,10 @@
+//! Embedded adapters for one machine: a SQLite store (one database file), a local master key,
+//! and the Twilio secret in a file.
+
+mod keys;
+mod secrets;
+mod store;
+
+pub use keys::LocalKeyService;
+pub use secrets::FileSecretSource;
+pub use store::SqliteStore;

@@ -1,0 +1,261 @@
+//! The SQLite store: messages, events and the keyring in one database file (WAL mode).
+//!
+//! Each record is a JSON document plus the columns its conditions and indexes need; every
+//! decision (create-if-absent, update-if-rank-is-lower) runs inside one immediate transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::domain::{Event, Message, MessageId, StatusChange, Subject};
+use crate::ports::{Applied, EventStore, Keyring, MessageStore, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    caller TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_rank INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    to_token TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, created_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_caller ON messages (caller, created_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (to_token, created_at_ms);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, at_ms, seq);
+CREATE TABLE IF NOT EXISTS keyring (
+    name TEXT PRIMARY KEY,
+    wrapped BLOB NOT NULL
+);
+";
+
+/// The SQLite store. Clone it freely: clones share one connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn crate::ports::Clock>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::transient(e)
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (and creates) the database at `path`, creating its folder.
+    pub fn open(path: &Path, clock: Arc<dyn crate::ports::Clock>) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(StoreError::transient)?;
+        }
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn, clock)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn in_memory(clock: Arc<dyn crate::ports::Clock>) -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?, clock)
+    }
+
+    fn init(conn: Connection, clock: Arc<dyn crate::ports::Clock>) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().map_err(|_| StoreError::Corrupt("store lock poisoned".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(StoreError::transient)?
+    }
+
+    /// Deletes events past their expiry (SQLite has no TTL of its own); returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        self.with(move |c| {
+            c.execute("DELETE FROM events WHERE expires_at_ms <= ?1", params![now]).map_err(backend)
+        })
+        .await
+    }
+}
+
+fn read_message(c: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+    let doc: Option<String> = c
+        .query_row("SELECT doc FROM messages WHERE id = ?1", params![id], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(corrupt)).transpose()
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        let m = message.clone();
+        let doc = serde_json::to_string(&m).map_err(corrupt)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO messages (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        m.id.as_str(),
+                        m.caller,
+                        m.status.as_str(),
+                        m.status.rank(),
+                        m.attempt,
+                        m.to_token.0,
+                        m.created_at_ms,
+                        doc
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| read_message(c, &id)).await
+    }
+
+    async fn apply_message_status(
+        &self,
+        id: &MessageId,
+        change: &StatusChange,
+    ) -> Result<Applied, StoreError> {
+        let id = id.to_string();
+        let change = change.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let Some(mut m) = read_message(&tx, &id)? else { return Ok(Applied::NotFound) };
+            if !m.accepts(&change) {
+                return Ok(Applied::Ignored(m));
+            }
+            m.apply(&change);
+            let doc = serde_json::to_string(&m).map_err(corrupt)?;
+            tx.execute(
+                "UPDATE messages SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5 WHERE id = ?1",
+                params![id, m.status.as_str(), m.status.rank(), m.attempt, doc],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Applied::Applied(m))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn record_event(&self, event: &Event) -> Result<bool, StoreError> {
+        let e = event.clone();
+        let doc = serde_json::to_string(&e).map_err(corrupt)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO events (key, subject, at_ms, expires_at_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (key) DO NOTHING",
+                    params![e.key, e.subject.0, e.at_ms, e.expires_at_ms, doc],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn get_event(&self, key: &str) -> Result<Option<Event>, StoreError> {
+        let key = key.to_owned();
+        let now = self.clock.now_ms();
+        self.with(move |c| {
+            let doc: Option<String> = c
+                .query_row(
+                    "SELECT doc FROM events WHERE key = ?1 AND expires_at_ms > ?2",
+                    params![key, now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            doc.map(|d| serde_json::from_str(&d).map_err(corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError> {
+        let subject = subject.0.clone();
+        let now = self.clock.now_ms();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT doc FROM events WHERE subject = ?1 AND expires_at_ms > ?2 ORDER BY at_ms, seq",
+                )
+                .map_err(backend)?;
+            let rows = st.query_map(params![subject, now], |r| r.get::<_, String>(0)).map_err(backend)?;
+            rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Keyring for SqliteStore {
+    async fn get_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row("SELECT wrapped FROM keyring WHERE name = ?1", params![name], |r| r.get(0))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_key_if_absent(&self, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let name = name.to_owned();
+        let wrapped = wrapped.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO keyring (name, wrapped) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, wrapped],
+            )
+            .map_err(backend)?;
+            let stored: Vec<u8> = tx
+                .query_row("SELECT wrapped FROM keyring WHERE name = ?1", params![name], |r| r.get(0))
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(stored)
+        })
+        .await
+    }
+}

@@ -1,0 +1,216 @@
+//! Configuration from the environment, validated once at start-up. A missing or malformed value
+//! is an error that names the variable; no credential ever has a default.
+
+use std::time::Duration;
+
+use crate::twilio::{ClientOptions, Sender, is_sid};
+
+/// A configuration error: which variable, and what is wrong with it (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Everything the handlers need to know, whatever they run on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TWILIO_ACCOUNT_SID` (`AC…`).
+    pub account_sid: String,
+    /// `TWILIO_FROM_NUMBER` or `TWILIO_MESSAGING_SERVICE_SID`.
+    pub sender: Sender,
+    /// `TWILIO_WEBHOOK_BASE_URL`: the public base URL Twilio calls (custom domain, stage path).
+    pub webhook_base_url: String,
+    /// `TWILIO_API_BASE_URL` (default `https://api.twilio.com`), the simulator's URL locally.
+    pub twilio_api_base_url: String,
+    /// `TWILIO_REQUEST_TIMEOUT_SECS` (default 10).
+    pub request_timeout: Duration,
+    /// `TWILIO_CONNECT_TIMEOUT_SECS` (default 3).
+    pub connect_timeout: Duration,
+    /// `TWILIO_MAX_RETRIES` (default 5): attempts after the first.
+    pub max_retries: u32,
+    /// `SMS_ENABLED` (default true).
+    pub sms_enabled: bool,
+    /// `VOICE_ENABLED` (default true).
+    pub voice_enabled: bool,
+    /// `CREDENTIALS_CACHE_SECS` (default 300): how long the Twilio secret is cached.
+    pub credentials_ttl: Duration,
+}
+
+impl Config {
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads and validates the configuration through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
+
+        let account_sid = required("TWILIO_ACCOUNT_SID")?;
+        if !is_sid(&account_sid, "AC") {
+            return Err(invalid("TWILIO_ACCOUNT_SID", "expected AC followed by 32 hex digits"));
+        }
+        let sender = match (var("TWILIO_FROM_NUMBER"), var("TWILIO_MESSAGING_SERVICE_SID")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "TWILIO_FROM_NUMBER",
+                    "set either TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID, not both",
+                ));
+            }
+            (Some(from), None) => {
+                crate::phone::parse(&from)
+                    .map_err(|_| invalid("TWILIO_FROM_NUMBER", "not an E.164 phone number"))?;
+                Sender::From(from)
+            }
+            (None, Some(mg)) if is_sid(&mg, "MG") => Sender::MessagingService(mg),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "TWILIO_MESSAGING_SERVICE_SID",
+                    "expected MG followed by 32 hex digits",
+                ));
+            }
+            (None, None) => return Err(ConfigError::Missing("TWILIO_FROM_NUMBER")),
+        };
+        let webhook_base_url = base_url(&required("TWILIO_WEBHOOK_BASE_URL")?, "TWILIO_WEBHOOK_BASE_URL")?;
+        let twilio_api_base_url = base_url(
+            &var("TWILIO_API_BASE_URL").unwrap_or_else(|| "https://api.twilio.com".into()),
+            "TWILIO_API_BASE_URL",
+        )?;
+        Ok(Self {
+            account_sid,
+            sender,
+            webhook_base_url,
+            twilio_api_base_url,
+            request_timeout: secs(var("TWILIO_REQUEST_TIMEOUT_SECS"), "TWILIO_REQUEST_TIMEOUT_SECS", 10, 1..=60)?,
+            connect_timeout: secs(var("TWILIO_CONNECT_TIMEOUT_SECS"), "TWILIO_CONNECT_TIMEOUT_SECS", 3, 1..=30)?,
+            max_retries: number(var("TWILIO_MAX_RETRIES"), "TWILIO_MAX_RETRIES", 5, 0..=20)?,
+            sms_enabled: flag(var("SMS_ENABLED"), "SMS_ENABLED", true)?,
+            voice_enabled: flag(var("VOICE_ENABLED"), "VOICE_ENABLED", true)?,
+            credentials_ttl: secs(var("CREDENTIALS_CACHE_SECS"), "CREDENTIALS_CACHE_SECS", 300, 0..=3600)?,
+        })
+    }
+
+    /// The Twilio client options this configuration describes.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            base_url: self.twilio_api_base_url.clone(),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+fn invalid(name: &'static str, reason: &'static str) -> ConfigError {
+    ConfigError::Invalid { name, reason }
+}
+
+fn base_url(v: &str, name: &'static str) -> Result<String, ConfigError> {
+    let u = url::Url::parse(v).map_err(|_| invalid(name, "not a URL"))?;
+    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+        return Err(invalid(name, "expected an http(s) URL"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(invalid(name, "must not have a query or fragment"));
+    }
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+fn number(
+    v: Option<String>,
+    name: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let n: u32 = v.trim().parse().map_err(|_| invalid(name, "not a whole number"))?;
+    if range.contains(&n) { Ok(n) } else { Err(invalid(name, "out of range")) }
+}
+
+fn secs(
+    v: Option<String>,
+    name: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Duration, ConfigError> {
+    number(v, name, default, range).map(|s| Duration::from_secs(s.into()))
+}
+
+fn flag(v: Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match v.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(s) if matches!(s.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+        Some(s) if matches!(s.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(invalid(name, "expected true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("TWILIO_ACCOUNT_SID", format!("AC{}", "a".repeat(32))),
+            ("TWILIO_FROM_NUMBER", "+15005550006".to_owned()),
+            ("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com/prod/".to_owned()),
+        ])
+    }
+
+    fn load(m: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn minimal_configuration_has_sane_defaults() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.webhook_base_url, "https://hooks.example.com/prod");
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_retries, 5);
+        assert!(c.sms_enabled && c.voice_enabled);
+        assert_eq!(c.sender, Sender::From("+15005550006".into()));
+    }
+
+    #[test]
+    fn each_missing_or_malformed_variable_is_named() {
+        for name in ["TWILIO_ACCOUNT_SID", "TWILIO_WEBHOOK_BASE_URL", "TWILIO_FROM_NUMBER"] {
+            let mut m = base();
+            m.remove(name);
+            assert_eq!(load(&m).unwrap_err(), ConfigError::Missing(name));
+        }
+        for (name, bad) in [
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_FROM_NUMBER", "not a number"),
+            ("TWILIO_WEBHOOK_BASE_URL", "ftp://x"),
+            ("TWILIO_REQUEST_TIMEOUT_SECS", "ten"),
+            ("TWILIO_MAX_RETRIES", "500"),
+            ("SMS_ENABLED", "maybe"),
+        ] {
+            let mut m = base();
+            m.insert(name, bad.into());
+            let err = load(&m).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { name: n, .. } if n == name), "{name}: {err}");
+            assert!(!err.to_string().contains(bad) || bad.len() < 4, "error must not echo the value");
+        }
+    }
+
+    #[test]
+    fn sender_is_a_number_or_a_messaging_service_but_not_both() {
+        let mut m = base();
+        m.insert("TWILIO_MESSAGING_SERVICE_SID", format!("MG{}", "b".repeat(32)));
+        assert!(load(&m).is_err());
+        m.remove("TWILIO_FROM_NUMBER");
+        assert!(matches!(load(&m).unwrap().sender, Sender::MessagingService(_)));
+    }
+}

@@ -1,0 +1,100 @@
+//! Sanitized events: what happened to a message or call, kept for its timeline and the audit.
+//!
+//! An event never holds a phone number or a body: only kinds, ids, statuses, codes and times.
+
+use serde::{Deserialize, Serialize};
+
+/// Operational events are kept this long (DynamoDB TTL, SQLite sweep).
+pub const EVENT_RETENTION_MS: i64 = 90 * 24 * 60 * 60 * 1000;
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Herald accepted the request and recorded it.
+    Accepted,
+    /// Twilio accepted the message or call (`queued`).
+    Submitted,
+    /// Twilio refused it for good.
+    Rejected,
+    /// Twilio or the network failed for now; another attempt is due.
+    Deferred,
+    /// A signed status callback from Twilio.
+    StatusCallback,
+    /// A signed status callback for an id Herald does not know.
+    OrphanCallback,
+}
+
+impl EventKind {
+    /// The kind as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Submitted => "submitted",
+            Self::Rejected => "rejected",
+            Self::Deferred => "deferred",
+            Self::StatusCallback => "status_callback",
+            Self::OrphanCallback => "orphan_callback",
+        }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [
+            Self::Accepted,
+            Self::Submitted,
+            Self::Rejected,
+            Self::Deferred,
+            Self::StatusCallback,
+            Self::OrphanCallback,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or(())
+    }
+}
+
+/// What an event is about: Herald's message or call id, or nothing known (an orphan).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Subject(pub String);
+
+impl Subject {
+    /// Events whose target Herald does not know.
+    pub fn orphan() -> Self {
+        Self("orphan".to_owned())
+    }
+}
+
+impl<T: std::fmt::Display> From<&T> for Subject {
+    fn from(id: &T) -> Self {
+        Self(id.to_string())
+    }
+}
+
+/// One sanitized event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique key: the same key twice is the same event (dedupe).
+    pub key: String,
+    /// The message or call it is about.
+    pub subject: Subject,
+    /// What happened.
+    pub kind: EventKind,
+    /// The status reported or reached, as spelled by Twilio/Herald.
+    pub status: Option<String>,
+    /// Twilio's `SM…`/`CA…` id.
+    pub twilio_sid: Option<String>,
+    /// Twilio's error code.
+    pub error_code: Option<u32>,
+    /// The attempt it belongs to.
+    pub attempt: u32,
+    /// Whether it moved the record's status.
+    pub applied: bool,
+    /// When it happened, Unix milliseconds.
+    pub at_ms: i64,
+    /// When the store may forget it, Unix milliseconds.
+    pub expires_at_ms: i64,
+}

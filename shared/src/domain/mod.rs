@@ -1,0 +1,9 @@
+//! Herald's domain: messages, calls, their statuses and the rules that move them.
+
+pub mod event;
+pub mod ids;
+pub mod message;
+
+pub use event::{Event, EventKind, Subject};
+pub use ids::{CallId, InvalidId, MessageId};
+pub use message::{Message, MessageStatus, StatusChange, Transition};

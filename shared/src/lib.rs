@@ -1,0 +1,20 @@
+//! Herald's shared crate: the domain, the ports and their adapters, the Twilio client and
+//! signatures, templates, phone numbers, configuration and telemetry, used by all five functions
+//! and by the local runner.
+
+pub mod adapters;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod phone;
+pub mod ports;
+pub mod problem;
+pub mod secret;
+pub mod telemetry;
+pub mod templates;
+#[cfg(feature = "test-util")]
+pub mod testing;
+pub mod twilio;
+
+pub use config::{Config, ConfigError};
+pub use secret::Secret;

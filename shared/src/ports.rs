@@ -1,0 +1,183 @@
+//! The ports: narrow traits every adapter implements (embedded and AWS), each with its contract.
+//!
+//! The conformance suite in [`crate::testing`] checks every contract below against every
+//! adapter; an adapter that passes it can replace another without the handlers noticing.
+
+use async_trait::async_trait;
+
+use crate::crypto::DataKey;
+use crate::domain::{Event, Message, MessageId, StatusChange, Subject};
+use crate::secret::Secret;
+
+/// Why a store operation failed. Messages never contain personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A create-if-absent found the item already there.
+    #[error("already exists")]
+    Conflict,
+    /// The backing service failed for now; the caller may retry.
+    #[error("store unavailable: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored item could not be read back (schema drift, corruption).
+    #[error("stored item is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps a backend error as transient.
+    pub fn transient(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Transient(Box::new(e))
+    }
+}
+
+/// Why a key-service operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key service failed for now.
+    #[error("key service unavailable: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The wrapped key was refused (wrong key, tampered, not ours).
+    #[error("wrapped key refused")]
+    Refused,
+}
+
+/// The result of a conditional status change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The record moved; here it is after the change.
+    Applied(Message),
+    /// The record did not move (wrong attempt, terminal, or not a higher rank); here it is as is.
+    Ignored(Message),
+    /// No record has that id.
+    NotFound,
+}
+
+/// Messages, stored with their personal data sealed.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Records a new message. Create-if-absent: when a message with the same id exists, returns
+    /// [`StoreError::Conflict`] and changes nothing. Of two concurrent inserts of one id, exactly
+    /// one succeeds.
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError>;
+
+    /// The message with this id, if any.
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
+
+    /// Applies `change` atomically, only if the stored record is at `change.attempt` and the
+    /// transition rule ([`crate::domain::MessageStatus::transition`]) allows it. Of concurrent
+    /// changes, each is decided against the record as the previous one left it, so the final
+    /// status is the highest-ranked one offered, whatever the order.
+    async fn apply_message_status(
+        &self,
+        id: &MessageId,
+        change: &StatusChange,
+    ) -> Result<Applied, StoreError>;
+}
+
+/// Sanitized events: the timelines of messages and calls, and the webhook dedupe log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Records `event` unless an event with the same key exists. Returns `true` when it was
+    /// recorded, `false` when the key was already there (nothing changed). Of two concurrent
+    /// records of one key, exactly one returns `true`.
+    async fn record_event(&self, event: &Event) -> Result<bool, StoreError>;
+
+    /// The event with this key, if any (and not expired).
+    async fn get_event(&self, key: &str) -> Result<Option<Event>, StoreError>;
+
+    /// Every event about `subject`, oldest first (ties in time keep recording order).
+    async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Wrapped keys Herald keeps beside its data (the lookup-token key).
+#[async_trait]
+pub trait Keyring: Send + Sync {
+    /// The wrapped key stored under `name`, if any.
+    async fn get_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `wrapped` under `name` unless a key is there already, and returns the key that is
+    /// stored afterwards: of concurrent callers, all get the same winner.
+    async fn put_key_if_absent(&self, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, StoreError>;
+}
+
+/// A key service that makes and unwraps 256-bit data keys (KMS, or a local master key).
+#[async_trait]
+pub trait KeyService: Send + Sync {
+    /// A fresh random data key, plaintext and wrapped.
+    async fn generate_data_key(&self) -> Result<DataKey, KeyError>;
+
+    /// The plaintext of a key this service wrapped; [`KeyError::Refused`] for anything else.
+    async fn decrypt_data_key(&self, wrapped: &[u8]) -> Result<Secret<[u8; 32]>, KeyError>;
+}
+
+/// Twilio credentials as stored in the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TwilioCredentials {
+    /// `AC…`: the account every request is made for.
+    pub account_sid: String,
+    /// `SK…`: the API key used for REST requests.
+    pub api_key_sid: String,
+    /// The API key's secret.
+    pub api_key_secret: Secret<String>,
+    /// The primary auth token: signs webhooks.
+    pub auth_token: Secret<String>,
+}
+
+/// Why the secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The secret store failed for now.
+    #[error("secret store unavailable: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The secret is missing or not a valid credentials document.
+    #[error("secret is missing or malformed: {0}")]
+    Invalid(String),
+}
+
+/// Where the Twilio credentials come from (Secrets Manager, or a local file).
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The current credentials (`AWSCURRENT`).
+    async fn current(&self) -> Result<TwilioCredentials, SecretError>;
+}
+
+/// Time, injected so tests control it.
+pub trait Clock: Send + Sync {
+    /// Now, in Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A clock that moves only when told: for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn new(ms: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(ms))
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

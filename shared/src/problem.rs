@@ -1,0 +1,152 @@
+//! Problem details (RFC 9457, `application/problem+json`): the one shape of every HTTP error
+//! Herald answers, with a stable `type`, the field at fault, and never an internal detail.
+
+use serde::Serialize;
+
+/// The media type of problem documents.
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// The kinds of problem Herald reports; each has a stable `type` URI and an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// The body is not valid JSON, or not the expected shape.
+    MalformedRequest,
+    /// A field is present but invalid (number, template, variables, length …).
+    InvalidField,
+    /// No template with that name.
+    UnknownTemplate,
+    /// A template variable is missing.
+    MissingVariable,
+    /// The phone number is not one Herald can send to.
+    InvalidPhoneNumber,
+    /// The body is longer than 1600 characters.
+    BodyTooLong,
+    /// Twilio refused the message for good.
+    TwilioRejected,
+    /// The recipient opted out (STOP).
+    RecipientOptedOut,
+    /// No such resource.
+    NotFound,
+    /// The method is not allowed on this resource.
+    MethodNotAllowed,
+    /// The webhook signature is missing or invalid.
+    InvalidSignature,
+    /// The feature is switched off.
+    FeatureDisabled,
+    /// Something failed on Herald's side; retry later.
+    Unavailable,
+}
+
+impl ProblemKind {
+    /// The stable slug at the end of the `type` URI.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed-request",
+            Self::InvalidField => "invalid-field",
+            Self::UnknownTemplate => "unknown-template",
+            Self::MissingVariable => "missing-variable",
+            Self::InvalidPhoneNumber => "invalid-phone-number",
+            Self::BodyTooLong => "body-too-long",
+            Self::TwilioRejected => "twilio-rejected",
+            Self::RecipientOptedOut => "recipient-opted-out",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::InvalidSignature => "invalid-signature",
+            Self::FeatureDisabled => "feature-disabled",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MalformedRequest => 400,
+            Self::InvalidField
+            | Self::UnknownTemplate
+            | Self::MissingVariable
+            | Self::InvalidPhoneNumber
+            | Self::BodyTooLong
+            | Self::TwilioRejected
+            | Self::RecipientOptedOut => 422,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::InvalidSignature => 403,
+            Self::FeatureDisabled | Self::Unavailable => 503,
+        }
+    }
+
+    /// A short, fixed title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "The request body is malformed",
+            Self::InvalidField => "A field is invalid",
+            Self::UnknownTemplate => "Unknown template",
+            Self::MissingVariable => "A template variable is missing",
+            Self::InvalidPhoneNumber => "Invalid phone number",
+            Self::BodyTooLong => "The message body is too long",
+            Self::TwilioRejected => "Twilio rejected the message",
+            Self::RecipientOptedOut => "The recipient has opted out",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::InvalidSignature => "Invalid Twilio signature",
+            Self::FeatureDisabled => "This feature is disabled",
+            Self::Unavailable => "Temporarily unavailable",
+        }
+    }
+}
+
+/// A problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `urn:herald:problem:<slug>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Fixed title of the kind.
+    pub title: &'static str,
+    /// HTTP status.
+    pub status: u16,
+    /// What exactly is wrong (never personal data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The request field at fault, as a JSON pointer-ish path (`to`, `variables.code`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The message the problem concerns, when one was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Twilio's error code, when Twilio refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub twilio_code: Option<u32>,
+}
+
+impl Problem {
+    /// A problem of `kind`.
+    pub fn new(kind: ProblemKind) -> Self {
+        Self {
+            type_uri: format!("urn:herald:problem:{}", kind.slug()),
+            title: kind.title(),
+            status: kind.status(),
+            detail: None,
+            field: None,
+            message_id: None,
+            twilio_code: None,
+        }
+    }
+
+    /// Adds the detail.
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+
+    /// Adds the field at fault.
+    pub fn field(mut self, f: impl Into<String>) -> Self {
+        self.field = Some(f.into());
+        self
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("problem serialises")
+    }
+}

@@ -1,0 +1,83 @@
+//! Telemetry: JSON logs through `tracing` and CloudWatch embedded-metric-format (EMF) metrics.
+//!
+//! Nothing personal is ever given to a log call: phone numbers travel as [`crate::phone::Masked`]
+//! or not at all, bodies and secrets never. The end-to-end tests capture the logs of a whole run
+//! and search them for every number and body they used.
+
+use std::io::Write;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Installs the JSON log subscriber for the process (level from `HERALD_LOG`, then `RUST_LOG`,
+/// default `info`). Safe to call more than once: later calls do nothing.
+pub fn init() {
+    init_with_writer(std::io::stderr);
+}
+
+/// As [`init`], writing to `writer` (tests capture logs this way).
+pub fn init_with_writer<W>(writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = std::env::var("HERALD_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(true)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .try_init();
+}
+
+/// One CloudWatch metric in embedded metric format, written to stdout as a single JSON line
+/// (Lambda forwards stdout to CloudWatch Logs, which extracts the metric).
+pub fn metric(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)]) {
+    let line = emf_line(name, value, unit, dimensions, crate::ports::Clock::now_ms(&crate::ports::SystemClock));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+/// The EMF JSON line for one metric at `ts_ms`.
+pub fn emf_line(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)], ts_ms: i64) -> String {
+    let mut root = serde_json::Map::new();
+    let dim_names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+    root.insert(
+        "_aws".into(),
+        serde_json::json!({
+            "Timestamp": ts_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "Herald",
+                "Dimensions": [dim_names],
+                "Metrics": [{"Name": name, "Unit": unit}],
+            }],
+        }),
+    );
+    for (k, v) in dimensions {
+        root.insert((*k).into(), serde_json::Value::from(*v));
+    }
+    root.insert(name.into(), serde_json::Value::from(value));
+    serde_json::Value::Object(root).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_has_namespace_dimensions_and_value() {
+        let l = emf_line("SendFailures", 1.0, "Count", &[("TwilioCode", "21211")], 1000);
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Herald");
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0], "TwilioCode");
+        assert_eq!(v["TwilioCode"], "21211");
+        assert_eq!(v["SendFailures"], 1.0);
+    }
+}

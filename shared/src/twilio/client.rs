@@ -1,0 +1,163 @@
+//! Twilio's REST client: one pooled reqwest client (rustls) per process, timeouts from config,
+//! HTTP Basic with the API key SID and secret, typed answers and typed errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::TwilioError;
+use crate::ports::TwilioCredentials;
+
+/// Where Twilio is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `https://api.twilio.com` (or the simulator's URL).
+    pub base_url: String,
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Time for a whole request.
+    pub request_timeout: Duration,
+}
+
+/// The sender of an SMS: a phone number or a Messaging Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// `From`, an E.164 number or alphanumeric sender id.
+    From(String),
+    /// `MessagingServiceSid` (`MG…`).
+    MessagingService(String),
+}
+
+/// What to send.
+pub struct NewMessage<'a> {
+    /// Recipient in E.164.
+    pub to: &'a str,
+    /// The sender.
+    pub sender: &'a Sender,
+    /// The text.
+    pub body: &'a str,
+    /// Where Twilio posts status callbacks.
+    pub status_callback: &'a str,
+}
+
+impl std::fmt::Debug for NewMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage").finish_non_exhaustive()
+    }
+}
+
+/// Twilio's Message resource, the fields Herald reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageResource {
+    /// `SM…`.
+    pub sid: String,
+    /// Twilio's status (`queued`, `sent` …).
+    pub status: String,
+    /// Twilio's error code, when failed.
+    pub error_code: Option<u32>,
+    /// Segments, as a decimal string.
+    pub num_segments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<u32>,
+}
+
+/// The Twilio REST client. Build once per process; clone freely.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: Arc<str>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base_url", &self.base_url).finish()
+    }
+}
+
+impl Client {
+    /// A client with its own connection pool.
+    pub fn new(opts: &ClientOptions) -> Result<Self, TwilioError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(TwilioError::Transport)?;
+        Ok(Self { http, base_url: opts.base_url.trim_end_matches('/').into() })
+    }
+
+    fn account_url(&self, creds: &TwilioCredentials, tail: &str) -> String {
+        format!("{}/2010-04-01/Accounts/{}/{}", self.base_url, creds.account_sid, tail)
+    }
+
+    /// `POST Messages.json`.
+    pub async fn create_message(
+        &self,
+        creds: &TwilioCredentials,
+        msg: &NewMessage<'_>,
+    ) -> Result<MessageResource, TwilioError> {
+        let (sender_key, sender_value) = match msg.sender {
+            Sender::From(n) => ("From", n.as_str()),
+            Sender::MessagingService(s) => ("MessagingServiceSid", s.as_str()),
+        };
+        let form = [
+            ("To", msg.to),
+            (sender_key, sender_value),
+            ("Body", msg.body),
+            ("StatusCallback", msg.status_callback),
+        ];
+        let req = self
+            .http
+            .post(self.account_url(creds, "Messages.json"))
+            .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()))
+            .form(&form);
+        self.send(req).await
+    }
+
+    /// `GET Messages/{sid}.json`.
+    pub async fn fetch_message(
+        &self,
+        creds: &TwilioCredentials,
+        sid: &str,
+    ) -> Result<MessageResource, TwilioError> {
+        if !is_sid(sid, "SM") && !is_sid(sid, "MM") {
+            return Err(TwilioError::Decode("not a message SID".into()));
+        }
+        let req = self
+            .http
+            .get(self.account_url(creds, &format!("Messages/{sid}.json")))
+            .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
+        self.send(req).await
+    }
+
+    async fn send<T: for<'de> Deserialize<'de>>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, TwilioError> {
+        let resp = req.send().await.map_err(TwilioError::from_reqwest)?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp.json::<T>().await.map_err(|e| {
+                if e.is_timeout() { TwilioError::Timeout } else { TwilioError::Decode(e.without_url().to_string()) }
+            });
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let code = resp.json::<ErrorBody>().await.ok().and_then(|b| b.code);
+        Err(TwilioError::Api { status: status.as_u16(), code, retry_after })
+    }
+}
+
+/// Whether `s` is a Twilio SID with this two-letter prefix and 32 hex digits.
+pub fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}

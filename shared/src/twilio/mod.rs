@@ -1,0 +1,10 @@
+//! Twilio: the REST client, webhook signatures, and Twilio's error codes with their retry class.
+
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod signature;
+
+pub use client::{Client, ClientOptions, MessageResource, NewMessage, Sender, is_sid};
+pub use credentials::CredentialCache;
+pub use error::{RetryClass, TwilioError, class_of_code, describe_code};
