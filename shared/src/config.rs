@@ -59,9 +59,15 @@ impl Config {
 
         let account_sid = required("TWILIO_ACCOUNT_SID")?;
         if !is_sid(&account_sid, "AC") {
-            return Err(invalid("TWILIO_ACCOUNT_SID", "expected AC followed by 32 hex digits"));
+            return Err(invalid(
+                "TWILIO_ACCOUNT_SID",
+                "expected AC followed by 32 hex digits",
+            ));
         }
-        let sender = match (var("TWILIO_FROM_NUMBER"), var("TWILIO_MESSAGING_SERVICE_SID")) {
+        let sender = match (
+            var("TWILIO_FROM_NUMBER"),
+            var("TWILIO_MESSAGING_SERVICE_SID"),
+        ) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "TWILIO_FROM_NUMBER",
@@ -82,7 +88,10 @@ impl Config {
             }
             (None, None) => return Err(ConfigError::Missing("TWILIO_FROM_NUMBER")),
         };
-        let webhook_base_url = base_url(&required("TWILIO_WEBHOOK_BASE_URL")?, "TWILIO_WEBHOOK_BASE_URL")?;
+        let webhook_base_url = base_url(
+            &required("TWILIO_WEBHOOK_BASE_URL")?,
+            "TWILIO_WEBHOOK_BASE_URL",
+        )?;
         let twilio_api_base_url = base_url(
             &var("TWILIO_API_BASE_URL").unwrap_or_else(|| "https://api.twilio.com".into()),
             "TWILIO_API_BASE_URL",
@@ -92,12 +101,27 @@ impl Config {
             sender,
             webhook_base_url,
             twilio_api_base_url,
-            request_timeout: secs(var("TWILIO_REQUEST_TIMEOUT_SECS"), "TWILIO_REQUEST_TIMEOUT_SECS", 10, 1..=60)?,
-            connect_timeout: secs(var("TWILIO_CONNECT_TIMEOUT_SECS"), "TWILIO_CONNECT_TIMEOUT_SECS", 3, 1..=30)?,
+            request_timeout: secs(
+                var("TWILIO_REQUEST_TIMEOUT_SECS"),
+                "TWILIO_REQUEST_TIMEOUT_SECS",
+                10,
+                1..=60,
+            )?,
+            connect_timeout: secs(
+                var("TWILIO_CONNECT_TIMEOUT_SECS"),
+                "TWILIO_CONNECT_TIMEOUT_SECS",
+                3,
+                1..=30,
+            )?,
             max_retries: number(var("TWILIO_MAX_RETRIES"), "TWILIO_MAX_RETRIES", 5, 0..=20)?,
             sms_enabled: flag(var("SMS_ENABLED"), "SMS_ENABLED", true)?,
             voice_enabled: flag(var("VOICE_ENABLED"), "VOICE_ENABLED", true)?,
-            credentials_ttl: secs(var("CREDENTIALS_CACHE_SECS"), "CREDENTIALS_CACHE_SECS", 300, 0..=3600)?,
+            credentials_ttl: secs(
+                var("CREDENTIALS_CACHE_SECS"),
+                "CREDENTIALS_CACHE_SECS",
+                300,
+                0..=3600,
+            )?,
         })
     }
 
@@ -133,8 +157,15 @@ fn number(
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<u32, ConfigError> {
     let Some(v) = v else { return Ok(default) };
-    let n: u32 = v.trim().parse().map_err(|_| invalid(name, "not a whole number"))?;
-    if range.contains(&n) { Ok(n) } else { Err(invalid(name, "out of range")) }
+    let n: u32 = v
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, "not a whole number"))?;
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(invalid(name, "out of range"))
+    }
 }
 
 fn secs(
@@ -164,7 +195,10 @@ mod tests {
         HashMap::from([
             ("TWILIO_ACCOUNT_SID", format!("AC{}", "a".repeat(32))),
             ("TWILIO_FROM_NUMBER", "+15005550006".to_owned()),
-            ("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com/prod/".to_owned()),
+            (
+                "TWILIO_WEBHOOK_BASE_URL",
+                "https://hooks.example.com/prod/".to_owned(),
+            ),
         ])
     }
 
@@ -184,7 +218,11 @@ mod tests {
 
     #[test]
     fn each_missing_or_malformed_variable_is_named() {
-        for name in ["TWILIO_ACCOUNT_SID", "TWILIO_WEBHOOK_BASE_URL", "TWILIO_FROM_NUMBER"] {
+        for name in [
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_WEBHOOK_BASE_URL",
+            "TWILIO_FROM_NUMBER",
+        ] {
             let mut m = base();
             m.remove(name);
             assert_eq!(load(&m).unwrap_err(), ConfigError::Missing(name));
@@ -200,17 +238,29 @@ mod tests {
             let mut m = base();
             m.insert(name, bad.into());
             let err = load(&m).unwrap_err();
-            assert!(matches!(err, ConfigError::Invalid { name: n, .. } if n == name), "{name}: {err}");
-            assert!(!err.to_string().contains(bad) || bad.len() < 4, "error must not echo the value");
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{name}: {err}"
+            );
+            assert!(
+                !err.to_string().contains(bad) || bad.len() < 4,
+                "error must not echo the value"
+            );
         }
     }
 
     #[test]
     fn sender_is_a_number_or_a_messaging_service_but_not_both() {
         let mut m = base();
-        m.insert("TWILIO_MESSAGING_SERVICE_SID", format!("MG{}", "b".repeat(32)));
+        m.insert(
+            "TWILIO_MESSAGING_SERVICE_SID",
+            format!("MG{}", "b".repeat(32)),
+        );
         assert!(load(&m).is_err());
         m.remove("TWILIO_FROM_NUMBER");
-        assert!(matches!(load(&m).unwrap().sender, Sender::MessagingService(_)));
+        assert!(matches!(
+            load(&m).unwrap().sender,
+            Sender::MessagingService(_)
+        ));
     }
 }

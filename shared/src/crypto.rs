@@ -89,7 +89,10 @@ pub struct KeyReuse {
 
 impl Default for KeyReuse {
     fn default() -> Self {
-        Self { max_age_ms: 5 * 60 * 1000, max_uses: 10_000 }
+        Self {
+            max_age_ms: 5 * 60 * 1000,
+            max_uses: 10_000,
+        }
     }
 }
 
@@ -115,7 +118,11 @@ const MAX_OPENED_KEYS: usize = 256;
 
 impl Vault {
     /// A vault over a key service and the keyring that stores its lookup-token key.
-    pub fn new(keys: Arc<dyn KeyService>, keyring: Arc<dyn Keyring>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        keys: Arc<dyn KeyService>,
+        keyring: Arc<dyn Keyring>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self::with_reuse(keys, keyring, clock, KeyReuse::default())
     }
 
@@ -153,8 +160,12 @@ impl Vault {
         let key = *fresh.plaintext.expose();
         let wrapped = fresh.wrapped;
         self.remember(&wrapped, key);
-        *self.current.lock().expect("vault lock") =
-            Some(CurrentKey { key, wrapped: wrapped.clone(), created_ms: now, uses: 1 });
+        *self.current.lock().expect("vault lock") = Some(CurrentKey {
+            key,
+            wrapped: wrapped.clone(),
+            created_ms: now,
+            uses: 1,
+        });
         Ok((key, wrapped))
     }
 
@@ -181,7 +192,13 @@ impl Vault {
         let cipher = Aes256Gcm::new((&key).into());
         let nonce: [u8; NONCE_LEN] = rand::random();
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Corrupt)?;
         let wrapped_len = u16::try_from(wrapped.len()).map_err(|_| CryptoError::Corrupt)?;
         let mut out = Vec::with_capacity(4 + wrapped.len() + NONCE_LEN + ct.len());
@@ -209,15 +226,27 @@ impl Vault {
         let key = self.unwrap_key(wrapped).await?;
         let cipher = Aes256Gcm::new((&key).into());
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map(Secret::new)
             .map_err(|_| CryptoError::Corrupt)
     }
 
     /// Decrypts a value sealed for `aad` that holds UTF-8 text.
-    pub async fn open_string(&self, aad: &str, sealed: &Sealed) -> Result<Secret<String>, CryptoError> {
+    pub async fn open_string(
+        &self,
+        aad: &str,
+        sealed: &Sealed,
+    ) -> Result<Secret<String>, CryptoError> {
         let bytes = self.open(aad, sealed).await?;
-        String::from_utf8(bytes.expose().clone()).map(Secret::new).map_err(|_| CryptoError::Corrupt)
+        String::from_utf8(bytes.expose().clone())
+            .map(Secret::new)
+            .map_err(|_| CryptoError::Corrupt)
     }
 
     async fn lookup_key(&self) -> Result<&Secret<[u8; 32]>, CryptoError> {
@@ -227,7 +256,9 @@ impl Vault {
                     Some(w) => w,
                     None => {
                         let fresh = self.keys.generate_data_key().await?;
-                        self.keyring.put_key_if_absent(LOOKUP_KEY_NAME, &fresh.wrapped).await?
+                        self.keyring
+                            .put_key_if_absent(LOOKUP_KEY_NAME, &fresh.wrapped)
+                            .await?
                     }
                 };
                 let key = self.keys.decrypt_data_key(&wrapped).await?;

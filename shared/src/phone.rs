@@ -137,10 +137,17 @@ pub fn parse(input: &str) -> Result<PhoneNumber, PhoneError> {
         let len = u16::try_from(n.national().to_string().len()).unwrap_or(u16::MAX);
         let fits = metas.iter().any(|m| {
             let d = m.descriptors();
-            [Some(d.general()), d.fixed_line(), d.mobile(), d.toll_free(), d.personal_number(), d.voip()]
-                .into_iter()
-                .flatten()
-                .any(|desc| desc.possible_length().contains(&len))
+            [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.personal_number(),
+                d.voip(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|desc| desc.possible_length().contains(&len))
         });
         return Err(if fits {
             PhoneError::Invalid
@@ -148,7 +155,10 @@ pub fn parse(input: &str) -> Result<PhoneNumber, PhoneError> {
             PhoneError::WrongLength
         });
     }
-    Ok(PhoneNumber { e164: n.format().mode(Mode::E164).to_string(), country })
+    Ok(PhoneNumber {
+        e164: n.format().mode(Mode::E164).to_string(),
+        country,
+    })
 }
 
 #[cfg(test)]
@@ -168,7 +178,12 @@ mod tests {
 
     #[test]
     fn twilio_magic_test_numbers_are_valid() {
-        for n in ["+15005550001", "+15005550004", "+15005550006", "+15005550009"] {
+        for n in [
+            "+15005550001",
+            "+15005550004",
+            "+15005550006",
+            "+15005550009",
+        ] {
             assert!(parse(n).is_ok(), "{n}");
         }
     }
@@ -188,7 +203,10 @@ mod tests {
     fn masks_all_but_the_last_four_digits() {
         assert_eq!(Masked::of("+14155552671").as_str(), "+*******2671");
         assert_eq!(parse("+14155552671").unwrap().to_string(), "+*******2671");
-        assert_eq!(format!("{:?}", parse("+14155552671").unwrap()), "PhoneNumber(+*******2671)");
+        assert_eq!(
+            format!("{:?}", parse("+14155552671").unwrap()),
+            "PhoneNumber(+*******2671)"
+        );
         // Short strings never show more than half their digits.
         assert_eq!(Masked::of("+123").as_str(), "+**3");
         assert_eq!(Masked::of("+12345").as_str(), "+***45");

@@ -40,13 +40,25 @@ where
 /// One CloudWatch metric in embedded metric format, written to stdout as a single JSON line
 /// (Lambda forwards stdout to CloudWatch Logs, which extracts the metric).
 pub fn metric(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)]) {
-    let line = emf_line(name, value, unit, dimensions, crate::ports::Clock::now_ms(&crate::ports::SystemClock));
+    let line = emf_line(
+        name,
+        value,
+        unit,
+        dimensions,
+        crate::ports::Clock::now_ms(&crate::ports::SystemClock),
+    );
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
 
 /// The EMF JSON line for one metric at `ts_ms`.
-pub fn emf_line(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)], ts_ms: i64) -> String {
+pub fn emf_line(
+    name: &str,
+    value: f64,
+    unit: &str,
+    dimensions: &[(&str, &str)],
+    ts_ms: i64,
+) -> String {
     let mut root = serde_json::Map::new();
     let dim_names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
     root.insert(
@@ -73,10 +85,19 @@ mod tests {
 
     #[test]
     fn emf_line_has_namespace_dimensions_and_value() {
-        let l = emf_line("SendFailures", 1.0, "Count", &[("TwilioCode", "21211")], 1000);
+        let l = emf_line(
+            "SendFailures",
+            1.0,
+            "Count",
+            &[("TwilioCode", "21211")],
+            1000,
+        );
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Herald");
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0], "TwilioCode");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+            "TwilioCode"
+        );
         assert_eq!(v["TwilioCode"], "21211");
         assert_eq!(v["SendFailures"], 1.0);
     }

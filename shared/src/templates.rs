@@ -89,10 +89,18 @@ pub fn analyse(body: &str) -> SmsInfo {
     let characters = body.chars().count();
     if body.chars().all(|c| gsm_units(c).is_some()) {
         let units = body.chars().map(|c| gsm_units(c).unwrap_or(1));
-        SmsInfo { encoding: Encoding::Gsm7, segments: segments(units, 160, 153), characters }
+        SmsInfo {
+            encoding: Encoding::Gsm7,
+            segments: segments(units, 160, 153),
+            characters,
+        }
     } else {
         let units = body.chars().map(char::len_utf16);
-        SmsInfo { encoding: Encoding::Ucs2, segments: segments(units, 70, 67), characters }
+        SmsInfo {
+            encoding: Encoding::Ucs2,
+            segments: segments(units, 70, 67),
+            characters,
+        }
     }
 }
 
@@ -148,7 +156,8 @@ impl Templates {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_keep_trailing_newline(false);
         for (name, src) in sources {
-            env.add_template(name, src).map_err(|_| TemplateError::Render)?;
+            env.add_template(name, src)
+                .map_err(|_| TemplateError::Render)?;
         }
         Ok(Self { env })
     }
@@ -160,7 +169,10 @@ impl Templates {
 
     /// The variables template `name` needs, sorted.
     pub fn variables(&self, name: &str) -> Result<Vec<String>, TemplateError> {
-        let t = self.env.get_template(name).map_err(|_| TemplateError::Unknown(name.to_owned()))?;
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|_| TemplateError::Unknown(name.to_owned()))?;
         let mut v: Vec<String> = t.undeclared_variables(false).into_iter().collect();
         v.sort();
         Ok(v)
@@ -173,7 +185,10 @@ impl Templates {
         name: &str,
         vars: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
-        let t = self.env.get_template(name).map_err(|_| TemplateError::Unknown(name.to_owned()))?;
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|_| TemplateError::Unknown(name.to_owned()))?;
         let mut ctx = BTreeMap::new();
         for needed in self.variables(name)? {
             match vars.get(&needed) {
@@ -207,7 +222,14 @@ mod tests {
 
     #[test]
     fn gsm_bodies_fit_160_then_153_per_segment() {
-        assert_eq!(analyse(&"a".repeat(160)), SmsInfo { encoding: Encoding::Gsm7, segments: 1, characters: 160 });
+        assert_eq!(
+            analyse(&"a".repeat(160)),
+            SmsInfo {
+                encoding: Encoding::Gsm7,
+                segments: 1,
+                characters: 160
+            }
+        );
         assert_eq!(analyse(&"a".repeat(161)).segments, 2);
         assert_eq!(analyse(&"a".repeat(306)).segments, 2);
         assert_eq!(analyse(&"a".repeat(307)).segments, 3);
@@ -241,11 +263,19 @@ mod tests {
     fn builtins_render_with_their_variables() {
         let t = Templates::builtin();
         assert_eq!(
-            t.render("alert", &vars(json!({"service": "db", "summary": "disk 95%"}))).unwrap(),
+            t.render(
+                "alert",
+                &vars(json!({"service": "db", "summary": "disk 95%"}))
+            )
+            .unwrap(),
             "[db] ALERT: disk 95%"
         );
         assert_eq!(
-            t.render("otp", &vars(json!({"service": "Acme", "code": "123456", "minutes": 10}))).unwrap(),
+            t.render(
+                "otp",
+                &vars(json!({"service": "Acme", "code": "123456", "minutes": 10}))
+            )
+            .unwrap(),
             "Your Acme verification code is 123456. It expires in 10 minutes. Do not share it."
         );
         let mut names = t.names();
@@ -268,13 +298,21 @@ mod tests {
             t.render("alert", &vars(json!({"service": {"a": 1}, "summary": "x"}))),
             Err(TemplateError::BadVariable("service".into()))
         );
-        assert_eq!(t.render("nope", &vars(json!({}))), Err(TemplateError::Unknown("nope".into())));
+        assert_eq!(
+            t.render("nope", &vars(json!({}))),
+            Err(TemplateError::Unknown("nope".into()))
+        );
     }
 
     #[test]
     fn values_are_not_evaluated_as_template_code() {
         let t = Templates::builtin();
-        let out = t.render("alert", &vars(json!({"service": "{{ 7*7 }}", "summary": "<b>&"}))).unwrap();
+        let out = t
+            .render(
+                "alert",
+                &vars(json!({"service": "{{ 7*7 }}", "summary": "<b>&"})),
+            )
+            .unwrap();
         assert_eq!(out, "[{{ 7*7 }}] ALERT: <b>&");
     }
 }

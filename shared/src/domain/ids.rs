@@ -94,7 +94,11 @@ mod tests {
 
     #[test]
     fn wrong_prefix_or_garbage_is_rejected() {
-        assert!("call_01jc0000000000000000000000".parse::<MessageId>().is_err());
+        assert!(
+            "call_01jc0000000000000000000000"
+                .parse::<MessageId>()
+                .is_err()
+        );
         assert!("msg_not-a-ulid".parse::<MessageId>().is_err());
         assert!("".parse::<CallId>().is_err());
     }

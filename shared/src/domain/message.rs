@@ -98,7 +98,9 @@ impl MessageStatus {
     /// Parses a status as Twilio spells it in `MessageStatus`/`SmsStatus`; `None` for statuses an
     /// outbound message cannot have (`receiving`, `received`) or unknown text.
     pub fn from_twilio(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s && *st != Self::Retrying)
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s && *st != Self::Retrying)
     }
 
     /// What a report of `next` does to a message that is `self`.
@@ -194,8 +196,7 @@ pub struct StatusChange {
 impl Message {
     /// Whether `change` would move this record, by attempt and by the transition rule.
     pub fn accepts(&self, change: &StatusChange) -> bool {
-        self.attempt == change.attempt
-            && self.status.transition(change.status) == Transition::Apply
+        self.attempt == change.attempt && self.status.transition(change.status) == Transition::Apply
     }
 
     /// Applies `change` in memory (the stores call this inside their atomic section).
@@ -246,7 +247,10 @@ mod tests {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.as_str()));
         }
-        assert_eq!(MessageStatus::from_twilio("partially_delivered"), Some(PartiallyDelivered));
+        assert_eq!(
+            MessageStatus::from_twilio("partially_delivered"),
+            Some(PartiallyDelivered)
+        );
         assert_eq!(MessageStatus::from_twilio("received"), None);
         assert_eq!(MessageStatus::from_twilio("retrying"), None);
     }

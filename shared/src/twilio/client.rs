@@ -74,7 +74,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base_url", &self.base_url).finish()
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
@@ -88,11 +90,17 @@ impl Client {
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(TwilioError::Transport)?;
-        Ok(Self { http, base_url: opts.base_url.trim_end_matches('/').into() })
+        Ok(Self {
+            http,
+            base_url: opts.base_url.trim_end_matches('/').into(),
+        })
     }
 
     fn account_url(&self, creds: &TwilioCredentials, tail: &str) -> String {
-        format!("{}/2010-04-01/Accounts/{}/{}", self.base_url, creds.account_sid, tail)
+        format!(
+            "{}/2010-04-01/Accounts/{}/{}",
+            self.base_url, creds.account_sid, tail
+        )
     }
 
     /// `POST Messages.json`.
@@ -143,7 +151,11 @@ impl Client {
         let status = resp.status();
         if status.is_success() {
             return resp.json::<T>().await.map_err(|e| {
-                if e.is_timeout() { TwilioError::Timeout } else { TwilioError::Decode(e.without_url().to_string()) }
+                if e.is_timeout() {
+                    TwilioError::Timeout
+                } else {
+                    TwilioError::Decode(e.without_url().to_string())
+                }
             });
         }
         let retry_after = resp
@@ -153,7 +165,11 @@ impl Client {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let code = resp.json::<ErrorBody>().await.ok().and_then(|b| b.code);
-        Err(TwilioError::Api { status: status.as_u16(), code, retry_after })
+        Err(TwilioError::Api {
+            status: status.as_u16(),
+            code,
+            retry_after,
+        })
     }
 }
 

@@ -18,7 +18,12 @@ pub struct CredentialCache {
 impl CredentialCache {
     /// A cache over `source`, entries kept `ttl_ms`.
     pub fn new(source: Arc<dyn SecretSource>, clock: Arc<dyn Clock>, ttl_ms: i64) -> Self {
-        Self { source, clock, ttl_ms, cached: Mutex::new(None) }
+        Self {
+            source,
+            clock,
+            ttl_ms,
+            cached: Mutex::new(None),
+        }
     }
 
     /// The credentials, read from the source when the cache is empty or stale.

@@ -102,7 +102,9 @@ impl TwilioError {
                 _ if *status == 401 => RetryClass::RefreshCredentials,
                 _ => RetryClass::Never,
             },
-            Self::Timeout | Self::Connect(_) | Self::Transport(_) | Self::Decode(_) => RetryClass::Retry,
+            Self::Timeout | Self::Connect(_) | Self::Transport(_) | Self::Decode(_) => {
+                RetryClass::Retry
+            }
             Self::Credentials(crate::ports::SecretError::Transient(_)) => RetryClass::Retry,
             Self::Credentials(_) => RetryClass::Never,
         }
@@ -140,7 +142,11 @@ mod tests {
     use super::*;
 
     fn api(status: u16, code: Option<u32>) -> TwilioError {
-        TwilioError::Api { status, code, retry_after: None }
+        TwilioError::Api {
+            status,
+            code,
+            retry_after: None,
+        }
     }
 
     #[test]

@@ -75,7 +75,8 @@ where
 
 /// The base64 HMAC-SHA1 of `data` under `auth_token`.
 pub fn sign(auth_token: &str, data: &str) -> String {
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(auth_token.as_bytes()).expect("any key length");
+    let mut mac =
+        <Hmac<Sha1> as Mac>::new_from_slice(auth_token.as_bytes()).expect("any key length");
     mac.update(data.as_bytes());
     STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -97,7 +98,9 @@ fn strip_fragment(url: &str) -> &str {
 pub fn url_variants(url: &str) -> Vec<(UrlVariant, String)> {
     let url = strip_fragment(url);
     let mut out = vec![(UrlVariant::AsGiven, url.to_owned())];
-    let Some((scheme, rest)) = url.split_once("://") else { return out };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return out;
+    };
     let default_port = match scheme.to_ascii_lowercase().as_str() {
         "https" => "443",
         "http" => "80",
@@ -116,7 +119,10 @@ pub fn url_variants(url: &str) -> Vec<(UrlVariant, String)> {
     };
     match port {
         Some(p) if p == default_port => {
-            out.push((UrlVariant::WithoutPort, format!("{scheme}://{userinfo}{host}{tail}")));
+            out.push((
+                UrlVariant::WithoutPort,
+                format!("{scheme}://{userinfo}{host}{tail}"),
+            ));
         }
         None => {
             out.push((
@@ -146,7 +152,11 @@ pub fn validate_form(
     let mut matched = None;
     // Every variant is computed, so the time taken does not depend on which one matches.
     for (variant, u) in url_variants(url) {
-        let expected = compute(auth_token, &u, params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let expected = compute(
+            auth_token,
+            &u,
+            params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         if equal(&expected, signature) && matched.is_none() {
             matched = Some(variant);
         }
@@ -226,7 +236,10 @@ mod tests {
 
     #[test]
     fn repeated_values_are_sorted_and_deduplicated() {
-        let a = string_to_sign("https://x/", [("Digits", "2"), ("Digits", "1"), ("Digits", "2")]);
+        let a = string_to_sign(
+            "https://x/",
+            [("Digits", "2"), ("Digits", "1"), ("Digits", "2")],
+        );
         assert_eq!(a, "https://x/Digits1Digits2");
     }
 
@@ -235,12 +248,29 @@ mod tests {
         let p = doc_params();
         let sig = compute(TOKEN, URL, p.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2#rc=3";
-        assert_eq!(validate_form(TOKEN, with_port, &p, &sig), Ok(UrlVariant::WithoutPort));
-        let signed_with_port =
-            compute(TOKEN, "https://mycompany.com:443/myapp.php?foo=1&bar=2", p.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        assert_eq!(validate_form(TOKEN, URL, &p, &signed_with_port), Ok(UrlVariant::WithPort));
+        assert_eq!(
+            validate_form(TOKEN, with_port, &p, &sig),
+            Ok(UrlVariant::WithoutPort)
+        );
+        let signed_with_port = compute(
+            TOKEN,
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            p.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        assert_eq!(
+            validate_form(TOKEN, URL, &p, &signed_with_port),
+            Ok(UrlVariant::WithPort)
+        );
         // A non-default port is not interchangeable.
-        assert!(validate_form(TOKEN, "https://mycompany.com:8443/myapp.php?foo=1&bar=2", &p, &sig).is_err());
+        assert!(
+            validate_form(
+                TOKEN,
+                "https://mycompany.com:8443/myapp.php?foo=1&bar=2",
+                &p,
+                &sig
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -253,7 +283,10 @@ mod tests {
 
     #[test]
     fn empty_signature_is_missing() {
-        assert_eq!(validate_form(TOKEN, URL, &[], ""), Err(SignatureError::Missing));
+        assert_eq!(
+            validate_form(TOKEN, URL, &[], ""),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]
@@ -261,8 +294,22 @@ mod tests {
         let body = br#"{"a":1}"#;
         let url = format!("https://x.example/hook?bodySHA256={}", body_sha256(body));
         let sig = sign(TOKEN, &url);
-        assert_eq!(validate_json(TOKEN, &url, body, &sig), Ok(UrlVariant::AsGiven));
-        assert_eq!(validate_json(TOKEN, &url, br#"{"a":2}"#, &sig), Err(SignatureError::BodyHash));
-        assert_eq!(validate_json(TOKEN, "https://x.example/hook", body, &sign(TOKEN, "https://x.example/hook")), Err(SignatureError::BodyHash));
+        assert_eq!(
+            validate_json(TOKEN, &url, body, &sig),
+            Ok(UrlVariant::AsGiven)
+        );
+        assert_eq!(
+            validate_json(TOKEN, &url, br#"{"a":2}"#, &sig),
+            Err(SignatureError::BodyHash)
+        );
+        assert_eq!(
+            validate_json(
+                TOKEN,
+                "https://x.example/hook",
+                body,
+                &sign(TOKEN, "https://x.example/hook")
+            ),
+            Err(SignatureError::BodyHash)
+        );
     }
 }

@@ -31,7 +31,10 @@ impl LocalKeyService {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "master key file must hold 32 bytes")
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "master key file must hold 32 bytes",
+                    )
                 })?;
                 Ok(Self::from_key(&key))
             }
@@ -51,7 +54,9 @@ impl LocalKeyService {
                         Ok(Self::from_key(&key))
                     }
                     // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -61,7 +66,9 @@ impl LocalKeyService {
 
     /// A key service over a given master key (tests).
     pub fn from_key(key: &[u8; 32]) -> Self {
-        Self { master: Aes256Gcm::new(key.into()) }
+        Self {
+            master: Aes256Gcm::new(key.into()),
+        }
     }
 }
 
@@ -70,12 +77,18 @@ impl KeyService for LocalKeyService {
     async fn generate_data_key(&self) -> Result<DataKey, KeyError> {
         let key: [u8; 32] = rand::random();
         let nonce: [u8; 12] = rand::random();
-        let ct = self.master.encrypt(Nonce::from_slice(&nonce), key.as_slice()).map_err(|_| KeyError::Refused)?;
+        let ct = self
+            .master
+            .encrypt(Nonce::from_slice(&nonce), key.as_slice())
+            .map_err(|_| KeyError::Refused)?;
         let mut wrapped = Vec::with_capacity(2 + 12 + ct.len());
         wrapped.extend_from_slice(MAGIC);
         wrapped.extend_from_slice(&nonce);
         wrapped.extend_from_slice(&ct);
-        Ok(DataKey { plaintext: Secret::new(key), wrapped })
+        Ok(DataKey {
+            plaintext: Secret::new(key),
+            wrapped,
+        })
     }
 
     async fn decrypt_data_key(&self, wrapped: &[u8]) -> Result<Secret<[u8; 32]>, KeyError> {

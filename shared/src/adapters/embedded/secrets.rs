@@ -37,10 +37,11 @@ impl FileSecretSource {
 #[async_trait]
 impl SecretSource for FileSecretSource {
     async fn current(&self) -> Result<TwilioCredentials, SecretError> {
-        let bytes = tokio::fs::read(&self.path)
-            .await
-            .map_err(|e| SecretError::Invalid(format!("cannot read the secret file: {}", e.kind())))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|_| SecretError::Invalid("the secret file is not a credentials document".into()))
+        let bytes = tokio::fs::read(&self.path).await.map_err(|e| {
+            SecretError::Invalid(format!("cannot read the secret file: {}", e.kind()))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|_| {
+            SecretError::Invalid("the secret file is not a credentials document".into())
+        })
     }
 }

@@ -78,11 +78,17 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection, clock: Arc<dyn crate::ports::Clock>) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -93,7 +99,9 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().map_err(|_| StoreError::Corrupt("store lock poisoned".into()))?;
+            let mut c = conn
+                .lock()
+                .map_err(|_| StoreError::Corrupt("store lock poisoned".into()))?;
             f(&mut c)
         })
         .await
@@ -104,7 +112,8 @@ impl SqliteStore {
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         self.with(move |c| {
-            c.execute("DELETE FROM events WHERE expires_at_ms <= ?1", params![now]).map_err(backend)
+            c.execute("DELETE FROM events WHERE expires_at_ms <= ?1", params![now])
+                .map_err(backend)
         })
         .await
     }
@@ -112,10 +121,13 @@ impl SqliteStore {
 
 fn read_message(c: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
     let doc: Option<String> = c
-        .query_row("SELECT doc FROM messages WHERE id = ?1", params![id], |r| r.get(0))
+        .query_row("SELECT doc FROM messages WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(backend)?;
-    doc.map(|d| serde_json::from_str(&d).map_err(corrupt)).transpose()
+    doc.map(|d| serde_json::from_str(&d).map_err(corrupt))
+        .transpose()
 }
 
 #[async_trait]
@@ -207,7 +219,8 @@ impl EventStore for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            doc.map(|d| serde_json::from_str(&d).map_err(corrupt)).transpose()
+            doc.map(|d| serde_json::from_str(&d).map_err(corrupt))
+                .transpose()
         })
         .await
     }
@@ -233,9 +246,13 @@ impl Keyring for SqliteStore {
     async fn get_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let name = name.to_owned();
         self.with(move |c| {
-            c.query_row("SELECT wrapped FROM keyring WHERE name = ?1", params![name], |r| r.get(0))
-                .optional()
-                .map_err(backend)
+            c.query_row(
+                "SELECT wrapped FROM keyring WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
         })
         .await
     }
@@ -244,14 +261,20 @@ impl Keyring for SqliteStore {
         let name = name.to_owned();
         let wrapped = wrapped.to_vec();
         self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
             tx.execute(
                 "INSERT INTO keyring (name, wrapped) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
                 params![name, wrapped],
             )
             .map_err(backend)?;
             let stored: Vec<u8> = tx
-                .query_row("SELECT wrapped FROM keyring WHERE name = ?1", params![name], |r| r.get(0))
+                .query_row(
+                    "SELECT wrapped FROM keyring WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(stored)
