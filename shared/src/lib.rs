@@ -3,6 +3,7 @@
 //! and by the local runner.
 
 pub mod adapters;
+pub mod apigw;
 pub mod config;
 pub mod crypto;
 pub mod domain;
@@ -10,8 +11,11 @@ pub mod phone;
 pub mod ports;
 pub mod problem;
 pub mod secret;
+pub mod service;
 pub mod telemetry;
 pub mod templates;
+#[cfg(feature = "test-util")]
+pub mod test_env;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod twilio;

@@ -150,3 +150,26 @@ impl Problem {
         serde_json::to_string(self).expect("problem serialises")
     }
 }
+
+/// An HTTP response carrying this problem.
+impl Problem {
+    /// The response: status, `application/problem+json`, the document.
+    pub fn into_response(self) -> http::Response<String> {
+        respond(self.status, CONTENT_TYPE, self.to_json())
+    }
+}
+
+/// A response with a body and its content type.
+pub fn respond(status: u16, content_type: &str, body: String) -> http::Response<String> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+/// A JSON response.
+pub fn json(status: u16, value: &impl Serialize) -> http::Response<String> {
+    respond(status, "application/json", serde_json::to_string(value).expect("response serialises"))
+}

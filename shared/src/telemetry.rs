@@ -25,6 +25,21 @@ where
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    init_with_filter(writer, filter);
+}
+
+/// Installs the JSON log subscriber with an explicit filter directive such as `debug`.
+pub fn init_with_level<W>(writer: W, directive: &str)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    init_with_filter(writer, EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info")));
+}
+
+fn init_with_filter<W>(writer: W, filter: EnvFilter)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

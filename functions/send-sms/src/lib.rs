@@ -1,1 +1,422 @@
-//! The send-sms handler.
+//! `send-sms`: the HTTP API for SMS. `POST /v1/messages` validates, records and sends one
+//! message through Twilio; `GET /v1/messages/{id}` shows where it is and its timeline.
+//!
+//! The handler knows nothing of where it runs: it gets [`Services`] built over AWS adapters in
+//! `main.rs`, or over the embedded ones by the local runner and the tests.
+
+use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, StatusChange, Subject};
+use herald::ports::{Applied, StoreError};
+use herald::problem::{self, Problem, ProblemKind};
+use herald::service::Services;
+use herald::templates::{self, Encoding, MAX_BODY_CHARS, TemplateError};
+use herald::twilio::{NewMessage, RetryClass, TwilioError, describe_code};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Handles one API Gateway request for the SMS API.
+pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let path = api_path(req.raw_http_path());
+    let resp = match (req.method().as_str(), path.as_str()) {
+        ("POST", "/v1/messages") => send(svc, &req).await,
+        ("GET", p) if p.starts_with("/v1/messages/") => get(svc, &p["/v1/messages/".len()..]).await,
+        (_, "/v1/messages") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
+        _ => Problem::new(ProblemKind::NotFound).detail("no such route").into_response(),
+    };
+    Ok(resp.map(Body::from))
+}
+
+/// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`).
+fn api_path(raw: &str) -> String {
+    raw.find("/v1/").map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
+}
+
+/// The caller's identity from the API Gateway request context (JWT `sub`, or IAM caller).
+fn caller(req: &Request) -> String {
+    use lambda_http::request::RequestContext;
+    let from_authorizer = |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
+        a.jwt
+            .as_ref()
+            .and_then(|j| j.claims.get("sub").cloned())
+            .or_else(|| a.iam.as_ref().and_then(|i| i.user_arn.clone()))
+    };
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().and_then(from_authorizer),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.user_arn.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| "anonymous".to_owned())
+}
+
+/// A validated send request: everything needed to record and send.
+struct Validated {
+    to: herald::phone::PhoneNumber,
+    body: String,
+    template: Option<String>,
+    encoding: Encoding,
+    segments: u32,
+}
+
+fn invalid(kind: ProblemKind, field: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(kind).field(field).detail(detail)
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Problem> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(ProblemKind::InvalidField, name, format!("{name} must be a string"))),
+    }
+}
+
+/// Validates a `POST /v1/messages` body. Nothing is recorded on any error.
+fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
+    let value: Value = serde_json::from_slice(raw).map_err(|_| {
+        Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object")
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !["to", "body", "template", "variables"].contains(&k.as_str())) {
+        return Err(invalid(ProblemKind::InvalidField, unknown, "unknown field"));
+    }
+    let to = str_field(&obj, "to")?
+        .ok_or_else(|| invalid(ProblemKind::InvalidField, "to", "to is required"))?;
+    let to = herald::phone::parse(to)
+        .map_err(|e| invalid(ProblemKind::InvalidPhoneNumber, "to", e.to_string()))?;
+    let body_field = str_field(&obj, "body")?;
+    let template = str_field(&obj, "template")?;
+    let (body, template) = match (body_field, template) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(ProblemKind::InvalidField, "template", "give either body or template, not both"));
+        }
+        (None, None) => return Err(invalid(ProblemKind::InvalidField, "body", "body or template is required")),
+        (Some(b), None) => {
+            if obj.get("variables").is_some_and(|v| !v.is_null()) {
+                return Err(invalid(ProblemKind::InvalidField, "variables", "variables go with a template"));
+            }
+            (b.to_owned(), None)
+        }
+        (None, Some(name)) => {
+            let empty = Map::new();
+            let vars = match obj.get("variables") {
+                None | Some(Value::Null) => &empty,
+                Some(Value::Object(m)) => m,
+                Some(_) => return Err(invalid(ProblemKind::InvalidField, "variables", "variables must be an object")),
+            };
+            let text = svc.templates.render(name, vars).map_err(|e| match e {
+                TemplateError::Unknown(_) => invalid(ProblemKind::UnknownTemplate, "template", e.to_string()),
+                TemplateError::MissingVariable(ref v) => {
+                    invalid(ProblemKind::MissingVariable, &format!("variables.{v}"), e.to_string())
+                }
+                TemplateError::BadVariable(ref v) => {
+                    invalid(ProblemKind::InvalidField, &format!("variables.{v}"), e.to_string())
+                }
+                TemplateError::Render => invalid(ProblemKind::InvalidField, "template", e.to_string()),
+            })?;
+            (text, Some(name.to_owned()))
+        }
+    };
+    if body.trim().is_empty() {
+        return Err(invalid(ProblemKind::InvalidField, "body", "the message is empty"));
+    }
+    let info = templates::analyse(&body);
+    if info.characters > MAX_BODY_CHARS {
+        return Err(invalid(
+            ProblemKind::BodyTooLong,
+            if template.is_some() { "variables" } else { "body" },
+            format!("{} characters; at most {MAX_BODY_CHARS}", info.characters),
+        ));
+    }
+    Ok(Validated { to, body, template, encoding: info.encoding, segments: info.segments })
+}
+
+/// The answer to a send.
+#[derive(Debug, Serialize)]
+struct SendAnswer<'a> {
+    id: &'a MessageId,
+    status: MessageStatus,
+    segments: u32,
+    encoding: Encoding,
+}
+
+fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
+    tracing::error!(error = %e, "store unavailable");
+    Problem::new(ProblemKind::Unavailable).detail("please retry").into_response()
+}
+
+async fn send(svc: &Services, req: &Request) -> http::Response<String> {
+    if !svc.config.sms_enabled {
+        return Problem::new(ProblemKind::FeatureDisabled).detail("SMS sending is disabled").into_response();
+    }
+    let v = match validate(svc, req.body().as_ref()) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    let now = svc.clock.now_ms();
+    let id = MessageId::generate(u64::try_from(now).unwrap_or_default());
+    let message = match seal_message(svc, &id, &v, caller(req), now).await {
+        Ok(m) => m,
+        Err(e) => return unavailable(&*e),
+    };
+    if let Err(e) = svc.messages.insert_message(&message).await {
+        return unavailable(&e);
+    }
+    record(svc, &message, EventKind::Accepted, MessageStatus::Accepted, None, None, true).await;
+    tracing::info!(message_id = %id, segments = v.segments, encoding = v.encoding.as_str(), "message accepted");
+
+    let outcome = deliver(svc, &message, v.to.e164(), &v.body).await;
+    let answer = |status| SendAnswer { id: &id, status, segments: v.segments, encoding: v.encoding };
+    match outcome {
+        Delivery::Submitted(status) => problem::json(201, &answer(status)),
+        Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
+        Delivery::Rejected(code) => {
+            let mut p = Problem::new(ProblemKind::TwilioRejected)
+                .detail(code.map_or("Twilio refused the message", describe_code))
+                .field("to");
+            p.message_id = Some(id.to_string());
+            p.twilio_code = code;
+            p.into_response()
+        }
+    }
+}
+
+async fn seal_message(
+    svc: &Services,
+    id: &MessageId,
+    v: &Validated,
+    caller: String,
+    now: i64,
+) -> Result<Message, Box<dyn std::error::Error + Send + Sync>> {
+    let aad = id.as_str();
+    Ok(Message {
+        id: id.clone(),
+        caller,
+        to: svc.vault.seal(aad, v.to.e164().as_bytes()).await?,
+        to_token: svc.vault.lookup_token(v.to.e164()).await?,
+        to_masked: v.to.masked().to_string(),
+        country: v.to.country().map(str::to_owned),
+        body: svc.vault.seal(aad, v.body.as_bytes()).await?,
+        template: v.template.clone(),
+        encoding: v.encoding,
+        segments: v.segments,
+        status: MessageStatus::Accepted,
+        attempt: 1,
+        twilio_sid: None,
+        error_code: None,
+        error_reason: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+    })
+}
+
+/// What became of one attempt to hand a message to Twilio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Twilio accepted it; its status now.
+    Submitted(MessageStatus),
+    /// Twilio or the network failed for now; the message waits for another attempt.
+    Deferred,
+    /// Twilio refused it for good, with its code.
+    Rejected(Option<u32>),
+}
+
+/// Hands `message` (attempt `message.attempt`) to Twilio and records the result. `to` and
+/// `body` are the opened plaintext; they go to Twilio and nowhere else.
+pub async fn deliver(svc: &Services, message: &Message, to: &str, body: &str) -> Delivery {
+    let result = submit(svc, message, to, body).await;
+    let (change, kind, delivery) = match result {
+        Ok(resource) => {
+            let status = MessageStatus::from_twilio(&resource.status).unwrap_or(MessageStatus::Queued);
+            let change = change(message, status, Some(resource.sid), None, None, svc.clock.now_ms());
+            (change, EventKind::Submitted, Delivery::Submitted(status))
+        }
+        Err(e) => {
+            let code = e.code();
+            let reason = e.to_string();
+            match e.retry_class() {
+                RetryClass::Never => {
+                    tracing::warn!(message_id = %message.id, twilio_code = ?code, error = %reason, "Twilio rejected the message");
+                    herald::telemetry::metric("SendRejected", 1.0, "Count", &[("TwilioCode", &code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()))]);
+                    let ch = change(message, MessageStatus::Failed, None, code, Some(reason), svc.clock.now_ms());
+                    (ch, EventKind::Rejected, Delivery::Rejected(code))
+                }
+                _ => {
+                    tracing::warn!(message_id = %message.id, twilio_code = ?code, error = %reason, "send deferred");
+                    let ch = change(message, MessageStatus::Retrying, None, code, Some(reason), svc.clock.now_ms());
+                    (ch, EventKind::Deferred, Delivery::Deferred)
+                }
+            }
+        }
+    };
+    let applied = match svc.messages.apply_message_status(&message.id, &change).await {
+        Ok(Applied::Applied(_)) => true,
+        Ok(Applied::Ignored(_) | Applied::NotFound) => false,
+        Err(e) => {
+            // Twilio has the message; its callbacks will move the record on.
+            tracing::error!(message_id = %message.id, error = %e, "could not record the send result");
+            false
+        }
+    };
+    let mut ev = event(svc, message, kind, change.status, change.error_code, applied);
+    ev.twilio_sid = change.twilio_sid.clone();
+    store_event(svc, &ev).await;
+    delivery
+}
+
+async fn submit(
+    svc: &Services,
+    message: &Message,
+    to: &str,
+    body: &str,
+) -> Result<herald::twilio::MessageResource, TwilioError> {
+    let callback = svc.message_status_callback(&message.id, message.attempt);
+    let new = NewMessage { to, sender: &svc.config.sender, body, status_callback: &callback };
+    let creds = svc.credentials.get().await?;
+    match svc.twilio.create_message(&creds, &new).await {
+        Err(e) if e.retry_class() == RetryClass::RefreshCredentials => {
+            // The key may have been rotated: read the secret again, once.
+            svc.credentials.invalidate().await;
+            let creds = svc.credentials.get().await?;
+            svc.twilio.create_message(&creds, &new).await
+        }
+        other => other,
+    }
+}
+
+fn change(
+    message: &Message,
+    status: MessageStatus,
+    twilio_sid: Option<String>,
+    error_code: Option<u32>,
+    error_reason: Option<String>,
+    at_ms: i64,
+) -> StatusChange {
+    StatusChange { attempt: message.attempt, status, twilio_sid, error_code, error_reason, at_ms }
+}
+
+fn event(
+    svc: &Services,
+    message: &Message,
+    kind: EventKind,
+    status: MessageStatus,
+    error_code: Option<u32>,
+    applied: bool,
+) -> Event {
+    let at_ms = svc.clock.now_ms();
+    Event {
+        key: format!("{}:{}:{}", message.id, kind.as_str(), message.attempt),
+        subject: Subject::from(&message.id),
+        kind,
+        status: Some(status.as_str().to_owned()),
+        twilio_sid: None,
+        error_code,
+        attempt: message.attempt,
+        applied,
+        at_ms,
+        expires_at_ms: at_ms + herald::domain::event::EVENT_RETENTION_MS,
+    }
+}
+
+async fn record(
+    svc: &Services,
+    message: &Message,
+    kind: EventKind,
+    status: MessageStatus,
+    error_code: Option<u32>,
+    twilio_sid: Option<String>,
+    applied: bool,
+) {
+    let mut ev = event(svc, message, kind, status, error_code, applied);
+    ev.twilio_sid = twilio_sid;
+    store_event(svc, &ev).await;
+}
+
+async fn store_event(svc: &Services, ev: &Event) {
+    if let Err(e) = svc.events.record_event(ev).await {
+        tracing::error!(event_kind = ev.kind.as_str(), error = %e, "could not record an event");
+    }
+}
+
+/// One entry of a message's timeline.
+#[derive(Debug, Serialize)]
+struct TimelineEntry {
+    at: String,
+    kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    attempt: u32,
+    applied: bool,
+}
+
+/// `GET /v1/messages/{id}`.
+#[derive(Debug, Serialize)]
+struct MessageView {
+    id: MessageId,
+    to: String,
+    status: MessageStatus,
+    segments: u32,
+    encoding: Encoding,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twilio_sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    timeline: Vec<TimelineEntry>,
+}
+
+/// Unix milliseconds as RFC 3339.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
+    let not_found = || Problem::new(ProblemKind::NotFound).detail("no message with that id").into_response();
+    let Ok(id) = raw_id.parse::<MessageId>() else { return not_found() };
+    let m = match svc.messages.get_message(&id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found(),
+        Err(e) => return unavailable(&e),
+    };
+    let events = match svc.events.events_for(&Subject::from(&id)).await {
+        Ok(e) => e,
+        Err(e) => return unavailable(&e as &StoreError),
+    };
+    let view = MessageView {
+        to: m.to_masked.clone(),
+        status: m.status,
+        segments: m.segments,
+        encoding: m.encoding,
+        template: m.template.clone(),
+        attempts: m.attempt,
+        twilio_sid: m.twilio_sid.clone(),
+        error_code: m.error_code,
+        error: m.error_reason.clone(),
+        created_at: rfc3339(m.created_at_ms),
+        updated_at: rfc3339(m.updated_at_ms),
+        timeline: events
+            .into_iter()
+            .map(|e| TimelineEntry {
+                at: rfc3339(e.at_ms),
+                kind: e.kind,
+                status: e.status,
+                error_code: e.error_code,
+                attempt: e.attempt,
+                applied: e.applied,
+            })
+            .collect(),
+        id: m.id,
+    };
+    problem::json(200, &view)
+}

@@ -1,1 +1,162 @@
-//! The webhook-receiver handler.
+//! `webhook-receiver`: Twilio's signed callbacks. It rebuilds the public URL Twilio signed,
+//! verifies `X-Twilio-Signature`, applies the status transition (never backwards), keeps a
+//! sanitized, de-duplicated event, and answers at once.
+
+use herald::domain::event::EVENT_RETENTION_MS;
+use herald::domain::{Event, EventKind, MessageId, MessageStatus, StatusChange, Subject};
+use herald::ports::Applied;
+use herald::problem::{Problem, ProblemKind};
+use herald::service::Services;
+use herald::twilio::{describe_code, signature};
+use lambda_http::{Body, Request, RequestExt, Response};
+
+/// The webhook routes, relative to `TWILIO_WEBHOOK_BASE_URL`.
+pub const MESSAGE_STATUS_PATH: &str = "/webhooks/twilio/message-status";
+
+/// Handles one API Gateway request from Twilio.
+pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let path = webhook_path(req.raw_http_path());
+    let resp = match (req.method().as_str(), path) {
+        ("POST", Some(MESSAGE_STATUS_PATH)) => message_status(svc, &req).await,
+        (_, Some(MESSAGE_STATUS_PATH)) => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
+        _ => Problem::new(ProblemKind::NotFound).detail("no such webhook").into_response(),
+    };
+    Ok(resp.map(Body::from))
+}
+
+/// The webhook path without any stage prefix.
+fn webhook_path(raw: &str) -> Option<&str> {
+    raw.find("/webhooks/").map(|i| &raw[i..])
+}
+
+/// The URL Twilio requested: the configured public base, the route, and the query string as
+/// it arrived.
+pub fn public_url(svc: &Services, route: &str, query: Option<&str>) -> String {
+    match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{}{route}?{q}", svc.config.webhook_base_url),
+        None => format!("{}{route}", svc.config.webhook_base_url),
+    }
+}
+
+/// The form parameters of a request body, in order.
+pub fn form_params(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn forbidden(detail: &str) -> http::Response<String> {
+    herald::telemetry::metric("WebhookRejected", 1.0, "Count", &[("Reason", detail)]);
+    Problem::new(ProblemKind::InvalidSignature).detail(detail).into_response()
+}
+
+/// Verifies the request's signature against the current auth token, reading the secret again
+/// once on a mismatch (the token may have just been rotated).
+async fn verify(svc: &Services, url: &str, params: &[(String, String)], sig: &str) -> Result<(), &'static str> {
+    if sig.is_empty() {
+        return Err("missing signature");
+    }
+    for attempt in 0..2 {
+        let creds = svc.credentials.get().await.map_err(|e| {
+            tracing::error!(error = %e, "credentials unavailable");
+            "credentials unavailable"
+        })?;
+        if signature::validate_form(creds.auth_token.expose(), url, params, sig).is_ok() {
+            return Ok(());
+        }
+        if attempt == 0 {
+            svc.credentials.invalidate().await;
+        }
+    }
+    Err("signature does not match")
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn ok() -> http::Response<String> {
+    herald::problem::respond(200, "text/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".into())
+}
+
+async fn message_status(svc: &Services, req: &Request) -> http::Response<String> {
+    let query = req.uri().query();
+    let url = public_url(svc, MESSAGE_STATUS_PATH, query);
+    let params = form_params(req.body().as_ref());
+    let sig = req
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Err(why) = verify(svc, &url, &params, sig).await {
+        tracing::warn!(route = MESSAGE_STATUS_PATH, reason = why, "webhook rejected");
+        return forbidden(why);
+    }
+
+    let sid = param(&params, "MessageSid").or_else(|| param(&params, "SmsSid")).unwrap_or("");
+    let reported = param(&params, "MessageStatus").or_else(|| param(&params, "SmsStatus")).unwrap_or("");
+    let status = MessageStatus::from_twilio(reported);
+    let error_code = param(&params, "ErrorCode").and_then(|c| c.parse::<u32>().ok());
+    let attempt = query_param(query, "a").and_then(|a| a.parse::<u32>().ok()).unwrap_or(1);
+    let id = query_param(query, "mid").and_then(|m| m.parse::<MessageId>().ok());
+    let now = svc.clock.now_ms();
+    // Only values of known shape go into the event: nothing from the request is stored raw.
+    let safe_sid = herald::twilio::is_sid(sid, "SM").then(|| sid.to_owned())
+        .or_else(|| herald::twilio::is_sid(sid, "MM").then(|| sid.to_owned()));
+    let mut event = Event {
+        key: format!("ms:{}:{}", safe_sid.as_deref().unwrap_or("unknown"), status.map_or("unknown", MessageStatus::as_str)),
+        subject: Subject::orphan(),
+        kind: EventKind::OrphanCallback,
+        status: status.map(|s| s.as_str().to_owned()),
+        twilio_sid: safe_sid,
+        error_code,
+        attempt,
+        applied: false,
+        at_ms: now,
+        expires_at_ms: now + EVENT_RETENTION_MS,
+    };
+
+    if let (Some(id), Some(status)) = (id.as_ref(), status) {
+        let change = StatusChange {
+            attempt,
+            status,
+            twilio_sid: event.twilio_sid.clone(),
+            error_code,
+            error_reason: error_code.map(|c| format!("Twilio error {c} ({})", describe_code(c))),
+            at_ms: now,
+        };
+        match svc.messages.apply_message_status(id, &change).await {
+            Ok(Applied::Applied(m)) => {
+                event.subject = Subject::from(id);
+                event.kind = EventKind::StatusCallback;
+                event.applied = true;
+                tracing::info!(message_id = %id, status = m.status.as_str(), twilio_code = ?error_code, "status applied");
+            }
+            Ok(Applied::Ignored(m)) => {
+                event.subject = Subject::from(id);
+                event.kind = EventKind::StatusCallback;
+                tracing::info!(message_id = %id, reported = status.as_str(), current = m.status.as_str(), "status kept as event only");
+            }
+            Ok(Applied::NotFound) => {
+                tracing::warn!(message_id = %id, "callback for an unknown message");
+            }
+            Err(e) => {
+                // Twilio retries on a 5xx: the update is idempotent, so a retry is safe.
+                tracing::error!(message_id = %id, error = %e, "store unavailable");
+                return Problem::new(ProblemKind::Unavailable).into_response();
+            }
+        }
+    } else {
+        tracing::warn!(has_id = id.is_some(), known_status = status.is_some(), "callback without a usable id or status");
+    }
+    match svc.events.record_event(&event).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(event_key_kind = event.kind.as_str(), "duplicate callback"),
+        Err(e) => tracing::error!(error = %e, "could not record the event"),
+    }
+    ok()
+}

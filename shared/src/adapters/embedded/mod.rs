@@ -2,9 +2,11 @@
 //! and the Twilio secret in a file.
 
 mod keys;
+mod memory_secret;
 mod secrets;
 mod store;
 
 pub use keys::LocalKeyService;
+pub use memory_secret::MemorySecretSource;
 pub use secrets::FileSecretSource;
 pub use store::SqliteStore;

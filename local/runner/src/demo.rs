@@ -1,0 +1,168 @@
+//! `herald demo`: the whole system in one process. It sends messages whose outcomes the
+//! simulator is told in advance, through Herald's public HTTP API, waits for Twilio's signed
+//! callbacks, and shows where each message ended. Exit status 1 when any message did not end as
+//! the simulator was told.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::stack::{LocalStack, StackOptions};
+
+/// One scripted message.
+pub struct Scenario {
+    /// What it shows.
+    pub label: &'static str,
+    /// Recipient.
+    pub to: &'static str,
+    /// The request body for `POST /v1/messages` (without `to`).
+    pub request: serde_json::Value,
+    /// What the simulator does after accepting it (`None`: a magic number decides).
+    pub outcome: Option<twilio_sim::Outcome>,
+    /// The final status it must reach.
+    pub expect_status: &'static str,
+    /// The Twilio error code it must carry.
+    pub expect_code: Option<u32>,
+}
+
+/// The demo's messages.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            label: "delivered",
+            to: "+14155552671",
+            request: json!({"body": "Your order #1042 has shipped."}),
+            outcome: Some(twilio_sim::Outcome::Deliver),
+            expect_status: "delivered",
+            expect_code: None,
+        },
+        Scenario {
+            label: "undelivered (30003 unreachable handset)",
+            to: "+14155550143",
+            request: json!({"body": "Your appointment is tomorrow at 9:00."}),
+            outcome: Some(twilio_sim::Outcome::Undelivered(30003)),
+            expect_status: "undelivered",
+            expect_code: Some(30003),
+        },
+        Scenario {
+            label: "failed at send (21211 invalid number)",
+            to: "+15005550001",
+            request: json!({"body": "This number is not valid at Twilio."}),
+            outcome: None,
+            expect_status: "failed",
+            expect_code: Some(21211),
+        },
+        Scenario {
+            label: "failed at send (21610 opted out)",
+            to: "+15005550004",
+            request: json!({"body": "This recipient replied STOP."}),
+            outcome: None,
+            expect_status: "failed",
+            expect_code: Some(21610),
+        },
+        Scenario {
+            label: "UCS-2, several segments",
+            to: "+447700900123",
+            request: json!({"body": "Привет! Ваш заказ отправлен 🚚 и будет доставлен завтра между 9:00 и 12:00. Спасибо, что выбрали нас!"}),
+            outcome: Some(twilio_sim::Outcome::Deliver),
+            expect_status: "delivered",
+            expect_code: None,
+        },
+        Scenario {
+            label: "template (alert)",
+            to: "+33612345678",
+            request: json!({"template": "alert", "variables": {"service": "payments", "summary": "error rate 7% over 5 min"}}),
+            outcome: Some(twilio_sim::Outcome::Deliver),
+            expect_status: "delivered",
+            expect_code: None,
+        },
+    ]
+}
+
+/// One row of the result.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// Herald's message id.
+    pub id: String,
+    /// Masked recipient.
+    pub to: String,
+    /// Final status.
+    pub status: String,
+    /// Twilio error code.
+    pub error_code: Option<u32>,
+    /// Segments.
+    pub segments: u32,
+    /// GSM-7 or UCS-2.
+    pub encoding: String,
+    /// What it shows.
+    #[serde(skip)]
+    pub label: &'static str,
+    /// Whether it ended as the simulator was told.
+    #[serde(skip)]
+    pub as_expected: bool,
+}
+
+/// Runs the demo on a stack in `data_dir`; returns the rows.
+pub async fn run(data_dir: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
+    let stack = LocalStack::start(&StackOptions { data_dir: data_dir.to_owned(), port: 0, seed: 7 }).await?;
+    let http = reqwest::Client::new();
+    let mut sent = Vec::new();
+    for s in scenarios() {
+        if let Some(outcome) = s.outcome.clone() {
+            stack.sim.set_outcome(s.to, outcome);
+        }
+        let mut body = s.request.clone();
+        body["to"] = json!(s.to);
+        let resp = http.post(format!("{}/v1/messages", stack.api_url)).json(&body).send().await?;
+        let status = resp.status().as_u16();
+        let answer: serde_json::Value = resp.json().await?;
+        let id = answer
+            .get("id")
+            .or_else(|| answer.get("message_id"))
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{}: no message id in the {status} answer", s.label))?
+            .to_owned();
+        sent.push((s, id));
+    }
+    stack.sim.wait_idle().await;
+
+    let mut rows = Vec::new();
+    for (s, id) in sent {
+        let m: serde_json::Value = http.get(format!("{}/v1/messages/{id}", stack.api_url)).send().await?.json().await?;
+        let status = m["status"].as_str().unwrap_or("").to_owned();
+        let error_code = m["error_code"].as_u64().and_then(|c| u32::try_from(c).ok());
+        rows.push(Row {
+            as_expected: status == s.expect_status && error_code == s.expect_code,
+            id,
+            to: m["to"].as_str().unwrap_or("").to_owned(),
+            status,
+            error_code,
+            segments: m["segments"].as_u64().and_then(|c| u32::try_from(c).ok()).unwrap_or(0),
+            encoding: m["encoding"].as_str().unwrap_or("").to_owned(),
+            label: s.label,
+        });
+    }
+    stack.shutdown().await;
+    Ok(rows)
+}
+
+/// The rows as a table for people.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:<3} {}\n",
+        "MESSAGE", "TO", "STATUS", "CODE", "SEGS", "ENC", "OK", "SCENARIO"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:<3} {}\n",
+            r.id,
+            r.to,
+            r.status,
+            r.error_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r.segments,
+            r.encoding,
+            if r.as_expected { "yes" } else { "NO" },
+            r.label
+        ));
+    }
+    out
+}

@@ -1,0 +1,6 @@
+//! The local runner: Herald's handlers in one process behind a local API Gateway, with the
+//! embedded adapters and the Twilio simulator.
+
+pub mod demo;
+pub mod gateway;
+pub mod stack;

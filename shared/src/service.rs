@@ -1,0 +1,74 @@
+//! The services every handler shares, built once per process (per Lambda cold start, or once for
+//! the local runner) and passed to the handlers by reference.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::crypto::Vault;
+use crate::ports::{Clock, EventStore, KeyService, Keyring, MessageStore, SecretSource};
+use crate::templates::Templates;
+use crate::twilio::{Client, CredentialCache, TwilioError};
+
+/// The adapters a deployment provides (AWS or embedded).
+#[derive(Clone)]
+pub struct Adapters {
+    /// Messages.
+    pub messages: Arc<dyn MessageStore>,
+    /// Events and webhook dedupe.
+    pub events: Arc<dyn EventStore>,
+    /// Where the lookup-token key is kept.
+    pub keyring: Arc<dyn Keyring>,
+    /// Data keys.
+    pub keys: Arc<dyn KeyService>,
+    /// Twilio credentials.
+    pub secrets: Arc<dyn SecretSource>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Everything a handler needs. Cheap to share: build once, pass `&Services`.
+pub struct Services {
+    /// Validated configuration.
+    pub config: Config,
+    /// Messages.
+    pub messages: Arc<dyn MessageStore>,
+    /// Events and webhook dedupe.
+    pub events: Arc<dyn EventStore>,
+    /// Seals personal data and makes lookup tokens.
+    pub vault: Vault,
+    /// The pooled Twilio client.
+    pub twilio: Client,
+    /// The cached Twilio credentials.
+    pub credentials: CredentialCache,
+    /// Message templates, compiled once.
+    pub templates: Templates,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Services {
+    /// Builds the services over `adapters`. Nothing here does I/O: keys and credentials are
+    /// fetched on first use.
+    pub fn new(config: Config, adapters: Adapters) -> Result<Self, TwilioError> {
+        let twilio = Client::new(&config.client_options())?;
+        let ttl_ms = i64::try_from(config.credentials_ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(Self {
+            vault: Vault::new(adapters.keys, adapters.keyring, adapters.clock.clone()),
+            credentials: CredentialCache::new(adapters.secrets, adapters.clock.clone(), ttl_ms),
+            messages: adapters.messages,
+            events: adapters.events,
+            twilio,
+            templates: Templates::builtin(),
+            clock: adapters.clock,
+            config,
+        })
+    }
+
+    /// The status-callback URL Twilio is given for a message's attempt.
+    pub fn message_status_callback(&self, id: &crate::domain::MessageId, attempt: u32) -> String {
+        format!(
+            "{}/webhooks/twilio/message-status?mid={id}&a={attempt}",
+            self.config.webhook_base_url
+        )
+    }
+}
