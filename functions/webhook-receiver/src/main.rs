@@ -1,2 +1,11 @@
-//! The webhook-receiver Lambda.
-fn main() {}
+//! The `webhook-receiver` Lambda: builds configuration and AWS clients once per cold start, then
+//! serves Twilio's callbacks through API Gateway with the handler in `lib.rs`.
+
+use lambda_http::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    herald::telemetry::init();
+    let services = herald::adapters::aws::services_from_env().await?;
+    run(service_fn(|req| webhook_receiver::handle(&services, req))).await
+}
