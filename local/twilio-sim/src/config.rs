@@ -1,0 +1,85 @@
+//! Configuration of a simulator run: credentials, seed, callback timing, faults and outcomes.
+
+use serde::{Deserialize, Serialize};
+
+/// How status callbacks are dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackMode {
+    /// Each message's callbacks run in a background task, after `callback_latency_ms` each.
+    #[default]
+    Immediate,
+    /// Callbacks (and the status changes they carry) are held until
+    /// [`SimHandle::flush_callbacks`](crate::SimHandle::flush_callbacks).
+    Manual,
+}
+
+/// Fault injection rates (0.0 to 1.0) and parameters. The default injects nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Share of REST requests answered `429` with `Retry-After` and Twilio error 20429.
+    pub rate_429: f64,
+    /// Value of the `Retry-After` header (seconds) on injected 429 responses.
+    pub retry_after_secs: u64,
+    /// Share of REST requests answered `500` with Twilio error 20500.
+    pub rate_500: f64,
+    /// Share of REST requests whose response is held for `timeout_ms`.
+    pub rate_timeout: f64,
+    /// How long a held response is held, in milliseconds.
+    pub timeout_ms: u64,
+    /// `true`: a held create request creates the message first (the response is lost);
+    /// `false`: nothing is created and the held request ends with a 503 (error 20503).
+    pub timeout_after_accept: bool,
+    /// Share of status callbacks that are sent twice.
+    pub rate_duplicate_callback: f64,
+    /// Share of messages whose `delivered`/`undelivered` callback is sent before `sent`.
+    pub rate_out_of_order: f64,
+}
+
+/// What happens to a message after `queued`, chosen per `To` number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// `sent`, then `delivered`.
+    #[default]
+    Deliver,
+    /// `sent`, then `undelivered` with this error code (e.g. 30003).
+    Undelivered(u32),
+    /// `failed` with this error code (e.g. 30008).
+    Failed(u32),
+}
+
+/// Everything a simulator instance needs.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The account SID (`AC` + 32 hex) served under `/2010-04-01/Accounts/{AccountSid}`.
+    pub account_sid: String,
+    /// The auth token: signs callbacks and is accepted for HTTP Basic with the account SID.
+    pub auth_token: String,
+    /// API keys `(SK… sid, secret)` accepted for HTTP Basic.
+    pub api_keys: Vec<(String, String)>,
+    /// Seed of every random choice (SIDs, faults).
+    pub seed: u64,
+    /// Delay before each status callback, in milliseconds (0 = as soon as possible).
+    pub callback_latency_ms: u64,
+    /// Whether callbacks run by themselves or wait for a flush.
+    pub callback_mode: CallbackMode,
+    /// Faults injected from the start (see [`SimHandle::set_faults`](crate::SimHandle::set_faults)).
+    pub faults: Faults,
+}
+
+impl SimConfig {
+    /// A configuration with no API keys, seed 0, no latency, immediate callbacks and no faults.
+    pub fn new(account_sid: impl Into<String>, auth_token: impl Into<String>) -> Self {
+        Self {
+            account_sid: account_sid.into(),
+            auth_token: auth_token.into(),
+            api_keys: Vec::new(),
+            seed: 0,
+            callback_latency_ms: 0,
+            callback_mode: CallbackMode::Immediate,
+            faults: Faults::default(),
+        }
+    }
+}

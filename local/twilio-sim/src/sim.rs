@@ -1,0 +1,292 @@
+//! The running simulator: shared state, the HTTP server and the handle tests drive it with.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::callbacks::{CallbackJob, run_job};
+use crate::config::{CallbackMode, Faults, Outcome, SimConfig};
+use crate::model::{CallbackRecord, RequestRecord, SimMessage};
+
+/// Mutable state, behind one mutex that is never held across an `.await`.
+pub(crate) struct State {
+    pub(crate) sid_rng: StdRng,
+    pub(crate) fault_rng: StdRng,
+    pub(crate) faults: Faults,
+    pub(crate) outcomes: HashMap<String, Outcome>,
+    pub(crate) messages: Vec<SimMessage>,
+    pub(crate) requests: Vec<RequestRecord>,
+    pub(crate) callbacks: Vec<CallbackRecord>,
+    pub(crate) held: VecDeque<CallbackJob>,
+}
+
+impl State {
+    pub(crate) fn new_sid(&mut self, prefix: &str) -> String {
+        format!("{prefix}{:032x}", self.sid_rng.random::<u128>())
+    }
+
+    pub(crate) fn message_mut(&mut self, sid: &str) -> Option<&mut SimMessage> {
+        self.messages.iter_mut().find(|m| m.sid == sid)
+    }
+}
+
+/// Shared by the server, the callback tasks and every handle.
+pub(crate) struct Inner {
+    pub(crate) account_sid: String,
+    pub(crate) auth_token: String,
+    pub(crate) api_keys: Vec<(String, String)>,
+    pub(crate) callback_latency_ms: u64,
+    pub(crate) callback_mode: CallbackMode,
+    pub(crate) state: Mutex<State>,
+    /// Callback jobs scheduled or running (held Manual-mode jobs are not counted).
+    pub(crate) busy: watch::Sender<usize>,
+    /// Becomes `true` at shutdown: releases held responses and stops the server.
+    pub(crate) stopping: watch::Sender<bool>,
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update is one step).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues (Manual) or starts (Immediate) the callbacks of a new message.
+    pub(crate) fn schedule(self: &Arc<Self>, job: CallbackJob) {
+        match self.callback_mode {
+            CallbackMode::Manual => self.lock().held.push_back(job),
+            CallbackMode::Immediate => {
+                let guard = BusyGuard::new(self);
+                let inner = Arc::clone(self);
+                let latency = self.callback_latency_ms;
+                let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                while tasks.try_join_next().is_some() {}
+                tasks.spawn(async move {
+                    let _guard = guard;
+                    run_job(&inner, job, latency).await;
+                });
+            }
+        }
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        // An error means the sender is gone, which only happens when everything is dropped.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Counts a callback job as busy until dropped (also on abort or panic).
+pub(crate) struct BusyGuard(Arc<Inner>);
+
+impl BusyGuard {
+    pub(crate) fn new(inner: &Arc<Inner>) -> Self {
+        inner.busy.send_modify(|n| *n += 1);
+        Self(Arc::clone(inner))
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.busy.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Starts simulators.
+pub struct Simulator;
+
+impl Simulator {
+    /// Starts a simulator on `127.0.0.1` with a port the OS picks.
+    pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+        Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a simulator on the given address (port 0: the OS picks one).
+    pub async fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(15))
+            .user_agent("TwilioProxy/1.1")
+            .build()
+            .map_err(std::io::Error::other)?;
+        let inner = Arc::new(Inner {
+            account_sid: config.account_sid,
+            auth_token: config.auth_token,
+            api_keys: config.api_keys,
+            callback_latency_ms: config.callback_latency_ms,
+            callback_mode: config.callback_mode,
+            state: Mutex::new(State {
+                sid_rng: StdRng::seed_from_u64(config.seed),
+                fault_rng: StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_0000_0001),
+                faults: config.faults,
+                outcomes: HashMap::new(),
+                messages: Vec::new(),
+                requests: Vec::new(),
+                callbacks: Vec::new(),
+                held: VecDeque::new(),
+            }),
+            busy: watch::Sender::new(0),
+            stopping: watch::Sender::new(false),
+            tasks: Mutex::new(JoinSet::new()),
+            http,
+        });
+        let app = crate::server::router(Arc::clone(&inner));
+        let stop = Arc::clone(&inner);
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.stopped().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "twilio-sim server stopped");
+            }
+        });
+        Ok(SimHandle {
+            inner,
+            addr,
+            server: Arc::new(Mutex::new(Some(server))),
+        })
+    }
+}
+
+/// A running simulator. Clones share it.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    server: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT`; clients append `/2010-04-01/Accounts/...`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configured account SID.
+    pub fn account_sid(&self) -> &str {
+        &self.inner.account_sid
+    }
+
+    /// The configured auth token (the callback signing key).
+    pub fn auth_token(&self) -> &str {
+        &self.inner.auth_token
+    }
+
+    /// What happens to messages created from now on for `to_e164` (default: delivered).
+    pub fn set_outcome(&self, to_e164: &str, outcome: Outcome) {
+        self.inner
+            .lock()
+            .outcomes
+            .insert(to_e164.to_string(), outcome);
+    }
+
+    /// Replaces the fault rates for requests and messages from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.lock().faults = faults;
+    }
+
+    /// The current fault rates.
+    pub fn faults(&self) -> Faults {
+        self.inner.lock().faults.clone()
+    }
+
+    /// Manual mode: delivers every held callback now, in creation order, awaiting each POST
+    /// (callbacks of messages created meanwhile included). Returns how many jobs (messages) ran.
+    pub async fn flush_callbacks(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let guard = BusyGuard::new(&self.inner);
+            let Some(job) = self.inner.lock().held.pop_front() else {
+                drop(guard);
+                return n;
+            };
+            run_job(&self.inner, job, 0).await;
+            drop(guard);
+            n += 1;
+        }
+    }
+
+    /// How many messages' callbacks are held (Manual mode).
+    pub fn held_callbacks(&self) -> usize {
+        self.inner.lock().held.len()
+    }
+
+    /// Immediate mode: resolves when no callback is scheduled or in flight. Held Manual-mode
+    /// callbacks do not count (they wait for [`flush_callbacks`](Self::flush_callbacks)).
+    pub async fn wait_idle(&self) {
+        let mut rx = self.inner.busy.subscribe();
+        // The sender lives in `inner`, which `self` keeps alive.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Every message created, in creation order.
+    pub fn messages(&self) -> Vec<SimMessage> {
+        self.inner.lock().messages.clone()
+    }
+
+    /// One message by SID.
+    pub fn message(&self, sid: &str) -> Option<SimMessage> {
+        self.inner
+            .lock()
+            .messages
+            .iter()
+            .find(|m| m.sid == sid)
+            .cloned()
+    }
+
+    /// Every REST request received, in arrival order (inspection requests excluded).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner.lock().requests.clone()
+    }
+
+    /// Every callback POST attempt, in order.
+    pub fn callbacks(&self) -> Vec<CallbackRecord> {
+        self.inner.lock().callbacks.clone()
+    }
+
+    /// How many messages were created for `to` (duplicate-send detection).
+    pub fn creates_for(&self, to: &str) -> usize {
+        self.inner
+            .lock()
+            .messages
+            .iter()
+            .filter(|m| m.to == to)
+            .count()
+    }
+
+    /// Stops the server: held responses are released, callback tasks are cancelled, and the
+    /// call returns once the server has closed its connections.
+    pub async fn shutdown(self) {
+        self.inner.stopping.send_replace(true);
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+    }
+}
