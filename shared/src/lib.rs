@@ -7,6 +7,8 @@ pub mod apigw;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod phone;
 pub mod ports;
 pub mod problem;

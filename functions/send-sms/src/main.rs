@@ -6,6 +6,6 @@ use lambda_http::{Error, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     herald::telemetry::init();
-    let services = herald::adapters::aws::services_from_env().await?;
+    let services = herald::lambda::services_from_env().await?;
     run(service_fn(|req| send_sms::handle(&services, req))).await
 }
