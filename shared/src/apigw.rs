@@ -49,9 +49,18 @@ pub fn event_v2(req: &HttpRequest<'_>, request_id: &str, now_ms: i64) -> Value {
     let (body, is_b64) = match std::str::from_utf8(req.body) {
         _ if req.body.is_empty() => (Value::Null, false),
         Ok(s) => (Value::String(s.to_owned()), false),
-        Err(_) => (Value::String(base64::engine::general_purpose::STANDARD.encode(req.body)), true),
+        Err(_) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(req.body)),
+            true,
+        ),
     };
-    let header = |n: &str| headers.get(n).and_then(Value::as_str).unwrap_or("").to_owned();
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
     let host = match header("host") {
         h if h.is_empty() => "127.0.0.1".to_owned(),
         h => h,

@@ -171,5 +171,9 @@ pub fn respond(status: u16, content_type: &str, body: String) -> http::Response<
 
 /// A JSON response.
 pub fn json(status: u16, value: &impl Serialize) -> http::Response<String> {
-    respond(status, "application/json", serde_json::to_string(value).expect("response serialises"))
+    respond(
+        status,
+        "application/json",
+        serde_json::to_string(value).expect("response serialises"),
+    )
 }

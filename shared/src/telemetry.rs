@@ -33,7 +33,10 @@ pub fn init_with_level<W>(writer: W, directive: &str)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    init_with_filter(writer, EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info")));
+    init_with_filter(
+        writer,
+        EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info")),
+    );
 }
 
 fn init_with_filter<W>(writer: W, filter: EnvFilter)
@@ -52,18 +55,37 @@ where
         .try_init();
 }
 
-/// One CloudWatch metric in embedded metric format, written to stdout as a single JSON line
-/// (Lambda forwards stdout to CloudWatch Logs, which extracts the metric).
+/// Where metrics go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsOutput {
+    /// Standard output: on Lambda, CloudWatch Logs extracts them (the default).
+    Stdout,
+    /// Standard error (local runs whose stdout is for people or for JSON).
+    Stderr,
+    /// Nowhere.
+    Off,
+}
+
+static METRICS_OUTPUT: std::sync::OnceLock<MetricsOutput> = std::sync::OnceLock::new();
+
+/// Chooses where metrics go, once per process (later calls do nothing).
+pub fn set_metrics_output(output: MetricsOutput) {
+    let _ = METRICS_OUTPUT.set(output);
+}
+
+/// One CloudWatch metric in embedded metric format, written as a single JSON line (Lambda
+/// forwards stdout to CloudWatch Logs, which extracts the metric).
 pub fn metric(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)]) {
-    let line = emf_line(
-        name,
-        value,
-        unit,
-        dimensions,
-        crate::ports::Clock::now_ms(&crate::ports::SystemClock),
-    );
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let output = *METRICS_OUTPUT.get_or_init(|| MetricsOutput::Stdout);
+    if output == MetricsOutput::Off {
+        return;
+    }
+    let now = crate::ports::Clock::now_ms(&crate::ports::SystemClock);
+    let line = emf_line(name, value, unit, dimensions, now);
+    let _ = match output {
+        MetricsOutput::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+        _ => writeln!(std::io::stdout().lock(), "{line}"),
+    };
 }
 
 /// The EMF JSON line for one metric at `ts_ms`.

@@ -42,11 +42,19 @@ impl TestEnv {
             api_key_secret: Secret::new("test-key-secret".into()),
             auth_token: Secret::new("test-auth-token".into()),
         };
-        let mut sim_cfg = twilio_sim::SimConfig::new(creds.account_sid.clone(), creds.auth_token.expose().clone());
-        sim_cfg.api_keys = vec![(creds.api_key_sid.clone(), creds.api_key_secret.expose().clone())];
+        let mut sim_cfg = twilio_sim::SimConfig::new(
+            creds.account_sid.clone(),
+            creds.auth_token.expose().clone(),
+        );
+        sim_cfg.api_keys = vec![(
+            creds.api_key_sid.clone(),
+            creds.api_key_secret.expose().clone(),
+        )];
         sim_cfg.callback_mode = twilio_sim::CallbackMode::Manual;
         sim_cfg.seed = 42;
-        let sim = twilio_sim::Simulator::start(sim_cfg).await.expect("simulator starts");
+        let sim = twilio_sim::Simulator::start(sim_cfg)
+            .await
+            .expect("simulator starts");
         let base = [
             ("TWILIO_ACCOUNT_SID", creds.account_sid.clone()),
             ("TWILIO_FROM_NUMBER", "+15005550006".to_owned()),
@@ -73,7 +81,14 @@ impl TestEnv {
             clock: clock.clone(),
         };
         let services = Arc::new(Services::new(config, adapters).expect("services build"));
-        Self { services, sim, store, clock, creds, secrets }
+        Self {
+            services,
+            sim,
+            store,
+            clock,
+            creds,
+            secrets,
+        }
     }
 
     /// Starts an environment with the default configuration.
@@ -83,13 +98,23 @@ impl TestEnv {
 }
 
 /// A `lambda_http` request, built through a real API Gateway v2 event.
-pub fn request(method: &str, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> lambda_http::Request {
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+pub fn request(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> lambda_http::Request {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     let req = HttpRequest {
         method,
         path,
         query,
-        headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         body,
     };
     let event = event_v2(&req, "test-request", 0);
@@ -98,11 +123,19 @@ pub fn request(method: &str, path_and_query: &str, headers: &[(&str, &str)], bod
 
 /// A JSON request.
 pub fn json_request(method: &str, path: &str, body: &serde_json::Value) -> lambda_http::Request {
-    request(method, path, &[("content-type", "application/json")], body.to_string().as_bytes())
+    request(
+        method,
+        path,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
 }
 
 /// Status and JSON body of a handler's response.
 pub fn read(resp: &lambda_http::Response<lambda_http::Body>) -> (u16, serde_json::Value) {
     let body: &[u8] = resp.body().as_ref();
-    (resp.status().as_u16(), serde_json::from_slice(body).unwrap_or(serde_json::Value::Null))
+    (
+        resp.status().as_u16(),
+        serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+    )
 }

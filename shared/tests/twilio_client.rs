@@ -35,10 +35,20 @@ fn client(base_url: String, timeout_ms: u64) -> Client {
     .unwrap()
 }
 
-async fn send(c: &Client, secret: &str, to: &str, sender: &Sender) -> Result<herald::twilio::MessageResource, TwilioError> {
+async fn send(
+    c: &Client,
+    secret: &str,
+    to: &str,
+    sender: &Sender,
+) -> Result<herald::twilio::MessageResource, TwilioError> {
     c.create_message(
         &creds(secret),
-        &NewMessage { to, sender, body: "hello", status_callback: "https://hooks.example.test/cb?mid=x" },
+        &NewMessage {
+            to,
+            sender,
+            body: "hello",
+            status_callback: "https://hooks.example.test/cb?mid=x",
+        },
     )
     .await
 }
@@ -57,7 +67,10 @@ async fn creates_and_fetches_a_message_with_an_api_key() {
     let recorded = sim.requests();
     assert_eq!(recorded.len(), 2);
     let sent = sim.messages();
-    assert_eq!(sent[0].status_callback.as_deref(), Some("https://hooks.example.test/cb?mid=x"));
+    assert_eq!(
+        sent[0].status_callback.as_deref(),
+        Some("https://hooks.example.test/cb?mid=x")
+    );
 }
 
 #[tokio::test]
@@ -67,7 +80,10 @@ async fn a_messaging_service_sender_is_sent_as_such() {
     let mg = Sender::MessagingService(format!("MG{}", "c".repeat(32)));
     let m = send(&c, "key-secret", "+14155552671", &mg).await.unwrap();
     assert_eq!(m.status, "accepted");
-    assert_eq!(sim.messages()[0].messaging_service_sid.as_deref(), Some(format!("MG{}", "c".repeat(32)).as_str()));
+    assert_eq!(
+        sim.messages()[0].messaging_service_sid.as_deref(),
+        Some(format!("MG{}", "c".repeat(32)).as_str())
+    );
 }
 
 #[tokio::test]
@@ -75,13 +91,29 @@ async fn permanent_refusals_carry_twilio_codes() {
     let sim = sim().await;
     let c = client(sim.base_url(), 2000);
     let from = Sender::From("+15005550006".into());
-    for (to, code) in [("+15005550001", 21211), ("+15005550002", 21612), ("+15005550003", 21408), ("+15005550004", 21610), ("+15005550009", 21614)] {
+    for (to, code) in [
+        ("+15005550001", 21211),
+        ("+15005550002", 21612),
+        ("+15005550003", 21408),
+        ("+15005550004", 21610),
+        ("+15005550009", 21614),
+    ] {
         let e = send(&c, "key-secret", to, &from).await.unwrap_err();
         assert_eq!(e.code(), Some(code), "{to}");
         assert_eq!(e.retry_class(), RetryClass::Never, "{to}");
-        assert!(!e.to_string().contains(to), "errors must not quote the number");
+        assert!(
+            !e.to_string().contains(to),
+            "errors must not quote the number"
+        );
     }
-    let e = send(&c, "key-secret", "+14155552671", &Sender::From("+15005550008".into())).await.unwrap_err();
+    let e = send(
+        &c,
+        "key-secret",
+        "+14155552671",
+        &Sender::From("+15005550008".into()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Some(21611));
     assert_eq!(e.retry_class(), RetryClass::RetryLater);
 }
@@ -90,8 +122,25 @@ async fn permanent_refusals_carry_twilio_codes() {
 async fn bad_credentials_ask_for_a_refresh() {
     let sim = sim().await;
     let c = client(sim.base_url(), 2000);
-    let e = send(&c, "wrong-secret", "+14155552671", &Sender::From("+15005550006".into())).await.unwrap_err();
-    assert!(matches!(e, TwilioError::Api { status: 401, code: Some(20003), .. }), "{e:?}");
+    let e = send(
+        &c,
+        "wrong-secret",
+        "+14155552671",
+        &Sender::From("+15005550006".into()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TwilioError::Api {
+                status: 401,
+                code: Some(20003),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(e.retry_class(), RetryClass::RefreshCredentials);
 }
 
@@ -100,12 +149,23 @@ async fn throttling_and_server_errors_are_transient_and_keep_retry_after() {
     let sim = sim().await;
     let c = client(sim.base_url(), 2000);
     let from = Sender::From("+15005550006".into());
-    sim.set_faults(twilio_sim::Faults { rate_429: 1.0, retry_after_secs: 7, ..Default::default() });
-    let e = send(&c, "key-secret", "+14155552671", &from).await.unwrap_err();
+    sim.set_faults(twilio_sim::Faults {
+        rate_429: 1.0,
+        retry_after_secs: 7,
+        ..Default::default()
+    });
+    let e = send(&c, "key-secret", "+14155552671", &from)
+        .await
+        .unwrap_err();
     assert_eq!(e.retry_class(), RetryClass::Retry);
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
-    sim.set_faults(twilio_sim::Faults { rate_500: 1.0, ..Default::default() });
-    let e = send(&c, "key-secret", "+14155552671", &from).await.unwrap_err();
+    sim.set_faults(twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    });
+    let e = send(&c, "key-secret", "+14155552671", &from)
+        .await
+        .unwrap_err();
     assert!(matches!(e, TwilioError::Api { status: 500, .. }));
     assert_eq!(e.retry_class(), RetryClass::Retry);
     assert!(sim.messages().is_empty());
@@ -114,9 +174,20 @@ async fn throttling_and_server_errors_are_transient_and_keep_retry_after() {
 #[tokio::test]
 async fn timeouts_and_refused_connections_are_transient() {
     let sim = sim().await;
-    sim.set_faults(twilio_sim::Faults { rate_timeout: 1.0, timeout_ms: 3_000, ..Default::default() });
+    sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        ..Default::default()
+    });
     let c = client(sim.base_url(), 200);
-    let e = send(&c, "key-secret", "+14155552671", &Sender::From("+15005550006".into())).await.unwrap_err();
+    let e = send(
+        &c,
+        "key-secret",
+        "+14155552671",
+        &Sender::From("+15005550006".into()),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, TwilioError::Timeout), "{e:?}");
     assert_eq!(e.retry_class(), RetryClass::Retry);
 
@@ -125,7 +196,14 @@ async fn timeouts_and_refused_connections_are_transient() {
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let c = client(format!("http://{addr}"), 2000);
-    let e = send(&c, "key-secret", "+14155552671", &Sender::From("+15005550006".into())).await.unwrap_err();
+    let e = send(
+        &c,
+        "key-secret",
+        "+14155552671",
+        &Sender::From("+15005550006".into()),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, TwilioError::Connect(_)), "{e:?}");
     assert_eq!(e.retry_class(), RetryClass::Retry);
 }
@@ -134,7 +212,10 @@ async fn timeouts_and_refused_connections_are_transient() {
 async fn fetch_refuses_what_is_not_a_message_sid() {
     let sim = sim().await;
     let c = client(sim.base_url(), 2000);
-    let e = c.fetch_message(&creds("key-secret"), "../../Keys").await.unwrap_err();
+    let e = c
+        .fetch_message(&creds("key-secret"), "../../Keys")
+        .await
+        .unwrap_err();
     assert!(matches!(e, TwilioError::Decode(_)));
     assert!(sim.requests().is_empty());
 }

@@ -21,27 +21,33 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         ("POST", "/v1/messages") => send(svc, &req).await,
         ("GET", p) if p.starts_with("/v1/messages/") => get(svc, &p["/v1/messages/".len()..]).await,
         (_, "/v1/messages") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
-        _ => Problem::new(ProblemKind::NotFound).detail("no such route").into_response(),
+        _ => Problem::new(ProblemKind::NotFound)
+            .detail("no such route")
+            .into_response(),
     };
     Ok(resp.map(Body::from))
 }
 
 /// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`).
 fn api_path(raw: &str) -> String {
-    raw.find("/v1/").map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
+    raw.find("/v1/")
+        .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
 }
 
 /// The caller's identity from the API Gateway request context (JWT `sub`, or IAM caller).
 fn caller(req: &Request) -> String {
     use lambda_http::request::RequestContext;
-    let from_authorizer = |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
-        a.jwt
-            .as_ref()
-            .and_then(|j| j.claims.get("sub").cloned())
-            .or_else(|| a.iam.as_ref().and_then(|i| i.user_arn.clone()))
-    };
+    let from_authorizer =
+        |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
+            a.jwt
+                .as_ref()
+                .and_then(|j| j.claims.get("sub").cloned())
+                .or_else(|| a.iam.as_ref().and_then(|i| i.user_arn.clone()))
+        };
     match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().and_then(from_authorizer),
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(from_authorizer)
+        }
         Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.user_arn.clone(),
         _ => None,
     }
@@ -65,7 +71,11 @@ fn str_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a s
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(ProblemKind::InvalidField, name, format!("{name} must be a string"))),
+        Some(_) => Err(invalid(
+            ProblemKind::InvalidField,
+            name,
+            format!("{name} must be a string"),
+        )),
     }
 }
 
@@ -75,9 +85,14 @@ fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
         Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object")
     })?;
     let Value::Object(obj) = value else {
-        return Err(Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object"));
+        return Err(
+            Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object")
+        );
     };
-    if let Some(unknown) = obj.keys().find(|k| !["to", "body", "template", "variables"].contains(&k.as_str())) {
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !["to", "body", "template", "variables"].contains(&k.as_str()))
+    {
         return Err(invalid(ProblemKind::InvalidField, unknown, "unknown field"));
     }
     let to = str_field(&obj, "to")?
@@ -88,12 +103,26 @@ fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
     let template = str_field(&obj, "template")?;
     let (body, template) = match (body_field, template) {
         (Some(_), Some(_)) => {
-            return Err(invalid(ProblemKind::InvalidField, "template", "give either body or template, not both"));
+            return Err(invalid(
+                ProblemKind::InvalidField,
+                "template",
+                "give either body or template, not both",
+            ));
         }
-        (None, None) => return Err(invalid(ProblemKind::InvalidField, "body", "body or template is required")),
+        (None, None) => {
+            return Err(invalid(
+                ProblemKind::InvalidField,
+                "body",
+                "body or template is required",
+            ));
+        }
         (Some(b), None) => {
             if obj.get("variables").is_some_and(|v| !v.is_null()) {
-                return Err(invalid(ProblemKind::InvalidField, "variables", "variables go with a template"));
+                return Err(invalid(
+                    ProblemKind::InvalidField,
+                    "variables",
+                    "variables go with a template",
+                ));
             }
             (b.to_owned(), None)
         }
@@ -102,33 +131,61 @@ fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
             let vars = match obj.get("variables") {
                 None | Some(Value::Null) => &empty,
                 Some(Value::Object(m)) => m,
-                Some(_) => return Err(invalid(ProblemKind::InvalidField, "variables", "variables must be an object")),
+                Some(_) => {
+                    return Err(invalid(
+                        ProblemKind::InvalidField,
+                        "variables",
+                        "variables must be an object",
+                    ));
+                }
             };
             let text = svc.templates.render(name, vars).map_err(|e| match e {
-                TemplateError::Unknown(_) => invalid(ProblemKind::UnknownTemplate, "template", e.to_string()),
-                TemplateError::MissingVariable(ref v) => {
-                    invalid(ProblemKind::MissingVariable, &format!("variables.{v}"), e.to_string())
+                TemplateError::Unknown(_) => {
+                    invalid(ProblemKind::UnknownTemplate, "template", e.to_string())
                 }
-                TemplateError::BadVariable(ref v) => {
-                    invalid(ProblemKind::InvalidField, &format!("variables.{v}"), e.to_string())
+                TemplateError::MissingVariable(ref v) => invalid(
+                    ProblemKind::MissingVariable,
+                    &format!("variables.{v}"),
+                    e.to_string(),
+                ),
+                TemplateError::BadVariable(ref v) => invalid(
+                    ProblemKind::InvalidField,
+                    &format!("variables.{v}"),
+                    e.to_string(),
+                ),
+                TemplateError::Render => {
+                    invalid(ProblemKind::InvalidField, "template", e.to_string())
                 }
-                TemplateError::Render => invalid(ProblemKind::InvalidField, "template", e.to_string()),
             })?;
             (text, Some(name.to_owned()))
         }
     };
     if body.trim().is_empty() {
-        return Err(invalid(ProblemKind::InvalidField, "body", "the message is empty"));
+        return Err(invalid(
+            ProblemKind::InvalidField,
+            "body",
+            "the message is empty",
+        ));
     }
     let info = templates::analyse(&body);
     if info.characters > MAX_BODY_CHARS {
         return Err(invalid(
             ProblemKind::BodyTooLong,
-            if template.is_some() { "variables" } else { "body" },
+            if template.is_some() {
+                "variables"
+            } else {
+                "body"
+            },
             format!("{} characters; at most {MAX_BODY_CHARS}", info.characters),
         ));
     }
-    Ok(Validated { to, body, template, encoding: info.encoding, segments: info.segments })
+    Ok(Validated {
+        to,
+        body,
+        template,
+        encoding: info.encoding,
+        segments: info.segments,
+    })
 }
 
 /// The answer to a send.
@@ -142,12 +199,16 @@ struct SendAnswer<'a> {
 
 fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
     tracing::error!(error = %e, "store unavailable");
-    Problem::new(ProblemKind::Unavailable).detail("please retry").into_response()
+    Problem::new(ProblemKind::Unavailable)
+        .detail("please retry")
+        .into_response()
 }
 
 async fn send(svc: &Services, req: &Request) -> http::Response<String> {
     if !svc.config.sms_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled).detail("SMS sending is disabled").into_response();
+        return Problem::new(ProblemKind::FeatureDisabled)
+            .detail("SMS sending is disabled")
+            .into_response();
     }
     let v = match validate(svc, req.body().as_ref()) {
         Ok(v) => v,
@@ -162,11 +223,25 @@ async fn send(svc: &Services, req: &Request) -> http::Response<String> {
     if let Err(e) = svc.messages.insert_message(&message).await {
         return unavailable(&e);
     }
-    record(svc, &message, EventKind::Accepted, MessageStatus::Accepted, None, None, true).await;
+    record(
+        svc,
+        &message,
+        EventKind::Accepted,
+        MessageStatus::Accepted,
+        None,
+        None,
+        true,
+    )
+    .await;
     tracing::info!(message_id = %id, segments = v.segments, encoding = v.encoding.as_str(), "message accepted");
 
     let outcome = deliver(svc, &message, v.to.e164(), &v.body).await;
-    let answer = |status| SendAnswer { id: &id, status, segments: v.segments, encoding: v.encoding };
+    let answer = |status| SendAnswer {
+        id: &id,
+        status,
+        segments: v.segments,
+        encoding: v.encoding,
+    };
     match outcome {
         Delivery::Submitted(status) => problem::json(201, &answer(status)),
         Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
@@ -227,8 +302,16 @@ pub async fn deliver(svc: &Services, message: &Message, to: &str, body: &str) ->
     let result = submit(svc, message, to, body).await;
     let (change, kind, delivery) = match result {
         Ok(resource) => {
-            let status = MessageStatus::from_twilio(&resource.status).unwrap_or(MessageStatus::Queued);
-            let change = change(message, status, Some(resource.sid), None, None, svc.clock.now_ms());
+            let status =
+                MessageStatus::from_twilio(&resource.status).unwrap_or(MessageStatus::Queued);
+            let change = change(
+                message,
+                status,
+                Some(resource.sid),
+                None,
+                None,
+                svc.clock.now_ms(),
+            );
             (change, EventKind::Submitted, Delivery::Submitted(status))
         }
         Err(e) => {
@@ -237,19 +320,45 @@ pub async fn deliver(svc: &Services, message: &Message, to: &str, body: &str) ->
             match e.retry_class() {
                 RetryClass::Never => {
                     tracing::warn!(message_id = %message.id, twilio_code = ?code, error = %reason, "Twilio rejected the message");
-                    herald::telemetry::metric("SendRejected", 1.0, "Count", &[("TwilioCode", &code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()))]);
-                    let ch = change(message, MessageStatus::Failed, None, code, Some(reason), svc.clock.now_ms());
+                    herald::telemetry::metric(
+                        "SendRejected",
+                        1.0,
+                        "Count",
+                        &[(
+                            "TwilioCode",
+                            &code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+                        )],
+                    );
+                    let ch = change(
+                        message,
+                        MessageStatus::Failed,
+                        None,
+                        code,
+                        Some(reason),
+                        svc.clock.now_ms(),
+                    );
                     (ch, EventKind::Rejected, Delivery::Rejected(code))
                 }
                 _ => {
                     tracing::warn!(message_id = %message.id, twilio_code = ?code, error = %reason, "send deferred");
-                    let ch = change(message, MessageStatus::Retrying, None, code, Some(reason), svc.clock.now_ms());
+                    let ch = change(
+                        message,
+                        MessageStatus::Retrying,
+                        None,
+                        code,
+                        Some(reason),
+                        svc.clock.now_ms(),
+                    );
                     (ch, EventKind::Deferred, Delivery::Deferred)
                 }
             }
         }
     };
-    let applied = match svc.messages.apply_message_status(&message.id, &change).await {
+    let applied = match svc
+        .messages
+        .apply_message_status(&message.id, &change)
+        .await
+    {
         Ok(Applied::Applied(_)) => true,
         Ok(Applied::Ignored(_) | Applied::NotFound) => false,
         Err(e) => {
@@ -258,7 +367,14 @@ pub async fn deliver(svc: &Services, message: &Message, to: &str, body: &str) ->
             false
         }
     };
-    let mut ev = event(svc, message, kind, change.status, change.error_code, applied);
+    let mut ev = event(
+        svc,
+        message,
+        kind,
+        change.status,
+        change.error_code,
+        applied,
+    );
     ev.twilio_sid = change.twilio_sid.clone();
     store_event(svc, &ev).await;
     delivery
@@ -271,7 +387,12 @@ async fn submit(
     body: &str,
 ) -> Result<herald::twilio::MessageResource, TwilioError> {
     let callback = svc.message_status_callback(&message.id, message.attempt);
-    let new = NewMessage { to, sender: &svc.config.sender, body, status_callback: &callback };
+    let new = NewMessage {
+        to,
+        sender: &svc.config.sender,
+        body,
+        status_callback: &callback,
+    };
     let creds = svc.credentials.get().await?;
     match svc.twilio.create_message(&creds, &new).await {
         Err(e) if e.retry_class() == RetryClass::RefreshCredentials => {
@@ -292,7 +413,14 @@ fn change(
     error_reason: Option<String>,
     at_ms: i64,
 ) -> StatusChange {
-    StatusChange { attempt: message.attempt, status, twilio_sid, error_code, error_reason, at_ms }
+    StatusChange {
+        attempt: message.attempt,
+        status,
+        twilio_sid,
+        error_code,
+        error_reason,
+        at_ms,
+    }
 }
 
 fn event(
@@ -377,13 +505,22 @@ struct MessageView {
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
-    let not_found = || Problem::new(ProblemKind::NotFound).detail("no message with that id").into_response();
-    let Ok(id) = raw_id.parse::<MessageId>() else { return not_found() };
+    let not_found = || {
+        Problem::new(ProblemKind::NotFound)
+            .detail("no message with that id")
+            .into_response()
+    };
+    let Ok(id) = raw_id.parse::<MessageId>() else {
+        return not_found();
+    };
     let m = match svc.messages.get_message(&id).await {
         Ok(Some(m)) => m,
         Ok(None) => return not_found(),

@@ -5,19 +5,30 @@ use herald::test_env::{TestEnv, WEBHOOK_BASE, json_request, read, request};
 use serde_json::{Value, json};
 
 async fn post(env: &TestEnv, body: Value) -> (u16, Value) {
-    let resp = send_sms::handle(&env.services, json_request("POST", "/v1/messages", &body)).await.unwrap();
+    let resp = send_sms::handle(&env.services, json_request("POST", "/v1/messages", &body))
+        .await
+        .unwrap();
     read(&resp)
 }
 
 async fn get(env: &TestEnv, id: &str) -> (u16, Value) {
-    let resp = send_sms::handle(&env.services, request("GET", &format!("/v1/messages/{id}"), &[], b"")).await.unwrap();
+    let resp = send_sms::handle(
+        &env.services,
+        request("GET", &format!("/v1/messages/{id}"), &[], b""),
+    )
+    .await
+    .unwrap();
     read(&resp)
 }
 
 #[tokio::test]
 async fn a_valid_message_is_recorded_and_handed_to_twilio() {
     let env = TestEnv::start().await;
-    let (status, answer) = post(&env, json!({"to": "+1 (415) 555-2671", "body": "Disk almost full"})).await;
+    let (status, answer) = post(
+        &env,
+        json!({"to": "+1 (415) 555-2671", "body": "Disk almost full"}),
+    )
+    .await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["status"], "queued");
     assert_eq!(answer["segments"], 1);
@@ -39,7 +50,12 @@ async fn a_valid_message_is_recorded_and_handed_to_twilio() {
     assert_eq!(view["status"], "queued");
     assert_eq!(view["to"], "+*******2671");
     assert_eq!(view["twilio_sid"], sent[0].sid.as_str());
-    let kinds: Vec<&str> = view["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["accepted", "submitted"]);
 }
 
@@ -47,12 +63,13 @@ async fn a_valid_message_is_recorded_and_handed_to_twilio() {
 async fn templates_are_rendered_before_sending_and_ucs2_is_counted() {
     let env = TestEnv::start().await;
     let (status, answer) =
-        post(&env, json!({"to": "+447700900123", "template": "reminder", "variables": {"event": "Standup", "time": "09:30"}})).await;
+        post(&env, json!({"to": "+447911123456", "template": "reminder", "variables": {"event": "Standup", "time": "09:30"}})).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(env.sim.messages()[0].body, "Reminder: Standup at 09:30.");
 
-    let long = "Ваш заказ отправлен и будет доставлен завтра. Спасибо, что выбрали нас! До встречи.";
-    let (status, answer) = post(&env, json!({"to": "+447700900123", "body": long})).await;
+    let long =
+        "Ваш заказ отправлен и будет доставлен завтра. Спасибо, что выбрали нас! До встречи.";
+    let (status, answer) = post(&env, json!({"to": "+447911123456", "body": long})).await;
     assert_eq!(status, 201);
     assert_eq!(answer["encoding"], "UCS-2");
     assert_eq!(answer["segments"], 2);
@@ -63,29 +80,96 @@ async fn bad_input_is_a_problem_naming_the_field_and_records_nothing() {
     let env = TestEnv::start().await;
     let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
         (json!("just a string"), 400, "malformed-request", None),
-        (json!({"to": "+14155552671"}), 422, "invalid-field", Some("body")),
+        (
+            json!({"to": "+14155552671"}),
+            422,
+            "invalid-field",
+            Some("body"),
+        ),
         (json!({"body": "hi"}), 422, "invalid-field", Some("to")),
-        (json!({"to": 14155552671u64, "body": "hi"}), 422, "invalid-field", Some("to")),
-        (json!({"to": "+14155552671", "body": "hi", "cc": "x"}), 422, "invalid-field", Some("cc")),
-        (json!({"to": "4155552671", "body": "hi"}), 422, "invalid-phone-number", Some("to")),
-        (json!({"to": "+999 1234567", "body": "hi"}), 422, "invalid-phone-number", Some("to")),
-        (json!({"to": "+1 415 55", "body": "hi"}), 422, "invalid-phone-number", Some("to")),
-        (json!({"to": "+14155552671", "template": "nope"}), 422, "unknown-template", Some("template")),
-        (json!({"to": "+14155552671", "template": "reminder", "variables": {"event": "x"}}), 422, "missing-variable", Some("variables.time")),
-        (json!({"to": "+14155552671", "template": "alert", "body": "x"}), 422, "invalid-field", Some("template")),
-        (json!({"to": "+14155552671", "body": "   "}), 422, "invalid-field", Some("body")),
-        (json!({"to": "+14155552671", "body": "a".repeat(1601)}), 422, "body-too-long", Some("body")),
+        (
+            json!({"to": 14155552671u64, "body": "hi"}),
+            422,
+            "invalid-field",
+            Some("to"),
+        ),
+        (
+            json!({"to": "+14155552671", "body": "hi", "cc": "x"}),
+            422,
+            "invalid-field",
+            Some("cc"),
+        ),
+        (
+            json!({"to": "4155552671", "body": "hi"}),
+            422,
+            "invalid-phone-number",
+            Some("to"),
+        ),
+        (
+            json!({"to": "+999 1234567", "body": "hi"}),
+            422,
+            "invalid-phone-number",
+            Some("to"),
+        ),
+        (
+            json!({"to": "+1 415 55", "body": "hi"}),
+            422,
+            "invalid-phone-number",
+            Some("to"),
+        ),
+        (
+            json!({"to": "+14155552671", "template": "nope"}),
+            422,
+            "unknown-template",
+            Some("template"),
+        ),
+        (
+            json!({"to": "+14155552671", "template": "reminder", "variables": {"event": "x"}}),
+            422,
+            "missing-variable",
+            Some("variables.time"),
+        ),
+        (
+            json!({"to": "+14155552671", "template": "alert", "body": "x"}),
+            422,
+            "invalid-field",
+            Some("template"),
+        ),
+        (
+            json!({"to": "+14155552671", "body": "   "}),
+            422,
+            "invalid-field",
+            Some("body"),
+        ),
+        (
+            json!({"to": "+14155552671", "body": "a".repeat(1601)}),
+            422,
+            "body-too-long",
+            Some("body"),
+        ),
     ];
     for (body, want_status, want_type, want_field) in cases {
         let (status, problem) = post(&env, body.clone()).await;
         assert_eq!(status, want_status, "{body} -> {problem}");
-        assert_eq!(problem["type"], format!("urn:herald:problem:{want_type}"), "{body}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:herald:problem:{want_type}"),
+            "{body}"
+        );
         assert_eq!(problem["status"], want_status);
         assert_eq!(problem["field"].as_str(), want_field, "{body}");
-        assert!(!problem.to_string().contains("4155552671"), "a problem must not echo the number: {problem}");
+        assert!(
+            !problem.to_string().contains("4155552671"),
+            "a problem must not echo the number: {problem}"
+        );
     }
     // Malformed JSON text.
-    let resp = send_sms::handle(&env.services, request("POST", "/v1/messages", &[], b"{not json")).await.unwrap();
+    let resp = send_sms::handle(
+        &env.services,
+        request("POST", "/v1/messages", &[], b"{not json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(read(&resp).0, 400);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
 
@@ -97,7 +181,11 @@ async fn bad_input_is_a_problem_naming_the_field_and_records_nothing() {
 #[tokio::test]
 async fn a_permanent_twilio_refusal_is_recorded_failed_with_its_code() {
     let env = TestEnv::start().await;
-    for (to, code) in [("+15005550001", 21211), ("+15005550004", 21610), ("+15005550009", 21614)] {
+    for (to, code) in [
+        ("+15005550001", 21211),
+        ("+15005550004", 21610),
+        ("+15005550009", 21614),
+    ] {
         let (status, problem) = post(&env, json!({"to": to, "body": "hello"})).await;
         assert_eq!(status, 422, "{problem}");
         assert_eq!(problem["type"], "urn:herald:problem:twilio-rejected");
@@ -112,8 +200,15 @@ async fn a_permanent_twilio_refusal_is_recorded_failed_with_its_code() {
 #[tokio::test]
 async fn a_transient_failure_leaves_the_message_retrying() {
     for faults in [
-        twilio_sim::Faults { rate_500: 1.0, ..Default::default() },
-        twilio_sim::Faults { rate_429: 1.0, retry_after_secs: 3, ..Default::default() },
+        twilio_sim::Faults {
+            rate_500: 1.0,
+            ..Default::default()
+        },
+        twilio_sim::Faults {
+            rate_429: 1.0,
+            retry_after_secs: 3,
+            ..Default::default()
+        },
     ] {
         let env = TestEnv::start().await;
         env.sim.set_faults(faults);
@@ -122,8 +217,18 @@ async fn a_transient_failure_leaves_the_message_retrying() {
         assert_eq!(answer["status"], "retrying");
         let (_, view) = get(&env, answer["id"].as_str().unwrap()).await;
         assert_eq!(view["status"], "retrying");
-        assert!(view["error"].as_str().unwrap().starts_with("Twilio answered"));
-        let kinds: Vec<&str> = view["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert!(
+            view["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Twilio answered")
+        );
+        let kinds: Vec<&str> = view["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["accepted", "deferred"]);
     }
 }
@@ -131,7 +236,11 @@ async fn a_transient_failure_leaves_the_message_retrying() {
 #[tokio::test]
 async fn a_timeout_is_transient() {
     let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults { rate_timeout: 1.0, timeout_ms: 5_000, ..Default::default() });
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 5_000,
+        ..Default::default()
+    });
     let (status, answer) = post(&env, json!({"to": "+14155552671", "body": "hello"})).await;
     assert_eq!(status, 202, "{answer}");
     let (_, view) = get(&env, answer["id"].as_str().unwrap()).await;
@@ -143,9 +252,13 @@ async fn unknown_messages_and_routes_are_404_and_disabled_sms_is_503() {
     let env = TestEnv::start().await;
     assert_eq!(get(&env, "msg_01jz0000000000000000000000").await.0, 404);
     assert_eq!(get(&env, "not-an-id").await.0, 404);
-    let resp = send_sms::handle(&env.services, request("GET", "/v1/nothing", &[], b"")).await.unwrap();
+    let resp = send_sms::handle(&env.services, request("GET", "/v1/nothing", &[], b""))
+        .await
+        .unwrap();
     assert_eq!(read(&resp).0, 404);
-    let resp = send_sms::handle(&env.services, request("DELETE", "/v1/messages", &[], b"")).await.unwrap();
+    let resp = send_sms::handle(&env.services, request("DELETE", "/v1/messages", &[], b""))
+        .await
+        .unwrap();
     assert_eq!(read(&resp).0, 405);
 
     let off = TestEnv::start_with(&[("SMS_ENABLED", "false")]).await;
@@ -160,7 +273,11 @@ async fn the_stage_prefix_of_a_rest_api_path_is_ignored() {
     let env = TestEnv::start().await;
     let resp = send_sms::handle(
         &env.services,
-        json_request("POST", "/prod/v1/messages", &json!({"to": "+14155552671", "body": "hi"})),
+        json_request(
+            "POST",
+            "/prod/v1/messages",
+            &json!({"to": "+14155552671", "body": "hi"}),
+        ),
     )
     .await
     .unwrap();

@@ -18,8 +18,12 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     let path = webhook_path(req.raw_http_path());
     let resp = match (req.method().as_str(), path) {
         ("POST", Some(MESSAGE_STATUS_PATH)) => message_status(svc, &req).await,
-        (_, Some(MESSAGE_STATUS_PATH)) => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
-        _ => Problem::new(ProblemKind::NotFound).detail("no such webhook").into_response(),
+        (_, Some(MESSAGE_STATUS_PATH)) => {
+            Problem::new(ProblemKind::MethodNotAllowed).into_response()
+        }
+        _ => Problem::new(ProblemKind::NotFound)
+            .detail("no such webhook")
+            .into_response(),
     };
     Ok(resp.map(Body::from))
 }
@@ -45,12 +49,19 @@ pub fn form_params(body: &[u8]) -> Vec<(String, String)> {
 
 fn forbidden(detail: &str) -> http::Response<String> {
     herald::telemetry::metric("WebhookRejected", 1.0, "Count", &[("Reason", detail)]);
-    Problem::new(ProblemKind::InvalidSignature).detail(detail).into_response()
+    Problem::new(ProblemKind::InvalidSignature)
+        .detail(detail)
+        .into_response()
 }
 
 /// Verifies the request's signature against the current auth token, reading the secret again
 /// once on a mismatch (the token may have just been rotated).
-async fn verify(svc: &Services, url: &str, params: &[(String, String)], sig: &str) -> Result<(), &'static str> {
+async fn verify(
+    svc: &Services,
+    url: &str,
+    params: &[(String, String)],
+    sig: &str,
+) -> Result<(), &'static str> {
     if sig.is_empty() {
         return Err("missing signature");
     }
@@ -70,7 +81,10 @@ async fn verify(svc: &Services, url: &str, params: &[(String, String)], sig: &st
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -80,7 +94,11 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 fn ok() -> http::Response<String> {
-    herald::problem::respond(200, "text/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".into())
+    herald::problem::respond(
+        200,
+        "text/xml",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".into(),
+    )
 }
 
 async fn message_status(svc: &Services, req: &Request) -> http::Response<String> {
@@ -93,22 +111,37 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Err(why) = verify(svc, &url, &params, sig).await {
-        tracing::warn!(route = MESSAGE_STATUS_PATH, reason = why, "webhook rejected");
+        tracing::warn!(
+            route = MESSAGE_STATUS_PATH,
+            reason = why,
+            "webhook rejected"
+        );
         return forbidden(why);
     }
 
-    let sid = param(&params, "MessageSid").or_else(|| param(&params, "SmsSid")).unwrap_or("");
-    let reported = param(&params, "MessageStatus").or_else(|| param(&params, "SmsStatus")).unwrap_or("");
+    let sid = param(&params, "MessageSid")
+        .or_else(|| param(&params, "SmsSid"))
+        .unwrap_or("");
+    let reported = param(&params, "MessageStatus")
+        .or_else(|| param(&params, "SmsStatus"))
+        .unwrap_or("");
     let status = MessageStatus::from_twilio(reported);
     let error_code = param(&params, "ErrorCode").and_then(|c| c.parse::<u32>().ok());
-    let attempt = query_param(query, "a").and_then(|a| a.parse::<u32>().ok()).unwrap_or(1);
+    let attempt = query_param(query, "a")
+        .and_then(|a| a.parse::<u32>().ok())
+        .unwrap_or(1);
     let id = query_param(query, "mid").and_then(|m| m.parse::<MessageId>().ok());
     let now = svc.clock.now_ms();
     // Only values of known shape go into the event: nothing from the request is stored raw.
-    let safe_sid = herald::twilio::is_sid(sid, "SM").then(|| sid.to_owned())
+    let safe_sid = herald::twilio::is_sid(sid, "SM")
+        .then(|| sid.to_owned())
         .or_else(|| herald::twilio::is_sid(sid, "MM").then(|| sid.to_owned()));
     let mut event = Event {
-        key: format!("ms:{}:{}", safe_sid.as_deref().unwrap_or("unknown"), status.map_or("unknown", MessageStatus::as_str)),
+        key: format!(
+            "ms:{}:{}",
+            safe_sid.as_deref().unwrap_or("unknown"),
+            status.map_or("unknown", MessageStatus::as_str)
+        ),
         subject: Subject::orphan(),
         kind: EventKind::OrphanCallback,
         status: status.map(|s| s.as_str().to_owned()),
@@ -151,7 +184,11 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
             }
         }
     } else {
-        tracing::warn!(has_id = id.is_some(), known_status = status.is_some(), "callback without a usable id or status");
+        tracing::warn!(
+            has_id = id.is_some(),
+            known_status = status.is_some(),
+            "callback without a usable id or status"
+        );
     }
     match svc.events.record_event(&event).await {
         Ok(true) => {}

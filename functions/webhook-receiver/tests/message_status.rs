@@ -9,9 +9,16 @@ const ROUTE: &str = "/webhooks/twilio/message-status";
 
 /// Sends a message through send-sms; returns its id and Twilio SID.
 async fn send(env: &TestEnv) -> (String, String) {
-    let resp = send_sms::handle(&env.services, json_request("POST", "/v1/messages", &json!({"to": "+14155552671", "body": "hi"})))
-        .await
-        .unwrap();
+    let resp = send_sms::handle(
+        &env.services,
+        json_request(
+            "POST",
+            "/v1/messages",
+            &json!({"to": "+14155552671", "body": "hi"}),
+        ),
+    )
+    .await
+    .unwrap();
     let (status, answer) = read(&resp);
     assert_eq!(status, 201);
     let id = answer["id"].as_str().unwrap().to_owned();
@@ -19,17 +26,27 @@ async fn send(env: &TestEnv) -> (String, String) {
 }
 
 fn form(params: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish()
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
 }
 
 /// A callback as Twilio sends it, signed for `signed_url` with `token`.
-fn callback(query: &str, params: &[(&str, &str)], token: &str, signed_url: Option<&str>) -> lambda_http::Request {
+fn callback(
+    query: &str,
+    params: &[(&str, &str)],
+    token: &str,
+    signed_url: Option<&str>,
+) -> lambda_http::Request {
     let url = format!("{WEBHOOK_BASE}{ROUTE}?{query}");
     let sig = signature::compute(token, signed_url.unwrap_or(&url), params.iter().copied());
     request(
         "POST",
         &format!("{ROUTE}?{query}"),
-        &[("content-type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", &sig)],
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &sig),
+        ],
         form(params).as_bytes(),
     )
 }
@@ -48,12 +65,21 @@ fn status_params<'a>(sid: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
 }
 
 async fn status_of(env: &TestEnv, id: &str) -> serde_json::Value {
-    let resp = send_sms::handle(&env.services, request("GET", &format!("/v1/messages/{id}"), &[], b"")).await.unwrap();
+    let resp = send_sms::handle(
+        &env.services,
+        request("GET", &format!("/v1/messages/{id}"), &[], b""),
+    )
+    .await
+    .unwrap();
     read(&resp).1
 }
 
 async fn deliver(env: &TestEnv, req: lambda_http::Request) -> u16 {
-    webhook_receiver::handle(&env.services, req).await.unwrap().status().as_u16()
+    webhook_receiver::handle(&env.services, req)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -63,9 +89,23 @@ async fn signed_callbacks_move_the_message_forward_only() {
     let q = format!("mid={id}&a=1");
     let token = env.creds.auth_token.expose().clone();
 
-    assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "sent"), &token, None)).await, 200);
+    assert_eq!(
+        deliver(
+            &env,
+            callback(&q, &status_params(&sid, "sent"), &token, None)
+        )
+        .await,
+        200
+    );
     assert_eq!(status_of(&env, &id).await["status"], "sent");
-    assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "delivered"), &token, None)).await, 200);
+    assert_eq!(
+        deliver(
+            &env,
+            callback(&q, &status_params(&sid, "delivered"), &token, None)
+        )
+        .await,
+        200
+    );
     assert_eq!(status_of(&env, &id).await["status"], "delivered");
 
     // A late `sent` after `delivered` is an event only.
@@ -81,7 +121,12 @@ async fn signed_callbacks_move_the_message_forward_only() {
     let callbacks: Vec<(&str, bool)> = timeline
         .iter()
         .filter(|e| e["kind"] == "status_callback")
-        .map(|e| (e["status"].as_str().unwrap(), e["applied"].as_bool().unwrap()))
+        .map(|e| {
+            (
+                e["status"].as_str().unwrap(),
+                e["applied"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(callbacks, [("sent", true), ("delivered", true)]);
 }
@@ -92,8 +137,22 @@ async fn out_of_order_delivered_then_sent_ends_delivered_with_both_events() {
     let (id, sid) = send(&env).await;
     let q = format!("mid={id}&a=1");
     let token = env.creds.auth_token.expose().clone();
-    assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "delivered"), &token, None)).await, 200);
-    assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "sent"), &token, None)).await, 200);
+    assert_eq!(
+        deliver(
+            &env,
+            callback(&q, &status_params(&sid, "delivered"), &token, None)
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        deliver(
+            &env,
+            callback(&q, &status_params(&sid, "sent"), &token, None)
+        )
+        .await,
+        200
+    );
     let view = status_of(&env, &id).await;
     assert_eq!(view["status"], "delivered");
     let callbacks: Vec<(&str, bool)> = view["timeline"]
@@ -101,7 +160,12 @@ async fn out_of_order_delivered_then_sent_ends_delivered_with_both_events() {
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "status_callback")
-        .map(|e| (e["status"].as_str().unwrap(), e["applied"].as_bool().unwrap()))
+        .map(|e| {
+            (
+                e["status"].as_str().unwrap(),
+                e["applied"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(callbacks, [("delivered", true), ("sent", false)]);
 }
@@ -113,7 +177,10 @@ async fn failures_carry_the_error_code() {
     let token = env.creds.auth_token.expose().clone();
     let mut p = status_params(&sid, "undelivered");
     p.push(("ErrorCode", "30003"));
-    assert_eq!(deliver(&env, callback(&format!("mid={id}&a=1"), &p, &token, None)).await, 200);
+    assert_eq!(
+        deliver(&env, callback(&format!("mid={id}&a=1"), &p, &token, None)).await,
+        200
+    );
     let view = status_of(&env, &id).await;
     assert_eq!(view["status"], "undelivered");
     assert_eq!(view["error_code"], 30003);
@@ -125,10 +192,24 @@ async fn duplicates_change_nothing_and_still_answer_200() {
     let (id, sid) = send(&env).await;
     let q = format!("mid={id}&a=1");
     let token = env.creds.auth_token.expose().clone();
-    assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "sent"), &token, None)).await, 200);
+    assert_eq!(
+        deliver(
+            &env,
+            callback(&q, &status_params(&sid, "sent"), &token, None)
+        )
+        .await,
+        200
+    );
     let events = env.store.count_events().await.unwrap();
     for _ in 0..3 {
-        assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "sent"), &token, None)).await, 200);
+        assert_eq!(
+            deliver(
+                &env,
+                callback(&q, &status_params(&sid, "sent"), &token, None)
+            )
+            .await,
+            200
+        );
     }
     assert_eq!(env.store.count_events().await.unwrap(), events);
     assert_eq!(status_of(&env, &id).await["status"], "sent");
@@ -148,27 +229,44 @@ async fn missing_or_wrong_signatures_are_403_and_write_nothing() {
         &[("content-type", "application/x-www-form-urlencoded")],
         form(&params).as_bytes(),
     );
-    let resp = webhook_receiver::handle(&env.services, unsigned).await.unwrap();
+    let resp = webhook_receiver::handle(&env.services, unsigned)
+        .await
+        .unwrap();
     let (status, problem) = read(&resp);
     assert_eq!(status, 403);
     assert_eq!(problem["type"], "urn:herald:problem:invalid-signature");
 
     // Signed with another token.
-    assert_eq!(deliver(&env, callback(&q, &params, "not-the-token", None)).await, 403);
+    assert_eq!(
+        deliver(&env, callback(&q, &params, "not-the-token", None)).await,
+        403
+    );
     // Signed, then a parameter changed.
     let token = env.creds.auth_token.expose().clone();
-    let good = signature::compute(&token, &format!("{WEBHOOK_BASE}{ROUTE}?{q}"), params.iter().copied());
+    let good = signature::compute(
+        &token,
+        &format!("{WEBHOOK_BASE}{ROUTE}?{q}"),
+        params.iter().copied(),
+    );
     let mut tampered = params.clone();
     tampered[4] = ("MessageStatus", "failed");
     let req = request(
         "POST",
         &format!("{ROUTE}?{q}"),
-        &[("content-type", "application/x-www-form-urlencoded"), ("x-twilio-signature", &good)],
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-twilio-signature", &good),
+        ],
         form(&tampered).as_bytes(),
     );
     assert_eq!(deliver(&env, req).await, 403);
     // Signed for another message id.
-    let other = callback(&q, &params, &token, Some(&format!("{WEBHOOK_BASE}{ROUTE}?mid=msg_other&a=1")));
+    let other = callback(
+        &q,
+        &params,
+        &token,
+        Some(&format!("{WEBHOOK_BASE}{ROUTE}?mid=msg_other&a=1")),
+    );
     assert_eq!(deliver(&env, other).await, 403);
 
     assert_eq!(env.store.count_events().await.unwrap(), events);
@@ -181,8 +279,18 @@ async fn a_url_signed_with_the_default_port_is_accepted() {
     let (id, sid) = send(&env).await;
     let q = format!("mid={id}&a=1");
     let token = env.creds.auth_token.expose().clone();
-    let with_port = format!("{}{ROUTE}?{q}", WEBHOOK_BASE.replace(".test/", ".test:443/"));
-    assert_eq!(deliver(&env, callback(&q, &status_params(&sid, "sent"), &token, Some(&with_port))).await, 200);
+    let with_port = format!(
+        "{}{ROUTE}?{q}",
+        WEBHOOK_BASE.replace(".test/", ".test:443/")
+    );
+    assert_eq!(
+        deliver(
+            &env,
+            callback(&q, &status_params(&sid, "sent"), &token, Some(&with_port))
+        )
+        .await,
+        200
+    );
     assert_eq!(status_of(&env, &id).await["status"], "sent");
 }
 
@@ -192,8 +300,19 @@ async fn a_valid_callback_for_an_unknown_message_is_an_orphan_event() {
     let token = env.creds.auth_token.expose().clone();
     let sid = "SM0123456789abcdef0123456789abcdef";
     let q = "mid=msg_01jz0000000000000000000000&a=1";
-    assert_eq!(deliver(&env, callback(q, &status_params(sid, "delivered"), &token, None)).await, 200);
-    let ev = herald::ports::EventStore::get_event(&*env.services.events, &format!("ms:{sid}:delivered")).await.unwrap().unwrap();
+    assert_eq!(
+        deliver(
+            &env,
+            callback(q, &status_params(sid, "delivered"), &token, None)
+        )
+        .await,
+        200
+    );
+    let ev =
+        herald::ports::EventStore::get_event(&*env.services.events, &format!("ms:{sid}:delivered"))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(ev.kind, herald::domain::EventKind::OrphanCallback);
     assert_eq!(ev.subject, herald::domain::Subject::orphan());
     assert_eq!(env.store.count_messages().await.unwrap(), 0);
@@ -204,8 +323,27 @@ async fn events_never_hold_the_numbers_or_body() {
     let env = TestEnv::start().await;
     let (id, sid) = send(&env).await;
     let token = env.creds.auth_token.expose().clone();
-    assert_eq!(deliver(&env, callback(&format!("mid={id}&a=1"), &status_params(&sid, "delivered"), &token, None)).await, 200);
-    let ev = herald::ports::EventStore::get_event(&*env.services.events, &format!("ms:{sid}:delivered")).await.unwrap().unwrap();
+    assert_eq!(
+        deliver(
+            &env,
+            callback(
+                &format!("mid={id}&a=1"),
+                &status_params(&sid, "delivered"),
+                &token,
+                None
+            )
+        )
+        .await,
+        200
+    );
+    let ev =
+        herald::ports::EventStore::get_event(&*env.services.events, &format!("ms:{sid}:delivered"))
+            .await
+            .unwrap()
+            .unwrap();
     let text = serde_json::to_string(&ev).unwrap();
-    assert!(!text.contains("4155552671") && !text.contains("5005550006") && !text.contains("\"hi\""), "{text}");
+    assert!(
+        !text.contains("4155552671") && !text.contains("5005550006") && !text.contains("\"hi\""),
+        "{text}"
+    );
 }

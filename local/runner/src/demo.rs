@@ -61,7 +61,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             label: "UCS-2, several segments",
-            to: "+447700900123",
+            to: "+447911123456",
             request: json!({"body": "Привет! Ваш заказ отправлен 🚚 и будет доставлен завтра между 9:00 и 12:00. Спасибо, что выбрали нас!"}),
             outcome: Some(twilio_sim::Outcome::Deliver),
             expect_status: "delivered",
@@ -102,8 +102,15 @@ pub struct Row {
 }
 
 /// Runs the demo on a stack in `data_dir`; returns the rows.
-pub async fn run(data_dir: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
-    let stack = LocalStack::start(&StackOptions { data_dir: data_dir.to_owned(), port: 0, seed: 7 }).await?;
+pub async fn run(
+    data_dir: &std::path::Path,
+) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
+    let stack = LocalStack::start(&StackOptions {
+        data_dir: data_dir.to_owned(),
+        port: 0,
+        seed: 7,
+    })
+    .await?;
     let http = reqwest::Client::new();
     let mut sent = Vec::new();
     for s in scenarios() {
@@ -112,7 +119,11 @@ pub async fn run(data_dir: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::er
         }
         let mut body = s.request.clone();
         body["to"] = json!(s.to);
-        let resp = http.post(format!("{}/v1/messages", stack.api_url)).json(&body).send().await?;
+        let resp = http
+            .post(format!("{}/v1/messages", stack.api_url))
+            .json(&body)
+            .send()
+            .await?;
         let status = resp.status().as_u16();
         let answer: serde_json::Value = resp.json().await?;
         let id = answer
@@ -127,7 +138,12 @@ pub async fn run(data_dir: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::er
 
     let mut rows = Vec::new();
     for (s, id) in sent {
-        let m: serde_json::Value = http.get(format!("{}/v1/messages/{id}", stack.api_url)).send().await?.json().await?;
+        let m: serde_json::Value = http
+            .get(format!("{}/v1/messages/{id}", stack.api_url))
+            .send()
+            .await?
+            .json()
+            .await?;
         let status = m["status"].as_str().unwrap_or("").to_owned();
         let error_code = m["error_code"].as_u64().and_then(|c| u32::try_from(c).ok());
         rows.push(Row {
@@ -136,7 +152,10 @@ pub async fn run(data_dir: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::er
             to: m["to"].as_str().unwrap_or("").to_owned(),
             status,
             error_code,
-            segments: m["segments"].as_u64().and_then(|c| u32::try_from(c).ok()).unwrap_or(0),
+            segments: m["segments"]
+                .as_u64()
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
             encoding: m["encoding"].as_str().unwrap_or("").to_owned(),
             label: s.label,
         });
@@ -157,7 +176,9 @@ pub fn table(rows: &[Row]) -> String {
             r.id,
             r.to,
             r.status,
-            r.error_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r.error_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.segments,
             r.encoding,
             if r.as_expected { "yes" } else { "NO" },

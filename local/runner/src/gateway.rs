@@ -14,8 +14,13 @@ use lambda_http::Body;
 
 /// A handler as the Lambdas expose it.
 pub type Handler = Arc<
-    dyn Fn(lambda_http::Request) -> Pin<Box<dyn Future<Output = Result<lambda_http::Response<Body>, lambda_http::Error>> + Send>>
-        + Send
+    dyn Fn(
+            lambda_http::Request,
+        ) -> Pin<
+            Box<
+                dyn Future<Output = Result<lambda_http::Response<Body>, lambda_http::Error>> + Send,
+            >,
+        > + Send
         + Sync,
 >;
 
@@ -26,9 +31,24 @@ pub struct Routes {
     pub routes: Vec<(&'static str, Handler)>,
 }
 
-async fn dispatch(State(routes): State<Arc<Routes>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((_, handler)) = routes.routes.iter().find(|(prefix, _)| uri.path().starts_with(prefix)) else {
-        return (StatusCode::NOT_FOUND, [("content-type", "application/problem+json")], r#"{"type":"urn:herald:problem:not-found","title":"Not found","status":404}"#).into_response();
+async fn dispatch(
+    State(routes): State<Arc<Routes>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((_, handler)) = routes
+        .routes
+        .iter()
+        .find(|(prefix, _)| uri.path().starts_with(prefix))
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "application/problem+json")],
+            r#"{"type":"urn:herald:problem:not-found","title":"Not found","status":404}"#,
+        )
+            .into_response();
     };
     let now_ms = herald::ports::Clock::now_ms(&herald::ports::SystemClock);
     let request_id = ulid::Ulid::new().to_string();
@@ -38,7 +58,12 @@ async fn dispatch(State(routes): State<Arc<Routes>>, method: Method, uri: Uri, h
         query: uri.query().unwrap_or(""),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: &body,
     };
@@ -67,5 +92,7 @@ async fn dispatch(State(routes): State<Arc<Routes>>, method: Method, uri: Uri, h
 
 /// The axum router of the local gateway.
 pub fn router(routes: Routes) -> axum::Router {
-    axum::Router::new().fallback(dispatch).with_state(Arc::new(routes))
+    axum::Router::new()
+        .fallback(dispatch)
+        .with_state(Arc::new(routes))
 }

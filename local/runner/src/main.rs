@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use herald_runner::{demo, stack};
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Herald: SMS and voice alerts through Twilio, run locally")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: SMS and voice alerts through Twilio, run locally"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +43,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { json } => {
+            herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
             if std::env::var_os("HERALD_LOG").is_none() {
                 // The demo prints its own table; logs only when asked for with HERALD_LOG.
                 herald::telemetry::init_with_writer(std::io::sink);
@@ -58,7 +63,10 @@ async fn main() -> ExitCode {
                     let bad = rows.iter().filter(|r| !r.as_expected).count();
                     if bad == 0 {
                         if !json {
-                            println!("\nall {} messages ended as the simulator was told", rows.len());
+                            println!(
+                                "\nall {} messages ended as the simulator was told",
+                                rows.len()
+                            );
                         }
                         ExitCode::SUCCESS
                     } else {
@@ -74,7 +82,14 @@ async fn main() -> ExitCode {
         }
         Command::Up { port, data_dir } => {
             herald::telemetry::init();
-            let stack = match stack::LocalStack::start(&stack::StackOptions { data_dir: data_dir.clone(), port, seed: 1 }).await {
+            herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Stderr);
+            let stack = match stack::LocalStack::start(&stack::StackOptions {
+                data_dir: data_dir.clone(),
+                port,
+                seed: 1,
+            })
+            .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("herald up failed: {e}");
@@ -84,10 +99,16 @@ async fn main() -> ExitCode {
             println!("Herald is up.");
             println!("  API (local API Gateway): {}", stack.api_url);
             println!("  Twilio simulator:        {}", stack.sim.base_url());
-            println!("  data:                    {}", data_dir.join("herald.db").display());
+            println!(
+                "  data:                    {}",
+                data_dir.join("herald.db").display()
+            );
             println!();
             println!("Try:");
-            println!("  curl -s -X POST {}/v1/messages -H 'content-type: application/json' \\", stack.api_url);
+            println!(
+                "  curl -s -X POST {}/v1/messages -H 'content-type: application/json' \\",
+                stack.api_url
+            );
             println!("       -d '{{\"to\":\"+14155552671\",\"body\":\"Hello from Herald\"}}'");
             println!("  curl -s {}/v1/messages/<id>", stack.api_url);
             println!("  curl -s {}/_sim/callbacks", stack.sim.base_url());

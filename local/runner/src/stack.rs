@@ -62,20 +62,31 @@ fn local_credentials(path: &Path) -> std::io::Result<TwilioCredentials> {
 fn handler<F, Fut>(svc: Arc<Services>, f: F) -> Handler
 where
     F: Fn(Arc<Services>, lambda_http::Request) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error>> + Send + 'static,
+    Fut: std::future::Future<
+            Output = Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error>,
+        > + Send
+        + 'static,
 {
     Arc::new(move |req| Box::pin(f(svc.clone(), req)))
 }
 
 impl LocalStack {
     /// Starts the simulator, the store and the gateway.
-    pub async fn start(opts: &StackOptions) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn start(
+        opts: &StackOptions,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         std::fs::create_dir_all(&opts.data_dir)?;
         let secret_path = opts.data_dir.join("twilio-secret.json");
         let creds = local_credentials(&secret_path)?;
 
-        let mut sim_cfg = twilio_sim::SimConfig::new(creds.account_sid.clone(), creds.auth_token.expose().clone());
-        sim_cfg.api_keys = vec![(creds.api_key_sid.clone(), creds.api_key_secret.expose().clone())];
+        let mut sim_cfg = twilio_sim::SimConfig::new(
+            creds.account_sid.clone(),
+            creds.auth_token.expose().clone(),
+        );
+        sim_cfg.api_keys = vec![(
+            creds.api_key_sid.clone(),
+            creds.api_key_secret.expose().clone(),
+        )];
         sim_cfg.seed = opts.seed;
         let sim = twilio_sim::Simulator::start(sim_cfg).await?;
 
@@ -89,7 +100,10 @@ impl LocalStack {
             ("TWILIO_API_BASE_URL", sim.base_url()),
         ];
         let config = Config::from_lookup(|k| {
-            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).or_else(|| std::env::var(k).ok())
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
         })?;
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -98,7 +112,9 @@ impl LocalStack {
             messages: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),
-            keys: Arc::new(LocalKeyService::load_or_create(&opts.data_dir.join("master.key"))?),
+            keys: Arc::new(LocalKeyService::load_or_create(
+                &opts.data_dir.join("master.key"),
+            )?),
             secrets: Arc::new(FileSecretSource::new(secret_path)),
             clock,
         };
@@ -106,8 +122,18 @@ impl LocalStack {
 
         let routes = Routes {
             routes: vec![
-                ("/v1/", handler(services.clone(), |s, r| async move { send_sms::handle(&s, r).await })),
-                ("/webhooks/", handler(services.clone(), |s, r| async move { webhook_receiver::handle(&s, r).await })),
+                (
+                    "/v1/",
+                    handler(services.clone(), |s, r| async move {
+                        send_sms::handle(&s, r).await
+                    }),
+                ),
+                (
+                    "/webhooks/",
+                    handler(services.clone(), |s, r| async move {
+                        webhook_receiver::handle(&s, r).await
+                    }),
+                ),
             ],
         };
         let app = crate::gateway::router(routes);
@@ -116,7 +142,13 @@ impl LocalStack {
                 tracing::error!(error = %e, "local gateway stopped");
             }
         });
-        Ok(Self { services, sim, api_url, store, server })
+        Ok(Self {
+            services,
+            sim,
+            api_url,
+            store,
+            server,
+        })
     }
 
     /// Stops the gateway and the simulator.

@@ -11,8 +11,16 @@ async fn the_demo_ends_every_message_as_the_simulator_was_told() {
     let rows = demo::run(dir.path()).await.unwrap();
     assert_eq!(rows.len(), demo::scenarios().len());
     for r in &rows {
-        assert!(r.as_expected, "{} ended {} {:?}", r.label, r.status, r.error_code);
-        assert!(r.to.starts_with("+*") && !r.to.contains("5552671"), "masked: {}", r.to);
+        assert!(
+            r.as_expected,
+            "{} ended {} {:?}",
+            r.label, r.status, r.error_code
+        );
+        assert!(
+            r.to.starts_with("+*") && !r.to.contains("5552671"),
+            "masked: {}",
+            r.to
+        );
     }
     let by_label = |l: &str| rows.iter().find(|r| r.label.starts_with(l)).unwrap();
     assert_eq!(by_label("UCS-2").encoding, "UCS-2");
@@ -25,7 +33,11 @@ async fn the_demo_ends_every_message_as_the_simulator_was_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StackOptions { data_dir: dir.path().to_owned(), port: 0, seed: 3 };
+    let opts = StackOptions {
+        data_dir: dir.path().to_owned(),
+        port: 0,
+        seed: 3,
+    };
     let number = "+14155550199";
     let body = "Secret rendezvous at the old mill";
     let stack = LocalStack::start(&opts).await.unwrap();
@@ -50,13 +62,22 @@ async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart(
     }
     let text = String::from_utf8_lossy(&all);
     for needle in [number, "4155550199", body, "rendezvous"] {
-        assert!(!text.contains(needle), "{needle:?} found in the raw database");
+        assert!(
+            !text.contains(needle),
+            "{needle:?} found in the raw database"
+        );
     }
 
     // Restart on the same folder: the message and its final state are still there.
     let stack = LocalStack::start(&opts).await.unwrap();
-    let view: serde_json::Value =
-        http.get(format!("{}/v1/messages/{id}", stack.api_url)).send().await.unwrap().json().await.unwrap();
+    let view: serde_json::Value = http
+        .get(format!("{}/v1/messages/{id}", stack.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(view["status"], "delivered");
     assert_eq!(view["to"], "+*******0199");
     stack.shutdown().await;
@@ -65,8 +86,18 @@ async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = LocalStack::start(&StackOptions { data_dir: dir.path().to_owned(), port: 0, seed: 5 }).await.unwrap();
-    stack.sim.set_faults(twilio_sim::Faults { rate_duplicate_callback: 1.0, rate_out_of_order: 1.0, ..Default::default() });
+    let stack = LocalStack::start(&StackOptions {
+        data_dir: dir.path().to_owned(),
+        port: 0,
+        seed: 5,
+    })
+    .await
+    .unwrap();
+    stack.sim.set_faults(twilio_sim::Faults {
+        rate_duplicate_callback: 1.0,
+        rate_out_of_order: 1.0,
+        ..Default::default()
+    });
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for n in 0..5 {
@@ -83,10 +114,20 @@ async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
     }
     stack.sim.wait_idle().await;
     let callbacks = stack.sim.callbacks();
-    assert!(callbacks.len() >= 20, "each message gets sent and delivered twice: {}", callbacks.len());
+    assert!(
+        callbacks.len() >= 20,
+        "each message gets sent and delivered twice: {}",
+        callbacks.len()
+    );
     for id in ids {
-        let view: serde_json::Value =
-            http.get(format!("{}/v1/messages/{id}", stack.api_url)).send().await.unwrap().json().await.unwrap();
+        let view: serde_json::Value = http
+            .get(format!("{}/v1/messages/{id}", stack.api_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(view["status"], "delivered", "{view}");
         let statuses: Vec<&str> = view["timeline"]
             .as_array()
@@ -95,7 +136,11 @@ async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
             .filter(|e| e["kind"] == "status_callback")
             .map(|e| e["status"].as_str().unwrap())
             .collect();
-        assert_eq!(statuses, ["delivered", "sent"], "deduplicated, in arrival order");
+        assert_eq!(
+            statuses,
+            ["delivered", "sent"],
+            "deduplicated, in arrival order"
+        );
     }
     stack.shutdown().await;
 }

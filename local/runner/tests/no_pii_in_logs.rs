@@ -26,18 +26,25 @@ async fn a_full_run_logs_no_number_body_or_secret() {
     let capture = Capture::default();
     let writer = capture.clone();
     herald::telemetry::init_with_level(move || writer.clone(), "debug");
+    herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
 
     let dir = tempfile::tempdir().unwrap();
     let rows = demo::run(dir.path()).await.unwrap();
     assert!(rows.iter().all(|r| r.as_expected));
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.lines().count() > 20, "the run must have logged: {} lines", logs.lines().count());
+    assert!(
+        logs.lines().count() > 20,
+        "the run must have logged: {} lines",
+        logs.lines().count()
+    );
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
     let secret: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("twilio-secret.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("twilio-secret.json")).unwrap())
+            .unwrap();
     let mut needles: Vec<String> = Vec::new();
     for s in demo::scenarios() {
         needles.push(s.to.to_owned());
@@ -57,4 +64,3 @@ async fn a_full_run_logs_no_number_body_or_secret() {
         assert!(!logs.contains(&n), "the logs contain {n:?}");
     }
 }
-

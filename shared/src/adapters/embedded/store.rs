@@ -286,11 +286,19 @@ impl Keyring for SqliteStore {
 impl SqliteStore {
     /// How many messages are stored (inspection and tests).
     pub async fn count_messages(&self) -> Result<u64, StoreError> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(backend)).await
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
     }
 
     /// How many events are stored (inspection and tests).
     pub async fn count_events(&self) -> Result<u64, StoreError> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).map_err(backend)).await
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
     }
 }
