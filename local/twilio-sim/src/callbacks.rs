@@ -100,7 +100,9 @@ struct Prepared {
 fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Prepared> {
     let mut state = inner.lock();
     let msg = state.message_mut(sid)?;
-    let now = OffsetDateTime::now_utc();
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
     if msg.from.is_none() {
         msg.from = Some(SERVICE_SENDER.to_string());
         msg.num_segments = crate::segments::num_segments(&msg.body);

@@ -486,7 +486,10 @@ fn create(
         }
     }
 
-    let now = OffsetDateTime::now_utc();
+    // Twilio's timestamps have whole seconds.
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
     let mut state = inner.lock();
     let sid = state.new_sid("SM");
     let outcome = state.outcomes.get(to).copied().unwrap_or_default();
@@ -525,33 +528,35 @@ fn create(
     Ok(msg)
 }
 
-/// A `DateSent` filter bound: a whole day, or an instant.
-enum Bound {
-    Day(Date),
-    Instant(OffsetDateTime),
-}
-
-fn parse_bound(value: &str) -> Option<Bound> {
+/// A `DateSent` filter value. Twilio filters on GMT dates: a date (`2008-01-02`) or a timestamp
+/// (the Python SDK sends `2008-01-02T00:00:00Z` even for a date), of which only the day counts.
+fn parse_day(value: &str) -> Option<Date> {
     use time::format_description::well_known::{Rfc2822, Rfc3339};
-    let day = time::macros::format_description!("[year]-[month]-[day]");
+    use time::macros::format_description;
+    let day = format_description!("[year]-[month]-[day]");
     if let Ok(d) = Date::parse(value, &day) {
-        return Some(Bound::Day(d));
+        return Some(d);
     }
-    OffsetDateTime::parse(value, &Rfc3339)
-        .or_else(|_| OffsetDateTime::parse(value, &Rfc2822))
+    let utc_day = |t: OffsetDateTime| t.to_offset(time::UtcOffset::UTC).date();
+    if let Ok(t) =
+        OffsetDateTime::parse(value, &Rfc3339).or_else(|_| OffsetDateTime::parse(value, &Rfc2822))
+    {
+        return Some(utc_day(t));
+    }
+    let plain = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let (head, _) = value.split_once('.').unwrap_or((value, ""));
+    time::PrimitiveDateTime::parse(head, &plain)
         .ok()
-        .map(Bound::Instant)
+        .map(|t| t.date())
 }
 
 fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
     let params: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| bad_request(20001, format!("Invalid query string: {e}")))?;
     let get = |name: &str| first(&params, name);
-    let bound = |name: &str| -> Result<Option<Bound>, TwilioError> {
+    let bound = |name: &str| -> Result<Option<Date>, TwilioError> {
         get(name)
-            .map(|v| {
-                parse_bound(v).ok_or_else(|| bad_request(20001, format!("Invalid {name}: {v}")))
-            })
+            .map(|v| parse_day(v).ok_or_else(|| bad_request(20001, format!("Invalid {name}: {v}"))))
             .transpose()
     };
     let (on, before, after) = (bound("DateSent")?, bound("DateSent<")?, bound("DateSent>")?);
@@ -579,26 +584,12 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
         .filter(|m| to.is_none_or(|t| m.to == t))
         .filter(|m| from.is_none_or(|f| m.from.as_deref() == Some(f)))
         .filter(|m| {
-            let Some(sent) = m.date_sent else {
+            let Some(day) = m.date_sent.map(|t| t.date()) else {
                 return on.is_none() && before.is_none() && after.is_none();
             };
-            let day = sent.date();
-            let on_ok = match &on {
-                None => true,
-                Some(Bound::Day(d)) => day == *d,
-                Some(Bound::Instant(t)) => sent == *t,
-            };
-            let before_ok = match &before {
-                None => true,
-                Some(Bound::Day(d)) => day <= *d,
-                Some(Bound::Instant(t)) => sent <= *t,
-            };
-            let after_ok = match &after {
-                None => true,
-                Some(Bound::Day(d)) => day >= *d,
-                Some(Bound::Instant(t)) => sent >= *t,
-            };
-            on_ok && before_ok && after_ok
+            on.is_none_or(|d| day == d)
+                && before.is_none_or(|d| day <= d)
+                && after.is_none_or(|d| day >= d)
         })
         .collect();
     // Newest first, as Twilio lists.

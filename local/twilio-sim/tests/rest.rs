@@ -433,6 +433,11 @@ async fn list_filters_and_pages() {
     assert_eq!(sids_of(&page).len(), 0);
     let (_, page) = list(format!("DateSent%3E={yesterday}")).await;
     assert_eq!(sids_of(&page).len(), 5);
+    // The Python SDK sends dates as midnight timestamps; only the GMT day counts.
+    let (_, page) = list(format!("DateSent={today}T00%3A00%3A00Z")).await;
+    assert_eq!(sids_of(&page).len(), 5);
+    let (_, page) = list(format!("DateSent%3C={yesterday}T23%3A59%3A59Z")).await;
+    assert_eq!(sids_of(&page).len(), 0);
     let (status, body) = list("DateSent=yesterday".into()).await;
     assert_twilio_error(status, &body, 400, 20001);
 
