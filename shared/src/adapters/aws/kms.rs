@@ -29,6 +29,11 @@ const REFUSALS: &[&str] = &[
 ];
 
 /// Data keys from KMS under one key (id, ARN or alias).
+///
+/// Errors: a ciphertext KMS will not decrypt with this key (tampered, another key's, another
+/// context's), and a key that is missing, disabled or not ours to use, are
+/// [`KeyError::Refused`]; throttling, KMS internal errors and the network are
+/// [`KeyError::Transient`], with the SDK error as source.
 #[derive(Debug, Clone)]
 pub struct KmsKeyService {
     client: Client,
