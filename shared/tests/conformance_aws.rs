@@ -1,11 +1,14 @@
 //! The conformance suite against the AWS adapters (DynamoDB, KMS, Secrets Manager) through a
 //! moto server on a loopback port; no AWS account, no real credentials.
 //!
-//! The server is `HERALD_TEST_AWS_ENDPOINT` when set (scripts/test.sh starts one and sets it);
-//! otherwise these tests start `.venv/bin/python` with moto themselves, once per test binary, on
-//! a port the OS picks, and the server exits when this process does (it waits for its stdin to
-//! close). With neither, the tests fail and say how to run them. Every test makes its own
-//! tables, keys and secrets, so they run in parallel against one server.
+//! The server: these tests start their own moto from `.venv/bin/python`, once per test binary,
+//! on a port the OS picks, and it exits when this process does (it waits for its stdin to
+//! close). That moto handles one request at a time: moto checks a condition expression and
+//! then writes in separate steps, so its usual threaded server lets two concurrent conditional
+//! writes both pass (the race tests catch it), which DynamoDB never does. Without the venv,
+//! `HERALD_TEST_AWS_ENDPOINT` names a server to use instead (it must be atomic per request);
+//! with neither, the tests fail and say how to run them. Every test makes its own tables, keys
+//! and secrets, so they run in parallel against one server.
 #![cfg(all(feature = "test-util", feature = "aws"))]
 
 use std::io::BufRead;
@@ -25,15 +28,22 @@ use herald::ports::{
 };
 use herald::testing::{self, Alternate, Ports};
 
-/// Starts moto in-process in Python on port 0, prints the port, and exits when stdin closes.
+/// Starts moto in Python on a port the OS picks, serving one request at a time, prints the
+/// port, and exits when stdin closes.
 const MOTO: &str = r#"
-import os, sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-print(server.get_host_and_port()[1], flush=True)
-sys.stdin.read()
-os._exit(0)
+import os, sys, threading
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication, MotoRequestHandler, create_backend_app)
+inner = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def app(environ, start_response):
+    with lock:
+        return list(inner(environ, start_response))
+server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+print(server.server_address[1], flush=True)
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+server.serve_forever()
 "#;
 
 static ENDPOINT: OnceLock<Result<String, String>> = OnceLock::new();
@@ -47,23 +57,23 @@ fn endpoint() -> String {
 }
 
 fn start_or_find_moto() -> Result<String, String> {
-    if let Some(url) = std::env::var("HERALD_TEST_AWS_ENDPOINT")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    {
-        return Ok(url.trim().to_owned());
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
     let python = root.join(".venv/bin/python");
-    let how = "run scripts/test.sh (it starts a moto server and sets HERALD_TEST_AWS_ENDPOINT), \
-               or create the venv: python3 -m venv .venv && .venv/bin/pip install 'moto[server]>=5,<6'";
+    let how = "run scripts/test.sh (it creates .venv with moto), or create the venv: \
+               python3 -m venv .venv && .venv/bin/pip install 'moto[server]>=5,<6'";
     if !python.exists() {
-        return Err(format!(
-            "HERALD_TEST_AWS_ENDPOINT is not set and {} does not exist: {how}",
-            python.display()
-        ));
+        return std::env::var("HERALD_TEST_AWS_ENDPOINT")
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "{} does not exist and HERALD_TEST_AWS_ENDPOINT is not set: {how}",
+                    python.display()
+                )
+            });
     }
     let mut child = Command::new(&python)
         .arg("-c")
