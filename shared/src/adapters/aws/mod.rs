@@ -20,7 +20,10 @@ mod secrets;
 use std::sync::Arc;
 
 pub use aws_config::SdkConfig;
-pub use dynamo::{DynamoStore, TableNames, create_tables};
+pub use dynamo::{
+    DynamoStore, EVENTS_BY_SUBJECT, EVENTS_TTL_ATTRIBUTE, MESSAGES_BY_CALLER, MESSAGES_BY_STATUS,
+    TableNames, create_tables,
+};
 pub use kms::KmsKeyService;
 pub use secrets::SecretsManagerSource;
 
