@@ -79,13 +79,21 @@ pub trait MessageStore: Send + Sync {
 pub trait EventStore: Send + Sync {
     /// Records `event` unless an event with the same key exists. Returns `true` when it was
     /// recorded, `false` when the key was already there (nothing changed). Of two concurrent
-    /// records of one key, exactly one returns `true`.
+    /// records of one key, exactly one returns `true`. An expired event (see
+    /// [`EventStore::get_event`]) no longer holds its key, whether or not the backend has
+    /// deleted it yet.
     async fn record_event(&self, event: &Event) -> Result<bool, StoreError>;
 
-    /// The event with this key, if any (and not expired).
+    /// The event with this key, if any and not expired: an event is expired once the store's
+    /// clock reaches its `expires_at_ms`, even if the backend (DynamoDB TTL, the SQLite sweep)
+    /// has not deleted it yet.
     async fn get_event(&self, key: &str) -> Result<Option<Event>, StoreError>;
 
-    /// Every event about `subject`, oldest first (ties in time keep recording order).
+    /// Every unexpired event about `subject`, oldest first by `at_ms`. Events with the same
+    /// `at_ms` come in an order each adapter keeps stable (SQLite: recording order; DynamoDB:
+    /// by key), so callers that care give distinct times or ordered keys. Read from an index
+    /// that may be eventually consistent (DynamoDB GSI): an event recorded a moment ago may be
+    /// missing for a moment; use [`EventStore::get_event`] for a decision.
     async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError>;
 }
 

@@ -1,1 +1,1078 @@
-//! The conformance suite every adapter runs (feature `test-util`).
+//! The conformance suite every adapter runs (feature `test-util`): one set of checks of the
+//! contracts in [`crate::ports`], called with the embedded adapters and with the AWS ones.
+//!
+//! Each `*_contract` function takes the port objects and panics, with a message, on the first
+//! broken promise. The functions use fresh ids, keys and names on every call, so they can share
+//! one store and run in any order (or in parallel). [`run_all`] runs every one of them.
+//!
+//! ```no_run
+//! # async fn demo(ports: herald::testing::Ports) {
+//! herald::testing::run_all(&ports).await;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::crypto::{CryptoError, Sealed, Vault};
+use crate::domain::{Event, EventKind, Message, MessageId, MessageStatus, StatusChange, Subject};
+use crate::phone::Masked;
+use crate::ports::{
+    Applied, Clock, EventStore, KeyError, KeyService, Keyring, ManualClock, MessageStore,
+    StoreError,
+};
+use crate::templates::Encoding;
+
+/// The ports one adapter family provides, as the suite needs them.
+///
+/// `messages`, `events` and `keyring` are usually one store; it must read time from `clock`
+/// (event expiry is tested by moving that clock). `foreign_keys` is a key service over a
+/// different key than `keys`: what it wraps, `keys` must refuse.
+#[derive(Clone)]
+pub struct Ports {
+    /// The message store under test.
+    pub messages: Arc<dyn MessageStore>,
+    /// The event store under test.
+    pub events: Arc<dyn EventStore>,
+    /// The keyring under test.
+    pub keyring: Arc<dyn Keyring>,
+    /// The key service under test.
+    pub keys: Arc<dyn KeyService>,
+    /// A key service of the same kind over another key.
+    pub foreign_keys: Arc<dyn KeyService>,
+    /// The clock the store reads.
+    pub clock: Arc<ManualClock>,
+}
+
+impl Ports {
+    /// A fresh vault over these ports' key service and keyring.
+    pub fn vault(&self) -> Vault {
+        Vault::new(
+            self.keys.clone(),
+            self.keyring.clone(),
+            self.clock.clone() as Arc<dyn Clock>,
+        )
+    }
+}
+
+/// A clock at a fixed, realistic time (2024-11-14), for stores under test.
+pub fn test_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_731_600_000_000))
+}
+
+/// Runs every contract against `ports`.
+pub async fn run_all(ports: &Ports) {
+    key_service_contract(ports.keys.clone(), ports.foreign_keys.clone()).await;
+    keyring_contract(ports.keyring.clone()).await;
+    keyring_races(ports.keyring.clone()).await;
+    vault_contract(ports).await;
+    let vault = ports.vault();
+    message_store_contract(ports.messages.clone(), &vault).await;
+    message_store_races(ports.messages.clone(), &vault).await;
+    event_store_contract(ports.events.clone(), ports.clock.clone()).await;
+    event_store_races(ports.events.clone(), ports.clock.clone()).await;
+    let data = store_personal_data(ports.messages.as_ref(), ports.events.as_ref(), &vault).await;
+    assert_eq!(
+        ports
+            .messages
+            .get_message(&data.id)
+            .await
+            .expect("get")
+            .map(|m| m.id),
+        Some(data.id.clone())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+
+/// A unique name for this run (keys, subjects, keyring entries).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
+}
+
+/// A message accepted at `id_ms` for `to_e164` with `body`, both sealed through `vault` (so the
+/// store holds exactly what production stores), at attempt 1, status `accepted`.
+pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str) -> Message {
+    let id = MessageId::generate(u64::try_from(id_ms).expect("a time after 1970"));
+    let to = vault
+        .seal(id.as_str(), to_e164.as_bytes())
+        .await
+        .expect("seal the number");
+    let sealed_body = vault
+        .seal(id.as_str(), body.as_bytes())
+        .await
+        .expect("seal the body");
+    let to_token = vault.lookup_token(to_e164).await.expect("lookup token");
+    Message {
+        id,
+        caller: "conformance".to_owned(),
+        to,
+        to_token,
+        to_masked: Masked::of(to_e164).as_str().to_owned(),
+        country: Some("US".to_owned()),
+        body: sealed_body,
+        template: None,
+        encoding: Encoding::Gsm7,
+        segments: 1,
+        status: MessageStatus::Accepted,
+        attempt: 1,
+        twilio_sid: None,
+        error_code: None,
+        error_reason: None,
+        created_at_ms: id_ms,
+        updated_at_ms: id_ms,
+    }
+}
+
+/// A status change at `attempt` to `status` at `at_ms`, with nothing else.
+pub fn change(attempt: u32, status: MessageStatus, at_ms: i64) -> StatusChange {
+    StatusChange {
+        attempt,
+        status,
+        twilio_sid: None,
+        error_code: None,
+        error_reason: None,
+        at_ms,
+    }
+}
+
+/// A status-callback event about `subject` at `at_ms` that expires at `expires_at_ms`.
+pub fn sample_event(key: &str, subject: &Subject, at_ms: i64, expires_at_ms: i64) -> Event {
+    Event {
+        key: key.to_owned(),
+        subject: subject.clone(),
+        kind: EventKind::StatusCallback,
+        status: Some("sent".to_owned()),
+        twilio_sid: Some("SM00000000000000000000000000000000".to_owned()),
+        error_code: None,
+        attempt: 1,
+        applied: true,
+        at_ms,
+        expires_at_ms,
+    }
+}
+
+/// Runs `n` futures made by `make(i)` as concurrent tasks released together by a barrier, and
+/// returns their outputs in `i` order.
+pub async fn race<T, F, Fut>(n: usize, make: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let fut = make(i);
+        let barrier = barrier.clone();
+        set.spawn(async move {
+            barrier.wait().await;
+            (i, fut.await)
+        });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(done) = set.join_next().await {
+        let (i, v) = done.expect("a racing task panicked");
+        out[i] = Some(v);
+    }
+    out.into_iter()
+        .map(|v| v.expect("every task reported"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// KeyService
+
+/// [`KeyService`]: fresh keys, round trips, and refusal of tampered, foreign and garbage keys.
+pub async fn key_service_contract(keys: Arc<dyn KeyService>, foreign: Arc<dyn KeyService>) {
+    let a = keys.generate_data_key().await.expect("generate a data key");
+    let b = keys.generate_data_key().await.expect("generate a data key");
+    assert_ne!(
+        a.plaintext.expose(),
+        b.plaintext.expose(),
+        "data keys repeat"
+    );
+    assert_ne!(a.wrapped, b.wrapped, "wrapped keys repeat");
+    assert!(!a.wrapped.is_empty(), "empty wrapped key");
+    assert!(
+        !contains(&a.wrapped, a.plaintext.expose()),
+        "the wrapped key contains the plaintext key"
+    );
+    assert!(
+        u16::try_from(a.wrapped.len()).is_ok(),
+        "the wrapped key does not fit a sealed value"
+    );
+
+    for dk in [&a, &b] {
+        let opened = keys.decrypt_data_key(&dk.wrapped).await.expect("unwrap");
+        assert_eq!(opened.expose(), dk.plaintext.expose(), "round trip");
+    }
+
+    let mut last = a.wrapped.clone();
+    *last.last_mut().expect("non-empty") ^= 0x01;
+    let mut middle = a.wrapped.clone();
+    let mid = middle.len() / 2;
+    middle[mid] ^= 0x80;
+    let truncated = a.wrapped[..a.wrapped.len() - 1].to_vec();
+    let garbage = b"definitely not a wrapped key".to_vec();
+    let empty = Vec::new();
+    let foreign_key = foreign.generate_data_key().await.expect("foreign key");
+    for (what, wrapped) in [
+        ("last byte flipped", &last),
+        ("middle byte flipped", &middle),
+        ("truncated", &truncated),
+        ("garbage", &garbage),
+        ("empty", &empty),
+        ("wrapped by another key", &foreign_key.wrapped),
+    ] {
+        match keys.decrypt_data_key(wrapped).await {
+            Err(KeyError::Refused) => {}
+            Err(e) => panic!("{what}: expected Refused, got {e:?}"),
+            Ok(_) => panic!("{what}: unwrapped a key that is not ours"),
+        }
+    }
+    // And the other way round: ours is foreign to the other service.
+    assert!(
+        matches!(
+            foreign.decrypt_data_key(&a.wrapped).await,
+            Err(KeyError::Refused)
+        ),
+        "the foreign service unwrapped our key"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keyring
+
+/// [`Keyring`]: get of unknown names, put-if-absent keeps the first key.
+pub async fn keyring_contract(keyring: Arc<dyn Keyring>) {
+    let name = unique("conformance-key");
+    assert_eq!(keyring.get_key(&name).await.expect("get_key"), None);
+    let first: Vec<u8> = (0u8..=255).rev().chain([0, 0, 1]).collect();
+    let second = b"second".to_vec();
+    assert_eq!(
+        keyring.put_key_if_absent(&name, &first).await.expect("put"),
+        first,
+        "put into an empty slot returns what was put"
+    );
+    assert_eq!(
+        keyring.get_key(&name).await.expect("get"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        keyring
+            .put_key_if_absent(&name, &second)
+            .await
+            .expect("put"),
+        first,
+        "a second put returns the first key"
+    );
+    assert_eq!(
+        keyring.get_key(&name).await.expect("get"),
+        Some(first),
+        "a second put changed the key"
+    );
+    let other = unique("conformance-key");
+    assert_eq!(keyring.get_key(&other).await.expect("get"), None);
+}
+
+/// [`Keyring`] under concurrency: of 2 and of 8 concurrent puts, all get the same winner.
+pub async fn keyring_races(keyring: Arc<dyn Keyring>) {
+    for n in [2, 8, 8] {
+        let name = unique("conformance-race");
+        let offered: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("wrapped-{i}").into_bytes())
+            .collect();
+        let results = race(n, |i| {
+            let keyring = keyring.clone();
+            let name = name.clone();
+            let mine = offered[i].clone();
+            async move { keyring.put_key_if_absent(&name, &mine).await }
+        })
+        .await;
+        let results: Vec<Vec<u8>> = results
+            .into_iter()
+            .map(|r| r.expect("put_key_if_absent"))
+            .collect();
+        let winner = results[0].clone();
+        assert!(
+            results.iter().all(|r| *r == winner),
+            "{n} racing puts got different keys"
+        );
+        assert!(
+            offered.contains(&winner),
+            "the winner is not an offered key"
+        );
+        assert_eq!(keyring.get_key(&name).await.expect("get"), Some(winner));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vault
+
+/// [`Vault`] over these ports: seal/open round trips, associated data, tampering, another
+/// process (a second vault) reading the first's values and computing the same lookup tokens.
+pub async fn vault_contract(ports: &Ports) {
+    let a = ports.vault();
+    let b = ports.vault();
+    let id = MessageId::generate(1_731_600_000_000);
+    let other_id = MessageId::generate(1_731_600_000_001);
+
+    let text = "Herald vault conformance: ünïcödé ✓";
+    let sealed = a.seal(id.as_str(), text.as_bytes()).await.expect("seal");
+    assert!(
+        !contains(&sealed.0, text.as_bytes()),
+        "sealed holds plaintext"
+    );
+    assert_eq!(
+        a.open_string(id.as_str(), &sealed)
+            .await
+            .expect("open")
+            .expose(),
+        text
+    );
+    assert_eq!(
+        b.open_string(id.as_str(), &sealed)
+            .await
+            .expect("another vault opens it")
+            .expose(),
+        text
+    );
+    let again = a.seal(id.as_str(), text.as_bytes()).await.expect("seal");
+    assert_ne!(
+        again, sealed,
+        "sealing twice gives the same bytes (nonce reuse)"
+    );
+
+    assert!(
+        matches!(
+            a.open(other_id.as_str(), &sealed).await,
+            Err(CryptoError::Corrupt)
+        ),
+        "opened under another record's id"
+    );
+    let mut tampered = sealed.clone();
+    *tampered.0.last_mut().expect("non-empty") ^= 1;
+    assert!(matches!(
+        a.open(id.as_str(), &tampered).await,
+        Err(CryptoError::Corrupt)
+    ));
+    for junk in [
+        Vec::new(),
+        b"H1".to_vec(),
+        b"nonsense of some length".to_vec(),
+    ] {
+        assert!(
+            matches!(
+                a.open(id.as_str(), &Sealed(junk)).await,
+                Err(CryptoError::Corrupt)
+            ),
+            "opened junk"
+        );
+    }
+    let foreign = Vault::new(
+        ports.foreign_keys.clone(),
+        ports.keyring.clone(),
+        ports.clock.clone() as Arc<dyn Clock>,
+    );
+    assert!(
+        matches!(
+            foreign.open(id.as_str(), &sealed).await,
+            Err(CryptoError::Key(KeyError::Refused))
+        ),
+        "a vault over another key opened our value"
+    );
+
+    let n1 = "+14155550100";
+    let n2 = "+14155550101";
+    let t1a = a.lookup_token(n1).await.expect("token");
+    let t1b = b.lookup_token(n1).await.expect("token");
+    let t2a = a.lookup_token(n2).await.expect("token");
+    assert_eq!(t1a, t1b, "two vaults over one keyring disagree on a token");
+    assert_eq!(
+        t1a,
+        a.lookup_token(n1).await.expect("token"),
+        "token not stable"
+    );
+    assert_ne!(t1a, t2a, "two numbers share a token");
+    assert_eq!(t1a.0.len(), 64, "token is not hex HMAC-SHA256");
+    assert!(!t1a.0.contains("4155550100"), "token shows the number");
+    let c = ports.vault();
+    assert_eq!(c.lookup_token(n2).await.expect("token"), t2a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MessageStore
+
+fn applied(r: Applied) -> Message {
+    match r {
+        Applied::Applied(m) => m,
+        other => panic!("expected Applied, got {other:?}"),
+    }
+}
+
+fn ignored(r: Applied) -> Message {
+    match r {
+        Applied::Ignored(m) => m,
+        other => panic!("expected Ignored, got {other:?}"),
+    }
+}
+
+/// [`MessageStore`], one call at a time: create-if-absent, get, and every rule of
+/// `apply_message_status` (forward only, by attempt, terminal sticks, late reports ignored).
+pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
+    let t = 1_731_600_000_000;
+    let m = sample_message(vault, t, "+14155550142", "conformance body").await;
+    let id = m.id.clone();
+
+    // Unknown ids.
+    let unknown = MessageId::generate(1_731_600_000_000);
+    assert_eq!(store.get_message(&unknown).await.expect("get"), None);
+    assert_eq!(
+        store
+            .apply_message_status(&unknown, &change(1, MessageStatus::Queued, t))
+            .await
+            .expect("apply"),
+        Applied::NotFound
+    );
+
+    // Create-if-absent.
+    store.insert_message(&m).await.expect("insert");
+    assert_eq!(store.get_message(&id).await.expect("get"), Some(m.clone()));
+    let mut impostor = m.clone();
+    impostor.caller = "impostor".to_owned();
+    impostor.status = MessageStatus::Delivered;
+    impostor.attempt = 7;
+    assert!(
+        matches!(
+            store.insert_message(&impostor).await,
+            Err(StoreError::Conflict)
+        ),
+        "a second insert of one id did not conflict"
+    );
+    assert_eq!(
+        store.get_message(&id).await.expect("get"),
+        Some(m.clone()),
+        "a conflicting insert changed the record"
+    );
+
+    // Forward, with the Twilio sid.
+    let mut queued = change(1, MessageStatus::Queued, t + 10);
+    queued.twilio_sid = Some("SM0123456789abcdef0123456789abcdef".to_owned());
+    let after = applied(
+        store
+            .apply_message_status(&id, &queued)
+            .await
+            .expect("apply"),
+    );
+    let mut expected = m.clone();
+    expected.apply(&queued);
+    assert_eq!(after, expected);
+    assert_eq!(
+        store.get_message(&id).await.expect("get"),
+        Some(expected.clone())
+    );
+
+    // Same rank, lower rank, wrong attempt: ignored, record returned as stored.
+    for (what, c) in [
+        ("same status", change(1, MessageStatus::Queued, t + 20)),
+        ("backwards", change(1, MessageStatus::Accepted, t + 20)),
+        ("other attempt", change(2, MessageStatus::Sent, t + 20)),
+    ] {
+        let got = ignored(store.apply_message_status(&id, &c).await.expect("apply"));
+        assert_eq!(
+            got, expected,
+            "{what}: Ignored did not return the record as is"
+        );
+        assert_eq!(
+            store.get_message(&id).await.expect("get"),
+            Some(expected.clone()),
+            "{what}: the record moved"
+        );
+    }
+
+    // Sent, then delivered; fields given later keep the earlier ones when absent.
+    let sent = change(1, MessageStatus::Sent, t + 30);
+    expected.apply(&sent);
+    assert_eq!(
+        applied(store.apply_message_status(&id, &sent).await.expect("apply")),
+        expected
+    );
+    assert_eq!(
+        expected.twilio_sid.as_deref(),
+        Some("SM0123456789abcdef0123456789abcdef")
+    );
+    let delivered = change(1, MessageStatus::Delivered, t + 40);
+    expected.apply(&delivered);
+    assert_eq!(
+        applied(
+            store
+                .apply_message_status(&id, &delivered)
+                .await
+                .expect("apply")
+        ),
+        expected
+    );
+
+    // A late `sent` after `delivered`, and any other terminal: ignored, record unchanged.
+    for late in [
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Failed,
+        MessageStatus::Undelivered,
+        MessageStatus::Canceled,
+    ] {
+        let mut c = change(1, late, t + 50);
+        c.error_code = Some(30_003);
+        let got = ignored(store.apply_message_status(&id, &c).await.expect("apply"));
+        assert_eq!(got, expected, "terminal record moved to {late}");
+    }
+    assert_eq!(store.get_message(&id).await.expect("get"), Some(expected));
+
+    // A failure straight from accepted keeps its code and reason; a retry record waits for
+    // its own attempt.
+    let mut f = sample_message(vault, t + 1, "+14155550143", "second body").await;
+    f.attempt = 2;
+    f.status = MessageStatus::Retrying;
+    store.insert_message(&f).await.expect("insert");
+    ignored(
+        store
+            .apply_message_status(&f.id, &change(1, MessageStatus::Failed, t + 60))
+            .await
+            .expect("apply"),
+    );
+    let mut failed = change(2, MessageStatus::Failed, t + 70);
+    failed.error_code = Some(21_211);
+    failed.error_reason = Some("invalid 'To' number".to_owned());
+    let got = applied(
+        store
+            .apply_message_status(&f.id, &failed)
+            .await
+            .expect("apply"),
+    );
+    assert_eq!(got.status, MessageStatus::Failed);
+    assert_eq!(got.error_code, Some(21_211));
+    assert_eq!(got.error_reason.as_deref(), Some("invalid 'To' number"));
+    assert_eq!(got.updated_at_ms, t + 70);
+    assert_eq!(store.get_message(&f.id).await.expect("get"), Some(got));
+
+    // The sealed fields survive the store byte for byte.
+    let back = store
+        .get_message(&f.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        vault
+            .open_string(f.id.as_str(), &back.to)
+            .await
+            .expect("open")
+            .expose(),
+        "+14155550143"
+    );
+}
+
+/// Checks the outcome of concurrent changes of one record that started as `initial`.
+fn check_race(initial: &Message, changes: &[StatusChange], results: &[Applied], last: &Message) {
+    let valid = |c: &StatusChange| c.attempt == initial.attempt;
+    let max_rank = changes
+        .iter()
+        .filter(|c| valid(c))
+        .map(|c| c.status.rank())
+        .max()
+        .expect("at least one valid change");
+    let mut winners: Vec<(&StatusChange, &Message)> = Vec::new();
+    for (c, r) in changes.iter().zip(results) {
+        match r {
+            Applied::Applied(m) => {
+                assert!(valid(c), "a change for another attempt was applied");
+                assert_eq!(m.status, c.status, "Applied returned another status");
+                winners.push((c, m));
+            }
+            Applied::Ignored(_) => {}
+            Applied::NotFound => panic!("NotFound for a record that exists"),
+        }
+    }
+    winners.sort_by_key(|(c, _)| c.status.rank());
+    for pair in winners.windows(2) {
+        assert!(
+            pair[0].0.status.rank() < pair[1].0.status.rank(),
+            "two applied changes of the same rank: {} and {}",
+            pair[0].0.status,
+            pair[1].0.status
+        );
+    }
+    let (top, top_record) = winners.last().expect("nothing was applied");
+    assert_eq!(
+        top.status.rank(),
+        max_rank,
+        "the final status is not the highest-ranked offered"
+    );
+    assert_eq!(
+        *top_record, last,
+        "the stored record is not the one the last applied change returned"
+    );
+    for (c, r) in changes.iter().zip(results) {
+        if let Applied::Ignored(m) = r
+            && valid(c)
+        {
+            assert!(
+                m.status.rank() >= c.status.rank() || m.status.is_terminal(),
+                "{} was ignored although the record was at {}",
+                c.status,
+                m.status
+            );
+            assert!(
+                winners.iter().any(|(_, w)| *w == m),
+                "{} was ignored against a record no applied change produced ({})",
+                c.status,
+                m.status
+            );
+        }
+    }
+}
+
+/// [`MessageStore`] under concurrency: racing inserts of one id (exactly one wins, nothing of
+/// the others is kept) and racing status changes of one record (each decided against the
+/// previous one's result; the highest rank offered wins whatever the order).
+pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
+    let t = 1_731_600_000_000;
+    for n in [2, 8] {
+        for _ in 0..3 {
+            let m = sample_message(vault, t, "+14155550144", "race body").await;
+            let results = race(n, |i| {
+                let store = store.clone();
+                let mut mine = m.clone();
+                mine.caller = format!("caller-{i}");
+                async move { store.insert_message(&mine).await }
+            })
+            .await;
+            let mut winner = None;
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(()) => {
+                        assert!(winner.is_none(), "two of {n} racing inserts succeeded");
+                        winner = Some(i);
+                    }
+                    Err(StoreError::Conflict) => {}
+                    Err(e) => panic!("racing insert failed: {e:?}"),
+                }
+            }
+            let winner = winner.unwrap_or_else(|| panic!("none of {n} racing inserts succeeded"));
+            let stored = store
+                .get_message(&m.id)
+                .await
+                .expect("get")
+                .expect("present");
+            assert_eq!(stored.caller, format!("caller-{winner}"));
+        }
+    }
+
+    use MessageStatus::*;
+    let rounds: Vec<Vec<(u32, MessageStatus)>> = vec![
+        vec![(1, Queued), (1, Sent)],
+        vec![(1, Sent), (1, Queued)],
+        vec![(1, Delivered), (1, Failed)],
+        vec![(1, Sending), (1, Undelivered)],
+        vec![
+            (1, Retrying),
+            (1, Scheduled),
+            (1, Queued),
+            (1, Sending),
+            (1, Sent),
+            (1, Delivered),
+            (1, Undelivered),
+            (1, Sent),
+        ],
+        vec![
+            (1, Sent),
+            (1, Sending),
+            (2, Canceled),
+            (1, Queued),
+            (1, Scheduled),
+            (1, Retrying),
+            (1, Queued),
+            (1, Sending),
+        ],
+        vec![
+            (1, Queued),
+            (1, Queued),
+            (1, Queued),
+            (1, Queued),
+            (1, Sent),
+            (1, Sent),
+            (1, Sent),
+            (1, Sent),
+        ],
+    ];
+    for (round, offered) in rounds.iter().enumerate() {
+        let m = sample_message(vault, t, "+14155550145", "race body").await;
+        store.insert_message(&m).await.expect("insert");
+        let changes: Vec<StatusChange> = offered
+            .iter()
+            .enumerate()
+            .map(|(i, (attempt, status))| {
+                let mut c = change(*attempt, *status, t + 100 + i as i64);
+                c.twilio_sid = Some(format!("SM{round:02}{i:030}"));
+                c
+            })
+            .collect();
+        let results = race(changes.len(), |i| {
+            let store = store.clone();
+            let id = m.id.clone();
+            let c = changes[i].clone();
+            async move { store.apply_message_status(&id, &c).await }
+        })
+        .await;
+        let results: Vec<Applied> = results
+            .into_iter()
+            .map(|r| r.expect("apply_message_status"))
+            .collect();
+        let last = store
+            .get_message(&m.id)
+            .await
+            .expect("get")
+            .expect("present");
+        check_race(&m, &changes, &results, &last);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// EventStore
+
+/// [`EventStore`], one call at a time: dedupe by key, get, timelines in order and per subject,
+/// expiry (moving `clock`, which the store must read).
+pub async fn event_store_contract(events: Arc<dyn EventStore>, clock: Arc<ManualClock>) {
+    let now = clock.now_ms();
+    let keep = now + crate::domain::event::EVENT_RETENTION_MS;
+    let subject = Subject(unique("msg_conformance"));
+    let other = Subject(unique("msg_conformance"));
+
+    assert_eq!(events.get_event(&unique("nokey")).await.expect("get"), None);
+    assert_eq!(
+        events
+            .events_for(&Subject(unique("nobody")))
+            .await
+            .expect("events_for"),
+        Vec::<Event>::new()
+    );
+
+    // Dedupe.
+    let key = unique("evt");
+    let first = sample_event(&key, &subject, now, keep);
+    assert!(events.record_event(&first).await.expect("record"));
+    let mut dup = sample_event(&key, &other, now + 5, keep);
+    dup.status = Some("delivered".to_owned());
+    dup.applied = false;
+    assert!(
+        !events.record_event(&dup).await.expect("record"),
+        "a second event with one key was recorded"
+    );
+    assert_eq!(
+        events.get_event(&key).await.expect("get"),
+        Some(first.clone())
+    );
+    assert!(
+        events
+            .events_for(&other)
+            .await
+            .expect("events_for")
+            .is_empty(),
+        "the duplicate landed in another timeline"
+    );
+
+    // Timeline order: by time, recorded out of order; ties keep their (key and recording)
+    // order; subjects do not mix.
+    let base = now + 1_000;
+    let mut expected = vec![first.clone()];
+    let times = [7, 3, 11, 0, 5, 5, 9, 1, 8, 2, 10, 4];
+    let mut recorded = Vec::new();
+    for (i, dt) in times.iter().enumerate() {
+        let mut e = sample_event(&format!("{key}/{i:02}"), &subject, base + dt * 10, keep);
+        e.attempt = u32::try_from(i).expect("small");
+        assert!(events.record_event(&e).await.expect("record"));
+        recorded.push(e);
+        let noise = sample_event(&unique("noise"), &other, base + dt * 10, keep);
+        assert!(events.record_event(&noise).await.expect("record"));
+    }
+    recorded.sort_by_key(|e| e.at_ms); // stable: ties stay in recording (and key) order
+    expected.extend(recorded);
+    let timeline = events.events_for(&subject).await.expect("events_for");
+    assert_eq!(
+        timeline.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        expected.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        "timeline out of order"
+    );
+    assert_eq!(timeline, expected);
+    let others = events.events_for(&other).await.expect("events_for");
+    assert_eq!(others.len(), times.len());
+    assert!(others.iter().all(|e| e.subject == other));
+
+    // Expiry: gone from get and timelines once the clock reaches it, and its key is free again.
+    let short = sample_event(&unique("short"), &subject, now + 2, now + 60_000);
+    assert!(events.record_event(&short).await.expect("record"));
+    assert_eq!(
+        events.get_event(&short.key).await.expect("get"),
+        Some(short.clone())
+    );
+    assert!(
+        events
+            .events_for(&subject)
+            .await
+            .expect("events_for")
+            .contains(&short)
+    );
+    clock.advance(59_999);
+    assert_eq!(
+        events.get_event(&short.key).await.expect("get"),
+        Some(short.clone()),
+        "expired a millisecond early"
+    );
+    clock.advance(1);
+    assert_eq!(
+        events.get_event(&short.key).await.expect("get"),
+        None,
+        "an expired event is still returned"
+    );
+    let timeline = events.events_for(&subject).await.expect("events_for");
+    assert!(
+        !timeline.contains(&short),
+        "an expired event is in a timeline"
+    );
+    assert_eq!(timeline, expected, "expiry of one event touched others");
+    let later = clock.now_ms();
+    let reborn = sample_event(&short.key, &subject, later, later + 60_000);
+    assert!(
+        events.record_event(&reborn).await.expect("record"),
+        "the key of an expired event is still taken"
+    );
+    assert_eq!(
+        events.get_event(&short.key).await.expect("get"),
+        Some(reborn)
+    );
+}
+
+/// [`EventStore`] under concurrency: of 2 and of 8 racing records of one key, exactly one
+/// returns `true`, and its event is the one kept.
+pub async fn event_store_races(events: Arc<dyn EventStore>, clock: Arc<ManualClock>) {
+    let now = clock.now_ms();
+    for n in [2, 8, 8] {
+        let key = unique("race");
+        let subject = Subject(unique("msg_race"));
+        let offered: Vec<Event> = (0..n)
+            .map(|i| {
+                let mut e = sample_event(&key, &subject, now + i as i64, now + 86_400_000);
+                e.attempt = u32::try_from(i).expect("small");
+                e
+            })
+            .collect();
+        let results = race(n, |i| {
+            let events = events.clone();
+            let e = offered[i].clone();
+            async move { events.record_event(&e).await }
+        })
+        .await;
+        let winners: Vec<usize> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.expect("record_event").then_some(i))
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "{n} racing records of one key: {winners:?} won"
+        );
+        assert_eq!(
+            events.get_event(&key).await.expect("get"),
+            Some(offered[winners[0]].clone())
+        );
+        assert_eq!(
+            events.events_for(&subject).await.expect("events_for"),
+            vec![offered[winners[0]].clone()]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Personal data at rest
+
+/// A phone number and body stored through the vault, to look for in a store's raw bytes.
+#[derive(Debug, Clone)]
+pub struct PersonalData {
+    /// The message that holds them.
+    pub id: MessageId,
+    /// The recipient, E.164.
+    pub e164: String,
+    /// The body.
+    pub body: String,
+}
+
+impl PersonalData {
+    /// What must not appear at rest: the number in E.164, digits only and national form, the
+    /// body, and the body in base64 (documents are JSON with base64 fields).
+    pub fn needles(&self) -> Vec<(&'static str, Vec<u8>)> {
+        use base64::Engine;
+        let digits: String = self.e164.chars().filter(char::is_ascii_digit).collect();
+        let national = digits.trim_start_matches('1').to_owned();
+        vec![
+            ("number (E.164)", self.e164.clone().into_bytes()),
+            ("number (digits)", digits.into_bytes()),
+            ("number (national)", national.into_bytes()),
+            ("body", self.body.clone().into_bytes()),
+            (
+                "body (base64)",
+                base64::engine::general_purpose::STANDARD
+                    .encode(&self.body)
+                    .into_bytes(),
+            ),
+        ]
+    }
+
+    /// Panics if any needle appears in any of `raw` (every stored value of a store, as bytes).
+    /// Also checks that `raw` does hold the message id, so an empty dump cannot pass.
+    pub fn assert_absent_from(&self, raw: &[Vec<u8>]) {
+        assert!(
+            raw.iter().any(|v| contains(v, self.id.as_str().as_bytes())),
+            "the raw dump does not hold the message: it proves nothing"
+        );
+        for (what, needle) in self.needles() {
+            for v in raw {
+                assert!(
+                    !contains(v, &needle),
+                    "the {what} is stored in plaintext ({} bytes value)",
+                    v.len()
+                );
+            }
+        }
+    }
+}
+
+/// Stores a message with a known number and body sealed through `vault`, moves it, and records
+/// an event about it; returns what to look for in the store's raw bytes.
+pub async fn store_personal_data(
+    messages: &dyn MessageStore,
+    events: &dyn EventStore,
+    vault: &Vault,
+) -> PersonalData {
+    let e164 = "+12025550187".to_owned();
+    let body = "Your Herald verification code is 731946. Do not share it.".to_owned();
+    let m = sample_message(vault, 1_731_600_000_000, &e164, &body).await;
+    messages.insert_message(&m).await.expect("insert");
+    let mut c = change(1, MessageStatus::Queued, 1_731_600_000_100);
+    c.twilio_sid = Some("SM99999999999999999999999999999999".to_owned());
+    applied(
+        messages
+            .apply_message_status(&m.id, &c)
+            .await
+            .expect("apply"),
+    );
+    let e = sample_event(
+        &unique("pii"),
+        &Subject::from(&m.id),
+        1_731_600_000_100,
+        i64::MAX / 2,
+    );
+    assert!(events.record_event(&e).await.expect("record"));
+    let back = messages
+        .get_message(&m.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        vault
+            .open_string(m.id.as_str(), &back.body)
+            .await
+            .expect("open")
+            .expose(),
+        &body
+    );
+    PersonalData {
+        id: m.id,
+        e164,
+        body,
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several handles on one store
+
+/// Several handles on one backing store (two connections to one SQLite file, two clients of one
+/// DynamoDB), used in turn call by call: races then run across handles, as they do across
+/// processes and Lambda instances, not only inside one handle's own locking.
+pub struct Alternate<S> {
+    handles: Vec<Arc<S>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl<S> Alternate<S> {
+    /// Uses `handles` in turn; panics if there are none.
+    pub fn new(handles: Vec<Arc<S>>) -> Self {
+        assert!(!handles.is_empty(), "Alternate needs at least one handle");
+        Self {
+            handles,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn pick(&self) -> &S {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.handles[i % self.handles.len()]
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: MessageStore + 'static> MessageStore for Alternate<S> {
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        self.pick().insert_message(message).await
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.pick().get_message(id).await
+    }
+
+    async fn apply_message_status(
+        &self,
+        id: &MessageId,
+        change: &StatusChange,
+    ) -> Result<Applied, StoreError> {
+        self.pick().apply_message_status(id, change).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore + 'static> EventStore for Alternate<S> {
+    async fn record_event(&self, event: &Event) -> Result<bool, StoreError> {
+        self.pick().record_event(event).await
+    }
+
+    async fn get_event(&self, key: &str) -> Result<Option<Event>, StoreError> {
+        self.pick().get_event(key).await
+    }
+
+    async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError> {
+        self.pick().events_for(subject).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Keyring + 'static> Keyring for Alternate<S> {
+    async fn get_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.pick().get_key(name).await
+    }
+
+    async fn put_key_if_absent(&self, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.pick().put_key_if_absent(name, wrapped).await
+    }
+}

@@ -1,1 +1,170 @@
-//! AWS adapters: DynamoDB, KMS, Secrets Manager and SQS.
+//! AWS adapters: DynamoDB (messages, events, keyring), KMS (data keys) and Secrets Manager (the
+//! Twilio credentials), built once per process from one [`SdkConfig`] and shared.
+//!
+//! ```no_run
+//! # async fn init() -> Result<(), herald::ConfigError> {
+//! use std::sync::Arc;
+//! use herald::adapters::aws::{AwsAdapters, AwsResources, load_sdk_config};
+//! use herald::ports::SystemClock;
+//!
+//! let resources = AwsResources::from_env()?;
+//! let sdk_config = load_sdk_config().await;
+//! let adapters = AwsAdapters::new(&sdk_config, &resources, Arc::new(SystemClock));
+//! # let _ = adapters; Ok(()) }
+//! ```
+
+mod dynamo;
+mod kms;
+mod secrets;
+
+use std::sync::Arc;
+
+pub use aws_config::SdkConfig;
+pub use dynamo::{
+    DynamoStore, EVENTS_BY_SUBJECT, EVENTS_TTL_ATTRIBUTE, MESSAGES_BY_CALLER, MESSAGES_BY_STATUS,
+    TableNames, create_tables,
+};
+pub use kms::KmsKeyService;
+pub use secrets::SecretsManagerSource;
+
+use crate::config::ConfigError;
+use crate::ports::Clock;
+
+/// The AWS resources Herald uses, by name, as configured in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsResources {
+    /// The DynamoDB tables.
+    pub tables: TableNames,
+    /// `KMS_KEY_ID`: the key (id, ARN or alias) that wraps data keys.
+    pub kms_key_id: String,
+    /// `TWILIO_SECRET_ARN`: the Secrets Manager secret that holds the Twilio credentials.
+    pub twilio_secret_arn: String,
+}
+
+impl AwsResources {
+    /// Reads `MESSAGES_TABLE`, `EVENTS_TABLE`, `STATE_TABLE`, `KMS_KEY_ID` and
+    /// `TWILIO_SECRET_ARN` from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`AwsResources::from_env`], reading variables through `get` (tests pass a map). A
+    /// missing or blank variable is an error that names it.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        Ok(Self {
+            tables: TableNames {
+                messages: required("MESSAGES_TABLE")?,
+                events: required("EVENTS_TABLE")?,
+                state: required("STATE_TABLE")?,
+            },
+            kms_key_id: required("KMS_KEY_ID")?,
+            twilio_secret_arn: required("TWILIO_SECRET_ARN")?,
+        })
+    }
+}
+
+/// Every AWS adapter, each over a client built once. Clone the `Arc`s into the handlers.
+#[derive(Debug, Clone)]
+pub struct AwsAdapters {
+    /// Messages, events and the keyring in DynamoDB.
+    pub store: Arc<DynamoStore>,
+    /// Data keys from KMS.
+    pub keys: Arc<KmsKeyService>,
+    /// The Twilio credentials from Secrets Manager.
+    pub secrets: Arc<SecretsManagerSource>,
+}
+
+impl AwsAdapters {
+    /// Builds one client per service from `sdk_config` and the adapters over them.
+    pub fn new(sdk_config: &SdkConfig, resources: &AwsResources, clock: Arc<dyn Clock>) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
+        let kms = aws_sdk_kms::Client::new(sdk_config);
+        let secretsmanager = aws_sdk_secretsmanager::Client::new(sdk_config);
+        Self {
+            store: Arc::new(DynamoStore::new(dynamodb, resources.tables.clone(), clock)),
+            keys: Arc::new(KmsKeyService::new(kms, resources.kms_key_id.clone())),
+            secrets: Arc::new(SecretsManagerSource::new(
+                secretsmanager,
+                resources.twilio_secret_arn.clone(),
+            )),
+        }
+    }
+}
+
+/// The SDK configuration from the usual sources (environment, profile, the Lambda role), with
+/// the latest behavior version. A non-empty `AWS_ENDPOINT_URL` sends every service to that
+/// endpoint (a local moto or DynamoDB Local); it is unset in production.
+pub async fn load_sdk_config() -> SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        loader = loader.endpoint_url(url.trim());
+    }
+    loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn full() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("MESSAGES_TABLE", "herald-messages"),
+            ("EVENTS_TABLE", "herald-events"),
+            ("STATE_TABLE", "herald-state"),
+            ("KMS_KEY_ID", "alias/herald"),
+            (
+                "TWILIO_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:herald/twilio",
+            ),
+        ])
+    }
+
+    #[test]
+    fn reads_every_resource() {
+        let env = full();
+        let r = AwsResources::from_lookup(|k| env.get(k).map(|v| (*v).to_owned())).unwrap();
+        assert_eq!(r.tables.messages, "herald-messages");
+        assert_eq!(r.tables.events, "herald-events");
+        assert_eq!(r.tables.state, "herald-state");
+        assert_eq!(r.kms_key_id, "alias/herald");
+        assert!(r.twilio_secret_arn.ends_with("herald/twilio"));
+    }
+
+    #[test]
+    fn a_missing_or_blank_variable_is_named() {
+        for name in [
+            "MESSAGES_TABLE",
+            "EVENTS_TABLE",
+            "STATE_TABLE",
+            "KMS_KEY_ID",
+            "TWILIO_SECRET_ARN",
+        ] {
+            for blank in [None, Some("  ")] {
+                let mut env = full();
+                match blank {
+                    None => {
+                        env.remove(name);
+                    }
+                    Some(b) => {
+                        env.insert(name, b);
+                    }
+                }
+                let err =
+                    AwsResources::from_lookup(|k| env.get(k).map(|v| (*v).to_owned())).unwrap_err();
+                assert!(matches!(err, ConfigError::Missing(n) if n == name), "{err}");
+                assert!(err.to_string().contains(name));
+            }
+        }
+    }
+}

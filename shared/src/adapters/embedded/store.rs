@@ -194,14 +194,26 @@ impl EventStore for SqliteStore {
     async fn record_event(&self, event: &Event) -> Result<bool, StoreError> {
         let e = event.clone();
         let doc = serde_json::to_string(&e).map_err(corrupt)?;
+        let now = self.clock.now_ms();
         self.with(move |c| {
-            let n = c
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            // An expired event not yet swept is gone as far as readers are concerned
+            // (`get_event` hides it), so its key is free again, as in DynamoDB once TTL ran.
+            tx.execute(
+                "DELETE FROM events WHERE key = ?1 AND expires_at_ms <= ?2",
+                params![e.key, now],
+            )
+            .map_err(backend)?;
+            let n = tx
                 .execute(
                     "INSERT INTO events (key, subject, at_ms, expires_at_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (key) DO NOTHING",
                     params![e.key, e.subject.0, e.at_ms, e.expires_at_ms, doc],
                 )
                 .map_err(backend)?;
+            tx.commit().map_err(backend)?;
             Ok(n == 1)
         })
         .await

@@ -1,0 +1,542 @@
+//! The DynamoDB store: messages, events and the keyring, every decision made atomically by a
+//! condition expression.
+//!
+//! Tables (see [`create_tables`]):
+//! - messages: partition key `id` (S); attributes `status` (S), `status_rank` (N), `attempt`
+//!   (N), `caller` (S), `to_token` (S), `created_at_ms` (N), `version` (N, bumped by every
+//!   status change), `doc` (S, the message as JSON, personal data sealed); GSIs `by_status`
+//!   (`status`, `created_at_ms`) and `by_caller` (`caller`, `created_at_ms`).
+//! - events: partition key `key` (S); attributes `subject` (S), `at_ms` (N), `expires_at_ms`
+//!   (N), `expires_at` (N, epoch seconds: the TTL attribute), `doc` (S); GSI `by_subject`
+//!   (`subject`, `at_ms`).
+//! - state: partition key `pk` (S); keyring items are `pk = "keyring#<name>"` with `wrapped` (B).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+
+use crate::domain::{Event, Message, MessageId, StatusChange, Subject};
+use crate::ports::{Applied, Clock, EventStore, Keyring, MessageStore, StoreError};
+
+/// GSI of the messages table by status and creation time.
+pub const MESSAGES_BY_STATUS: &str = "by_status";
+/// GSI of the messages table by caller and creation time.
+pub const MESSAGES_BY_CALLER: &str = "by_caller";
+/// GSI of the events table by subject and time.
+pub const EVENTS_BY_SUBJECT: &str = "by_subject";
+/// The TTL attribute of the events table (epoch seconds).
+pub const EVENTS_TTL_ATTRIBUTE: &str = "expires_at";
+
+/// How often a read-modify-write is retried when another writer got in between. Each retry
+/// means another change was made, so this bounds only pathological contention.
+const MAX_RETRIES: usize = 100;
+
+/// The names of Herald's DynamoDB tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    /// `MESSAGES_TABLE`.
+    pub messages: String,
+    /// `EVENTS_TABLE`.
+    pub events: String,
+    /// `STATE_TABLE`: the keyring, and later opt-outs, limits and idempotency keys.
+    pub state: String,
+}
+
+/// Messages, events and the keyring in DynamoDB over one shared client.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: TableNames,
+    clock: Arc<dyn Clock>,
+    page_size: Option<i32>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store error that is not a DynamoDB error (contention, a vanished item).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StoreFailure(&'static str);
+
+/// Every SDK failure other than a failed condition: throttling, 5xx, network, but also a missing
+/// table or a rejected request, which only an operator can fix. The source is kept.
+fn transient<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::transient(err)
+}
+
+fn is_conditional<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.code() == Some("ConditionalCheckFailedException")
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError::Corrupt(format!(
+            "attribute {name} is missing or not a string"
+        ))),
+    }
+}
+
+fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("attribute {name} is not an integer"))),
+        _ => Err(StoreError::Corrupt(format!(
+            "attribute {name} is missing or not a number"
+        ))),
+    }
+}
+
+fn doc<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    // serde_json's message may quote the document; keep only its category and position.
+    serde_json::from_str(get_s(item, "doc")?).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "doc does not parse ({:?} at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn to_doc<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot serialise: {e}")))
+}
+
+/// The TTL in epoch seconds, rounded up so DynamoDB never deletes an item before it expires.
+fn ttl_seconds(expires_at_ms: i64) -> i64 {
+    expires_at_ms.div_euclid(1000) + i64::from(expires_at_ms.rem_euclid(1000) != 0)
+}
+
+impl DynamoStore {
+    /// A store over `client` and the named tables, reading time from `clock` (event expiry).
+    pub fn new(client: Client, tables: TableNames, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            client,
+            tables,
+            clock,
+            page_size: None,
+        }
+    }
+
+    /// Queries read at most `n` items per page (tests use a small page to exercise paging).
+    pub fn with_page_size(mut self, n: i32) -> Self {
+        self.page_size = Some(n);
+        self
+    }
+
+    /// The DynamoDB client (local tooling: table creation, scans).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The table names.
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    async fn read_message(&self, id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.messages)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(transient)?;
+        Ok(out.item)
+    }
+
+    fn keyring_pk(name: &str) -> AttributeValue {
+        s(format!("keyring#{name}"))
+    }
+
+    async fn read_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .key("pk", Self::keyring_pk(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(transient)?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => match item.get("wrapped") {
+                Some(AttributeValue::B(b)) => Ok(Some(b.clone().into_inner())),
+                _ => Err(StoreError::Corrupt(
+                    "keyring item has no binary wrapped key".into(),
+                )),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl MessageStore for DynamoStore {
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        let doc = to_doc(message)?;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.messages)
+            .item("id", s(message.id.as_str()))
+            .item("status", s(message.status.as_str()))
+            .item("status_rank", n(message.status.rank()))
+            .item("attempt", n(message.attempt))
+            .item("caller", s(&message.caller))
+            .item("to_token", s(&message.to_token.0))
+            .item("created_at_ms", n(message.created_at_ms))
+            .item("version", n(0))
+            .item("doc", s(doc))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", "id")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.read_message(id.as_str())
+            .await?
+            .map(|item| doc(&item))
+            .transpose()
+    }
+
+    async fn apply_message_status(
+        &self,
+        id: &MessageId,
+        change: &StatusChange,
+    ) -> Result<Applied, StoreError> {
+        // Optimistic read-modify-write: decide on a consistent read, write only if the record is
+        // still the version that was read, and decide again against the newer record otherwise.
+        for _ in 0..MAX_RETRIES {
+            let Some(item) = self.read_message(id.as_str()).await? else {
+                return Ok(Applied::NotFound);
+            };
+            let mut message: Message = doc(&item)?;
+            if !message.accepts(change) {
+                return Ok(Applied::Ignored(message));
+            }
+            let version = match item.get("version") {
+                None => None,
+                Some(_) => Some(get_n(&item, "version")?),
+            };
+            message.apply(change);
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.tables.messages)
+                .key("id", s(id.as_str()))
+                .update_expression(
+                    "SET #status = :status, #rank = :rank, #attempt = :attempt, #doc = :doc, \
+                     #version = :next",
+                )
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#rank", "status_rank")
+                .expression_attribute_names("#attempt", "attempt")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":status", s(message.status.as_str()))
+                .expression_attribute_values(":rank", n(message.status.rank()))
+                .expression_attribute_values(":attempt", n(message.attempt))
+                .expression_attribute_values(":doc", s(to_doc(&message)?))
+                .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
+            update = match version {
+                Some(v) => update
+                    .condition_expression("attribute_exists(#id) AND #version = :read")
+                    .expression_attribute_values(":read", n(v)),
+                None => update.condition_expression(
+                    "attribute_exists(#id) AND attribute_not_exists(#version)",
+                ),
+            };
+            match update.send().await {
+                Ok(_) => return Ok(Applied::Applied(message)),
+                Err(e) if is_conditional(&e) => continue,
+                Err(e) => return Err(transient(e)),
+            }
+        }
+        Err(StoreError::transient(StoreFailure(
+            "too much contention on one message",
+        )))
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn record_event(&self, event: &Event) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.events)
+            .item("key", s(&event.key))
+            .item("subject", s(&event.subject.0))
+            .item("at_ms", n(event.at_ms))
+            .item("expires_at_ms", n(event.expires_at_ms))
+            .item(EVENTS_TTL_ATTRIBUTE, n(ttl_seconds(event.expires_at_ms)))
+            .item("doc", s(to_doc(event)?))
+            // An expired event TTL has not deleted yet is gone as far as Herald is concerned.
+            .condition_expression("attribute_not_exists(#key) OR #expires <= :now")
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#expires", "expires_at_ms")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    async fn get_event(&self, key: &str) -> Result<Option<Event>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key("key", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(transient)?;
+        let now = self.clock.now_ms();
+        match out.item {
+            None => Ok(None),
+            Some(item) => {
+                let event: Event = doc(&item)?;
+                Ok((event.expires_at_ms > now).then_some(event))
+            }
+        }
+    }
+
+    /// Reads the `by_subject` index, which is eventually consistent: an event recorded a moment
+    /// ago may be missing for a moment. Events with the same `at_ms` are ordered by key.
+    async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.events)
+                .index_name(EVENTS_BY_SUBJECT)
+                .key_condition_expression("#subject = :subject")
+                .expression_attribute_names("#subject", "subject")
+                .expression_attribute_values(":subject", s(&subject.0))
+                .set_limit(self.page_size)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(transient)?;
+            for item in out.items.unwrap_or_default() {
+                let event: Event = doc(&item)?;
+                if event.expires_at_ms > now {
+                    events.push(event);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.key.cmp(&b.key)));
+        Ok(events)
+    }
+}
+
+#[async_trait]
+impl Keyring for DynamoStore {
+    async fn get_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_key(name).await
+    }
+
+    async fn put_key_if_absent(&self, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, StoreError> {
+        for _ in 0..MAX_RETRIES {
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.tables.state)
+                .item("pk", Self::keyring_pk(name))
+                .item("wrapped", AttributeValue::B(Blob::new(wrapped)))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", "pk")
+                .send()
+                .await;
+            match res {
+                Ok(_) => return Ok(wrapped.to_vec()),
+                Err(e) if is_conditional(&e) => {
+                    if let Some(stored) = self.read_key(name).await? {
+                        return Ok(stored);
+                    }
+                    // Deleted between our write and our read: try again.
+                }
+                Err(e) => return Err(transient(e)),
+            }
+        }
+        Err(StoreError::transient(StoreFailure(
+            "keyring entry keeps vanishing",
+        )))
+    }
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(StoreError::transient)
+}
+
+fn attr(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .map_err(StoreError::transient)
+}
+
+fn gsi(name: &str, hash: &str, range: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key(range, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(StoreError::transient)
+}
+
+/// Creates Herald's three tables with their keys, indexes (on-demand billing) and the events
+/// TTL, and waits until they are active. Idempotent: tables that exist are left as they are.
+/// For tests and local tooling; production tables come from the SAM template.
+pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), StoreError> {
+    use ScalarAttributeType::{N, S};
+    let specs = [
+        (
+            &tables.messages,
+            "id",
+            vec![
+                attr("id", S)?,
+                attr("status", S)?,
+                attr("caller", S)?,
+                attr("created_at_ms", N)?,
+            ],
+            vec![
+                gsi(MESSAGES_BY_STATUS, "status", "created_at_ms")?,
+                gsi(MESSAGES_BY_CALLER, "caller", "created_at_ms")?,
+            ],
+        ),
+        (
+            &tables.events,
+            "key",
+            vec![attr("key", S)?, attr("subject", S)?, attr("at_ms", N)?],
+            vec![gsi(EVENTS_BY_SUBJECT, "subject", "at_ms")?],
+        ),
+        (&tables.state, "pk", vec![attr("pk", S)?], vec![]),
+    ];
+    for (name, pk, attrs, indexes) in specs {
+        let res = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(pk, KeyType::Hash)?)
+            .set_attribute_definitions(Some(attrs))
+            .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(transient(e)),
+        }
+    }
+    for name in [&tables.messages, &tables.events, &tables.state] {
+        use aws_sdk_dynamodb::client::Waiters;
+        client
+            .wait_until_table_exists()
+            .table_name(name)
+            .wait(Duration::from_secs(300))
+            .await
+            .map_err(StoreError::transient)?;
+    }
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&tables.events)
+        .send()
+        .await
+        .map_err(transient)?;
+    let enabled = ttl
+        .time_to_live_description
+        .and_then(|d| d.attribute_name)
+        .is_some_and(|a| a == EVENTS_TTL_ATTRIBUTE);
+    if !enabled {
+        client
+            .update_time_to_live()
+            .table_name(&tables.events)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(EVENTS_TTL_ATTRIBUTE)
+                    .enabled(true)
+                    .build()
+                    .map_err(StoreError::transient)?,
+            )
+            .send()
+            .await
+            .map_err(transient)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ttl_seconds;
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(ttl_seconds(1_000), 1);
+        assert_eq!(ttl_seconds(1_001), 2);
+        assert_eq!(ttl_seconds(1_999), 2);
+        assert_eq!(ttl_seconds(0), 0);
+    }
+}

@@ -1,0 +1,209 @@
+//! The conformance suite against the embedded adapters: the SQLite store (a file in a temporary
+//! folder, two connections to one file, and in memory) with the local key service.
+#![cfg(all(feature = "test-util", feature = "embedded"))]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use herald::adapters::embedded::{LocalKeyService, SqliteStore};
+use herald::ports::Clock;
+use herald::testing::{self, Alternate, Ports};
+
+struct Fixture {
+    ports: Ports,
+    path: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn ports_over<S>(store: Arc<S>, clock: Arc<herald::ports::ManualClock>) -> Ports
+where
+    S: herald::ports::MessageStore + herald::ports::EventStore + herald::ports::Keyring + 'static,
+{
+    Ports {
+        messages: store.clone(),
+        events: store.clone(),
+        keyring: store,
+        keys: Arc::new(LocalKeyService::from_key(&[7; 32])),
+        foreign_keys: Arc::new(LocalKeyService::from_key(&[9; 32])),
+        clock,
+    }
+}
+
+fn file() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db").join("herald.sqlite");
+    let clock = testing::test_clock();
+    let store = SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open");
+    Fixture {
+        ports: ports_over(Arc::new(store), clock),
+        path: Some(path),
+        _dir: Some(dir),
+    }
+}
+
+/// Two connections to one file, used in turn: races cross connections, as across processes.
+fn two_connections() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.sqlite");
+    let clock = testing::test_clock();
+    let a = SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open");
+    let b = SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open");
+    let store = Alternate::new(vec![Arc::new(a), Arc::new(b)]);
+    Fixture {
+        ports: ports_over(Arc::new(store), clock),
+        path: Some(path),
+        _dir: Some(dir),
+    }
+}
+
+fn memory() -> Fixture {
+    let clock = testing::test_clock();
+    let store = SqliteStore::in_memory(clock.clone() as Arc<dyn Clock>).expect("open");
+    Fixture {
+        ports: ports_over(Arc::new(store), clock),
+        path: None,
+        _dir: None,
+    }
+}
+
+macro_rules! contracts {
+    ($name:ident, $fixture:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn key_service() {
+                let f = $fixture;
+                testing::key_service_contract(f.ports.keys.clone(), f.ports.foreign_keys.clone())
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn keyring() {
+                let f = $fixture;
+                testing::keyring_contract(f.ports.keyring.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn keyring_races() {
+                let f = $fixture;
+                testing::keyring_races(f.ports.keyring.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn vault() {
+                let f = $fixture;
+                testing::vault_contract(&f.ports).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn message_store() {
+                let f = $fixture;
+                testing::message_store_contract(f.ports.messages.clone(), &f.ports.vault()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn message_store_races() {
+                let f = $fixture;
+                testing::message_store_races(f.ports.messages.clone(), &f.ports.vault()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn event_store() {
+                let f = $fixture;
+                testing::event_store_contract(f.ports.events.clone(), f.ports.clock.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn event_store_races() {
+                let f = $fixture;
+                testing::event_store_races(f.ports.events.clone(), f.ports.clock.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn run_all() {
+                let f = $fixture;
+                testing::run_all(&f.ports).await;
+            }
+        }
+    };
+}
+
+contracts!(file, file());
+contracts!(two_connections, two_connections());
+contracts!(memory, memory());
+
+/// Every stored value of the database at `path`, each column of each row of each table, plus
+/// the raw bytes of the database and WAL files themselves.
+fn raw_dump(path: &Path) -> Vec<Vec<u8>> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(path).expect("open raw");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    assert!(tables.iter().any(|t| t == "messages"), "{tables:?}");
+    let mut out = Vec::new();
+    for table in tables {
+        let mut st = conn
+            .prepare(&format!("SELECT * FROM \"{table}\""))
+            .expect("select");
+        let columns = st.column_count();
+        let mut rows = st.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            for i in 0..columns {
+                out.push(match row.get_ref(i).expect("value") {
+                    ValueRef::Null => Vec::new(),
+                    ValueRef::Integer(v) => v.to_string().into_bytes(),
+                    ValueRef::Real(v) => v.to_string().into_bytes(),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
+                });
+            }
+        }
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    for file in [path.to_path_buf(), PathBuf::from(wal)] {
+        if let Ok(bytes) = std::fs::read(&file) {
+            out.push(bytes);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn personal_data_is_not_stored_in_plaintext() {
+    let f = file();
+    let vault = f.ports.vault();
+    let data =
+        testing::store_personal_data(f.ports.messages.as_ref(), f.ports.events.as_ref(), &vault)
+            .await;
+    let dump = raw_dump(f.path.as_deref().expect("a file"));
+    data.assert_absent_from(&dump);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_raw_dump_would_see_plaintext() {
+    // The check above is only worth something if it finds plaintext when it is there.
+    let f = file();
+    let vault = f.ports.vault();
+    let data =
+        testing::store_personal_data(f.ports.messages.as_ref(), f.ports.events.as_ref(), &vault)
+            .await;
+    let mut leaky = testing::sample_message(&vault, 1_731_600_000_000, "+15550000000", "x").await;
+    leaky.caller = data.body.clone();
+    f.ports
+        .messages
+        .insert_message(&leaky)
+        .await
+        .expect("insert");
+    let dump = raw_dump(f.path.as_deref().expect("a file"));
+    let caught = std::panic::catch_unwind(|| data.assert_absent_from(&dump));
+    assert!(
+        caught.is_err(),
+        "a plaintext body in a column went unnoticed"
+    );
+}
