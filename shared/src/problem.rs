@@ -57,6 +57,25 @@ impl ProblemKind {
         }
     }
 
+    /// The stable `type` URI: `urn:herald:problem:<slug>`.
+    pub fn type_uri(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "urn:herald:problem:malformed-request",
+            Self::InvalidField => "urn:herald:problem:invalid-field",
+            Self::UnknownTemplate => "urn:herald:problem:unknown-template",
+            Self::MissingVariable => "urn:herald:problem:missing-variable",
+            Self::InvalidPhoneNumber => "urn:herald:problem:invalid-phone-number",
+            Self::BodyTooLong => "urn:herald:problem:body-too-long",
+            Self::TwilioRejected => "urn:herald:problem:twilio-rejected",
+            Self::RecipientOptedOut => "urn:herald:problem:recipient-opted-out",
+            Self::NotFound => "urn:herald:problem:not-found",
+            Self::MethodNotAllowed => "urn:herald:problem:method-not-allowed",
+            Self::InvalidSignature => "urn:herald:problem:invalid-signature",
+            Self::FeatureDisabled => "urn:herald:problem:feature-disabled",
+            Self::Unavailable => "urn:herald:problem:unavailable",
+        }
+    }
+
     /// The HTTP status it is answered with.
     pub fn status(self) -> u16 {
         match self {
@@ -100,7 +119,7 @@ impl ProblemKind {
 pub struct Problem {
     /// `urn:herald:problem:<slug>`.
     #[serde(rename = "type")]
-    pub type_uri: String,
+    pub type_uri: &'static str,
     /// Fixed title of the kind.
     pub title: &'static str,
     /// HTTP status.
@@ -123,7 +142,7 @@ impl Problem {
     /// A problem of `kind`.
     pub fn new(kind: ProblemKind) -> Self {
         Self {
-            type_uri: format!("urn:herald:problem:{}", kind.slug()),
+            type_uri: kind.type_uri(),
             title: kind.title(),
             status: kind.status(),
             detail: None,
@@ -176,4 +195,26 @@ pub fn json(status: u16, value: &impl Serialize) -> http::Response<String> {
         "application/json",
         serde_json::to_string(value).expect("response serialises"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_uris_are_built_from_the_slug() {
+        for k in [
+            ProblemKind::MalformedRequest,
+            ProblemKind::TwilioRejected,
+            ProblemKind::Unavailable,
+        ] {
+            assert_eq!(k.type_uri(), format!("urn:herald:problem:{}", k.slug()));
+        }
+        let p = Problem::new(ProblemKind::InvalidPhoneNumber).field("to");
+        let v: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(v["type"], "urn:herald:problem:invalid-phone-number");
+        assert_eq!(v["status"], 422);
+        assert_eq!(v["field"], "to");
+        assert!(v.get("detail").is_none());
+    }
 }

@@ -1,14 +1,14 @@
 //! The conformance suite against the AWS adapters (DynamoDB, KMS, Secrets Manager) through a
 //! moto server on a loopback port; no AWS account, no real credentials.
 //!
-//! The server: these tests start their own moto from `.venv/bin/python`, once per test binary,
-//! on a port the OS picks, and it exits when this process does (it waits for its stdin to
-//! close). That moto handles one request at a time: moto checks a condition expression and
-//! then writes in separate steps, so its usual threaded server lets two concurrent conditional
-//! writes both pass (the race tests catch it), which DynamoDB never does. Without the venv,
-//! `HERALD_TEST_AWS_ENDPOINT` names a server to use instead (it must be atomic per request);
-//! with neither, the tests fail and say how to run them. Every test makes its own tables, keys
-//! and secrets, so they run in parallel against one server.
+//! The server: `HERALD_TEST_AWS_ENDPOINT` when set (scripts/test.sh starts
+//! `scripts/moto_server.py` and names it); otherwise these tests start that script themselves
+//! from `.venv/bin/python`, once per test binary, on a port the OS picks, and it exits when this
+//! process does (it waits for its stdin to close). That moto handles one request at a time:
+//! moto checks a condition expression and then writes in separate steps, so its usual threaded
+//! server lets two concurrent conditional writes both pass (the race tests catch it), which
+//! DynamoDB never does. With neither, the tests fail and say how to run them. Every test makes
+//! its own tables, keys and secrets, so they run in parallel against one server.
 #![cfg(all(feature = "test-util", feature = "aws"))]
 
 use std::io::BufRead;
@@ -28,24 +28,6 @@ use herald::ports::{
 };
 use herald::testing::{self, Alternate, Ports};
 
-/// Starts moto in Python on a port the OS picks, serving one request at a time, prints the
-/// port, and exits when stdin closes.
-const MOTO: &str = r#"
-import os, sys, threading
-from werkzeug.serving import make_server
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication, MotoRequestHandler, create_backend_app)
-inner = DomainDispatcherApplication(create_backend_app)
-lock = threading.Lock()
-def app(environ, start_response):
-    with lock:
-        return list(inner(environ, start_response))
-server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
-print(server.server_address[1], flush=True)
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-server.serve_forever()
-"#;
-
 static ENDPOINT: OnceLock<Result<String, String>> = OnceLock::new();
 static SERVER: OnceLock<Mutex<Child>> = OnceLock::new();
 
@@ -63,21 +45,23 @@ fn start_or_find_moto() -> Result<String, String> {
     let python = root.join(".venv/bin/python");
     let how = "run scripts/test.sh (it creates .venv with moto), or create the venv: \
                python3 -m venv .venv && .venv/bin/pip install 'moto[server]>=5,<6'";
+    if let Some(url) = std::env::var("HERALD_TEST_AWS_ENDPOINT")
+        .ok()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+    {
+        // scripts/test.sh starts scripts/moto_server.py (one request at a time) and names it.
+        return Ok(url);
+    }
     if !python.exists() {
-        return std::env::var("HERALD_TEST_AWS_ENDPOINT")
-            .ok()
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "{} does not exist and HERALD_TEST_AWS_ENDPOINT is not set: {how}",
-                    python.display()
-                )
-            });
+        return Err(format!(
+            "{} does not exist and HERALD_TEST_AWS_ENDPOINT is not set: {how}",
+            python.display()
+        ));
     }
     let mut child = Command::new(&python)
-        .arg("-c")
-        .arg(MOTO)
+        .arg(root.join("scripts/moto_server.py"))
+        .arg("--until-stdin-closes")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -114,7 +114,7 @@ pub async fn run(
     let http = reqwest::Client::new();
     let mut sent = Vec::new();
     for s in scenarios() {
-        if let Some(outcome) = s.outcome.clone() {
+        if let Some(outcome) = s.outcome {
             stack.sim.set_outcome(s.to, outcome);
         }
         let mut body = s.request.clone();
