@@ -6,7 +6,9 @@
 use async_trait::async_trait;
 
 use crate::crypto::DataKey;
-use crate::domain::{Event, Message, MessageId, StatusChange, Subject};
+use crate::domain::{
+    ClaimRefusal, Event, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+};
 use crate::secret::Secret;
 
 /// Why a store operation failed. Messages never contain personal data.
@@ -63,6 +65,27 @@ pub trait MessageStore: Send + Sync {
     /// The message with this id, if any.
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
 
+    /// The atomic primitive every conditional change is built on: reads the record, asks
+    /// `decide` for its next version (`None`: leave it), and writes that version only if the
+    /// stored record is still the one `decide` saw; otherwise it reads and decides again. Of
+    /// concurrent updates, each is decided against the record as the previous one left it.
+    /// `decide` may run more than once and must not have side effects. The id and
+    /// `created_at_ms` of the record never change.
+    async fn update_message(
+        &self,
+        id: &MessageId,
+        decide: &Decide<'_>,
+    ) -> Result<Applied, StoreError>;
+
+    /// Up to `limit` messages with `status`, created before `created_before_ms`, oldest first
+    /// (the sweeper's query: messages that wait too long). Eventually consistent on DynamoDB.
+    async fn list_messages_by_status(
+        &self,
+        status: MessageStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+
     /// Applies `change` atomically, only if the stored record is at `change.attempt` and the
     /// transition rule ([`crate::domain::MessageStatus::transition`]) allows it. Of concurrent
     /// changes, each is decided against the record as the previous one left it, so the final
@@ -71,7 +94,68 @@ pub trait MessageStore: Send + Sync {
         &self,
         id: &MessageId,
         change: &StatusChange,
-    ) -> Result<Applied, StoreError>;
+    ) -> Result<Applied, StoreError> {
+        self.update_message(id, &|m: &Message| m.changed(change))
+            .await
+    }
+
+    /// Claims `attempt` for a sender until `now_ms + lease_ms` ([`Message::claimed`]): of
+    /// concurrent claims of one attempt exactly one succeeds, so a duplicated or redelivered job
+    /// never sends twice.
+    async fn claim_attempt(
+        &self,
+        id: &MessageId,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let refusal = std::sync::Mutex::new(None);
+        let decide = |m: &Message| match m.claimed(attempt, now_ms, lease_ms) {
+            Ok(next) => Some(next),
+            Err(r) => {
+                *refusal.lock().expect("claim lock") = Some(r);
+                None
+            }
+        };
+        Ok(match self.update_message(id, &decide).await? {
+            Applied::Applied(m) => Claim::Claimed(m),
+            Applied::Ignored(m) => match refusal.lock().expect("claim lock").take() {
+                Some(ClaimRefusal::Busy { until_ms }) => Claim::Busy { until_ms },
+                _ => Claim::Stale(m),
+            },
+            Applied::NotFound => Claim::NotFound,
+        })
+    }
+
+    /// Moves the record from `change.attempt` to the next attempt, `retrying`
+    /// ([`Message::retried`]); ignored when the record is final or at another attempt.
+    async fn schedule_retry(
+        &self,
+        id: &MessageId,
+        change: &RetryChange,
+    ) -> Result<Applied, StoreError> {
+        self.update_message(id, &|m: &Message| m.retried(change))
+            .await
+    }
+}
+
+/// How [`MessageStore::update_message`] decides a record's next version (`None`: leave it).
+pub type Decide<'a> = dyn for<'m> Fn(&'m Message) -> Option<Message> + Send + Sync + 'a;
+
+/// The result of [`MessageStore::claim_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller holds the attempt; the record as claimed.
+    Claimed(Message),
+    /// Another caller holds it until then.
+    Busy {
+        /// Unix milliseconds.
+        until_ms: i64,
+    },
+    /// The record does not wait for this attempt any more; here it is.
+    Stale(Message),
+    /// No such message.
+    NotFound,
 }
 
 /// Sanitized events: the timelines of messages and calls, and the webhook dedupe log.

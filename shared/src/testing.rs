@@ -18,11 +18,13 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::crypto::{CryptoError, Sealed, Vault};
-use crate::domain::{Event, EventKind, Message, MessageId, MessageStatus, StatusChange, Subject};
+use crate::domain::{
+    Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+};
 use crate::phone::Masked;
 use crate::ports::{
-    Applied, Clock, EventStore, KeyError, KeyService, Keyring, ManualClock, MessageStore,
-    StoreError,
+    Applied, Claim, Clock, Decide, EventStore, KeyError, KeyService, Keyring, ManualClock,
+    MessageStore, StoreError,
 };
 use crate::templates::Encoding;
 
@@ -72,6 +74,8 @@ pub async fn run_all(ports: &Ports) {
     let vault = ports.vault();
     message_store_contract(ports.messages.clone(), &vault).await;
     message_store_races(ports.messages.clone(), &vault).await;
+    attempt_contract(ports.messages.clone(), &vault).await;
+    attempt_races(ports.messages.clone(), &vault).await;
     event_store_contract(ports.events.clone(), ports.clock.clone()).await;
     event_store_races(ports.events.clone(), ports.clock.clone()).await;
     let data = store_personal_data(ports.messages.as_ref(), ports.events.as_ref(), &vault).await;
@@ -128,6 +132,10 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
         error_reason: None,
         created_at_ms: id_ms,
         updated_at_ms: id_ms,
+        claimed_at_ms: None,
+        claimed_until_ms: None,
+        ambiguous_since_ms: None,
+        next_attempt_at_ms: None,
     }
 }
 
@@ -747,6 +755,232 @@ pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
 // ---------------------------------------------------------------------------------------------
 // EventStore
 
+/// Attempts: `claim_attempt` (one holder at a time, a lease that expires and makes the attempt
+/// ambiguous, stale attempts refused), `schedule_retry` (next attempt, once), and
+/// `list_messages_by_status` (status, age, order, limit).
+pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
+    use MessageStatus::*;
+    let t = 1_731_700_000_000;
+    let unknown = MessageId::generate(1);
+    assert_eq!(
+        store
+            .claim_attempt(&unknown, 1, t, 1000)
+            .await
+            .expect("claim"),
+        Claim::NotFound
+    );
+
+    let m = sample_message(vault, t, "+14155550160", "attempt body").await;
+    store.insert_message(&m).await.expect("insert");
+    let Claim::Claimed(c) = store.claim_attempt(&m.id, 1, t, 1000).await.expect("claim") else {
+        panic!("a waiting message is claimed");
+    };
+    assert_eq!(
+        (c.claimed_at_ms, c.claimed_until_ms, c.ambiguous_since_ms),
+        (Some(t), Some(t + 1000), None)
+    );
+    assert_eq!(
+        store
+            .claim_attempt(&m.id, 1, t + 999, 1000)
+            .await
+            .expect("claim"),
+        Claim::Busy { until_ms: t + 1000 }
+    );
+    assert!(matches!(
+        store
+            .claim_attempt(&m.id, 2, t + 10, 1000)
+            .await
+            .expect("claim"),
+        Claim::Stale(_)
+    ));
+    // The holder died: after the lease, the attempt is taken over and marked ambiguous.
+    let Claim::Claimed(again) = store
+        .claim_attempt(&m.id, 1, t + 1000, 1000)
+        .await
+        .expect("claim")
+    else {
+        panic!("an expired claim is taken over");
+    };
+    assert_eq!(again.ambiguous_since_ms, Some(t));
+
+    let retry = RetryChange {
+        attempt: 1,
+        error_code: Some(30001),
+        error_reason: Some("queue overflow".into()),
+        ambiguous_since_ms: None,
+        next_attempt_at_ms: t + 5000,
+        at_ms: t + 1100,
+    };
+    let Applied::Applied(r) = store.schedule_retry(&m.id, &retry).await.expect("retry") else {
+        panic!("a failed attempt is retried");
+    };
+    assert_eq!(
+        (
+            r.status,
+            r.attempt,
+            r.claimed_until_ms,
+            r.next_attempt_at_ms
+        ),
+        (Retrying, 2, None, Some(t + 5000))
+    );
+    assert_eq!(r.error_code, Some(30001));
+    assert!(matches!(
+        store.schedule_retry(&m.id, &retry).await.expect("retry"),
+        Applied::Ignored(_)
+    ));
+    assert!(matches!(
+        store
+            .claim_attempt(&m.id, 1, t + 6000, 1000)
+            .await
+            .expect("claim"),
+        Claim::Stale(_)
+    ));
+    let Claim::Claimed(_) = store
+        .claim_attempt(&m.id, 2, t + 6000, 1000)
+        .await
+        .expect("claim")
+    else {
+        panic!("the next attempt is claimed");
+    };
+    let queued = StatusChange {
+        twilio_sid: Some("SM".to_owned() + &"a".repeat(32)),
+        ..change(2, Queued, t + 6100)
+    };
+    let Applied::Applied(q) = store
+        .apply_message_status(&m.id, &queued)
+        .await
+        .expect("apply")
+    else {
+        panic!("Twilio's answer applies to the claimed attempt");
+    };
+    assert_eq!(
+        (q.status, q.claimed_until_ms, q.ambiguous_since_ms),
+        (Queued, None, None)
+    );
+    assert!(matches!(
+        store
+            .claim_attempt(&m.id, 2, t + 9000, 1000)
+            .await
+            .expect("claim"),
+        Claim::Stale(_)
+    ));
+    let stored = store
+        .get_message(&m.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(stored, q, "what was returned is what was stored");
+    assert_eq!(stored.created_at_ms, m.created_at_ms);
+
+    // Listing by status: only that status, only older than the bound, oldest first, limited.
+    let base = t + 1_000_000 + (rand::random::<u32>() % 1_000_000) as i64 * 10;
+    let mut ids = Vec::new();
+    for k in 0..4 {
+        let mut w = sample_message(vault, base + k, "+14155550161", "waiting").await;
+        w.status = Accepted;
+        w.created_at_ms = base + k * 100;
+        store.insert_message(&w).await.expect("insert");
+        ids.push(w.id);
+    }
+    let listed = store
+        .list_messages_by_status(Accepted, base + 250, 100)
+        .await
+        .expect("list");
+    let mine: Vec<&MessageId> = listed
+        .iter()
+        .map(|m| &m.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert_eq!(mine, [&ids[0], &ids[1], &ids[2]]);
+    assert!(
+        listed
+            .iter()
+            .all(|m| m.status == Accepted && m.created_at_ms < base + 250)
+    );
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].created_at_ms <= w[1].created_at_ms)
+    );
+    assert!(
+        store
+            .list_messages_by_status(Accepted, base + 1000, 2)
+            .await
+            .expect("list")
+            .len()
+            <= 2
+    );
+    assert!(
+        store
+            .list_messages_by_status(Delivered, base + 1000, 10)
+            .await
+            .expect("list")
+            .iter()
+            .all(|m| m.status == Delivered)
+    );
+}
+
+/// Concurrent claims of one attempt: exactly one caller holds it; concurrent retries of one
+/// attempt: exactly one moves the record.
+pub async fn attempt_races(store: Arc<dyn MessageStore>, vault: &Vault) {
+    let t = 1_731_800_000_000;
+    for n in [2, 8] {
+        let m = sample_message(vault, t, "+14155550162", "race").await;
+        store.insert_message(&m).await.expect("insert");
+        let results = race(n, |_| {
+            let store = store.clone();
+            let id = m.id.clone();
+            async move { store.claim_attempt(&id, 1, t, 60_000).await.expect("claim") }
+        })
+        .await;
+        let winners = results
+            .iter()
+            .filter(|r| matches!(r, Claim::Claimed(_)))
+            .count();
+        assert_eq!(
+            winners, 1,
+            "exactly one of {n} racing claims holds the attempt: {results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Claim::Claimed(_) | Claim::Busy { .. }))
+        );
+
+        let retry = RetryChange {
+            attempt: 1,
+            error_code: None,
+            error_reason: None,
+            ambiguous_since_ms: Some(t),
+            next_attempt_at_ms: t + 10,
+            at_ms: t + 1,
+        };
+        let results = race(n, |_| {
+            let store = store.clone();
+            let id = m.id.clone();
+            let retry = retry.clone();
+            async move { store.schedule_retry(&id, &retry).await.expect("retry") }
+        })
+        .await;
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Applied::Applied(_)))
+                .count(),
+            1
+        );
+        let stored = store
+            .get_message(&m.id)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            (stored.attempt, stored.status),
+            (2, MessageStatus::Retrying)
+        );
+    }
+}
+
 /// [`EventStore`], one call at a time: dedupe by key, get, timelines in order and per subject,
 /// expiry (moving `clock`, which the store must read).
 pub async fn event_store_contract(events: Arc<dyn EventStore>, clock: Arc<ManualClock>) {
@@ -1042,12 +1276,23 @@ impl<S: MessageStore + 'static> MessageStore for Alternate<S> {
         self.pick().get_message(id).await
     }
 
-    async fn apply_message_status(
+    async fn update_message(
         &self,
         id: &MessageId,
-        change: &StatusChange,
+        decide: &Decide<'_>,
     ) -> Result<Applied, StoreError> {
-        self.pick().apply_message_status(id, change).await
+        self.pick().update_message(id, decide).await
+    }
+
+    async fn list_messages_by_status(
+        &self,
+        status: MessageStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.pick()
+            .list_messages_by_status(status, created_before_ms, limit)
+            .await
     }
 }
 

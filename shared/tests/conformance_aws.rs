@@ -248,6 +248,20 @@ async fn message_store_races() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attempts() {
+    let f = Fixture::new().await;
+    let p = f.ports();
+    testing::attempt_contract(p.messages.clone(), &p.vault()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attempt_races() {
+    let f = Fixture::new().await;
+    let p = f.ports();
+    testing::attempt_races(p.messages.clone(), &p.vault()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_store() {
     let f = Fixture::new().await;
     let p = f.ports();

@@ -109,6 +109,18 @@ macro_rules! contracts {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn attempts() {
+                let f = $fixture;
+                testing::attempt_contract(f.ports.messages.clone(), &f.ports.vault()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn attempt_races() {
+                let f = $fixture;
+                testing::attempt_races(f.ports.messages.clone(), &f.ports.vault()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn event_store() {
                 let f = $fixture;
                 testing::event_store_contract(f.ports.events.clone(), f.ports.clock.clone()).await;

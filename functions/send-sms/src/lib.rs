@@ -282,6 +282,10 @@ async fn seal_message(
         error_reason: None,
         created_at_ms: now,
         updated_at_ms: now,
+        claimed_at_ms: None,
+        claimed_until_ms: None,
+        ambiguous_since_ms: None,
+        next_attempt_at_ms: None,
     })
 }
 

@@ -174,6 +174,20 @@ pub struct Message {
     pub created_at_ms: i64,
     /// When it last changed, Unix milliseconds.
     pub updated_at_ms: i64,
+    /// When the attempt in flight was claimed (a sender is handing it to Twilio).
+    #[serde(default)]
+    pub claimed_at_ms: Option<i64>,
+    /// Until when that claim holds; a later claim means its holder died mid-attempt.
+    #[serde(default)]
+    pub claimed_until_ms: Option<i64>,
+    /// Set when an earlier attempt may have reached Twilio without Herald learning of it (a
+    /// timeout, a dropped connection, a crash): the next attempt first asks Twilio for messages
+    /// created since then, so a retry never sends twice.
+    #[serde(default)]
+    pub ambiguous_since_ms: Option<i64>,
+    /// When the next attempt is due, while `retrying`.
+    #[serde(default)]
+    pub next_attempt_at_ms: Option<i64>,
 }
 
 /// A conditional change of a message's status, applied atomically by the store.
@@ -193,7 +207,92 @@ pub struct StatusChange {
     pub at_ms: i64,
 }
 
+/// Why an attempt cannot be claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// The record does not wait for this attempt (done, terminal, or at another attempt).
+    Stale,
+    /// Another sender holds the attempt until this time.
+    Busy {
+        /// Unix milliseconds.
+        until_ms: i64,
+    },
+}
+
+/// A failed attempt that will be tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryChange {
+    /// The attempt that failed: the change applies only while the record is at it.
+    pub attempt: u32,
+    /// Twilio's error code, if any.
+    pub error_code: Option<u32>,
+    /// Sanitized reason.
+    pub error_reason: Option<String>,
+    /// When the failed attempt may nevertheless have reached Twilio, the time it started.
+    pub ambiguous_since_ms: Option<i64>,
+    /// When the next attempt is due.
+    pub next_attempt_at_ms: i64,
+    /// When it happened.
+    pub at_ms: i64,
+}
+
 impl Message {
+    /// Whether the record waits for a sender to make an attempt.
+    pub fn is_waiting(&self) -> bool {
+        matches!(
+            self.status,
+            MessageStatus::Accepted | MessageStatus::Retrying
+        )
+    }
+
+    /// The record after claiming `attempt` at `now_ms` for `lease_ms`: only a waiting record at
+    /// exactly that attempt, not held by a live claim, can be claimed. Taking over an expired
+    /// claim marks the attempt ambiguous (its holder may have reached Twilio).
+    pub fn claimed(
+        &self,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Message, ClaimRefusal> {
+        if self.attempt != attempt || !self.is_waiting() {
+            return Err(ClaimRefusal::Stale);
+        }
+        if let Some(until_ms) = self.claimed_until_ms
+            && until_ms > now_ms
+        {
+            return Err(ClaimRefusal::Busy { until_ms });
+        }
+        let mut m = self.clone();
+        if self.claimed_until_ms.is_some() {
+            m.ambiguous_since_ms = self.ambiguous_since_ms.or(self.claimed_at_ms);
+        }
+        m.claimed_at_ms = Some(now_ms);
+        m.claimed_until_ms = Some(now_ms + lease_ms);
+        m.updated_at_ms = now_ms;
+        Ok(m)
+    }
+
+    /// The record after `change` schedules the next attempt, or `None` when the record is not at
+    /// that attempt or is final.
+    pub fn retried(&self, change: &RetryChange) -> Option<Message> {
+        if self.attempt != change.attempt || self.status.is_terminal() {
+            return None;
+        }
+        let mut m = self.clone();
+        m.attempt += 1;
+        m.status = MessageStatus::Retrying;
+        m.error_code = change.error_code;
+        m.error_reason.clone_from(&change.error_reason);
+        m.ambiguous_since_ms = change
+            .ambiguous_since_ms
+            .map(|t| self.ambiguous_since_ms.map_or(t, |e| e.min(t)));
+        m.claimed_at_ms = None;
+        m.claimed_until_ms = None;
+        m.next_attempt_at_ms = Some(change.next_attempt_at_ms);
+        m.updated_at_ms = change.at_ms;
+        Some(m)
+    }
+
     /// Whether `change` would move this record, by attempt and by the transition rule.
     pub fn accepts(&self, change: &StatusChange) -> bool {
         self.attempt == change.attempt && self.status.transition(change.status) == Transition::Apply
@@ -212,6 +311,22 @@ impl Message {
             self.error_reason.clone_from(&change.error_reason);
         }
         self.updated_at_ms = change.at_ms;
+        if change.status != MessageStatus::Retrying {
+            // Twilio has the message, or it is final: nothing is in flight or unknown any more.
+            self.claimed_at_ms = None;
+            self.claimed_until_ms = None;
+            self.ambiguous_since_ms = None;
+            self.next_attempt_at_ms = None;
+        }
+    }
+
+    /// The record after `change`, or `None` when the change does not apply.
+    pub fn changed(&self, change: &StatusChange) -> Option<Message> {
+        self.accepts(change).then(|| {
+            let mut m = self.clone();
+            m.apply(change);
+            m
+        })
     }
 }
 
@@ -219,6 +334,105 @@ impl Message {
 mod tests {
     use super::*;
     use MessageStatus::*;
+
+    fn record(status: MessageStatus, attempt: u32) -> Message {
+        Message {
+            id: MessageId::generate(1),
+            caller: "c".into(),
+            to: Sealed(vec![]),
+            to_token: LookupToken("t".into()),
+            to_masked: "+*1".into(),
+            country: None,
+            body: Sealed(vec![]),
+            template: None,
+            encoding: Encoding::Gsm7,
+            segments: 1,
+            status,
+            attempt,
+            twilio_sid: None,
+            error_code: None,
+            error_reason: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            claimed_at_ms: None,
+            claimed_until_ms: None,
+            ambiguous_since_ms: None,
+            next_attempt_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_a_waiting_record_at_that_attempt_can_be_claimed() {
+        let m = record(Accepted, 1);
+        let c = m.claimed(1, 100, 50).unwrap();
+        assert_eq!(
+            (c.claimed_at_ms, c.claimed_until_ms, c.ambiguous_since_ms),
+            (Some(100), Some(150), None)
+        );
+        assert_eq!(m.claimed(2, 100, 50), Err(ClaimRefusal::Stale));
+        assert_eq!(
+            record(Queued, 1).claimed(1, 100, 50),
+            Err(ClaimRefusal::Stale)
+        );
+        assert_eq!(
+            record(Failed, 1).claimed(1, 100, 50),
+            Err(ClaimRefusal::Stale)
+        );
+        // A live claim is respected; an expired one is taken over and makes the attempt ambiguous.
+        assert_eq!(
+            c.claimed(1, 120, 50),
+            Err(ClaimRefusal::Busy { until_ms: 150 })
+        );
+        let taken = c.claimed(1, 150, 50).unwrap();
+        assert_eq!(taken.ambiguous_since_ms, Some(100));
+        assert_eq!(taken.claimed_until_ms, Some(200));
+    }
+
+    #[test]
+    fn a_retry_moves_to_the_next_attempt_and_keeps_the_earliest_ambiguity() {
+        let m = record(Accepted, 1).claimed(1, 100, 50).unwrap();
+        let change = RetryChange {
+            attempt: 1,
+            error_code: Some(30001),
+            error_reason: Some("queue overflow".into()),
+            ambiguous_since_ms: Some(100),
+            next_attempt_at_ms: 400,
+            at_ms: 120,
+        };
+        let r = m.retried(&change).unwrap();
+        assert_eq!(
+            (
+                r.status,
+                r.attempt,
+                r.claimed_until_ms,
+                r.ambiguous_since_ms
+            ),
+            (Retrying, 2, None, Some(100))
+        );
+        assert_eq!(r.next_attempt_at_ms, Some(400));
+        // Not at that attempt any more, or final: no change.
+        assert!(r.retried(&change).is_none());
+        assert!(record(Delivered, 1).retried(&change).is_none());
+        // Twilio accepting the next attempt clears what was in flight.
+        let q = r
+            .changed(&StatusChange {
+                attempt: 2,
+                status: Queued,
+                twilio_sid: Some("SM1".into()),
+                error_code: None,
+                error_reason: None,
+                at_ms: 500,
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                q.claimed_until_ms,
+                q.ambiguous_since_ms,
+                q.next_attempt_at_ms
+            ),
+            (None, None, None)
+        );
+    }
 
     #[test]
     fn statuses_only_move_forward() {

@@ -6,4 +6,4 @@ pub mod message;
 
 pub use event::{Event, EventKind, Subject};
 pub use ids::{CallId, InvalidId, MessageId};
-pub use message::{Message, MessageStatus, StatusChange, Transition};
+pub use message::{ClaimRefusal, Message, MessageStatus, RetryChange, StatusChange, Transition};

@@ -24,8 +24,8 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use crate::domain::{Event, Message, MessageId, StatusChange, Subject};
-use crate::ports::{Applied, Clock, EventStore, Keyring, MessageStore, StoreError};
+use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
+use crate::ports::{Applied, Clock, Decide, EventStore, Keyring, MessageStore, StoreError};
 
 /// GSI of the messages table by status and creation time.
 pub const MESSAGES_BY_STATUS: &str = "by_status";
@@ -238,10 +238,10 @@ impl MessageStore for DynamoStore {
             .transpose()
     }
 
-    async fn apply_message_status(
+    async fn update_message(
         &self,
         id: &MessageId,
-        change: &StatusChange,
+        decide: &Decide<'_>,
     ) -> Result<Applied, StoreError> {
         // Optimistic read-modify-write: decide on a consistent read, write only if the record is
         // still the version that was read, and decide again against the newer record otherwise.
@@ -249,15 +249,16 @@ impl MessageStore for DynamoStore {
             let Some(item) = self.read_message(id.as_str()).await? else {
                 return Ok(Applied::NotFound);
             };
-            let mut message: Message = doc(&item)?;
-            if !message.accepts(change) {
-                return Ok(Applied::Ignored(message));
-            }
+            let current: Message = doc(&item)?;
+            let Some(mut message) = decide(&current) else {
+                return Ok(Applied::Ignored(current));
+            };
+            message.id = current.id.clone();
+            message.created_at_ms = current.created_at_ms;
             let version = match item.get("version") {
                 None => None,
                 Some(_) => Some(get_n(&item, "version")?),
             };
-            message.apply(change);
             let mut update = self
                 .client
                 .update_item()
@@ -295,6 +296,48 @@ impl MessageStore for DynamoStore {
         Err(StoreError::transient(StoreFailure(
             "too much contention on one message",
         )))
+    }
+
+    async fn list_messages_by_status(
+        &self,
+        status: MessageStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        while found.len() < limit as usize {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.messages)
+                .index_name(MESSAGES_BY_STATUS)
+                .key_condition_expression("#status = :status AND #created < :before")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#created", "created_at_ms")
+                .expression_attribute_values(":status", s(status.as_str()))
+                .expression_attribute_values(":before", n(created_before_ms))
+                .scan_index_forward(true)
+                .limit(
+                    i32::try_from(limit)
+                        .unwrap_or(i32::MAX)
+                        .min(self.page_size.unwrap_or(i32::MAX)),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(transient)?;
+            for item in out.items.unwrap_or_default() {
+                if found.len() < limit as usize {
+                    found.push(doc(&item)?);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 }
 

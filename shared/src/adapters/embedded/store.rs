@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::domain::{Event, Message, MessageId, StatusChange, Subject};
-use crate::ports::{Applied, EventStore, Keyring, MessageStore, StoreError};
+use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
+use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -162,28 +162,74 @@ impl MessageStore for SqliteStore {
         self.with(move |c| read_message(c, &id)).await
     }
 
-    async fn apply_message_status(
+    async fn update_message(
         &self,
         id: &MessageId,
-        change: &StatusChange,
+        decide: &Decide<'_>,
     ) -> Result<Applied, StoreError> {
-        let id = id.to_string();
-        let change = change.clone();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let Some(mut m) = read_message(&tx, &id)? else { return Ok(Applied::NotFound) };
-            if !m.accepts(&change) {
-                return Ok(Applied::Ignored(m));
+        // Optimistic: decide outside the connection, write only if the stored document is still
+        // the one read (another connection to the file may have changed it), else decide again.
+        loop {
+            let key = id.to_string();
+            let read = self
+                .with(move |c| {
+                    c.query_row(
+                        "SELECT doc FROM messages WHERE id = ?1",
+                        params![key],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(backend)
+                })
+                .await?;
+            let Some(old_doc) = read else {
+                return Ok(Applied::NotFound);
+            };
+            let current: Message = serde_json::from_str(&old_doc).map_err(corrupt)?;
+            let Some(mut next) = decide(&current) else {
+                return Ok(Applied::Ignored(current));
+            };
+            next.id = current.id.clone();
+            next.created_at_ms = current.created_at_ms;
+            let new_doc = serde_json::to_string(&next).map_err(corrupt)?;
+            let key = id.to_string();
+            let (status, rank, attempt) = (next.status.as_str(), next.status.rank(), next.attempt);
+            let written = self
+                .with(move |c| {
+                    c.execute(
+                        "UPDATE messages SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5
+                         WHERE id = ?1 AND doc = ?6",
+                        params![key, status, rank, attempt, new_doc, old_doc],
+                    )
+                    .map_err(backend)
+                })
+                .await?;
+            if written == 1 {
+                return Ok(Applied::Applied(next));
             }
-            m.apply(&change);
-            let doc = serde_json::to_string(&m).map_err(corrupt)?;
-            tx.execute(
-                "UPDATE messages SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5 WHERE id = ?1",
-                params![id, m.status.as_str(), m.status.rank(), m.attempt, doc],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(Applied::Applied(m))
+        }
+    }
+
+    async fn list_messages_by_status(
+        &self,
+        status: MessageStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT doc FROM messages WHERE status = ?1 AND created_at_ms < ?2
+                     ORDER BY created_at_ms LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![status.as_str(), created_before_ms, limit], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(backend)?;
+            rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
+                .collect()
         })
         .await
     }
