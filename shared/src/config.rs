@@ -44,6 +44,14 @@ pub struct Config {
     pub voice_enabled: bool,
     /// `CREDENTIALS_CACHE_SECS` (default 300): how long the Twilio secret is cached.
     pub credentials_ttl: Duration,
+    /// `RETRY_BASE_DELAY_SECS` (default 5): the backoff's first ceiling.
+    pub retry_base_delay: Duration,
+    /// `RETRY_MAX_DELAY_SECS` (default 3600): the backoff's cap.
+    pub retry_max_delay: Duration,
+    /// `ATTEMPT_LEASE_SECS` (default 60): how long a sender holds an attempt; after that a
+    /// redelivered job may take it over (and first asks Twilio whether it was sent). Must exceed
+    /// the Twilio timeouts.
+    pub attempt_lease: Duration,
 }
 
 impl Config {
@@ -122,6 +130,19 @@ impl Config {
                 300,
                 0..=3600,
             )?,
+            retry_base_delay: secs(var("RETRY_BASE_DELAY_SECS"), "RETRY_BASE_DELAY_SECS", 5, 1..=3600)?,
+            retry_max_delay: secs(var("RETRY_MAX_DELAY_SECS"), "RETRY_MAX_DELAY_SECS", 3600, 1..=86_400)?,
+            attempt_lease: secs(var("ATTEMPT_LEASE_SECS"), "ATTEMPT_LEASE_SECS", 60, 5..=900)?,
+        })
+        .and_then(|c: Self| {
+            if c.attempt_lease <= c.request_timeout + c.connect_timeout {
+                Err(invalid(
+                    "ATTEMPT_LEASE_SECS",
+                    "must exceed the Twilio connect and request timeouts",
+                ))
+            } else {
+                Ok(c)
+            }
         })
     }
 
@@ -233,6 +254,7 @@ mod tests {
             ("TWILIO_WEBHOOK_BASE_URL", "ftp://x"),
             ("TWILIO_REQUEST_TIMEOUT_SECS", "ten"),
             ("TWILIO_MAX_RETRIES", "500"),
+            ("ATTEMPT_LEASE_SECS", "12"),
             ("SMS_ENABLED", "maybe"),
         ] {
             let mut m = base();

@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod apigw;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod domain;
 #[cfg(feature = "aws")]
 pub mod lambda;

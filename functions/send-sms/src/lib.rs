@@ -4,12 +4,14 @@
 //! The handler knows nothing of where it runs: it gets [`Services`] built over AWS adapters in
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
 
-use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, StatusChange, Subject};
-use herald::ports::{Applied, StoreError};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use herald::delivery::{self, Delivery, Job};
+use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Subject};
+use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::service::Services;
 use herald::templates::{self, Encoding, MAX_BODY_CHARS, TemplateError};
-use herald::twilio::{NewMessage, RetryClass, TwilioError, describe_code};
+use herald::twilio::describe_code;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -19,6 +21,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     let path = api_path(req.raw_http_path());
     let resp = match (req.method().as_str(), path.as_str()) {
         ("POST", "/v1/messages") => send(svc, &req).await,
+        ("POST", "/v1/messages/batch") => send_batch(svc, &req).await,
         ("GET", p) if p.starts_with("/v1/messages/") => get(svc, &p["/v1/messages/".len()..]).await,
         (_, "/v1/messages") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
         _ => Problem::new(ProblemKind::NotFound)
@@ -204,56 +207,33 @@ fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
         .into_response()
 }
 
-async fn send(svc: &Services, req: &Request) -> http::Response<String> {
-    if !svc.config.sms_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled)
-            .detail("SMS sending is disabled")
-            .into_response();
-    }
-    let v = match validate(svc, req.body().as_ref()) {
-        Ok(v) => v,
-        Err(p) => return p.into_response(),
-    };
+/// Seals and records a validated message, `accepted`; `claim` makes the caller hold its first
+/// attempt (the API path sends at once), otherwise a send job will claim it.
+async fn record_new(svc: &Services, v: &Validated, caller: &str, claim: bool) -> Result<Message, Box<dyn std::error::Error + Send + Sync>> {
     let now = svc.clock.now_ms();
     let id = MessageId::generate(u64::try_from(now).unwrap_or_default());
-    let message = match seal_message(svc, &id, &v, caller(req), now).await {
-        Ok(m) => m,
-        Err(e) => return unavailable(&*e),
-    };
-    if let Err(e) = svc.messages.insert_message(&message).await {
-        return unavailable(&e);
+    let mut message = seal_message(svc, &id, v, caller.to_owned(), now).await?;
+    if claim {
+        let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
+        message.claimed_at_ms = Some(now);
+        message.claimed_until_ms = Some(now + lease);
     }
-    record(
-        svc,
-        &message,
-        EventKind::Accepted,
-        MessageStatus::Accepted,
-        None,
-        None,
-        true,
-    )
-    .await;
+    svc.messages.insert_message(&message).await?;
+    let ev = Event {
+        key: format!("{id}:accepted:1"),
+        subject: Subject::from(&id),
+        kind: EventKind::Accepted,
+        status: Some(MessageStatus::Accepted.as_str().to_owned()),
+        twilio_sid: None,
+        error_code: None,
+        attempt: 1,
+        applied: true,
+        at_ms: now,
+        expires_at_ms: now + herald::domain::event::EVENT_RETENTION_MS,
+    };
+    delivery::record_event(svc, &ev).await;
     tracing::info!(message_id = %id, segments = v.segments, encoding = v.encoding.as_str(), "message accepted");
-
-    let outcome = deliver(svc, &message, v.to.e164(), &v.body).await;
-    let answer = |status| SendAnswer {
-        id: &id,
-        status,
-        segments: v.segments,
-        encoding: v.encoding,
-    };
-    match outcome {
-        Delivery::Submitted(status) => problem::json(201, &answer(status)),
-        Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
-        Delivery::Rejected(code) => {
-            let mut p = Problem::new(ProblemKind::TwilioRejected)
-                .detail(code.map_or("Twilio refused the message", describe_code))
-                .field("to");
-            p.message_id = Some(id.to_string());
-            p.twilio_code = code;
-            p.into_response()
-        }
-    }
+    Ok(message)
 }
 
 async fn seal_message(
@@ -289,185 +269,115 @@ async fn seal_message(
     })
 }
 
-/// What became of one attempt to hand a message to Twilio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Twilio accepted it; its status now.
-    Submitted(MessageStatus),
-    /// Twilio or the network failed for now; the message waits for another attempt.
-    Deferred,
-    /// Twilio refused it for good, with its code.
-    Rejected(Option<u32>),
+async fn send(svc: &Services, req: &Request) -> http::Response<String> {
+    if !svc.config.sms_enabled {
+        return Problem::new(ProblemKind::FeatureDisabled)
+            .detail("SMS sending is disabled")
+            .into_response();
+    }
+    let v = match validate(svc, req.body().as_ref()) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    let message = match record_new(svc, &v, &caller(req), true).await {
+        Ok(m) => m,
+        Err(e) => return unavailable(&*e),
+    };
+    let id = &message.id;
+    let answer = |status| SendAnswer { id, status, segments: v.segments, encoding: v.encoding };
+    match delivery::attempt_send(svc, &message).await {
+        Delivery::Submitted(status) => problem::json(201, &answer(status)),
+        Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
+        // Recorded and held: the claim expires and the sweeper makes the attempt again.
+        Delivery::Interrupted => problem::json(202, &answer(MessageStatus::Accepted)),
+        Delivery::Failed(code) => {
+            let mut p = Problem::new(ProblemKind::TwilioRejected)
+                .detail(code.map_or("Twilio refused the message", describe_code))
+                .field("to");
+            p.message_id = Some(id.to_string());
+            p.twilio_code = code;
+            p.into_response()
+        }
+    }
 }
 
-/// Hands `message` (attempt `message.attempt`) to Twilio and records the result. `to` and
-/// `body` are the opened plaintext; they go to Twilio and nowhere else.
-pub async fn deliver(svc: &Services, message: &Message, to: &str, body: &str) -> Delivery {
-    let result = submit(svc, message, to, body).await;
-    let (change, kind, delivery) = match result {
-        Ok(resource) => {
-            let status =
-                MessageStatus::from_twilio(&resource.status).unwrap_or(MessageStatus::Queued);
-            let change = change(
-                message,
-                status,
-                Some(resource.sid),
-                None,
-                None,
-                svc.clock.now_ms(),
-            );
-            (change, EventKind::Submitted, Delivery::Submitted(status))
-        }
-        Err(e) => {
-            let code = e.code();
-            let reason = e.to_string();
-            match e.retry_class() {
-                RetryClass::Never => {
-                    tracing::warn!(message_id = %message.id, twilio_code = ?code, error = %reason, "Twilio rejected the message");
-                    herald::telemetry::metric(
-                        "SendRejected",
-                        1.0,
-                        "Count",
-                        &[(
-                            "TwilioCode",
-                            &code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-                        )],
-                    );
-                    let ch = change(
-                        message,
-                        MessageStatus::Failed,
-                        None,
-                        code,
-                        Some(reason),
-                        svc.clock.now_ms(),
-                    );
-                    (ch, EventKind::Rejected, Delivery::Rejected(code))
-                }
-                _ => {
-                    tracing::warn!(message_id = %message.id, twilio_code = ?code, error = %reason, "send deferred");
-                    let ch = change(
-                        message,
-                        MessageStatus::Retrying,
-                        None,
-                        code,
-                        Some(reason),
-                        svc.clock.now_ms(),
-                    );
-                    (ch, EventKind::Deferred, Delivery::Deferred)
-                }
+/// Most messages one batch request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// One accepted item of a batch.
+#[derive(Debug, Serialize)]
+struct BatchAccepted {
+    index: usize,
+    id: MessageId,
+    status: MessageStatus,
+    segments: u32,
+    encoding: Encoding,
+}
+
+/// One refused item of a batch.
+#[derive(Debug, Serialize)]
+struct BatchRefused {
+    index: usize,
+    #[serde(flatten)]
+    problem: Problem,
+}
+
+/// `POST /v1/messages/batch`: validates every item, records the valid ones `accepted`, puts one
+/// send job per message on the send queue, answers `202` with the ids and the per-item errors.
+async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
+    if !svc.config.sms_enabled {
+        return Problem::new(ProblemKind::FeatureDisabled).detail("SMS sending is disabled").into_response();
+    }
+    let items = match serde_json::from_slice::<Value>(req.body().as_ref()) {
+        Ok(Value::Object(mut o)) => match o.remove("messages") {
+            Some(Value::Array(items)) => items,
+            _ => return invalid(ProblemKind::InvalidField, "messages", "messages must be an array").into_response(),
+        },
+        _ => return Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object").into_response(),
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return invalid(ProblemKind::InvalidField, "messages", format!("1 to {MAX_BATCH} messages")).into_response();
+    }
+    let caller = caller(req);
+    let mut accepted = Vec::new();
+    let mut errors = Vec::new();
+    let mut jobs = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let raw = serde_json::to_vec(item).unwrap_or_default();
+        match validate(svc, &raw) {
+            Err(mut problem) => {
+                problem.field = problem.field.map(|f| format!("messages[{index}].{f}"));
+                errors.push(BatchRefused { index, problem });
             }
+            Ok(v) => match record_new(svc, &v, &caller, false).await {
+                Ok(m) => {
+                    jobs.push(Job::Message { id: m.id.clone(), attempt: 1, not_before_ms: None }.to_body());
+                    accepted.push(BatchAccepted { index, id: m.id, status: MessageStatus::Accepted, segments: v.segments, encoding: v.encoding });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store unavailable");
+                    errors.push(BatchRefused { index, problem: Problem::new(ProblemKind::Unavailable).detail("please retry") });
+                }
+            },
         }
-    };
-    let applied = match svc
-        .messages
-        .apply_message_status(&message.id, &change)
-        .await
-    {
-        Ok(Applied::Applied(_)) => true,
-        Ok(Applied::Ignored(_) | Applied::NotFound) => false,
-        Err(e) => {
-            // Twilio has the message; its callbacks will move the record on.
-            tracing::error!(message_id = %message.id, error = %e, "could not record the send result");
-            false
+    }
+    for chunk in jobs.chunks(10) {
+        let batch: Vec<(String, u32)> = chunk.iter().map(|b| (b.clone(), 0)).collect();
+        let failed = match svc.send_queue.send_batch(&batch).await {
+            Ok(results) => results.iter().filter(|r| r.is_err()).count(),
+            Err(_) => batch.len(),
+        };
+        if failed > 0 {
+            // Recorded `accepted`: the sweeper enqueues them once they are overdue.
+            tracing::error!(failed, "could not enqueue send jobs; the sweeper will");
         }
-    };
-    let mut ev = event(
-        svc,
-        message,
-        kind,
-        change.status,
-        change.error_code,
-        applied,
-    );
-    ev.twilio_sid = change.twilio_sid.clone();
-    store_event(svc, &ev).await;
-    delivery
-}
-
-async fn submit(
-    svc: &Services,
-    message: &Message,
-    to: &str,
-    body: &str,
-) -> Result<herald::twilio::MessageResource, TwilioError> {
-    let callback = svc.message_status_callback(&message.id, message.attempt);
-    let new = NewMessage {
-        to,
-        sender: &svc.config.sender,
-        body,
-        status_callback: &callback,
-    };
-    let creds = svc.credentials.get().await?;
-    match svc.twilio.create_message(&creds, &new).await {
-        Err(e) if e.retry_class() == RetryClass::RefreshCredentials => {
-            // The key may have been rotated: read the secret again, once.
-            svc.credentials.invalidate().await;
-            let creds = svc.credentials.get().await?;
-            svc.twilio.create_message(&creds, &new).await
-        }
-        other => other,
     }
+    problem::json(202, &serde_json::json!({ "messages": accepted, "errors": errors }))
 }
 
-fn change(
-    message: &Message,
-    status: MessageStatus,
-    twilio_sid: Option<String>,
-    error_code: Option<u32>,
-    error_reason: Option<String>,
-    at_ms: i64,
-) -> StatusChange {
-    StatusChange {
-        attempt: message.attempt,
-        status,
-        twilio_sid,
-        error_code,
-        error_reason,
-        at_ms,
-    }
-}
-
-fn event(
-    svc: &Services,
-    message: &Message,
-    kind: EventKind,
-    status: MessageStatus,
-    error_code: Option<u32>,
-    applied: bool,
-) -> Event {
-    let at_ms = svc.clock.now_ms();
-    Event {
-        key: format!("{}:{}:{}", message.id, kind.as_str(), message.attempt),
-        subject: Subject::from(&message.id),
-        kind,
-        status: Some(status.as_str().to_owned()),
-        twilio_sid: None,
-        error_code,
-        attempt: message.attempt,
-        applied,
-        at_ms,
-        expires_at_ms: at_ms + herald::domain::event::EVENT_RETENTION_MS,
-    }
-}
-
-async fn record(
-    svc: &Services,
-    message: &Message,
-    kind: EventKind,
-    status: MessageStatus,
-    error_code: Option<u32>,
-    twilio_sid: Option<String>,
-    applied: bool,
-) {
-    let mut ev = event(svc, message, kind, status, error_code, applied);
-    ev.twilio_sid = twilio_sid;
-    store_event(svc, &ev).await;
-}
-
-async fn store_event(svc: &Services, ev: &Event) {
-    if let Err(e) = svc.events.record_event(ev).await {
-        tracing::error!(event_kind = ev.kind.as_str(), error = %e, "could not record an event");
-    }
+/// Handles a batch of send jobs from the send queue (the SQS trigger of this function).
+pub async fn handle_sqs(svc: &Services, event: SqsEvent) -> SqsBatchResponse {
+    delivery::handle_sqs_batch(svc, event).await
 }
 
 /// One entry of a message's timeline.

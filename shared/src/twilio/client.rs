@@ -47,8 +47,8 @@ impl std::fmt::Debug for NewMessage<'_> {
     }
 }
 
-/// Twilio's Message resource, the fields Herald reads.
-#[derive(Debug, Clone, Deserialize)]
+/// Twilio's Message resource, the fields Herald reads. `Debug` leaves out the number and body.
+#[derive(Clone, Deserialize)]
 pub struct MessageResource {
     /// `SM…`.
     pub sid: String,
@@ -58,6 +58,44 @@ pub struct MessageResource {
     pub error_code: Option<u32>,
     /// Segments, as a decimal string.
     pub num_segments: Option<String>,
+    /// The recipient (personal data).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The text (personal data).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// When Twilio created it, RFC 2822.
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
+impl std::fmt::Debug for MessageResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageResource")
+            .field("sid", &self.sid)
+            .field("status", &self.status)
+            .field("error_code", &self.error_code)
+            .field("date_created", &self.date_created)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageResource {
+    /// When Twilio created it, Unix milliseconds.
+    pub fn created_at_ms(&self) -> Option<i64> {
+        let t = time::OffsetDateTime::parse(
+            self.date_created.as_deref()?,
+            &time::format_description::well_known::Rfc2822,
+        )
+        .ok()?;
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    }
+}
+
+#[derive(Deserialize)]
+struct MessagePage {
+    messages: Vec<MessageResource>,
+    next_page_uri: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +179,43 @@ impl Client {
             .get(self.account_url(creds, &format!("Messages/{sid}.json")))
             .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
         self.send(req).await
+    }
+
+    /// `GET Messages.json?To=…&DateSent>=…`: the messages sent to `to` on or after `since_ms`'s
+    /// UTC day, newest first, at most `max` (pages followed).
+    pub async fn list_messages_to(
+        &self,
+        creds: &TwilioCredentials,
+        to: &str,
+        since_ms: i64,
+        max: usize,
+    ) -> Result<Vec<MessageResource>, TwilioError> {
+        let day = time::OffsetDateTime::from_unix_timestamp(since_ms.div_euclid(1000))
+            .map_err(|_| TwilioError::Decode("time out of range".into()))?
+            .date();
+        let first = format!(
+            "{}?{}",
+            self.account_url(creds, "Messages.json"),
+            serde_urlencoded::to_string([
+                ("To", to.to_owned()),
+                ("DateSent>", day.to_string()),
+                ("PageSize", "50".to_owned()),
+            ])
+            .map_err(|e| TwilioError::Decode(e.to_string()))?
+        );
+        let mut url = Some(first);
+        let mut found = Vec::new();
+        while let Some(u) = url.take() {
+            let req = self.http.get(&u).basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
+            let page: MessagePage = self.send(req).await?;
+            found.extend(page.messages);
+            if found.len() >= max {
+                found.truncate(max);
+                break;
+            }
+            url = page.next_page_uri.filter(|n| n.starts_with('/')).map(|n| format!("{}{n}", self.base_url));
+        }
+        Ok(found)
     }
 
     async fn send<T: for<'de> Deserialize<'de>>(
