@@ -21,6 +21,8 @@ pub mod templates;
 pub mod test_env;
 #[cfg(feature = "test-util")]
 pub mod testing;
+#[cfg(feature = "test-util")]
+pub mod testing_queue;
 pub mod twilio;
 
 pub use config::{Config, ConfigError};

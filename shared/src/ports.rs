@@ -273,3 +273,195 @@ impl Clock for ManualClock {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------------------
+
+/// The largest delay a job may carry, in seconds (SQS `DelaySeconds`: 15 minutes).
+pub const MAX_DELAY_SECS: u32 = 900;
+
+/// The longest visibility timeout, in seconds (SQS: 12 hours).
+pub const MAX_VISIBILITY_TIMEOUT_SECS: u32 = 43_200;
+
+/// The most jobs one `send_batch` or `receive` handles (SQS batch limit).
+pub const MAX_BATCH: usize = 10;
+
+/// The largest body, in bytes (SQS: 256 KiB).
+pub const MAX_BODY_BYTES: usize = 262_144;
+
+/// Why a queue operation failed. Messages never contain job bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue service failed for now; the caller may retry.
+    #[error("queue unavailable: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The receipt is not one this queue handed out (malformed, or for another queue).
+    #[error("invalid receipt")]
+    InvalidReceipt,
+    /// The body is larger than [`MAX_BODY_BYTES`] (the size is given).
+    #[error("job body too large: {0} bytes")]
+    TooLarge(usize),
+    /// An argument is out of range (delay, visibility timeout, batch size, empty body); the
+    /// request was not sent and nothing changed.
+    #[error("invalid queue request: {0}")]
+    Invalid(String),
+    /// The queue (or its dead-letter queue) does not exist.
+    #[error("queue does not exist")]
+    NoSuchQueue,
+}
+
+impl QueueError {
+    /// Wraps a backend error as transient.
+    pub fn transient(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Transient(Box::new(e))
+    }
+}
+
+/// A job handed out by [`Queue::receive`] (or shown by [`Queue::dead_letters`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReceivedJob {
+    /// The queue's id for the job; stays the same across redeliveries.
+    pub message_id: String,
+    /// The handle that acknowledges or hides this delivery; each delivery has its own.
+    pub receipt: String,
+    /// The job, as sent (job JSON: ids only).
+    pub body: String,
+    /// How many times the job has been received, this delivery included (1 on the first).
+    pub receive_count: u32,
+    /// When the job was sent, in Unix milliseconds.
+    pub sent_at_ms: i64,
+}
+
+impl std::fmt::Debug for ReceivedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedJob")
+            .field("message_id", &self.message_id)
+            .field("receive_count", &self.receive_count)
+            .field("sent_at_ms", &self.sent_at_ms)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many jobs a queue holds, by state. Approximate on SQS (eventually consistent), exact on
+/// the embedded queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Jobs a receive could return now.
+    pub visible: u64,
+    /// Jobs received and not yet deleted, hidden until their visibility timeout ends.
+    pub in_flight: u64,
+    /// Jobs sent with a delay that has not ended yet.
+    pub delayed: u64,
+    /// Jobs in the dead-letter queue.
+    pub dead: u64,
+}
+
+/// A work queue with a dead-letter queue: what an SQS event source mapping needs, and what the
+/// local runner uses to emulate one. Delivery is at least once: a job comes back until it is
+/// deleted, and handlers must tolerate seeing a job twice.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends one job, visible after `delay_secs`. A delay above [`MAX_DELAY_SECS`] is rejected
+    /// with [`QueueError::Invalid`] (as SQS does; callers cap their backoff themselves), an empty
+    /// body with [`QueueError::Invalid`], a body above [`MAX_BODY_BYTES`] with
+    /// [`QueueError::TooLarge`]; nothing is sent then. Returns the job's message id.
+    async fn send(&self, body: &str, delay_secs: u32) -> Result<String, QueueError>;
+
+    /// Sends up to [`MAX_BATCH`] jobs `(body, delay_secs)` in one call. Each entry is checked and
+    /// sent on its own: the answer holds one result per entry, in order, the message id or why
+    /// that entry was refused. An empty batch or one above [`MAX_BATCH`] fails as a whole with
+    /// [`QueueError::Invalid`]; a failure of the service as a whole is [`QueueError::Transient`].
+    async fn send_batch(
+        &self,
+        jobs: &[(String, u32)],
+    ) -> Result<Vec<Result<String, QueueError>>, QueueError>;
+
+    /// Receives up to `max` (1..=[`MAX_BATCH`], else [`QueueError::Invalid`]) visible jobs. Each
+    /// one returned is hidden for `visibility_timeout_secs` (at most
+    /// [`MAX_VISIBILITY_TIMEOUT_SECS`]), gets a fresh receipt, and its receive count goes up by
+    /// one. A job whose receive count would go above the queue's `max_receive_count` is moved
+    /// to the dead-letter queue instead of being returned (the SQS redrive policy). Of
+    /// concurrent receivers, no two get the same job while it is hidden.
+    ///
+    /// May return fewer jobs than are visible, even none (SQS short polling samples a subset of
+    /// its servers; an adapter may long-poll): an empty answer does not prove the queue empty.
+    async fn receive(
+        &self,
+        max: u32,
+        visibility_timeout_secs: u32,
+    ) -> Result<Vec<ReceivedJob>, QueueError>;
+
+    /// Acknowledges a delivery: the job is removed and never delivered again. A receipt of an
+    /// earlier delivery of a job still in the queue (it was received again since) also succeeds
+    /// and deletes the job, as moto and SQS in practice do (SQS documents that such a delete may
+    /// leave the job to be delivered again: still at least once). Deleting a job that is already
+    /// gone succeeds (a retried delete is harmless). A malformed receipt, or one of another
+    /// queue, is [`QueueError::InvalidReceipt`].
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+
+    /// Hides the job of this delivery for `visibility_timeout_secs` from now (0 makes it visible
+    /// at once: "retry now"; at most [`MAX_VISIBILITY_TIMEOUT_SECS`]). Any receipt of a job still
+    /// in the queue works, as on moto; use the latest. A receipt of a deleted job, a malformed one
+    /// or one of another queue is [`QueueError::InvalidReceipt`].
+    async fn change_visibility(
+        &self,
+        receipt: &str,
+        visibility_timeout_secs: u32,
+    ) -> Result<(), QueueError>;
+
+    /// Up to `max` (1..=[`MAX_BATCH`]) jobs from the dead-letter queue, for inspection. They stay
+    /// there (though on SQS they are hidden for a few seconds and their receive count rises:
+    /// compare bodies and ids, not counts).
+    async fn dead_letters(&self, max: u32) -> Result<Vec<ReceivedJob>, QueueError>;
+
+    /// Moves every job from the dead-letter queue back to the queue, visible at once with its
+    /// receive count reset; returns how many moved. A job is sent to the queue before it leaves
+    /// the dead-letter queue, so a failure half-way may duplicate a job but never loses one.
+    async fn redrive(&self) -> Result<u32, QueueError>;
+
+    /// How many jobs the queue and its dead-letter queue hold, by state.
+    async fn depth(&self) -> Result<QueueDepth, QueueError>;
+}
+
+/// Checks a body against the queue limits (shared by the adapters).
+pub fn check_body(body: &str) -> Result<(), QueueError> {
+    if body.is_empty() {
+        return Err(QueueError::Invalid("empty body".into()));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(QueueError::TooLarge(body.len()));
+    }
+    Ok(())
+}
+
+/// Checks a delay against [`MAX_DELAY_SECS`] (shared by the adapters).
+pub fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
+    if delay_secs > MAX_DELAY_SECS {
+        return Err(QueueError::Invalid(format!(
+            "delay {delay_secs}s is above {MAX_DELAY_SECS}s"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a visibility timeout against [`MAX_VISIBILITY_TIMEOUT_SECS`] (shared by the adapters).
+pub fn check_visibility(secs: u32) -> Result<(), QueueError> {
+    if secs > MAX_VISIBILITY_TIMEOUT_SECS {
+        return Err(QueueError::Invalid(format!(
+            "visibility timeout {secs}s is above {MAX_VISIBILITY_TIMEOUT_SECS}s"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a receive or batch size against 1..=[`MAX_BATCH`] (shared by the adapters).
+pub fn check_batch(n: usize) -> Result<(), QueueError> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(QueueError::Invalid(format!(
+            "batch of {n}: must be 1..={MAX_BATCH}"
+        )));
+    }
+    Ok(())
+}

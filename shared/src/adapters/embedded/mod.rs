@@ -1,12 +1,14 @@
-//! Embedded adapters for one machine: a SQLite store (one database file), a local master key,
-//! and the Twilio secret in a file.
+//! Embedded adapters for one machine: a SQLite store and queue (one database file), a local
+//! master key, and the Twilio secret in a file.
 
 mod keys;
 mod memory_secret;
+mod queue;
 mod secrets;
 mod store;
 
 pub use keys::LocalKeyService;
 pub use memory_secret::MemorySecretSource;
+pub use queue::SqliteQueue;
 pub use secrets::FileSecretSource;
 pub use store::SqliteStore;
