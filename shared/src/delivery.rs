@@ -52,6 +52,8 @@ pub enum JobOutcome {
     Done,
     /// Not done now: leave the job for redelivery (a batch item failure).
     Again,
+    /// The sender died (failure injection).
+    Crashed,
 }
 
 /// What became of one attempt to hand a message to Twilio.
@@ -66,7 +68,15 @@ pub enum Delivery {
     /// The attempt could not be finished (store or queue unavailable); the claim will expire
     /// and the attempt be made again.
     Interrupted,
+    /// The sender died mid-attempt (failure injection): nothing after this point happened.
+    Crashed,
 }
+
+/// A handler invocation that died (failure injection): the event source acknowledges nothing
+/// of its batch, as Lambda does when an invocation fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the handler died mid-batch (injected)")]
+pub struct Crashed;
 
 /// The full-jitter exponential backoff before attempt `failed_attempt + 1`: uniform in
 /// `[0, min(cap, base·2^(failed_attempt-1))]`, at least one second and at least Twilio's
@@ -116,7 +126,7 @@ pub async fn record_event(svc: &Services, ev: &Event) {
 pub async fn enqueue_attempt(svc: &Services, m: &Message) -> Result<(), QueueError> {
     let now = svc.clock.now_ms();
     let due = m.next_attempt_at_ms.unwrap_or(now);
-    let wait_secs = u32::try_from((due - now).max(0).div_ceil(1000)).unwrap_or(u32::MAX);
+    let wait_secs = u32::try_from(((due - now).max(0) + 999) / 1000).unwrap_or(u32::MAX);
     let job = Job::Message {
         id: m.id.clone(),
         attempt: m.attempt,
@@ -133,7 +143,7 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
     if let Some(nb) = *not_before_ms
         && nb > now
     {
-        let wait = u32::try_from((nb - now).div_ceil(1000)).unwrap_or(u32::MAX);
+        let wait = u32::try_from((nb - now + 999) / 1000).unwrap_or(u32::MAX);
         let again = Job::Message {
             id: id.clone(),
             attempt: *attempt,
@@ -148,6 +158,7 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
     match svc.messages.claim_attempt(id, *attempt, now, lease_ms).await {
         Ok(Claim::Claimed(m)) => match attempt_send(svc, &m).await {
             Delivery::Interrupted => JobOutcome::Again,
+            Delivery::Crashed => JobOutcome::Crashed,
             _ => JobOutcome::Done,
         },
         Ok(Claim::Busy { .. }) => JobOutcome::Again,
@@ -190,6 +201,9 @@ pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
             return Delivery::Interrupted;
         }
     };
+    if crate::service::Chaos::strike(svc.chaos.crash_after_claim) {
+        return Delivery::Crashed;
+    }
     let started = svc.clock.now_ms();
     if let Some(since) = m.ambiguous_since_ms {
         match find_earlier(svc, m, to.expose(), body.expose(), since).await {
@@ -205,6 +219,7 @@ pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
         }
     }
     match submit(svc, m, to.expose(), body.expose()).await {
+        Ok(_) if crate::service::Chaos::strike(svc.chaos.crash_after_send) => Delivery::Crashed,
         Ok(resource) => record_submitted(svc, m, &resource, false).await,
         Err(e) => record_failure(svc, m, &e, started).await,
     }
@@ -350,7 +365,10 @@ async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms
 /// only the failed ones reported, so the event source deletes the rest. A job that cannot be
 /// read is reported failed, with an error log and a metric, so it ends in the dead-letter queue
 /// after the queue's `maxReceiveCount`, never dropped in silence.
-pub async fn handle_sqs_batch(svc: &Services, event: aws_lambda_events::sqs::SqsEvent) -> aws_lambda_events::sqs::SqsBatchResponse {
+pub async fn handle_sqs_batch(
+    svc: &Services,
+    event: aws_lambda_events::sqs::SqsEvent,
+) -> Result<aws_lambda_events::sqs::SqsBatchResponse, Crashed> {
     use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
     let mut failures = Vec::new();
     for record in event.records {
@@ -363,6 +381,9 @@ pub async fn handle_sqs_batch(svc: &Services, event: aws_lambda_events::sqs::Sqs
                 JobOutcome::Again
             }
         };
+        if outcome == JobOutcome::Crashed {
+            return Err(Crashed);
+        }
         if outcome == JobOutcome::Again {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
@@ -371,7 +392,7 @@ pub async fn handle_sqs_batch(svc: &Services, event: aws_lambda_events::sqs::Sqs
     }
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures;
-    response
+    Ok(response)
 }
 
 /// The sweeper: finds messages that wait longer than `grace_ms` past when they were due (their

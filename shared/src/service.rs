@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::Vault;
-use crate::ports::{Clock, EventStore, KeyService, Keyring, MessageStore, SecretSource};
+use crate::ports::{Clock, EventStore, KeyService, Keyring, MessageStore, Queue, SecretSource};
 use crate::templates::Templates;
 use crate::twilio::{Client, CredentialCache, TwilioError};
 
@@ -22,8 +22,30 @@ pub struct Adapters {
     pub keys: Arc<dyn KeyService>,
     /// Twilio credentials.
     pub secrets: Arc<dyn SecretSource>,
+    /// One job per message of a batch.
+    pub send_queue: Arc<dyn Queue>,
+    /// The next attempts, delayed.
+    pub retry_queue: Arc<dyn Queue>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+}
+
+/// Failure injection for the local runner's soak test: the probability that a sender "dies"
+/// after claiming an attempt (before Twilio is called), or after Twilio accepted the message
+/// (before the result is recorded). Always zero on AWS.
+#[derive(Debug, Default)]
+pub struct Chaos {
+    /// Crash after the claim, before Twilio.
+    pub crash_after_claim: f64,
+    /// Crash after Twilio accepted, before recording.
+    pub crash_after_send: f64,
+}
+
+impl Chaos {
+    /// Whether to crash now, with probability `p`.
+    pub fn strike(p: f64) -> bool {
+        p > 0.0 && rand::random::<f64>() < p
+    }
 }
 
 /// Everything a handler needs. Cheap to share: build once, pass `&Services`.
@@ -42,8 +64,14 @@ pub struct Services {
     pub credentials: CredentialCache,
     /// Message templates, compiled once.
     pub templates: Templates,
+    /// One job per message of a batch.
+    pub send_queue: Arc<dyn Queue>,
+    /// The next attempts, delayed.
+    pub retry_queue: Arc<dyn Queue>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Failure injection (local soak only).
+    pub chaos: Chaos,
 }
 
 impl Services {
@@ -59,7 +87,10 @@ impl Services {
             events: adapters.events,
             twilio,
             templates: Templates::builtin(),
+            send_queue: adapters.send_queue,
+            retry_queue: adapters.retry_queue,
             clock: adapters.clock,
+            chaos: Chaos::default(),
             config,
         })
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::adapters::embedded::{LocalKeyService, MemorySecretSource, SqliteStore};
+use crate::adapters::embedded::{LocalKeyService, MemorySecretSource, SqliteQueue, SqliteStore};
 use crate::apigw::{HttpRequest, event_v2};
 use crate::ports::{ManualClock, TwilioCredentials};
 use crate::service::{Adapters, Services};
@@ -27,6 +27,10 @@ pub struct TestEnv {
     pub creds: TwilioCredentials,
     /// The secret source the services read (swap it to rotate).
     pub secrets: Arc<MemorySecretSource>,
+    /// The send queue (batches).
+    pub send_queue: SqliteQueue,
+    /// The retry queue.
+    pub retry_queue: SqliteQueue,
 }
 
 fn hex32(seed: u8) -> String {
@@ -72,12 +76,16 @@ impl TestEnv {
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
         let store = SqliteStore::in_memory(clock.clone()).expect("in-memory store");
         let secrets = Arc::new(MemorySecretSource::new(creds.clone()));
+        let send_queue = SqliteQueue::in_memory("send", 5, clock.clone()).expect("queue");
+        let retry_queue = send_queue.sibling("retry", 5).expect("queue");
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),
             keys: Arc::new(LocalKeyService::from_key(&[7; 32])),
             secrets: secrets.clone(),
+            send_queue: Arc::new(send_queue.clone()),
+            retry_queue: Arc::new(retry_queue.clone()),
             clock: clock.clone(),
         };
         let services = Arc::new(Services::new(config, adapters).expect("services build"));
@@ -88,6 +96,8 @@ impl TestEnv {
             clock,
             creds,
             secrets,
+            send_queue,
+            retry_queue,
         }
     }
 

@@ -289,7 +289,7 @@ async fn send(svc: &Services, req: &Request) -> http::Response<String> {
         Delivery::Submitted(status) => problem::json(201, &answer(status)),
         Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
         // Recorded and held: the claim expires and the sweeper makes the attempt again.
-        Delivery::Interrupted => problem::json(202, &answer(MessageStatus::Accepted)),
+        Delivery::Interrupted | Delivery::Crashed => problem::json(202, &answer(MessageStatus::Accepted)),
         Delivery::Failed(code) => {
             let mut p = Problem::new(ProblemKind::TwilioRejected)
                 .detail(code.map_or("Twilio refused the message", describe_code))
@@ -375,9 +375,10 @@ async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
     problem::json(202, &serde_json::json!({ "messages": accepted, "errors": errors }))
 }
 
-/// Handles a batch of send jobs from the send queue (the SQS trigger of this function).
-pub async fn handle_sqs(svc: &Services, event: SqsEvent) -> SqsBatchResponse {
-    delivery::handle_sqs_batch(svc, event).await
+/// Handles a batch of send jobs from the send queue (the SQS trigger of this function); only
+/// the jobs that must come back are reported.
+pub async fn handle_sqs(svc: &Services, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    Ok(delivery::handle_sqs_batch(svc, event).await?)
 }
 
 /// One entry of a message's timeline.
