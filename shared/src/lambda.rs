@@ -32,6 +32,8 @@ pub async fn services_from_env() -> Result<Services, StartupError> {
         keyring: aws.store.clone(),
         keys: aws.keys.clone(),
         secrets: aws.secrets.clone(),
+        send_queue: aws.send_queue.clone(),
+        retry_queue: aws.retry_queue.clone(),
         clock,
     };
     Ok(Services::new(config, adapters)?)

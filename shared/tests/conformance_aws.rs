@@ -106,6 +106,7 @@ impl Fixture {
     async fn new() -> Self {
         let sdk = sdk_config().await;
         let id = testing::unique("herald");
+        let endpoint = endpoint();
         let tables = TableNames {
             messages: format!("{id}-messages"),
             events: format!("{id}-events"),
@@ -133,6 +134,9 @@ impl Fixture {
                 tables,
                 kms_key_id: keys.pop().expect("two keys"),
                 twilio_secret_arn: secret.arn.expect("secret ARN"),
+                // The store tests make no queue calls; the queue suite has its own queues.
+                send_queue: (format!("{endpoint}/000000000000/{id}-send"), format!("{endpoint}/000000000000/{id}-send-dlq")),
+                retry_queue: (format!("{endpoint}/000000000000/{id}-retry"), format!("{endpoint}/000000000000/{id}-retry-dlq")),
             },
             sdk,
             foreign_key_id,

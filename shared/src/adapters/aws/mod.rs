@@ -1,5 +1,6 @@
-//! AWS adapters: DynamoDB (messages, events, keyring), KMS (data keys) and Secrets Manager (the
-//! Twilio credentials), built once per process from one [`SdkConfig`] and shared.
+//! AWS adapters: DynamoDB (messages, events, keyring), KMS (data keys), Secrets Manager (the
+//! Twilio credentials) and SQS (send and retry queues), built once per process from one
+//! [`SdkConfig`] and shared.
 //!
 //! ```no_run
 //! # async fn init() -> Result<(), herald::ConfigError> {
@@ -16,6 +17,7 @@
 mod dynamo;
 mod kms;
 mod secrets;
+mod sqs;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub use dynamo::{
 };
 pub use kms::KmsKeyService;
 pub use secrets::SecretsManagerSource;
+pub use sqs::{SqsQueue, create_queues};
 
 use crate::config::ConfigError;
 use crate::ports::Clock;
@@ -39,11 +42,16 @@ pub struct AwsResources {
     pub kms_key_id: String,
     /// `TWILIO_SECRET_ARN`: the Secrets Manager secret that holds the Twilio credentials.
     pub twilio_secret_arn: String,
+    /// `SEND_QUEUE_URL` and `SEND_DLQ_URL`: one job per message of a batch.
+    pub send_queue: (String, String),
+    /// `RETRY_QUEUE_URL` and `RETRY_DLQ_URL`: the next attempts, delayed.
+    pub retry_queue: (String, String),
 }
 
 impl AwsResources {
-    /// Reads `MESSAGES_TABLE`, `EVENTS_TABLE`, `STATE_TABLE`, `KMS_KEY_ID` and
-    /// `TWILIO_SECRET_ARN` from the environment.
+    /// Reads `MESSAGES_TABLE`, `EVENTS_TABLE`, `STATE_TABLE`, `KMS_KEY_ID`,
+    /// `TWILIO_SECRET_ARN`, `SEND_QUEUE_URL`, `SEND_DLQ_URL`, `RETRY_QUEUE_URL` and
+    /// `RETRY_DLQ_URL` from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -65,6 +73,8 @@ impl AwsResources {
             },
             kms_key_id: required("KMS_KEY_ID")?,
             twilio_secret_arn: required("TWILIO_SECRET_ARN")?,
+            send_queue: (required("SEND_QUEUE_URL")?, required("SEND_DLQ_URL")?),
+            retry_queue: (required("RETRY_QUEUE_URL")?, required("RETRY_DLQ_URL")?),
         })
     }
 }
@@ -78,6 +88,10 @@ pub struct AwsAdapters {
     pub keys: Arc<KmsKeyService>,
     /// The Twilio credentials from Secrets Manager.
     pub secrets: Arc<SecretsManagerSource>,
+    /// The send queue.
+    pub send_queue: Arc<SqsQueue>,
+    /// The retry queue.
+    pub retry_queue: Arc<SqsQueue>,
 }
 
 impl AwsAdapters {
@@ -86,7 +100,11 @@ impl AwsAdapters {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
         let kms = aws_sdk_kms::Client::new(sdk_config);
         let secretsmanager = aws_sdk_secretsmanager::Client::new(sdk_config);
+        let sqs = aws_sdk_sqs::Client::new(sdk_config);
+        let queue = |(url, dlq): &(String, String)| Arc::new(SqsQueue::new(sqs.clone(), url.clone(), dlq.clone()));
         Self {
+            send_queue: queue(&resources.send_queue),
+            retry_queue: queue(&resources.retry_queue),
             store: Arc::new(DynamoStore::new(dynamodb, resources.tables.clone(), clock)),
             keys: Arc::new(KmsKeyService::new(kms, resources.kms_key_id.clone())),
             secrets: Arc::new(SecretsManagerSource::new(
@@ -127,6 +145,10 @@ mod tests {
                 "TWILIO_SECRET_ARN",
                 "arn:aws:secretsmanager:us-east-1:123456789012:secret:herald/twilio",
             ),
+            ("SEND_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-send"),
+            ("SEND_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-send-dlq"),
+            ("RETRY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-retry"),
+            ("RETRY_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-retry-dlq"),
         ])
     }
 
@@ -139,6 +161,8 @@ mod tests {
         assert_eq!(r.tables.state, "herald-state");
         assert_eq!(r.kms_key_id, "alias/herald");
         assert!(r.twilio_secret_arn.ends_with("herald/twilio"));
+        assert!(r.send_queue.0.ends_with("/herald-send") && r.send_queue.1.ends_with("/herald-send-dlq"));
+        assert!(r.retry_queue.0.ends_with("/herald-retry") && r.retry_queue.1.ends_with("/herald-retry-dlq"));
     }
 
     #[test]
@@ -149,6 +173,10 @@ mod tests {
             "STATE_TABLE",
             "KMS_KEY_ID",
             "TWILIO_SECRET_ARN",
+            "SEND_QUEUE_URL",
+            "SEND_DLQ_URL",
+            "RETRY_QUEUE_URL",
+            "RETRY_DLQ_URL",
         ] {
             for blank in [None, Some("  ")] {
                 let mut env = full();
