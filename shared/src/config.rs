@@ -130,8 +130,18 @@ impl Config {
                 300,
                 0..=3600,
             )?,
-            retry_base_delay: secs(var("RETRY_BASE_DELAY_SECS"), "RETRY_BASE_DELAY_SECS", 5, 1..=3600)?,
-            retry_max_delay: secs(var("RETRY_MAX_DELAY_SECS"), "RETRY_MAX_DELAY_SECS", 3600, 1..=86_400)?,
+            retry_base_delay: secs(
+                var("RETRY_BASE_DELAY_SECS"),
+                "RETRY_BASE_DELAY_SECS",
+                5,
+                1..=3600,
+            )?,
+            retry_max_delay: secs(
+                var("RETRY_MAX_DELAY_SECS"),
+                "RETRY_MAX_DELAY_SECS",
+                3600,
+                1..=86_400,
+            )?,
             attempt_lease: secs(var("ATTEMPT_LEASE_SECS"), "ATTEMPT_LEASE_SECS", 60, 5..=900)?,
         })
         .and_then(|c: Self| {

@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::EVENT_RETENTION_MS;
-use crate::domain::{Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject};
+use crate::domain::{
+    Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+};
 use crate::ports::{Applied, Claim, QueueError};
 use crate::service::Services;
 use crate::twilio::{MessageResource, NewMessage, RetryClass, TwilioError, describe_code};
@@ -81,12 +83,27 @@ pub struct Crashed;
 /// The full-jitter exponential backoff before attempt `failed_attempt + 1`: uniform in
 /// `[0, min(cap, base·2^(failed_attempt-1))]`, at least one second and at least Twilio's
 /// `Retry-After`; a full sender queue (21611) waits six times longer.
-pub fn backoff(failed_attempt: u32, class: RetryClass, retry_after: Option<Duration>, base: Duration, cap: Duration) -> Duration {
-    let base = if class == RetryClass::RetryLater { base * 6 } else { base };
-    let exp = 1u32.checked_shl(failed_attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+pub fn backoff(
+    failed_attempt: u32,
+    class: RetryClass,
+    retry_after: Option<Duration>,
+    base: Duration,
+    cap: Duration,
+) -> Duration {
+    let base = if class == RetryClass::RetryLater {
+        base * 6
+    } else {
+        base
+    };
+    let exp = 1u32
+        .checked_shl(failed_attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     let ceiling = base.saturating_mul(exp).min(cap);
     let jittered = ceiling.mul_f64(rand::random::<f64>());
-    jittered.max(Duration::from_secs(1)).max(retry_after.unwrap_or_default()).min(cap.max(Duration::from_secs(1)))
+    jittered
+        .max(Duration::from_secs(1))
+        .max(retry_after.unwrap_or_default())
+        .min(cap.max(Duration::from_secs(1)))
 }
 
 /// How many attempts a failure of this class allows in all.
@@ -99,7 +116,15 @@ pub fn attempts_allowed(svc: &Services, class: RetryClass) -> u32 {
     }
 }
 
-fn event(svc: &Services, m: &Message, kind: EventKind, status: MessageStatus, code: Option<u32>, sid: Option<String>, applied: bool) -> Event {
+fn event(
+    svc: &Services,
+    m: &Message,
+    kind: EventKind,
+    status: MessageStatus,
+    code: Option<u32>,
+    sid: Option<String>,
+    applied: bool,
+) -> Event {
     let at_ms = svc.clock.now_ms();
     Event {
         key: format!("{}:{}:{}", m.id, kind.as_str(), m.attempt),
@@ -132,13 +157,19 @@ pub async fn enqueue_attempt(svc: &Services, m: &Message) -> Result<(), QueueErr
         attempt: m.attempt,
         not_before_ms: (wait_secs > MAX_QUEUE_DELAY_SECS).then_some(due),
     };
-    svc.retry_queue.send(&job.to_body(), wait_secs.min(MAX_QUEUE_DELAY_SECS)).await?;
+    svc.retry_queue
+        .send(&job.to_body(), wait_secs.min(MAX_QUEUE_DELAY_SECS))
+        .await?;
     Ok(())
 }
 
 /// Handles one job from the send or retry queue.
 pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
-    let Job::Message { id, attempt, not_before_ms } = job;
+    let Job::Message {
+        id,
+        attempt,
+        not_before_ms,
+    } = job;
     let now = svc.clock.now_ms();
     if let Some(nb) = *not_before_ms
         && nb > now
@@ -149,13 +180,21 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
             attempt: *attempt,
             not_before_ms: (wait > MAX_QUEUE_DELAY_SECS).then_some(nb),
         };
-        return match svc.retry_queue.send(&again.to_body(), wait.min(MAX_QUEUE_DELAY_SECS)).await {
+        return match svc
+            .retry_queue
+            .send(&again.to_body(), wait.min(MAX_QUEUE_DELAY_SECS))
+            .await
+        {
             Ok(_) => JobOutcome::Done,
             Err(_) => JobOutcome::Again,
         };
     }
     let lease_ms = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-    match svc.messages.claim_attempt(id, *attempt, now, lease_ms).await {
+    match svc
+        .messages
+        .claim_attempt(id, *attempt, now, lease_ms)
+        .await
+    {
         Ok(Claim::Claimed(m)) => match attempt_send(svc, &m).await {
             Delivery::Interrupted => JobOutcome::Again,
             Delivery::Crashed => JobOutcome::Crashed,
@@ -225,9 +264,19 @@ pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
     }
 }
 
-async fn submit(svc: &Services, m: &Message, to: &str, body: &str) -> Result<MessageResource, TwilioError> {
+async fn submit(
+    svc: &Services,
+    m: &Message,
+    to: &str,
+    body: &str,
+) -> Result<MessageResource, TwilioError> {
     let callback = svc.message_status_callback(&m.id, m.attempt);
-    let new = NewMessage { to, sender: &svc.config.sender, body, status_callback: &callback };
+    let new = NewMessage {
+        to,
+        sender: &svc.config.sender,
+        body,
+        status_callback: &callback,
+    };
     let creds = svc.credentials.get().await?;
     match svc.twilio.create_message(&creds, &new).await {
         Err(e) if e.retry_class() == RetryClass::RefreshCredentials => {
@@ -241,9 +290,18 @@ async fn submit(svc: &Services, m: &Message, to: &str, body: &str) -> Result<Mes
 }
 
 /// A message Twilio created for `m` since `since_ms`: same recipient, same body.
-async fn find_earlier(svc: &Services, m: &Message, to: &str, body: &str, since_ms: i64) -> Result<Option<MessageResource>, TwilioError> {
+async fn find_earlier(
+    svc: &Services,
+    m: &Message,
+    to: &str,
+    body: &str,
+    since_ms: i64,
+) -> Result<Option<MessageResource>, TwilioError> {
     let creds = svc.credentials.get().await?;
-    let listed = svc.twilio.list_messages_to(&creds, to, since_ms, 200).await?;
+    let listed = svc
+        .twilio
+        .list_messages_to(&creds, to, since_ms, 200)
+        .await?;
     // Twilio's times have whole seconds: allow for the truncation.
     let earliest = since_ms - 2_000;
     Ok(listed
@@ -254,7 +312,12 @@ async fn find_earlier(svc: &Services, m: &Message, to: &str, body: &str, since_m
         .inspect(|_| tracing::debug!(message_id = %m.id, "earlier attempt found")))
 }
 
-async fn record_submitted(svc: &Services, m: &Message, r: &MessageResource, adopted: bool) -> Delivery {
+async fn record_submitted(
+    svc: &Services,
+    m: &Message,
+    r: &MessageResource,
+    adopted: bool,
+) -> Delivery {
     let status = MessageStatus::from_twilio(&r.status).unwrap_or(MessageStatus::Queued);
     let change = StatusChange {
         attempt: m.attempt,
@@ -266,7 +329,15 @@ async fn record_submitted(svc: &Services, m: &Message, r: &MessageResource, adop
     };
     match svc.messages.apply_message_status(&m.id, &change).await {
         Ok(Applied::Applied(_)) => {
-            let mut ev = event(svc, m, EventKind::Submitted, status, None, Some(r.sid.clone()), true);
+            let mut ev = event(
+                svc,
+                m,
+                EventKind::Submitted,
+                status,
+                None,
+                Some(r.sid.clone()),
+                true,
+            );
             if adopted {
                 ev.key.push_str(":adopted");
             }
@@ -299,7 +370,13 @@ async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms
     let reason = e.to_string();
     let now = svc.clock.now_ms();
     if class.is_retryable() && m.attempt < attempts_allowed(svc, class) {
-        let wait = backoff(m.attempt, class, e.retry_after(), svc.config.retry_base_delay, svc.config.retry_max_delay);
+        let wait = backoff(
+            m.attempt,
+            class,
+            e.retry_after(),
+            svc.config.retry_base_delay,
+            svc.config.retry_max_delay,
+        );
         let change = RetryChange {
             attempt: m.attempt,
             error_code: code,
@@ -312,7 +389,19 @@ async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms
         crate::telemetry::metric("SendRetries", 1.0, "Count", &[]);
         return match svc.messages.schedule_retry(&m.id, &change).await {
             Ok(Applied::Applied(next)) => {
-                record_event(svc, &event(svc, m, EventKind::Deferred, MessageStatus::Retrying, code, None, true)).await;
+                record_event(
+                    svc,
+                    &event(
+                        svc,
+                        m,
+                        EventKind::Deferred,
+                        MessageStatus::Retrying,
+                        code,
+                        None,
+                        true,
+                    ),
+                )
+                .await;
                 if let Err(qe) = enqueue_attempt(svc, &next).await {
                     // The record waits for the next attempt: the redelivered job, or the
                     // sweeper, enqueues it again.
@@ -334,7 +423,10 @@ async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms
         "SendFailures",
         1.0,
         "Count",
-        &[("TwilioCode", &code.map_or_else(|| "none".to_owned(), |c| c.to_string()))],
+        &[(
+            "TwilioCode",
+            &code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+        )],
     );
     let change = StatusChange {
         attempt: m.attempt,
@@ -349,9 +441,17 @@ async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms
     };
     match svc.messages.apply_message_status(&m.id, &change).await {
         Ok(applied) => {
-            let kind = if class.is_retryable() { EventKind::Deferred } else { EventKind::Rejected };
+            let kind = if class.is_retryable() {
+                EventKind::Deferred
+            } else {
+                EventKind::Rejected
+            };
             let done = matches!(applied, Applied::Applied(_));
-            record_event(svc, &event(svc, m, kind, MessageStatus::Failed, code, None, done)).await;
+            record_event(
+                svc,
+                &event(svc, m, kind, MessageStatus::Failed, code, None, done),
+            )
+            .await;
             Delivery::Failed(final_code)
         }
         Err(se) => {
@@ -398,11 +498,19 @@ pub async fn handle_sqs_batch(
 /// The sweeper: finds messages that wait longer than `grace_ms` past when they were due (their
 /// job lost to a crash between the store and the queue) and enqueues their attempt again.
 /// Duplicated jobs are harmless: the claim decides. Returns how many were enqueued.
-pub async fn sweep(svc: &Services, grace_ms: i64, limit: u32) -> Result<u32, crate::ports::StoreError> {
+pub async fn sweep(
+    svc: &Services,
+    grace_ms: i64,
+    limit: u32,
+) -> Result<u32, crate::ports::StoreError> {
     let now = svc.clock.now_ms();
     let mut enqueued = 0;
     for status in [MessageStatus::Accepted, MessageStatus::Retrying] {
-        for m in svc.messages.list_messages_by_status(status, now - grace_ms, limit).await? {
+        for m in svc
+            .messages
+            .list_messages_by_status(status, now - grace_ms, limit)
+            .await?
+        {
             let due = m.next_attempt_at_ms.unwrap_or(m.created_at_ms);
             let held = m.claimed_until_ms.is_some_and(|u| u > now);
             if !held && due + grace_ms <= now && enqueue_attempt(svc, &m).await.is_ok() {
@@ -429,29 +537,62 @@ mod tests {
             for _ in 0..200 {
                 let d = backoff(attempt, RetryClass::Retry, None, base, cap);
                 let ceiling = (base * 2u32.pow((attempt - 1).min(10))).min(cap);
-                assert!(d >= Duration::from_secs(1) && d <= ceiling.max(Duration::from_secs(1)), "{attempt}: {d:?}");
+                assert!(
+                    d >= Duration::from_secs(1) && d <= ceiling.max(Duration::from_secs(1)),
+                    "{attempt}: {d:?}"
+                );
             }
         }
         // Full jitter: spread over the range, not clustered at the top.
-        let spread: Vec<Duration> = (0..400).map(|_| backoff(5, RetryClass::Retry, None, base, cap)).collect();
-        assert!(spread.iter().any(|d| *d < Duration::from_secs(10)) && spread.iter().any(|d| *d > Duration::from_secs(22)));
+        let spread: Vec<Duration> = (0..400)
+            .map(|_| backoff(5, RetryClass::Retry, None, base, cap))
+            .collect();
+        assert!(
+            spread.iter().any(|d| *d < Duration::from_secs(10))
+                && spread.iter().any(|d| *d > Duration::from_secs(22))
+        );
     }
 
     #[test]
     fn retry_after_is_a_floor_and_the_cap_a_ceiling() {
-        let d = backoff(1, RetryClass::Retry, Some(Duration::from_secs(30)), Duration::from_secs(1), Duration::from_secs(60));
+        let d = backoff(
+            1,
+            RetryClass::Retry,
+            Some(Duration::from_secs(30)),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         assert_eq!(d, Duration::from_secs(30));
-        let d = backoff(1, RetryClass::Retry, Some(Duration::from_secs(600)), Duration::from_secs(1), Duration::from_secs(60));
+        let d = backoff(
+            1,
+            RetryClass::Retry,
+            Some(Duration::from_secs(600)),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         assert_eq!(d, Duration::from_secs(60));
         // A full sender queue waits longer: its ceiling is six times the base.
-        assert!((0..200).any(|_| backoff(1, RetryClass::RetryLater, None, Duration::from_secs(10), Duration::from_secs(3600)) > Duration::from_secs(10)));
+        assert!((0..200).any(|_| backoff(
+            1,
+            RetryClass::RetryLater,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(3600)
+        ) > Duration::from_secs(10)));
     }
 
     #[test]
     fn jobs_round_trip_and_carry_ids_only() {
-        let job = Job::Message { id: MessageId::generate(5), attempt: 2, not_before_ms: None };
+        let job = Job::Message {
+            id: MessageId::generate(5),
+            attempt: 2,
+            not_before_ms: None,
+        };
         let body = job.to_body();
-        assert!(body.starts_with(r#"{"kind":"message","id":"msg_"#), "{body}");
+        assert!(
+            body.starts_with(r#"{"kind":"message","id":"msg_"#),
+            "{body}"
+        );
         assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
     }
 }

@@ -135,8 +135,14 @@ impl Fixture {
                 kms_key_id: keys.pop().expect("two keys"),
                 twilio_secret_arn: secret.arn.expect("secret ARN"),
                 // The store tests make no queue calls; the queue suite has its own queues.
-                send_queue: (format!("{endpoint}/000000000000/{id}-send"), format!("{endpoint}/000000000000/{id}-send-dlq")),
-                retry_queue: (format!("{endpoint}/000000000000/{id}-retry"), format!("{endpoint}/000000000000/{id}-retry-dlq")),
+                send_queue: (
+                    format!("{endpoint}/000000000000/{id}-send"),
+                    format!("{endpoint}/000000000000/{id}-send-dlq"),
+                ),
+                retry_queue: (
+                    format!("{endpoint}/000000000000/{id}-retry"),
+                    format!("{endpoint}/000000000000/{id}-retry-dlq"),
+                ),
             },
             sdk,
             foreign_key_id,

@@ -209,7 +209,12 @@ fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
 
 /// Seals and records a validated message, `accepted`; `claim` makes the caller hold its first
 /// attempt (the API path sends at once), otherwise a send job will claim it.
-async fn record_new(svc: &Services, v: &Validated, caller: &str, claim: bool) -> Result<Message, Box<dyn std::error::Error + Send + Sync>> {
+async fn record_new(
+    svc: &Services,
+    v: &Validated,
+    caller: &str,
+    claim: bool,
+) -> Result<Message, Box<dyn std::error::Error + Send + Sync>> {
     let now = svc.clock.now_ms();
     let id = MessageId::generate(u64::try_from(now).unwrap_or_default());
     let mut message = seal_message(svc, &id, v, caller.to_owned(), now).await?;
@@ -284,12 +289,19 @@ async fn send(svc: &Services, req: &Request) -> http::Response<String> {
         Err(e) => return unavailable(&*e),
     };
     let id = &message.id;
-    let answer = |status| SendAnswer { id, status, segments: v.segments, encoding: v.encoding };
+    let answer = |status| SendAnswer {
+        id,
+        status,
+        segments: v.segments,
+        encoding: v.encoding,
+    };
     match delivery::attempt_send(svc, &message).await {
         Delivery::Submitted(status) => problem::json(201, &answer(status)),
         Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
         // Recorded and held: the claim expires and the sweeper makes the attempt again.
-        Delivery::Interrupted | Delivery::Crashed => problem::json(202, &answer(MessageStatus::Accepted)),
+        Delivery::Interrupted | Delivery::Crashed => {
+            problem::json(202, &answer(MessageStatus::Accepted))
+        }
         Delivery::Failed(code) => {
             let mut p = Problem::new(ProblemKind::TwilioRejected)
                 .detail(code.map_or("Twilio refused the message", describe_code))
@@ -326,17 +338,35 @@ struct BatchRefused {
 /// send job per message on the send queue, answers `202` with the ids and the per-item errors.
 async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
     if !svc.config.sms_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled).detail("SMS sending is disabled").into_response();
+        return Problem::new(ProblemKind::FeatureDisabled)
+            .detail("SMS sending is disabled")
+            .into_response();
     }
     let items = match serde_json::from_slice::<Value>(req.body().as_ref()) {
         Ok(Value::Object(mut o)) => match o.remove("messages") {
             Some(Value::Array(items)) => items,
-            _ => return invalid(ProblemKind::InvalidField, "messages", "messages must be an array").into_response(),
+            _ => {
+                return invalid(
+                    ProblemKind::InvalidField,
+                    "messages",
+                    "messages must be an array",
+                )
+                .into_response();
+            }
         },
-        _ => return Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object").into_response(),
+        _ => {
+            return Problem::new(ProblemKind::MalformedRequest)
+                .detail("the body must be a JSON object")
+                .into_response();
+        }
     };
     if items.is_empty() || items.len() > MAX_BATCH {
-        return invalid(ProblemKind::InvalidField, "messages", format!("1 to {MAX_BATCH} messages")).into_response();
+        return invalid(
+            ProblemKind::InvalidField,
+            "messages",
+            format!("1 to {MAX_BATCH} messages"),
+        )
+        .into_response();
     }
     let caller = caller(req);
     let mut accepted = Vec::new();
@@ -351,12 +381,28 @@ async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
             }
             Ok(v) => match record_new(svc, &v, &caller, false).await {
                 Ok(m) => {
-                    jobs.push(Job::Message { id: m.id.clone(), attempt: 1, not_before_ms: None }.to_body());
-                    accepted.push(BatchAccepted { index, id: m.id, status: MessageStatus::Accepted, segments: v.segments, encoding: v.encoding });
+                    jobs.push(
+                        Job::Message {
+                            id: m.id.clone(),
+                            attempt: 1,
+                            not_before_ms: None,
+                        }
+                        .to_body(),
+                    );
+                    accepted.push(BatchAccepted {
+                        index,
+                        id: m.id,
+                        status: MessageStatus::Accepted,
+                        segments: v.segments,
+                        encoding: v.encoding,
+                    });
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store unavailable");
-                    errors.push(BatchRefused { index, problem: Problem::new(ProblemKind::Unavailable).detail("please retry") });
+                    errors.push(BatchRefused {
+                        index,
+                        problem: Problem::new(ProblemKind::Unavailable).detail("please retry"),
+                    });
                 }
             },
         }
@@ -372,12 +418,18 @@ async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
             tracing::error!(failed, "could not enqueue send jobs; the sweeper will");
         }
     }
-    problem::json(202, &serde_json::json!({ "messages": accepted, "errors": errors }))
+    problem::json(
+        202,
+        &serde_json::json!({ "messages": accepted, "errors": errors }),
+    )
 }
 
 /// Handles a batch of send jobs from the send queue (the SQS trigger of this function); only
 /// the jobs that must come back are reported.
-pub async fn handle_sqs(svc: &Services, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+pub async fn handle_sqs(
+    svc: &Services,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     Ok(delivery::handle_sqs_batch(svc, event).await?)
 }
 

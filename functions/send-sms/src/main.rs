@@ -1,11 +1,31 @@
 //! The `send-sms` Lambda: builds configuration and AWS clients once per cold start, then serves
-//! API Gateway requests with the handler in `lib.rs`.
+//! both of its triggers with `lib.rs`: API Gateway requests (the SMS API) and SQS batches from
+//! the send queue (one job per message of a bulk request).
 
-use lambda_http::{Error, run, service_fn};
+use lambda_http::Service;
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     herald::telemetry::init();
     let services = herald::lambda::services_from_env().await?;
-    run(service_fn(|req| send_sms::handle(&services, req))).await
+    let services = &services;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let (payload, context) = event.into_parts();
+        if payload.get("Records").is_some() {
+            let sqs: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(payload)?;
+            return Ok::<Value, Error>(serde_json::to_value(
+                send_sms::handle_sqs(services, sqs).await?,
+            )?);
+        }
+        let request: LambdaRequest = serde_json::from_value(payload)?;
+        let mut http = lambda_http::Adapter::from(lambda_http::service_fn(|req| {
+            send_sms::handle(services, req)
+        }));
+        let response = http.call(LambdaEvent::new(request, context)).await?;
+        Ok(serde_json::to_value(response)?)
+    }))
+    .await
 }

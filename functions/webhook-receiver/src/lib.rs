@@ -2,9 +2,11 @@
 //! verifies `X-Twilio-Signature`, applies the status transition (never backwards), keeps a
 //! sanitized, de-duplicated event, and answers at once.
 
-use herald::domain::event::EVENT_RETENTION_MS;
 use herald::delivery;
-use herald::domain::{Event, EventKind, MessageId, MessageStatus, RetryChange, StatusChange, Subject};
+use herald::domain::event::EVENT_RETENTION_MS;
+use herald::domain::{
+    Event, EventKind, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+};
 use herald::ports::Applied;
 use herald::problem::{Problem, ProblemKind};
 use herald::service::Services;
@@ -113,7 +115,13 @@ async fn retry_after_callback(
         return None;
     }
     let now = svc.clock.now_ms();
-    let wait = delivery::backoff(attempt, class, None, svc.config.retry_base_delay, svc.config.retry_max_delay);
+    let wait = delivery::backoff(
+        attempt,
+        class,
+        None,
+        svc.config.retry_base_delay,
+        svc.config.retry_max_delay,
+    );
     let change = RetryChange {
         attempt,
         error_code: Some(code),

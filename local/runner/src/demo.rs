@@ -8,6 +8,17 @@ use serde_json::json;
 
 use crate::stack::{LocalStack, StackOptions};
 
+/// A fault the simulator applies while a scenario's message is sent (then cleared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFault {
+    /// None.
+    None,
+    /// Twilio answers 500 to the first attempt.
+    ServerError,
+    /// Twilio answers 429 with `Retry-After: 1` to the first attempt.
+    Throttled,
+}
+
 /// One scripted message.
 pub struct Scenario {
     /// What it shows.
@@ -22,11 +33,35 @@ pub struct Scenario {
     pub expect_status: &'static str,
     /// The Twilio error code it must carry.
     pub expect_code: Option<u32>,
+    /// A fault while it is sent.
+    pub fault: SendFault,
+    /// How many attempts it must take.
+    pub expect_attempts: u32,
 }
 
 /// The demo's messages.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
+        Scenario {
+            label: "delivered after Twilio answered 500",
+            to: "+14155550177",
+            request: json!({"body": "Server room temperature back to normal."}),
+            outcome: Some(twilio_sim::Outcome::Deliver),
+            expect_status: "delivered",
+            expect_code: None,
+            fault: SendFault::ServerError,
+            expect_attempts: 2,
+        },
+        Scenario {
+            label: "delivered after Twilio answered 429",
+            to: "+14155550178",
+            request: json!({"body": "Nightly backup completed."}),
+            outcome: Some(twilio_sim::Outcome::Deliver),
+            expect_status: "delivered",
+            expect_code: None,
+            fault: SendFault::Throttled,
+            expect_attempts: 2,
+        },
         Scenario {
             label: "delivered",
             to: "+14155552671",
@@ -34,14 +69,18 @@ pub fn scenarios() -> Vec<Scenario> {
             outcome: Some(twilio_sim::Outcome::Deliver),
             expect_status: "delivered",
             expect_code: None,
+            fault: SendFault::None,
+            expect_attempts: 1,
         },
         Scenario {
-            label: "undelivered (30003 unreachable handset)",
+            label: "undelivered (30003 unreachable handset, 3 attempts)",
             to: "+14155550143",
             request: json!({"body": "Your appointment is tomorrow at 9:00."}),
             outcome: Some(twilio_sim::Outcome::Undelivered(30003)),
             expect_status: "undelivered",
             expect_code: Some(30003),
+            fault: SendFault::None,
+            expect_attempts: 3,
         },
         Scenario {
             label: "failed at send (21211 invalid number)",
@@ -50,6 +89,8 @@ pub fn scenarios() -> Vec<Scenario> {
             outcome: None,
             expect_status: "failed",
             expect_code: Some(21211),
+            fault: SendFault::None,
+            expect_attempts: 1,
         },
         Scenario {
             label: "failed at send (21610 opted out)",
@@ -58,6 +99,8 @@ pub fn scenarios() -> Vec<Scenario> {
             outcome: None,
             expect_status: "failed",
             expect_code: Some(21610),
+            fault: SendFault::None,
+            expect_attempts: 1,
         },
         Scenario {
             label: "UCS-2, several segments",
@@ -66,6 +109,8 @@ pub fn scenarios() -> Vec<Scenario> {
             outcome: Some(twilio_sim::Outcome::Deliver),
             expect_status: "delivered",
             expect_code: None,
+            fault: SendFault::None,
+            expect_attempts: 1,
         },
         Scenario {
             label: "template (alert)",
@@ -74,6 +119,8 @@ pub fn scenarios() -> Vec<Scenario> {
             outcome: Some(twilio_sim::Outcome::Deliver),
             expect_status: "delivered",
             expect_code: None,
+            fault: SendFault::None,
+            expect_attempts: 1,
         },
     ]
 }
@@ -96,6 +143,9 @@ pub struct Row {
     /// What it shows.
     #[serde(skip)]
     pub label: &'static str,
+    /// Attempts it took.
+    #[serde(skip)]
+    pub attempts: u32,
     /// Whether it ended as the simulator was told.
     #[serde(skip)]
     pub as_expected: bool,
@@ -106,9 +156,8 @@ pub async fn run(
     data_dir: &std::path::Path,
 ) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
     let stack = LocalStack::start(&StackOptions {
-        data_dir: data_dir.to_owned(),
-        port: 0,
         seed: 7,
+        ..StackOptions::new(data_dir)
     })
     .await?;
     let http = reqwest::Client::new();
@@ -117,6 +166,18 @@ pub async fn run(
         if let Some(outcome) = s.outcome {
             stack.sim.set_outcome(s.to, outcome);
         }
+        stack.sim.set_faults(match s.fault {
+            SendFault::None => twilio_sim::Faults::default(),
+            SendFault::ServerError => twilio_sim::Faults {
+                rate_500: 1.0,
+                ..Default::default()
+            },
+            SendFault::Throttled => twilio_sim::Faults {
+                rate_429: 1.0,
+                retry_after_secs: 1,
+                ..Default::default()
+            },
+        });
         let mut body = s.request.clone();
         body["to"] = json!(s.to);
         let resp = http
@@ -124,6 +185,7 @@ pub async fn run(
             .json(&body)
             .send()
             .await?;
+        stack.sim.set_faults(twilio_sim::Faults::default());
         let status = resp.status().as_u16();
         let answer: serde_json::Value = resp.json().await?;
         let id = answer
@@ -134,20 +196,45 @@ pub async fn run(
             .to_owned();
         sent.push((s, id));
     }
-    stack.sim.wait_idle().await;
+
+    // Retries take real seconds (backoff); wait until every message is final, within a bound.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let views = loop {
+        stack.sim.wait_idle().await;
+        let mut views = Vec::new();
+        for (_, id) in &sent {
+            let v: serde_json::Value = http
+                .get(format!("{}/v1/messages/{id}", stack.api_url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            views.push(v);
+        }
+        let all_final = views.iter().all(|v| {
+            v["status"]
+                .as_str()
+                .and_then(|s| s.parse::<herald::domain::MessageStatus>().ok())
+                .is_some_and(|s| s.is_terminal())
+        });
+        if all_final || tokio::time::Instant::now() >= deadline {
+            break views;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
 
     let mut rows = Vec::new();
-    for (s, id) in sent {
-        let m: serde_json::Value = http
-            .get(format!("{}/v1/messages/{id}", stack.api_url))
-            .send()
-            .await?
-            .json()
-            .await?;
+    for ((s, id), m) in sent.into_iter().zip(views) {
         let status = m["status"].as_str().unwrap_or("").to_owned();
         let error_code = m["error_code"].as_u64().and_then(|c| u32::try_from(c).ok());
+        let attempts = m["attempts"]
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0);
         rows.push(Row {
-            as_expected: status == s.expect_status && error_code == s.expect_code,
+            as_expected: status == s.expect_status
+                && error_code == s.expect_code
+                && attempts == s.expect_attempts,
             id,
             to: m["to"].as_str().unwrap_or("").to_owned(),
             status,
@@ -158,6 +245,7 @@ pub async fn run(
                 .unwrap_or(0),
             encoding: m["encoding"].as_str().unwrap_or("").to_owned(),
             label: s.label,
+            attempts,
         });
     }
     stack.shutdown().await;
@@ -167,8 +255,8 @@ pub async fn run(
 /// The rows as a table for people.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:<3} {}\n",
-        "MESSAGE", "TO", "STATUS", "CODE", "SEGS", "ENC", "OK", "SCENARIO"
+        "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:>3} {:<3} {}\n",
+        "MESSAGE", "TO", "STATUS", "CODE", "SEGS", "ENC", "TRY", "OK", "SCENARIO"
     );
     for r in rows {
         out.push_str(&format!(

@@ -2,5 +2,6 @@
 //! embedded adapters and the Twilio simulator.
 
 pub mod demo;
+pub mod event_source;
 pub mod gateway;
 pub mod stack;

@@ -84,9 +84,8 @@ async fn main() -> ExitCode {
             herald::telemetry::init();
             herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Stderr);
             let stack = match stack::LocalStack::start(&stack::StackOptions {
-                data_dir: data_dir.clone(),
                 port,
-                seed: 1,
+                ..stack::StackOptions::new(data_dir.clone())
             })
             .await
             {

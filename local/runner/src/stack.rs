@@ -1,18 +1,24 @@
-//! The whole of Herald on one machine: the embedded adapters, the Twilio simulator, and the
-//! functions' handlers behind the local API Gateway, in one process.
+//! The whole of Herald on one machine: the embedded adapters, the Twilio simulator, the
+//! functions' handlers behind the local API Gateway, and the SQS event sources that drive
+//! `send-sms` (send queue) and `retry-processor` (retry queue), in one process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use herald::adapters::embedded::{FileSecretSource, LocalKeyService, SqliteStore};
+use herald::adapters::embedded::{FileSecretSource, LocalKeyService, SqliteQueue, SqliteStore};
 use herald::ports::{Clock, SystemClock, TwilioCredentials};
-use herald::service::{Adapters, Services};
+use herald::service::{Adapters, Chaos, Services};
 use herald::{Config, Secret};
 
+use crate::event_source::{self, MappingOptions, MappingStats, SqsHandler};
 use crate::gateway::{Handler, Routes};
 
 /// The sender the local stack uses: Twilio's magic number that always passes.
 pub const LOCAL_FROM_NUMBER: &str = "+15005550006";
+
+/// A job is received this many times before it moves to the dead-letter queue.
+pub const MAX_RECEIVE_COUNT: u32 = 5;
 
 /// How to start the local stack.
 #[derive(Debug, Clone)]
@@ -23,6 +29,41 @@ pub struct StackOptions {
     pub port: u16,
     /// The simulator's seed.
     pub seed: u64,
+    /// Configuration variables set for this stack (over the process environment).
+    pub env: Vec<(String, String)>,
+    /// Failure injection (the soak).
+    pub crash_after_claim: f64,
+    /// Failure injection (the soak).
+    pub crash_after_send: f64,
+    /// Handler invocations at once, per queue.
+    pub concurrency: usize,
+    /// How often the sweeper runs, and how overdue a message must be for it.
+    pub sweep_every: Duration,
+}
+
+impl StackOptions {
+    /// Defaults for a local stack in `data_dir`: retries after a second or two, a short lease.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            port: 0,
+            seed: 1,
+            env: [
+                ("RETRY_BASE_DELAY_SECS", "1"),
+                ("RETRY_MAX_DELAY_SECS", "2"),
+                ("TWILIO_REQUEST_TIMEOUT_SECS", "2"),
+                ("TWILIO_CONNECT_TIMEOUT_SECS", "1"),
+                ("ATTEMPT_LEASE_SECS", "5"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            crash_after_claim: 0.0,
+            crash_after_send: 0.0,
+            concurrency: 2,
+            sweep_every: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A running local stack.
@@ -35,7 +76,16 @@ pub struct LocalStack {
     pub api_url: String,
     /// The store (for inspection).
     pub store: SqliteStore,
-    server: tokio::task::JoinHandle<()>,
+    /// The send queue.
+    pub send_queue: SqliteQueue,
+    /// The retry queue.
+    pub retry_queue: SqliteQueue,
+    /// Counters of the send queue's event source.
+    pub send_stats: Arc<MappingStats>,
+    /// Counters of the retry queue's event source.
+    pub retry_stats: Arc<MappingStats>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn hex32() -> String {
@@ -70,8 +120,20 @@ where
     Arc::new(move |req| Box::pin(f(svc.clone(), req)))
 }
 
+fn sqs_handler<F, Fut>(svc: Arc<Services>, f: F) -> SqsHandler
+where
+    F: Fn(Arc<Services>, aws_lambda_events::sqs::SqsEvent) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<aws_lambda_events::sqs::SqsBatchResponse, lambda_runtime::Error>,
+        > + Send
+        + 'static,
+{
+    Arc::new(move |ev| Box::pin(f(svc.clone(), ev)))
+}
+
 impl LocalStack {
-    /// Starts the simulator, the store and the gateway.
+    /// Starts the simulator, the store, the queues, the gateway, the event sources and the
+    /// sweeper.
     pub async fn start(
         opts: &StackOptions,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
@@ -93,21 +155,28 @@ impl LocalStack {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let api_url = format!("http://{}", listener.local_addr()?);
 
-        let env = [
-            ("TWILIO_ACCOUNT_SID", creds.account_sid.clone()),
-            ("TWILIO_FROM_NUMBER", LOCAL_FROM_NUMBER.to_owned()),
-            ("TWILIO_WEBHOOK_BASE_URL", api_url.clone()),
-            ("TWILIO_API_BASE_URL", sim.base_url()),
+        let mut env: Vec<(String, String)> = vec![
+            ("TWILIO_ACCOUNT_SID".into(), creds.account_sid.clone()),
+            ("TWILIO_FROM_NUMBER".into(), LOCAL_FROM_NUMBER.to_owned()),
+            ("TWILIO_WEBHOOK_BASE_URL".into(), api_url.clone()),
+            ("TWILIO_API_BASE_URL".into(), sim.base_url()),
         ];
+        env.extend(opts.env.iter().cloned());
         let config = Config::from_lookup(|k| {
             env.iter()
-                .find(|(n, _)| *n == k)
+                .rev()
+                .find(|(n, _)| n == k)
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var(k).ok())
         })?;
+        let visibility_timeout_secs =
+            u32::try_from(config.attempt_lease.as_secs()).unwrap_or(60) + 1;
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = SqliteStore::open(&opts.data_dir.join("herald.db"), clock.clone())?;
+        let db = opts.data_dir.join("herald.db");
+        let store = SqliteStore::open(&db, clock.clone())?;
+        let send_queue = SqliteQueue::open(&db, "send", MAX_RECEIVE_COUNT, clock.clone())?;
+        let retry_queue = send_queue.sibling("retry", MAX_RECEIVE_COUNT)?;
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
@@ -116,9 +185,16 @@ impl LocalStack {
                 &opts.data_dir.join("master.key"),
             )?),
             secrets: Arc::new(FileSecretSource::new(secret_path)),
+            send_queue: Arc::new(send_queue.clone()),
+            retry_queue: Arc::new(retry_queue.clone()),
             clock,
         };
-        let services = Arc::new(Services::new(config, adapters)?);
+        let mut services = Services::new(config, adapters)?;
+        services.chaos = Chaos {
+            crash_after_claim: opts.crash_after_claim,
+            crash_after_send: opts.crash_after_send,
+        };
+        let services = Arc::new(services);
 
         let routes = Routes {
             routes: vec![
@@ -137,23 +213,73 @@ impl LocalStack {
             ],
         };
         let app = crate::gateway::router(routes);
-        let server = tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "local gateway stopped");
             }
-        });
+        })];
+
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mapping = |name: &str| MappingOptions {
+            name: name.to_owned(),
+            batch_size: 10,
+            visibility_timeout_secs,
+            concurrency: opts.concurrency,
+            idle_poll: Duration::from_millis(20),
+        };
+        let send_stats = Arc::new(MappingStats::default());
+        let retry_stats = Arc::new(MappingStats::default());
+        tasks.extend(event_source::spawn(
+            Arc::new(send_queue.clone()),
+            sqs_handler(services.clone(), |s, e| async move {
+                send_sms::handle_sqs(&s, e).await
+            }),
+            mapping("herald-send"),
+            send_stats.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.extend(event_source::spawn(
+            Arc::new(retry_queue.clone()),
+            sqs_handler(services.clone(), |s, e| async move {
+                retry_processor::handle(&s, e).await
+            }),
+            mapping("herald-retry"),
+            retry_stats.clone(),
+            stop_rx.clone(),
+        ));
+        let (sweeper_svc, every, mut sweeper_stop) = (services.clone(), opts.sweep_every, stop_rx);
+        let grace_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = sweeper_stop.changed() => return,
+                }
+                if let Err(e) = herald::delivery::sweep(&sweeper_svc, grace_ms, 1000).await {
+                    tracing::error!(error = %e, "sweep failed");
+                }
+            }
+        }));
         Ok(Self {
             services,
             sim,
             api_url,
             store,
-            server,
+            send_queue,
+            retry_queue,
+            send_stats,
+            retry_stats,
+            stop,
+            tasks,
         })
     }
 
-    /// Stops the gateway and the simulator.
+    /// Stops the event sources, the gateway and the simulator.
     pub async fn shutdown(self) {
-        self.server.abort();
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.abort();
+        }
         self.sim.shutdown().await;
     }
 }

@@ -34,9 +34,8 @@ async fn the_demo_ends_every_message_as_the_simulator_was_told() {
 async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StackOptions {
-        data_dir: dir.path().to_owned(),
-        port: 0,
         seed: 3,
+        ..StackOptions::new(dir.path())
     };
     let number = "+14155550199";
     let body = "Secret rendezvous at the old mill";
@@ -87,9 +86,8 @@ async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart(
 async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let stack = LocalStack::start(&StackOptions {
-        data_dir: dir.path().to_owned(),
-        port: 0,
         seed: 5,
+        ..StackOptions::new(dir.path())
     })
     .await
     .unwrap();

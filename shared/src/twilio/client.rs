@@ -206,14 +206,20 @@ impl Client {
         let mut url = Some(first);
         let mut found = Vec::new();
         while let Some(u) = url.take() {
-            let req = self.http.get(&u).basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
+            let req = self
+                .http
+                .get(&u)
+                .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
             let page: MessagePage = self.send(req).await?;
             found.extend(page.messages);
             if found.len() >= max {
                 found.truncate(max);
                 break;
             }
-            url = page.next_page_uri.filter(|n| n.starts_with('/')).map(|n| format!("{}{n}", self.base_url));
+            url = page
+                .next_page_uri
+                .filter(|n| n.starts_with('/'))
+                .map(|n| format!("{}{n}", self.base_url));
         }
         Ok(found)
     }

@@ -101,7 +101,9 @@ impl AwsAdapters {
         let kms = aws_sdk_kms::Client::new(sdk_config);
         let secretsmanager = aws_sdk_secretsmanager::Client::new(sdk_config);
         let sqs = aws_sdk_sqs::Client::new(sdk_config);
-        let queue = |(url, dlq): &(String, String)| Arc::new(SqsQueue::new(sqs.clone(), url.clone(), dlq.clone()));
+        let queue = |(url, dlq): &(String, String)| {
+            Arc::new(SqsQueue::new(sqs.clone(), url.clone(), dlq.clone()))
+        };
         Self {
             send_queue: queue(&resources.send_queue),
             retry_queue: queue(&resources.retry_queue),
@@ -145,10 +147,22 @@ mod tests {
                 "TWILIO_SECRET_ARN",
                 "arn:aws:secretsmanager:us-east-1:123456789012:secret:herald/twilio",
             ),
-            ("SEND_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-send"),
-            ("SEND_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-send-dlq"),
-            ("RETRY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-retry"),
-            ("RETRY_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/herald-retry-dlq"),
+            (
+                "SEND_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/herald-send",
+            ),
+            (
+                "SEND_DLQ_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/herald-send-dlq",
+            ),
+            (
+                "RETRY_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/herald-retry",
+            ),
+            (
+                "RETRY_DLQ_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/herald-retry-dlq",
+            ),
         ])
     }
 
@@ -161,8 +175,14 @@ mod tests {
         assert_eq!(r.tables.state, "herald-state");
         assert_eq!(r.kms_key_id, "alias/herald");
         assert!(r.twilio_secret_arn.ends_with("herald/twilio"));
-        assert!(r.send_queue.0.ends_with("/herald-send") && r.send_queue.1.ends_with("/herald-send-dlq"));
-        assert!(r.retry_queue.0.ends_with("/herald-retry") && r.retry_queue.1.ends_with("/herald-retry-dlq"));
+        assert!(
+            r.send_queue.0.ends_with("/herald-send")
+                && r.send_queue.1.ends_with("/herald-send-dlq")
+        );
+        assert!(
+            r.retry_queue.0.ends_with("/herald-retry")
+                && r.retry_queue.1.ends_with("/herald-retry-dlq")
+        );
     }
 
     #[test]
