@@ -280,7 +280,9 @@ pub trait Queue: Send + Sync {
     /// Sends up to [`MAX_BATCH`] jobs `(body, delay_secs)` in one call. Each entry is checked and
     /// sent on its own: the answer holds one result per entry, in order, the message id or why
     /// that entry was refused. An empty batch or one above [`MAX_BATCH`] fails as a whole with
-    /// [`QueueError::Invalid`]; a failure of the service as a whole is [`QueueError::Transient`].
+    /// [`QueueError::Invalid`], one whose valid bodies together exceed [`MAX_BODY_BYTES`] with
+    /// [`QueueError::TooLarge`] (SQS limits the whole request); a failure of the service as a
+    /// whole is [`QueueError::Transient`]. Nothing is sent when the batch fails as a whole.
     async fn send_batch(
         &self,
         jobs: &[(String, u32)],
@@ -340,6 +342,16 @@ pub fn check_body(body: &str) -> Result<(), QueueError> {
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(QueueError::TooLarge(body.len()));
+    }
+    Ok(())
+}
+
+/// Checks the bodies of a batch's valid entries together against [`MAX_BODY_BYTES`] (shared by
+/// the adapters).
+pub fn check_batch_size<'a>(bodies: impl IntoIterator<Item = &'a str>) -> Result<(), QueueError> {
+    let total: usize = bodies.into_iter().map(str::len).sum();
+    if total > MAX_BODY_BYTES {
+        return Err(QueueError::TooLarge(total));
     }
     Ok(())
 }
