@@ -336,7 +336,7 @@ pub trait Queue: Send + Sync {
 }
 
 /// Checks a body against the queue limits (shared by the adapters).
-pub fn check_body(body: &str) -> Result<(), QueueError> {
+pub(crate) fn check_body(body: &str) -> Result<(), QueueError> {
     if body.is_empty() {
         return Err(QueueError::Invalid("empty body".into()));
     }
@@ -348,7 +348,9 @@ pub fn check_body(body: &str) -> Result<(), QueueError> {
 
 /// Checks the bodies of a batch's valid entries together against [`MAX_BODY_BYTES`] (shared by
 /// the adapters).
-pub fn check_batch_size<'a>(bodies: impl IntoIterator<Item = &'a str>) -> Result<(), QueueError> {
+pub(crate) fn check_batch_size<'a>(
+    bodies: impl IntoIterator<Item = &'a str>,
+) -> Result<(), QueueError> {
     let total: usize = bodies.into_iter().map(str::len).sum();
     if total > MAX_BODY_BYTES {
         return Err(QueueError::TooLarge(total));
@@ -357,7 +359,7 @@ pub fn check_batch_size<'a>(bodies: impl IntoIterator<Item = &'a str>) -> Result
 }
 
 /// Checks a delay against [`MAX_DELAY_SECS`] (shared by the adapters).
-pub fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
+pub(crate) fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
     if delay_secs > MAX_DELAY_SECS {
         return Err(QueueError::Invalid(format!(
             "delay {delay_secs}s is above {MAX_DELAY_SECS}s"
@@ -367,7 +369,7 @@ pub fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
 }
 
 /// Checks a visibility timeout against [`MAX_VISIBILITY_TIMEOUT_SECS`] (shared by the adapters).
-pub fn check_visibility(secs: u32) -> Result<(), QueueError> {
+pub(crate) fn check_visibility(secs: u32) -> Result<(), QueueError> {
     if secs > MAX_VISIBILITY_TIMEOUT_SECS {
         return Err(QueueError::Invalid(format!(
             "visibility timeout {secs}s is above {MAX_VISIBILITY_TIMEOUT_SECS}s"
@@ -377,7 +379,7 @@ pub fn check_visibility(secs: u32) -> Result<(), QueueError> {
 }
 
 /// Checks a receive or batch size against 1..=[`MAX_BATCH`] (shared by the adapters).
-pub fn check_batch(n: usize) -> Result<(), QueueError> {
+pub(crate) fn check_batch(n: usize) -> Result<(), QueueError> {
     if n == 0 || n > MAX_BATCH {
         return Err(QueueError::Invalid(format!(
             "batch of {n}: must be 1..={MAX_BATCH}"
