@@ -322,12 +322,13 @@ pub trait Queue: Send + Sync {
     ) -> Result<(), QueueError>;
 
     /// Up to `max` (1..=[`MAX_BATCH`]) jobs from the dead-letter queue, for inspection. They stay
-    /// there (though on SQS they are hidden for a few seconds and their receive count rises:
-    /// compare bodies and ids, not counts).
+    /// there, visible (on SQS each look is a receive with visibility 0 and raises their receive
+    /// count: compare bodies, not counts). Their receipts are for no other operation.
     async fn dead_letters(&self, max: u32) -> Result<Vec<ReceivedJob>, QueueError>;
 
     /// Moves every job from the dead-letter queue back to the queue, visible at once with its
-    /// receive count reset; returns how many moved. A job is sent to the queue before it leaves
+    /// receive count reset (on SQS it is sent anew, so it gets a new message id; the embedded
+    /// queue keeps the id); returns how many moved. A job is sent to the queue before it leaves
     /// the dead-letter queue, so a failure half-way may duplicate a job but never loses one.
     async fn redrive(&self) -> Result<u32, QueueError>;
 
