@@ -372,7 +372,9 @@ pub trait Queue: Send + Sync {
     /// Sends up to [`MAX_BATCH`] jobs `(body, delay_secs)` in one call. Each entry is checked and
     /// sent on its own: the answer holds one result per entry, in order, the message id or why
     /// that entry was refused. An empty batch or one above [`MAX_BATCH`] fails as a whole with
-    /// [`QueueError::Invalid`]; a failure of the service as a whole is [`QueueError::Transient`].
+    /// [`QueueError::Invalid`], one whose valid bodies together exceed [`MAX_BODY_BYTES`] with
+    /// [`QueueError::TooLarge`] (SQS limits the whole request); a failure of the service as a
+    /// whole is [`QueueError::Transient`]. Nothing is sent when the batch fails as a whole.
     async fn send_batch(
         &self,
         jobs: &[(String, u32)],
@@ -412,12 +414,13 @@ pub trait Queue: Send + Sync {
     ) -> Result<(), QueueError>;
 
     /// Up to `max` (1..=[`MAX_BATCH`]) jobs from the dead-letter queue, for inspection. They stay
-    /// there (though on SQS they are hidden for a few seconds and their receive count rises:
-    /// compare bodies and ids, not counts).
+    /// there, visible (on SQS each look is a receive with visibility 0 and raises their receive
+    /// count: compare bodies, not counts). Their receipts are for no other operation.
     async fn dead_letters(&self, max: u32) -> Result<Vec<ReceivedJob>, QueueError>;
 
     /// Moves every job from the dead-letter queue back to the queue, visible at once with its
-    /// receive count reset; returns how many moved. A job is sent to the queue before it leaves
+    /// receive count reset (on SQS it is sent anew, so it gets a new message id; the embedded
+    /// queue keeps the id); returns how many moved. A job is sent to the queue before it leaves
     /// the dead-letter queue, so a failure half-way may duplicate a job but never loses one.
     async fn redrive(&self) -> Result<u32, QueueError>;
 
@@ -426,7 +429,7 @@ pub trait Queue: Send + Sync {
 }
 
 /// Checks a body against the queue limits (shared by the adapters).
-pub fn check_body(body: &str) -> Result<(), QueueError> {
+pub(crate) fn check_body(body: &str) -> Result<(), QueueError> {
     if body.is_empty() {
         return Err(QueueError::Invalid("empty body".into()));
     }
@@ -436,8 +439,20 @@ pub fn check_body(body: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Checks the bodies of a batch's valid entries together against [`MAX_BODY_BYTES`] (shared by
+/// the adapters).
+pub(crate) fn check_batch_size<'a>(
+    bodies: impl IntoIterator<Item = &'a str>,
+) -> Result<(), QueueError> {
+    let total: usize = bodies.into_iter().map(str::len).sum();
+    if total > MAX_BODY_BYTES {
+        return Err(QueueError::TooLarge(total));
+    }
+    Ok(())
+}
+
 /// Checks a delay against [`MAX_DELAY_SECS`] (shared by the adapters).
-pub fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
+pub(crate) fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
     if delay_secs > MAX_DELAY_SECS {
         return Err(QueueError::Invalid(format!(
             "delay {delay_secs}s is above {MAX_DELAY_SECS}s"
@@ -447,7 +462,7 @@ pub fn check_delay(delay_secs: u32) -> Result<(), QueueError> {
 }
 
 /// Checks a visibility timeout against [`MAX_VISIBILITY_TIMEOUT_SECS`] (shared by the adapters).
-pub fn check_visibility(secs: u32) -> Result<(), QueueError> {
+pub(crate) fn check_visibility(secs: u32) -> Result<(), QueueError> {
     if secs > MAX_VISIBILITY_TIMEOUT_SECS {
         return Err(QueueError::Invalid(format!(
             "visibility timeout {secs}s is above {MAX_VISIBILITY_TIMEOUT_SECS}s"
@@ -457,7 +472,7 @@ pub fn check_visibility(secs: u32) -> Result<(), QueueError> {
 }
 
 /// Checks a receive or batch size against 1..=[`MAX_BATCH`] (shared by the adapters).
-pub fn check_batch(n: usize) -> Result<(), QueueError> {
+pub(crate) fn check_batch(n: usize) -> Result<(), QueueError> {
     if n == 0 || n > MAX_BATCH {
         return Err(QueueError::Invalid(format!(
             "batch of {n}: must be 1..={MAX_BATCH}"

@@ -210,6 +210,11 @@ pub async fn rejects_bad_requests(f: &dyn QueueFixture) {
         q.send_batch(&eleven).await,
         Err(QueueError::Invalid(_))
     ));
+    let heavy: Vec<(String, u32)> = (0..10).map(|_| ("x".repeat(30_000), 0)).collect();
+    assert!(matches!(
+        q.send_batch(&heavy).await,
+        Err(QueueError::TooLarge(300_000))
+    ));
     assert!(matches!(
         q.delete("not-a-receipt").await,
         Err(QueueError::InvalidReceipt)

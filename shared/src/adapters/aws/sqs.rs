@@ -14,8 +14,8 @@ use aws_sdk_sqs::types::{
 };
 
 use crate::ports::{
-    Queue, QueueDepth, QueueError, ReceivedJob, check_batch, check_body, check_delay,
-    check_visibility,
+    Queue, QueueDepth, QueueError, ReceivedJob, check_batch, check_batch_size, check_body,
+    check_delay, check_visibility,
 };
 
 /// The longest long poll SQS allows, in seconds.
@@ -106,6 +106,7 @@ impl SqsQueue {
         url: &str,
         max: u32,
         visibility_timeout_secs: u32,
+        wait_secs: u32,
     ) -> Result<Vec<ReceivedJob>, QueueError> {
         let out = self
             .client
@@ -113,7 +114,7 @@ impl SqsQueue {
             .queue_url(url)
             .max_number_of_messages(to_i32(max))
             .visibility_timeout(to_i32(visibility_timeout_secs))
-            .wait_time_seconds(to_i32(self.wait_secs))
+            .wait_time_seconds(to_i32(wait_secs))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
@@ -218,6 +219,12 @@ impl Queue for SqsQueue {
                 }
             }
         }
+        check_batch_size(
+            jobs.iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_none())
+                .map(|((b, _), _)| b.as_str()),
+        )?;
         if !entries.is_empty() {
             let out = self
                 .client
@@ -258,8 +265,13 @@ impl Queue for SqsQueue {
     ) -> Result<Vec<ReceivedJob>, QueueError> {
         check_batch(max as usize)?;
         check_visibility(visibility_timeout_secs)?;
-        self.receive_from(&self.queue_url, max, visibility_timeout_secs)
-            .await
+        self.receive_from(
+            &self.queue_url,
+            max,
+            visibility_timeout_secs,
+            self.wait_secs,
+        )
+        .await
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
@@ -299,17 +311,20 @@ impl Queue for SqsQueue {
     async fn dead_letters(&self, max: u32) -> Result<Vec<ReceivedJob>, QueueError> {
         check_batch(max as usize)?;
         // Visibility 0: the jobs stay visible in the dead-letter queue.
-        self.receive_from(&self.dlq_url, max, 0).await
+        self.receive_from(&self.dlq_url, max, 0, self.wait_secs)
+            .await
     }
 
     async fn redrive(&self) -> Result<u32, QueueError> {
         // StartMessageMoveTask is asynchronous and not in every emulator: move by hand, sending
         // each job before deleting it from the dead-letter queue (a failure duplicates, never
-        // loses). Each job is hidden while it moves, so the loop ends.
+        // loses). Each job is hidden while it moves, so the loop ends. A long poll of at least a
+        // second asks every SQS server, so an empty answer means the dead-letter queue is empty.
         let mut moved = 0_u32;
+        let wait = self.wait_secs.max(1);
         loop {
             let batch = self
-                .receive_from(&self.dlq_url, 10, REDRIVE_VISIBILITY_SECS)
+                .receive_from(&self.dlq_url, 10, REDRIVE_VISIBILITY_SECS, wait)
                 .await?;
             if batch.is_empty() {
                 return Ok(moved);

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::ports::{
-    Clock, Queue, QueueDepth, QueueError, ReceivedJob, check_batch, check_body, check_delay,
-    check_visibility,
+    Clock, Queue, QueueDepth, QueueError, ReceivedJob, check_batch, check_batch_size, check_body,
+    check_delay, check_visibility,
 };
 
 const SCHEMA: &str = "
@@ -221,6 +221,7 @@ impl Queue for SqliteQueue {
                 Ok((body.clone(), *delay))
             })
             .collect();
+        check_batch_size(checked.iter().flatten().map(|(b, _)| b.as_str()))?;
         self.with(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
