@@ -396,7 +396,8 @@ async fn validation_and_magic_numbers() {
     let long = format!("<Response><Say>{}</Say></Response>", "a".repeat(4000));
     let exact = format!("<Response><Say>{}</Say></Response>", "a".repeat(4000 - 32));
     assert_eq!(exact.chars().count(), 4000);
-    let cases: Vec<(Vec<(&str, &str)>, u16, u64)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, u64);
+    let cases: Vec<Case> = vec![
         (vec![("From", FROM), ("Twiml", t)], 400, 21201),
         (vec![("To", CALLEE), ("Twiml", t)], 400, 21213),
         (vec![("To", CALLEE), ("From", FROM)], 400, 21205),
