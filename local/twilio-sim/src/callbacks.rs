@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 
 use crate::config::{Faults, Outcome};
 use crate::model::{API_VERSION, CallbackRecord, MessageStatus, delivery_error_message};
-use crate::signature::sign;
 use crate::sim::{Inner, State};
+use crate::webhook::{self, Encoding, Signed};
 
 /// The sender a Messaging Service "picks" for messages created without `From`.
 pub const SERVICE_SENDER: &str = "+15005550006";
@@ -88,17 +88,15 @@ pub(crate) async fn run_job(inner: &Arc<Inner>, job: CallbackJob, latency_ms: u6
     }
 }
 
-struct Prepared {
-    url: String,
-    signed_url: String,
-    retries: u32,
-    params: Vec<(String, String)>,
-    signature: String,
-}
-
-/// Applies the step to the stored message and builds its callback (if it has a URL).
-fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Prepared> {
+/// Applies the step to the stored message and builds its signed callback (if it has a URL).
+fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Signed> {
     let mut state = inner.lock();
+    let token = state.creds.primary.clone();
+    let encoding = if state.json_callbacks {
+        Encoding::Json
+    } else {
+        Encoding::Form
+    };
     let msg = state.message_mut(sid)?;
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -115,11 +113,6 @@ fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Prepared> {
         msg.date_updated = now;
     }
     let url = msg.status_callback.clone()?;
-    let (signed_url, fragment) = match url.split_once('#') {
-        Some((u, f)) => (u.to_string(), Some(f)),
-        None => (url.clone(), None),
-    };
-    let retries = fragment.map(retry_count).unwrap_or(0);
     let mut params = vec![
         ("AccountSid".to_string(), msg.account_sid.clone()),
         ("ApiVersion".to_string(), API_VERSION.to_string()),
@@ -154,91 +147,32 @@ fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Prepared> {
         );
         params.push(("RawDlrDoneDate".to_string(), raw));
     }
-    let signature = sign(&inner.auth_token, &signed_url, &params);
-    Some(Prepared {
-        url,
-        signed_url,
-        retries,
-        params,
-        signature,
-    })
-}
-
-/// `rc=N` of a connection-override fragment (`#rc=3&rp=all`), clamped to Twilio's 0–5.
-fn retry_count(fragment: &str) -> u32 {
-    fragment
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "rc")
-        .and_then(|(_, v)| v.parse::<u32>().ok())
-        .map_or(0, |n| n.min(5))
+    Some(webhook::prepare(&token, &url, params, encoding))
 }
 
 async fn run_step(inner: &Arc<Inner>, sid: &str, step: &Step) {
     let Some(p) = apply(inner, sid, step) else {
         return;
     };
-    let body = serde_urlencoded::to_string(&p.params).unwrap_or_default();
     for attempt in 1..=p.retries + 1 {
-        let mut req = inner
-            .http
-            .post(&p.signed_url)
-            .header("X-Twilio-Signature", &p.signature)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded; charset=utf-8",
-            )
-            .body(body.clone());
-        if attempt > 1 {
-            req = req.header(
-                "I-Twilio-Idempotency-Token",
-                format!("{}-{}-{}", sid, step.status, attempt),
-            );
-        }
-        let (response_status, error) = match req.send().await {
-            Ok(r) => (Some(r.status().as_u16()), None),
-            Err(e) => (None, Some(error_chain(&e))),
-        };
-        let ok = response_status.is_some_and(|s| (200..300).contains(&s));
+        let token = (attempt > 1).then(|| format!("{}-{}-{}", sid, step.status, attempt));
+        let a = webhook::send(inner, &p, token).await;
+        let ok = a.succeeded();
         inner.lock().callbacks.push(CallbackRecord {
             message_sid: sid.to_string(),
             message_status: step.status,
             url: p.url.clone(),
             signed_url: p.signed_url.clone(),
             params: p.params.clone(),
+            body: p.body.clone(),
             signature: p.signature.clone(),
             attempt,
             duplicate: step.duplicate,
-            response_status,
-            error,
+            response_status: a.status,
+            error: a.error,
         });
         if ok {
             break;
         }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::retry_count;
-
-    #[test]
-    fn fragment_retry_count() {
-        assert_eq!(retry_count("rc=3"), 3);
-        assert_eq!(retry_count("ct=3000&rc=2&rp=all"), 2);
-        assert_eq!(retry_count("rc=9"), 5);
-        assert_eq!(retry_count("rp=all"), 0);
-        assert_eq!(retry_count("rc=x"), 0);
     }
 }

@@ -50,6 +50,24 @@ pub enum Outcome {
     Failed(u32),
 }
 
+/// What happens to a call after `queued`, chosen per `To` number.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallOutcome {
+    /// Answered; the callee presses these keys at the call's `<Gather>` (its `action` URL gets
+    /// `Digits`; a trailing `finishOnKey` character, `#` by default, becomes `FinishedOnKey`).
+    AnswerAndPress(String),
+    /// Answered; the callee listens and presses nothing.
+    #[default]
+    AnswerNoInput,
+    /// Rings busy: ends `busy`.
+    Busy,
+    /// Rings out: ends `no-answer`.
+    NoAnswer,
+    /// Cannot be placed: ends `failed`.
+    Failed,
+}
+
 /// Everything a simulator instance needs.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -67,10 +85,14 @@ pub struct SimConfig {
     pub callback_mode: CallbackMode,
     /// Faults injected from the start (see [`SimHandle::set_faults`](crate::SimHandle::set_faults)).
     pub faults: Faults,
+    /// Send status callbacks (messages and calls) as `application/json` with `bodySHA256` in
+    /// the signed URL instead of form posts (default `false`).
+    pub json_callbacks: bool,
 }
 
 impl SimConfig {
-    /// A configuration with no API keys, seed 0, no latency, immediate callbacks and no faults.
+    /// A configuration with no API keys, seed 0, no latency, immediate form-encoded callbacks
+    /// and no faults.
     pub fn new(account_sid: impl Into<String>, auth_token: impl Into<String>) -> Self {
         Self {
             account_sid: account_sid.into(),
@@ -80,6 +102,7 @@ impl SimConfig {
             callback_latency_ms: 0,
             callback_mode: CallbackMode::Immediate,
             faults: Faults::default(),
+            json_callbacks: false,
         }
     }
 }

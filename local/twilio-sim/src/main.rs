@@ -61,6 +61,9 @@ struct Args {
     /// Share of messages whose final callback comes before `sent`.
     #[arg(long, default_value_t = 0.0)]
     rate_out_of_order: f64,
+    /// Send status callbacks as JSON, signed over the URL with `bodySHA256` added.
+    #[arg(long)]
+    json_callbacks: bool,
 }
 
 fn parse_key(s: &str) -> Result<(String, String), String> {
@@ -85,6 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.api_keys = args.api_keys;
     config.seed = args.seed;
     config.callback_latency_ms = args.callback_latency_ms;
+    config.json_callbacks = args.json_callbacks;
     if args.manual_callbacks {
         config.callback_mode = CallbackMode::Manual;
     }

@@ -187,10 +187,13 @@ pub struct CallbackRecord {
     pub message_status: MessageStatus,
     /// The URL as the message's `StatusCallback` gave it (fragment included).
     pub url: String,
-    /// The URL requested and signed (fragment removed).
+    /// The URL requested and signed (fragment removed; `bodySHA256=…` added for JSON).
     pub signed_url: String,
-    /// Form parameters, in the order sent.
+    /// Parameters, in the order sent.
     pub params: Vec<(String, String)>,
+    /// The raw request body: form-encoded, or JSON with
+    /// [`SimConfig::json_callbacks`](crate::SimConfig::json_callbacks).
+    pub body: String,
     /// `X-Twilio-Signature` header value.
     pub signature: String,
     /// 1 for the first attempt, then 2, 3… for `#rc=N` retries.

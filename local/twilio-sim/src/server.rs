@@ -1,4 +1,5 @@
-//! HTTP routes: Twilio's Messages REST API and the `/_sim` inspection API.
+//! HTTP routes: Twilio's REST API (Messages, Calls, Keys, Account; Accounts v1 auth tokens)
+//! and the `/_sim` inspection API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,13 @@ use serde_json::{Value, json};
 use time::{Date, OffsetDateTime};
 
 use crate::callbacks::CallbackJob;
-use crate::config::{Faults, Outcome};
+use crate::calls::{CALL_EVENTS, CallJob, CallStatus, SimCall};
+use crate::config::{CallOutcome, Faults, Outcome};
+use crate::credentials::{Principal, SimKey, account_json, iso8601, now};
+use crate::inbound::InboundSms;
 use crate::model::{API_VERSION, MessageStatus, RequestRecord, SimMessage, TwilioError};
 use crate::segments::num_segments;
-use crate::sim::Inner;
+use crate::sim::{Inner, Job};
 
 type Shared = State<Arc<Inner>>;
 
@@ -29,6 +33,14 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/_sim/requests", get(sim_requests))
         .route("/_sim/callbacks", get(sim_callbacks))
         .route("/_sim/outcomes", post(sim_outcome))
+        .route("/_sim/calls", get(sim_calls))
+        .route("/_sim/call-callbacks", get(sim_call_callbacks))
+        .route("/_sim/voice-requests", get(sim_voice_requests))
+        .route("/_sim/call-outcomes", post(sim_call_outcome))
+        .route("/_sim/inbound", get(sim_inbound_list).post(sim_inbound))
+        .route("/_sim/keys", get(sim_keys))
+        .route("/_sim/auth-token", get(sim_auth_token))
+        .route("/_sim/json-callbacks", post(sim_json_callbacks))
         .route("/_sim/faults", get(sim_get_faults).post(sim_set_faults))
         .route("/_sim/flush", post(sim_flush))
         .route("/_sim/idle", post(sim_idle))
@@ -75,6 +87,83 @@ async fn sim_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> R
     Json(json!({"to": req.to, "outcome": outcome})).into_response()
 }
 
+async fn sim_calls(State(inner): Shared) -> Json<Value> {
+    Json(json!(inner.lock().calls))
+}
+
+async fn sim_call_callbacks(State(inner): Shared) -> Json<Value> {
+    Json(json!(inner.lock().call_callbacks))
+}
+
+async fn sim_voice_requests(State(inner): Shared) -> Json<Value> {
+    Json(json!(inner.lock().voice_requests))
+}
+
+#[derive(Deserialize)]
+struct CallOutcomeRequest {
+    to: String,
+    outcome: String,
+    digits: Option<String>,
+}
+
+async fn sim_call_outcome(State(inner): Shared, Json(req): Json<CallOutcomeRequest>) -> Response {
+    let outcome = match (req.outcome.as_str(), req.digits) {
+        ("answer-and-press", Some(d)) => CallOutcome::AnswerAndPress(d),
+        ("answer-no-input", _) => CallOutcome::AnswerNoInput,
+        ("busy", _) => CallOutcome::Busy,
+        ("no-answer", _) => CallOutcome::NoAnswer,
+        ("failed", _) => CallOutcome::Failed,
+        (other, _) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!(
+                    "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer or failed"
+                )})),
+            )
+                .into_response();
+        }
+    };
+    inner
+        .lock()
+        .call_outcomes
+        .insert(req.to.clone(), outcome.clone());
+    Json(json!({"to": req.to, "outcome": outcome})).into_response()
+}
+
+async fn sim_inbound(State(inner): Shared, Json(sms): Json<InboundSms>) -> Json<Value> {
+    let record = crate::inbound::deliver(&inner, sms).await;
+    Json(json!(record))
+}
+
+async fn sim_inbound_list(State(inner): Shared) -> Json<Value> {
+    Json(json!(inner.lock().inbound))
+}
+
+async fn sim_keys(State(inner): Shared) -> Json<Value> {
+    Json(json!(inner.lock().creds.keys))
+}
+
+async fn sim_auth_token(State(inner): Shared) -> Json<Value> {
+    let state = inner.lock();
+    Json(json!({
+        "primary": state.creds.primary,
+        "secondary": state.creds.secondary.as_ref().map(|(t, _)| t),
+    }))
+}
+
+#[derive(Deserialize)]
+struct JsonCallbacksRequest {
+    enabled: bool,
+}
+
+async fn sim_json_callbacks(
+    State(inner): Shared,
+    Json(req): Json<JsonCallbacksRequest>,
+) -> Json<Value> {
+    inner.lock().json_callbacks = req.enabled;
+    Json(json!({"enabled": req.enabled}))
+}
+
 async fn sim_get_faults(State(inner): Shared) -> Json<Faults> {
     Json(inner.lock().faults.clone())
 }
@@ -92,7 +181,7 @@ async fn sim_flush(State(inner): Shared) -> Json<Value> {
             drop(guard);
             break;
         };
-        crate::callbacks::run_job(&inner, job, 0).await;
+        crate::sim::run_job(&inner, job, 0).await;
         drop(guard);
         flushed += 1;
     }
@@ -116,6 +205,36 @@ fn error_response(err: &TwilioError) -> Response {
 enum Route {
     Messages,
     Message(String),
+    Calls,
+    Call(String),
+    Keys,
+    Key(String),
+    Account,
+    SecondaryAuthToken,
+    AuthTokenPromotion,
+}
+
+impl Route {
+    /// Keys, the Account and auth tokens need the account's auth token: a standard API key
+    /// cannot manage credentials.
+    fn needs_auth_token(&self) -> bool {
+        matches!(
+            self,
+            Self::Keys
+                | Self::Key(_)
+                | Self::Account
+                | Self::SecondaryAuthToken
+                | Self::AuthTokenPromotion
+        )
+    }
+
+    /// Injected faults apply to messaging and voice, not to credential management.
+    fn faultable(&self) -> bool {
+        matches!(
+            self,
+            Self::Messages | Self::Message(_) | Self::Calls | Self::Call(_)
+        )
+    }
 }
 
 /// What a request resolved to before it is recorded.
@@ -130,6 +249,14 @@ impl Answer {
         Self {
             response: error_response(&err),
             error_code: Some(err.code),
+            created_sid: None,
+        }
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Self {
+            response: status.into_response(),
+            error_code: None,
             created_sid: None,
         }
     }
@@ -157,8 +284,8 @@ fn not_found(path: &str) -> TwilioError {
     )
 }
 
-/// Checks HTTP Basic credentials; returns the principal (account SID or API key SID).
-fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<String> {
+/// Checks HTTP Basic credentials.
+fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<Principal> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -169,20 +296,16 @@ fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<String> {
         .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, pass) = decoded.split_once(':')?;
-    let ok = (user == inner.account_sid && ct_eq(pass, &inner.auth_token))
-        || inner
-            .api_keys
-            .iter()
-            .any(|(sid, secret)| user == sid && ct_eq(pass, secret));
-    ok.then(|| user.to_string())
+    inner.lock().creds.check(&inner.account_sid, user, pass)
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+fn unauthorized(message: &str) -> Answer {
+    let mut answer = Answer::error(TwilioError::new(401, 20003, message));
+    answer.response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Twilio API\""),
+    );
+    answer
 }
 
 async fn api(
@@ -194,7 +317,8 @@ async fn api(
 ) -> Response {
     let path = uri.path().to_string();
     let query = uri.query().map(str::to_string);
-    let principal = authenticate(&inner, &headers);
+    let authenticated = authenticate(&inner, &headers);
+    let principal = authenticated.as_ref().map(|p| p.name().to_string());
     let record = |inner: &Inner, fault: Option<&str>, answer: &Answer| {
         inner.lock().requests.push(RequestRecord {
             method: method.to_string(),
@@ -208,27 +332,19 @@ async fn api(
         });
     };
 
-    if principal.is_none() {
+    let Some(authenticated) = authenticated else {
         let no_creds = !headers.contains_key(header::AUTHORIZATION);
-        let mut answer = Answer::error(TwilioError::new(
-            401,
-            20003,
-            if no_creds {
-                "Authentication Error - No credentials provided"
-            } else {
-                "Authentication Error - invalid username"
-            },
-        ));
-        answer.response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Twilio API\""),
-        );
+        let answer = unauthorized(if no_creds {
+            "Authentication Error - No credentials provided"
+        } else {
+            "Authentication Error - invalid username"
+        });
         record(&inner, None, &answer);
         return answer.response;
-    }
+    };
 
     let route = match parse_route(&path) {
-        Some((account, route)) if account == inner.account_sid => route,
+        Some((account, route)) if account.is_none_or(|a| a == inner.account_sid) => route,
         _ => {
             let answer = Answer::error(not_found(&path));
             record(&inner, None, &answer);
@@ -236,11 +352,19 @@ async fn api(
         }
     };
 
+    if route.needs_auth_token() && !matches!(authenticated, Principal::Account(_)) {
+        let answer = unauthorized(
+            "Authentication Error - API keys cannot access this resource: use the account's auth token",
+        );
+        record(&inner, None, &answer);
+        return answer.response;
+    }
+
     let (fault, faults) = {
         let mut state = inner.lock();
         let faults = state.faults.clone();
         let total = faults.rate_429 + faults.rate_500 + faults.rate_timeout;
-        let fault = if total > 0.0 {
+        let fault = if total > 0.0 && route.faultable() {
             let r: f64 = state.fault_rng.random();
             if r < faults.rate_429 {
                 Some(Fault::TooMany)
@@ -273,7 +397,8 @@ async fn api(
             answer.response
         }
         Some(Fault::Timeout) => {
-            let is_create = matches!(route, Route::Messages) && method == Method::POST;
+            let is_create =
+                matches!(route, Route::Messages | Route::Calls) && method == Method::POST;
             let answer = if is_create && !faults.timeout_after_accept {
                 Answer::error(TwilioError::new(503, 20503, "Service Unavailable"))
             } else {
@@ -310,15 +435,37 @@ async fn api(
     }
 }
 
-/// `/2010-04-01/Accounts/{AccountSid}/Messages.json` or `.../Messages/{Sid}.json`.
-fn parse_route(path: &str) -> Option<(&str, Route)> {
-    let rest = path.strip_prefix(&format!("/{API_VERSION}/Accounts/"))?;
-    let (account, rest) = rest.split_once('/')?;
-    if rest == "Messages.json" {
-        return Some((account, Route::Messages));
+/// The resource a path names, and the account SID in it (`None` for Accounts v1 paths).
+fn parse_route(path: &str) -> Option<(Option<&str>, Route)> {
+    match path {
+        "/v1/AuthTokens/Secondary" => return Some((None, Route::SecondaryAuthToken)),
+        "/v1/AuthTokens/Promote" => return Some((None, Route::AuthTokenPromotion)),
+        _ => {}
     }
-    let sid = rest.strip_prefix("Messages/")?.strip_suffix(".json")?;
-    (!sid.is_empty() && !sid.contains('/')).then(|| (account, Route::Message(sid.to_string())))
+    let rest = path.strip_prefix(&format!("/{API_VERSION}/Accounts/"))?;
+    let Some((account, rest)) = rest.split_once('/') else {
+        let account = rest.strip_suffix(".json")?;
+        return Some((Some(account), Route::Account));
+    };
+    let route = match rest {
+        "Messages.json" => Route::Messages,
+        "Calls.json" => Route::Calls,
+        "Keys.json" => Route::Keys,
+        _ => {
+            let (collection, sid) = rest.strip_suffix(".json")?.split_once('/')?;
+            if sid.is_empty() || sid.contains('/') {
+                return None;
+            }
+            let sid = sid.to_string();
+            match collection {
+                "Messages" => Route::Message(sid),
+                "Calls" => Route::Call(sid),
+                "Keys" => Route::Key(sid),
+                _ => return None,
+            }
+        }
+    };
+    Some((Some(account), route))
 }
 
 fn handle(
@@ -347,6 +494,106 @@ fn handle(
             match inner.lock().messages.iter().find(|m| m.sid == sid) {
                 Some(m) => Answer::json(StatusCode::OK, m.to_twilio_json()),
                 None => Answer::error(not_found(path)),
+            }
+        }
+        (Route::Calls, &Method::POST) => match create_call(inner, body, principal) {
+            Ok(c) => Answer {
+                response: (StatusCode::CREATED, Json(c.to_twilio_json())).into_response(),
+                error_code: None,
+                created_sid: Some(c.sid),
+            },
+            Err(e) => Answer::error(e),
+        },
+        (Route::Calls, &Method::GET) => match list_calls(inner, path, query) {
+            Ok(page) => Answer::json(StatusCode::OK, page),
+            Err(e) => Answer::error(e),
+        },
+        (Route::Call(sid), &Method::GET) => {
+            match inner.lock().calls.iter().find(|c| c.sid == sid) {
+                Some(c) => Answer::json(StatusCode::OK, c.to_twilio_json()),
+                None => Answer::error(not_found(path)),
+            }
+        }
+        (Route::Keys, &Method::POST) => match create_key(inner, body) {
+            Ok(k) => Answer {
+                response: (StatusCode::CREATED, Json(k.to_new_key_json())).into_response(),
+                error_code: None,
+                created_sid: Some(k.sid),
+            },
+            Err(e) => Answer::error(e),
+        },
+        (Route::Keys, &Method::GET) => match list_keys(inner, path, query) {
+            Ok(page) => Answer::json(StatusCode::OK, page),
+            Err(e) => Answer::error(e),
+        },
+        (Route::Key(sid), &Method::GET) => {
+            match inner.lock().creds.keys.iter().find(|k| k.sid == sid) {
+                Some(k) => Answer::json(StatusCode::OK, k.to_twilio_json()),
+                None => Answer::error(not_found(path)),
+            }
+        }
+        (Route::Key(sid), &Method::POST) => match update_key(inner, &sid, body) {
+            Ok(Some(k)) => Answer::json(StatusCode::OK, k.to_twilio_json()),
+            Ok(None) => Answer::error(not_found(path)),
+            Err(e) => Answer::error(e),
+        },
+        (Route::Key(sid), &Method::DELETE) => {
+            let mut state = inner.lock();
+            let before = state.creds.keys.len();
+            state.creds.keys.retain(|k| k.sid != sid);
+            if state.creds.keys.len() < before {
+                Answer::empty(StatusCode::NO_CONTENT)
+            } else {
+                Answer::error(not_found(path))
+            }
+        }
+        (Route::Account, &Method::GET) => {
+            let state = inner.lock();
+            Answer::json(
+                StatusCode::OK,
+                account_json(&inner.account_sid, &state.creds),
+            )
+        }
+        (Route::SecondaryAuthToken, &Method::POST) => {
+            let mut state = inner.lock();
+            let token = format!("{:032x}", state.sid_rng.random::<u128>());
+            let t = now();
+            state.creds.secondary = Some((token.clone(), t));
+            Answer::json(
+                StatusCode::CREATED,
+                json!({
+                    "account_sid": inner.account_sid,
+                    "date_created": iso8601(t),
+                    "date_updated": iso8601(t),
+                    "secondary_auth_token": token,
+                    "url": "https://accounts.twilio.com/v1/AuthTokens/Secondary",
+                }),
+            )
+        }
+        (Route::SecondaryAuthToken, &Method::DELETE) => match inner.lock().creds.secondary.take() {
+            Some(_) => Answer::empty(StatusCode::NO_CONTENT),
+            None => Answer::error(not_found(path)),
+        },
+        (Route::AuthTokenPromotion, &Method::POST) => {
+            let mut state = inner.lock();
+            match state.creds.secondary.take() {
+                Some((token, created)) => {
+                    state.creds.primary = token.clone();
+                    Answer::json(
+                        StatusCode::OK,
+                        json!({
+                            "account_sid": inner.account_sid,
+                            "auth_token": token,
+                            "date_created": iso8601(created),
+                            "date_updated": iso8601(now()),
+                            "url": "https://accounts.twilio.com/v1/AuthTokens/Promote",
+                        }),
+                    )
+                }
+                None => Answer::error(bad_request(
+                    20001,
+                    "There is no secondary Auth Token to promote: create one first.",
+                )),
             }
         }
         _ => Answer::error(TwilioError::new(
@@ -474,17 +721,14 @@ fn create(
         }
         _ => {}
     }
-    let status_callback = first(&params, "StatusCallback").map(str::to_string);
-    if let Some(cb) = &status_callback {
-        let ok = url::Url::parse(cb)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-        if !ok {
-            return Err(bad_request(
-                21609,
-                format!("The StatusCallback URL {cb} is not a valid URL."),
-            ));
-        }
+    if inner.lock().opted_out.contains(to) {
+        return Err(bad_request(
+            21610,
+            "Attempt to send to unsubscribed recipient",
+        ));
     }
+    let status_callback = first(&params, "StatusCallback").map(str::to_string);
+    check_callback_url(status_callback.as_deref())?;
 
     // Twilio's timestamps have whole seconds.
     let now = OffsetDateTime::now_utc()
@@ -524,8 +768,198 @@ fn create(
     state.messages.push(msg.clone());
     let job = CallbackJob::plan(&mut state, &sid, outcome);
     drop(state);
-    inner.schedule(job);
+    inner.schedule(Job::Message(job));
     Ok(msg)
+}
+
+fn valid_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+fn check_callback_url(url: Option<&str>) -> Result<(), TwilioError> {
+    match url {
+        Some(cb) if !valid_url(cb) => Err(bad_request(
+            21609,
+            format!("The StatusCallback URL {cb} is not a valid URL."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn http_method(params: &[(String, String)], name: &str) -> Result<String, TwilioError> {
+    match first(params, name).map(str::to_ascii_uppercase) {
+        None => Ok("POST".into()),
+        Some(m) if m == "GET" || m == "POST" => Ok(m),
+        Some(m) => Err(bad_request(
+            21205,
+            format!("{name} must be GET or POST, not {m}"),
+        )),
+    }
+}
+
+/// `POST Calls.json`: validates as Twilio does, stores the call, schedules its progress.
+fn create_call(
+    inner: &Arc<Inner>,
+    body: &[u8],
+    principal: &Option<String>,
+) -> Result<SimCall, TwilioError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let to =
+        first(&params, "To").ok_or_else(|| bad_request(21201, "No 'To' number is specified"))?;
+    let from = first(&params, "From")
+        .ok_or_else(|| bad_request(21213, "No 'From' number is specified"))?;
+    let twiml = first(&params, "Twiml");
+    let url = first(&params, "Url");
+    match (twiml, url) {
+        (None, None) => return Err(bad_request(21205, "Url parameter is required.")),
+        (Some(t), _) if t.chars().count() > 4000 => {
+            return Err(bad_request(
+                32018,
+                "Twiml size exceeded maximum allowed value of 4000 characters",
+            ));
+        }
+        (None, Some(u)) if !valid_url(u) => {
+            return Err(bad_request(21205, format!("Url is not a valid URL: {u}")));
+        }
+        _ => {}
+    }
+    if to == "+15005550001" {
+        return Err(bad_request(
+            21217,
+            format!("Phone number {to} does not appear to be valid"),
+        ));
+    }
+    if !valid_e164(to) {
+        return Err(bad_request(
+            21211,
+            format!("Invalid 'To' Phone Number: {to}"),
+        ));
+    }
+    if from == "+15005550001" || !valid_e164(from) {
+        return Err(bad_request(
+            21212,
+            format!("Invalid 'From' Phone Number: {from}"),
+        ));
+    }
+    let status_callback = first(&params, "StatusCallback").map(str::to_string);
+    check_callback_url(status_callback.as_deref())?;
+    let mut events: Vec<String> = Vec::new();
+    for (k, v) in &params {
+        if k != "StatusCallbackEvent" {
+            continue;
+        }
+        // Some clients send one space-separated value instead of repeating the parameter.
+        for e in v.split_whitespace() {
+            if !CALL_EVENTS.contains(&e) {
+                return Err(bad_request(
+                    21626,
+                    format!(
+                        "Invalid StatusCallbackEvent {e}: initiated, ringing, answered or completed"
+                    ),
+                ));
+            }
+            if !events.iter().any(|x| x == e) {
+                events.push(e.to_string());
+            }
+        }
+    }
+    if events.is_empty() {
+        events.push("completed".into());
+    }
+    let status_callback_method = http_method(&params, "StatusCallbackMethod")?;
+    let method = http_method(&params, "Method")?;
+
+    let now = now();
+    let mut state = inner.lock();
+    let sid = state.new_sid("CA");
+    let outcome = state.call_outcomes.get(to).cloned().unwrap_or_default();
+    let call = SimCall {
+        sid: sid.clone(),
+        account_sid: inner.account_sid.clone(),
+        to: to.to_string(),
+        from: from.to_string(),
+        status: CallStatus::Queued,
+        twiml: twiml.map(str::to_string),
+        url: if twiml.is_some() {
+            None
+        } else {
+            url.map(str::to_string)
+        },
+        method,
+        status_callback,
+        status_callback_events: events,
+        status_callback_method,
+        outcome: outcome.clone(),
+        executed_twiml: None,
+        digits: None,
+        gather_response: None,
+        index: state.calls.len(),
+        principal: principal.clone().unwrap_or_default(),
+        date_created: now,
+        date_updated: now,
+        start_time: None,
+        answered_at: None,
+        end_time: None,
+        duration: None,
+        sequence: 0,
+    };
+    state.calls.push(call.clone());
+    drop(state);
+    inner.schedule(Job::Call(CallJob::plan(&sid, &outcome)));
+    Ok(call)
+}
+
+/// `POST Keys.json`: a new standard API key; the secret is shown once.
+fn create_key(inner: &Inner, body: &[u8]) -> Result<SimKey, TwilioError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let name = friendly_name(&params)?;
+    let mut state = inner.lock();
+    let sid = state.new_sid("SK");
+    let secret: String = (0..32)
+        .map(|_| {
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            char::from(ALPHABET[state.sid_rng.random_range(0..ALPHABET.len())])
+        })
+        .collect();
+    let t = now();
+    let key = SimKey {
+        sid,
+        friendly_name: name,
+        secret,
+        date_created: t,
+        date_updated: t,
+    };
+    state.creds.keys.push(key.clone());
+    Ok(key)
+}
+
+fn friendly_name(params: &[(String, String)]) -> Result<Option<String>, TwilioError> {
+    match first(params, "FriendlyName") {
+        Some(n) if n.chars().count() > 64 => Err(bad_request(
+            20001,
+            "FriendlyName must be 64 characters or fewer",
+        )),
+        n => Ok(n.map(str::to_string)),
+    }
+}
+
+/// `POST Keys/{Sid}.json`: renames a key.
+fn update_key(inner: &Inner, sid: &str, body: &[u8]) -> Result<Option<SimKey>, TwilioError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let name = friendly_name(&params)?;
+    let mut state = inner.lock();
+    let Some(key) = state.creds.keys.iter_mut().find(|k| k.sid == sid) else {
+        return Ok(None);
+    };
+    if name.is_some() {
+        key.friendly_name = name;
+    }
+    key.date_updated = now();
+    Ok(Some(key.clone()))
 }
 
 /// A `DateSent` filter value. Twilio filters on GMT dates: a date (`2008-01-02`) or a timestamp
@@ -550,16 +984,23 @@ fn parse_day(value: &str) -> Option<Date> {
         .map(|t| t.date())
 }
 
-fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| bad_request(20001, format!("Invalid query string: {e}")))?;
-    let get = |name: &str| first(&params, name);
-    let bound = |name: &str| -> Result<Option<Date>, TwilioError> {
-        get(name)
-            .map(|v| parse_day(v).ok_or_else(|| bad_request(20001, format!("Invalid {name}: {v}"))))
-            .transpose()
-    };
-    let (on, before, after) = (bound("DateSent")?, bound("DateSent<")?, bound("DateSent>")?);
+fn query_params(query: Option<&str>) -> Result<Vec<(String, String)>, TwilioError> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| bad_request(20001, format!("Invalid query string: {e}")))
+}
+
+/// One page of a list resource, newest first, under `key` (`messages`, `calls`, `keys`).
+/// `items` are `(sid, JSON)` pairs already filtered and sorted; `filters` are the filter
+/// parameter names carried into the page URIs.
+fn paginate(
+    path: &str,
+    query: Option<&str>,
+    params: &[(String, String)],
+    filters: &[&str],
+    key: &str,
+    items: Vec<(String, Value)>,
+) -> Result<Value, TwilioError> {
+    let get = |name: &str| first(params, name);
     let page_size = match get("PageSize") {
         None => 50,
         Some(v) => v
@@ -574,50 +1015,20 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
             .parse::<usize>()
             .map_err(|_| bad_request(20001, format!("Invalid Page: {v}")))?,
     };
-    let to = get("To");
-    let from = get("From");
-
-    let state = inner.lock();
-    let mut matching: Vec<&SimMessage> = state
-        .messages
-        .iter()
-        .filter(|m| to.is_none_or(|t| m.to == t))
-        .filter(|m| from.is_none_or(|f| m.from.as_deref() == Some(f)))
-        .filter(|m| {
-            let Some(day) = m.date_sent.map(|t| t.date()) else {
-                return on.is_none() && before.is_none() && after.is_none();
-            };
-            on.is_none_or(|d| day == d)
-                && before.is_none_or(|d| day <= d)
-                && after.is_none_or(|d| day >= d)
-        })
-        .collect();
-    // Newest first, as Twilio lists.
-    matching.sort_by(|a, b| {
-        b.date_created
-            .cmp(&a.date_created)
-            .then(b.index.cmp(&a.index))
-    });
-
-    // A PageToken ("PA" + SID of the previous page's last message) wins over the page index.
+    // A PageToken ("PA" + SID of the previous page's last item) wins over the page index.
     let start = match get("PageToken").and_then(|t| t.strip_prefix("PA")) {
-        Some(sid) => matching
+        Some(sid) => items
             .iter()
-            .position(|m| m.sid == sid)
+            .position(|(s, _)| s == sid)
             .map_or(page * page_size, |i| i + 1),
         None => page * page_size,
     };
-    let items: Vec<&SimMessage> = matching
-        .iter()
-        .skip(start)
-        .take(page_size)
-        .copied()
-        .collect();
-    let has_next = start + items.len() < matching.len();
+    let shown: Vec<&(String, Value)> = items.iter().skip(start).take(page_size).collect();
+    let has_next = start + shown.len() < items.len();
 
-    let filters: Vec<(&str, &str)> = ["To", "From", "DateSent", "DateSent<", "DateSent>"]
-        .into_iter()
-        .filter_map(|k| get(k).map(|v| (k, v)))
+    let filters: Vec<(&str, &str)> = filters
+        .iter()
+        .filter_map(|k| get(k).map(|v| (*k, v)))
         .collect();
     let page_uri = |page: usize, token: Option<String>| {
         let mut q = filters.clone();
@@ -638,10 +1049,10 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
         Some(q) if !q.is_empty() => format!("{path}?{q}"),
         _ => path.to_string(),
     };
-    let next = has_next.then(|| page_uri(page + 1, items.last().map(|m| format!("PA{}", m.sid))));
+    let next = has_next.then(|| page_uri(page + 1, shown.last().map(|(s, _)| format!("PA{s}"))));
     let previous = (page > 0).then(|| page_uri(page - 1, None));
     Ok(json!({
-        "messages": items.iter().map(|m| m.to_twilio_json()).collect::<Vec<_>>(),
+        key: shown.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
         "page": page,
         "page_size": page_size,
         "uri": uri,
@@ -649,6 +1060,101 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
         "next_page_uri": next,
         "previous_page_uri": previous,
         "start": start,
-        "end": if items.is_empty() { start } else { start + items.len() - 1 },
+        "end": if shown.is_empty() { start } else { start + shown.len() - 1 },
     }))
+}
+
+fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
+    let params = query_params(query)?;
+    let get = |name: &str| first(&params, name);
+    let bound = |name: &str| -> Result<Option<Date>, TwilioError> {
+        get(name)
+            .map(|v| parse_day(v).ok_or_else(|| bad_request(20001, format!("Invalid {name}: {v}"))))
+            .transpose()
+    };
+    let (on, before, after) = (bound("DateSent")?, bound("DateSent<")?, bound("DateSent>")?);
+    let to = get("To");
+    let from = get("From");
+
+    let items = {
+        let state = inner.lock();
+        let mut matching: Vec<&SimMessage> = state
+            .messages
+            .iter()
+            .filter(|m| to.is_none_or(|t| m.to == t))
+            .filter(|m| from.is_none_or(|f| m.from.as_deref() == Some(f)))
+            .filter(|m| {
+                let Some(day) = m.date_sent.map(|t| t.date()) else {
+                    return on.is_none() && before.is_none() && after.is_none();
+                };
+                on.is_none_or(|d| day == d)
+                    && before.is_none_or(|d| day <= d)
+                    && after.is_none_or(|d| day >= d)
+            })
+            .collect();
+        // Newest first, as Twilio lists.
+        matching.sort_by(|a, b| {
+            b.date_created
+                .cmp(&a.date_created)
+                .then(b.index.cmp(&a.index))
+        });
+        matching
+            .iter()
+            .map(|m| (m.sid.clone(), m.to_twilio_json()))
+            .collect()
+    };
+    paginate(
+        path,
+        query,
+        &params,
+        &["To", "From", "DateSent", "DateSent<", "DateSent>"],
+        "messages",
+        items,
+    )
+}
+
+fn list_calls(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
+    let params = query_params(query)?;
+    let get = |name: &str| first(&params, name);
+    let (to, from, status) = (get("To"), get("From"), get("Status"));
+    let items = {
+        let state = inner.lock();
+        let mut matching: Vec<&SimCall> = state
+            .calls
+            .iter()
+            .filter(|c| to.is_none_or(|t| c.to == t))
+            .filter(|c| from.is_none_or(|f| c.from == f))
+            .filter(|c| status.is_none_or(|s| c.status.as_str() == s))
+            .collect();
+        matching.sort_by(|a, b| {
+            b.date_created
+                .cmp(&a.date_created)
+                .then(b.index.cmp(&a.index))
+        });
+        matching
+            .iter()
+            .map(|c| (c.sid.clone(), c.to_twilio_json()))
+            .collect()
+    };
+    paginate(
+        path,
+        query,
+        &params,
+        &["To", "From", "Status"],
+        "calls",
+        items,
+    )
+}
+
+fn list_keys(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
+    let params = query_params(query)?;
+    let items = inner
+        .lock()
+        .creds
+        .keys
+        .iter()
+        .rev()
+        .map(|k| (k.sid.clone(), k.to_twilio_json()))
+        .collect();
+    paginate(path, query, &params, &[], "keys", items)
 }

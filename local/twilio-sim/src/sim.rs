@@ -1,6 +1,6 @@
 //! The running simulator: shared state, the HTTP server and the handle tests drive it with.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -9,9 +9,27 @@ use rand::{Rng as _, SeedableRng as _};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::callbacks::{CallbackJob, run_job};
-use crate::config::{CallbackMode, Faults, Outcome, SimConfig};
+use crate::callbacks::CallbackJob;
+use crate::calls::{CallCallbackRecord, CallJob, SimCall, VoiceRequestKind, VoiceRequestRecord};
+use crate::config::{CallOutcome, CallbackMode, Faults, Outcome, SimConfig};
+use crate::credentials::{Credentials, SimKey};
+use crate::inbound::{InboundRecord, InboundSms};
 use crate::model::{CallbackRecord, RequestRecord, SimMessage};
+
+/// Work that runs after a create: a message's or a call's progress and callbacks.
+#[derive(Debug, Clone)]
+pub(crate) enum Job {
+    Message(CallbackJob),
+    Call(CallJob),
+}
+
+/// Runs a job, waiting `latency_ms` before each step.
+pub(crate) async fn run_job(inner: &Arc<Inner>, job: Job, latency_ms: u64) {
+    match job {
+        Job::Message(job) => crate::callbacks::run_job(inner, job, latency_ms).await,
+        Job::Call(job) => crate::calls::run_call_job(inner, job, latency_ms).await,
+    }
+}
 
 /// Mutable state, behind one mutex that is never held across an `.await`.
 pub(crate) struct State {
@@ -19,10 +37,19 @@ pub(crate) struct State {
     pub(crate) fault_rng: StdRng,
     pub(crate) faults: Faults,
     pub(crate) outcomes: HashMap<String, Outcome>,
+    pub(crate) call_outcomes: HashMap<String, CallOutcome>,
+    pub(crate) creds: Credentials,
+    pub(crate) json_callbacks: bool,
     pub(crate) messages: Vec<SimMessage>,
+    pub(crate) calls: Vec<SimCall>,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) callbacks: Vec<CallbackRecord>,
-    pub(crate) held: VecDeque<CallbackJob>,
+    pub(crate) call_callbacks: Vec<CallCallbackRecord>,
+    pub(crate) voice_requests: Vec<VoiceRequestRecord>,
+    pub(crate) inbound: Vec<InboundRecord>,
+    /// Numbers that texted STOP (sends to them fail with 21610 until they text START).
+    pub(crate) opted_out: HashSet<String>,
+    pub(crate) held: VecDeque<Job>,
 }
 
 impl State {
@@ -38,8 +65,6 @@ impl State {
 /// Shared by the server, the callback tasks and every handle.
 pub(crate) struct Inner {
     pub(crate) account_sid: String,
-    pub(crate) auth_token: String,
-    pub(crate) api_keys: Vec<(String, String)>,
     pub(crate) callback_latency_ms: u64,
     pub(crate) callback_mode: CallbackMode,
     pub(crate) state: Mutex<State>,
@@ -58,7 +83,7 @@ impl Inner {
     }
 
     /// Queues (Manual) or starts (Immediate) the callbacks of a new message.
-    pub(crate) fn schedule(self: &Arc<Self>, job: CallbackJob) {
+    pub(crate) fn schedule(self: &Arc<Self>, job: Job) {
         match self.callback_mode {
             CallbackMode::Manual => self.lock().held.push_back(job),
             CallbackMode::Immediate => {
@@ -120,8 +145,6 @@ impl Simulator {
             .map_err(std::io::Error::other)?;
         let inner = Arc::new(Inner {
             account_sid: config.account_sid,
-            auth_token: config.auth_token,
-            api_keys: config.api_keys,
             callback_latency_ms: config.callback_latency_ms,
             callback_mode: config.callback_mode,
             state: Mutex::new(State {
@@ -129,9 +152,17 @@ impl Simulator {
                 fault_rng: StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_0000_0001),
                 faults: config.faults,
                 outcomes: HashMap::new(),
+                call_outcomes: HashMap::new(),
+                creds: Credentials::new(config.auth_token, config.api_keys),
+                json_callbacks: config.json_callbacks,
                 messages: Vec::new(),
+                calls: Vec::new(),
                 requests: Vec::new(),
                 callbacks: Vec::new(),
+                call_callbacks: Vec::new(),
+                voice_requests: Vec::new(),
+                inbound: Vec::new(),
+                opted_out: HashSet::new(),
                 held: VecDeque::new(),
             }),
             busy: watch::Sender::new(0),
@@ -188,9 +219,120 @@ impl SimHandle {
         &self.inner.account_sid
     }
 
-    /// The configured auth token (the callback signing key).
-    pub fn auth_token(&self) -> &str {
-        &self.inner.auth_token
+    /// The current primary auth token: the callback signing key and the only token HTTP Basic
+    /// accepts. It changes when a secondary token is promoted (`POST /v1/AuthTokens/Promote`).
+    pub fn auth_token(&self) -> String {
+        self.inner.lock().creds.primary.clone()
+    }
+
+    /// The secondary auth token, if one was created and not yet promoted or deleted.
+    pub fn secondary_auth_token(&self) -> Option<String> {
+        self.inner
+            .lock()
+            .creds
+            .secondary
+            .as_ref()
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Every live API key (configured or created through `Keys.json`), secrets included.
+    pub fn api_keys(&self) -> Vec<SimKey> {
+        self.inner.lock().creds.keys.clone()
+    }
+
+    /// Sends status callbacks created from now on as JSON (`true`) or form posts (`false`).
+    pub fn set_json_callbacks(&self, json: bool) {
+        self.inner.lock().json_callbacks = json;
+    }
+
+    /// What happens to calls created from now on for `to_e164` (default: answered, no input).
+    pub fn set_call_outcome(&self, to_e164: &str, outcome: CallOutcome) {
+        self.inner
+            .lock()
+            .call_outcomes
+            .insert(to_e164.to_string(), outcome);
+    }
+
+    /// Every call created, in creation order.
+    pub fn calls(&self) -> Vec<SimCall> {
+        self.inner.lock().calls.clone()
+    }
+
+    /// One call by SID.
+    pub fn call(&self, sid: &str) -> Option<SimCall> {
+        self.inner
+            .lock()
+            .calls
+            .iter()
+            .find(|c| c.sid == sid)
+            .cloned()
+    }
+
+    /// How many calls were created for `to` (duplicate-call detection).
+    pub fn creates_for_call(&self, to: &str) -> usize {
+        self.inner
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.to == to)
+            .count()
+    }
+
+    /// Every call status callback attempt, in order.
+    pub fn call_callbacks(&self) -> Vec<CallCallbackRecord> {
+        self.inner.lock().call_callbacks.clone()
+    }
+
+    /// Every TwiML request of calls (`Url` fetches and `<Gather>` submissions), in order.
+    pub fn voice_requests(&self) -> Vec<VoiceRequestRecord> {
+        self.inner.lock().voice_requests.clone()
+    }
+
+    /// Every `<Gather action>` submission and the TwiML it was answered with, in order.
+    pub fn gathers(&self) -> Vec<VoiceRequestRecord> {
+        self.inner
+            .lock()
+            .voice_requests
+            .iter()
+            .filter(|r| r.kind == VoiceRequestKind::Gather)
+            .cloned()
+            .collect()
+    }
+
+    /// POSTs a signed inbound-SMS webhook to `webhook_url`, as Twilio does when `from` texts
+    /// `to`, and returns the (last) attempt: the receiver's HTTP status and TwiML answer.
+    /// STOP-like keywords opt `from` out (later sends to it fail with 21610); START-like ones
+    /// opt it back in.
+    pub async fn send_inbound_sms(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+        webhook_url: &str,
+    ) -> InboundRecord {
+        self.send_inbound(InboundSms {
+            from: from.to_string(),
+            to: to.to_string(),
+            body: body.to_string(),
+            url: webhook_url.to_string(),
+            messaging_service_sid: None,
+        })
+        .await
+    }
+
+    /// Like [`send_inbound_sms`](Self::send_inbound_sms), with every field (Messaging Service).
+    pub async fn send_inbound(&self, sms: InboundSms) -> InboundRecord {
+        crate::inbound::deliver(&self.inner, sms).await
+    }
+
+    /// Every inbound-SMS webhook attempt, in order.
+    pub fn inbound(&self) -> Vec<InboundRecord> {
+        self.inner.lock().inbound.clone()
+    }
+
+    /// Whether `number` has opted out (texted STOP and not START since).
+    pub fn is_opted_out(&self, number: &str) -> bool {
+        self.inner.lock().opted_out.contains(number)
     }
 
     /// What happens to messages created from now on for `to_e164` (default: delivered).
@@ -212,7 +354,8 @@ impl SimHandle {
     }
 
     /// Manual mode: delivers every held callback now, in creation order, awaiting each POST
-    /// (callbacks of messages created meanwhile included). Returns how many jobs (messages) ran.
+    /// (callbacks of messages and calls created meanwhile included). Returns how many jobs
+    /// (messages and calls) ran.
     pub async fn flush_callbacks(&self) -> usize {
         let mut n = 0;
         loop {
@@ -227,7 +370,7 @@ impl SimHandle {
         }
     }
 
-    /// How many messages' callbacks are held (Manual mode).
+    /// How many messages' and calls' callbacks are held (Manual mode).
     pub fn held_callbacks(&self) -> usize {
         self.inner.lock().held.len()
     }

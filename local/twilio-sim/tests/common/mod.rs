@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -89,6 +90,7 @@ pub fn assert_twilio_error(status: u16, body: &Value, want_status: u16, want_cod
 /// One POST the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     /// Path and query, as requested.
     pub path_and_query: String,
     pub signature: Option<String>,
@@ -108,50 +110,82 @@ impl Received {
     }
 }
 
-/// A webhook receiver on 127.0.0.1:0. Paths starting with `/fail` answer 500.
+/// The TwiML a receiver answers on `/twiml…` paths.
+pub const TWIML_ANSWER: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>Acknowledged &amp; thanks</Say><Hangup/></Response>";
+
+/// A webhook receiver on 127.0.0.1:0. Paths starting with `/fail` answer 500, paths starting
+/// with `/twiml` answer 200 with [`TWIML_ANSWER`], paths starting with `/voice` answer the
+/// TwiML in [`Receiver::set_voice_twiml`]; everything else answers 204. Form bodies are parsed
+/// into `params`; JSON object bodies too (string values); GET query parameters too.
 #[derive(Clone)]
 pub struct Receiver {
     pub base: String,
     got: Arc<Mutex<Vec<Received>>>,
+    voice: Arc<Mutex<String>>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let voice: Arc<Mutex<String>> = Arc::default();
         let store = Arc::clone(&got);
-        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let store = Arc::clone(&store);
-            async move {
-                let h = |name: &str| {
-                    headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                let raw_body = String::from_utf8(body.to_vec()).expect("UTF-8 body");
-                let params: Vec<(String, String)> =
-                    serde_urlencoded::from_str(&raw_body).expect("form body");
-                let path_and_query = uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default();
-                let fail = uri.path().starts_with("/fail");
-                store.lock().unwrap().push(Received {
-                    path_and_query,
-                    signature: h("x-twilio-signature"),
-                    user_agent: h("user-agent"),
-                    content_type: h("content-type"),
-                    idempotency_token: h("i-twilio-idempotency-token"),
-                    params,
-                    raw_body,
-                });
-                if fail {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::NO_CONTENT
+        let voice_twiml = Arc::clone(&voice);
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let store = Arc::clone(&store);
+                let voice_twiml = Arc::clone(&voice_twiml);
+                async move {
+                    let h = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let raw_body = String::from_utf8(body.to_vec()).expect("UTF-8 body");
+                    let content_type = h("content-type");
+                    let params: Vec<(String, String)> = if method == Method::GET {
+                        serde_urlencoded::from_str(uri.query().unwrap_or("")).expect("query")
+                    } else if content_type.as_deref() == Some("application/json") {
+                        let v: Value = serde_json::from_str(&raw_body).expect("JSON body");
+                        v.as_object()
+                            .expect("JSON object")
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.clone(), v.as_str().expect("string value").to_string())
+                            })
+                            .collect()
+                    } else {
+                        serde_urlencoded::from_str(&raw_body).expect("form body")
+                    };
+                    let path_and_query = uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default();
+                    let path = uri.path().to_string();
+                    store.lock().unwrap().push(Received {
+                        method: method.to_string(),
+                        path_and_query,
+                        signature: h("x-twilio-signature"),
+                        user_agent: h("user-agent"),
+                        content_type,
+                        idempotency_token: h("i-twilio-idempotency-token"),
+                        params,
+                        raw_body,
+                    });
+                    let xml = [("content-type", "text/xml")];
+                    if path.starts_with("/fail") {
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    } else if path.starts_with("/twiml") {
+                        (StatusCode::OK, xml, TWIML_ANSWER).into_response()
+                    } else if path.starts_with("/voice") {
+                        let twiml = voice_twiml.lock().unwrap().clone();
+                        (StatusCode::OK, xml, twiml).into_response()
+                    } else {
+                        StatusCode::NO_CONTENT.into_response()
+                    }
                 }
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -159,7 +193,12 @@ impl Receiver {
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("receiver serves");
         });
-        Self { base, got }
+        Self { base, got, voice }
+    }
+
+    /// The TwiML `/voice…` paths answer.
+    pub fn set_voice_twiml(&self, twiml: &str) {
+        *self.voice.lock().unwrap() = twiml.to_string();
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -211,11 +250,97 @@ pub fn expected_signature(token: &str, url: &str, params: &[(String, String)]) -
 
 /// Checks a received callback's signature against the URL the receiver was asked for.
 pub fn assert_signed(receiver: &Receiver, r: &Received) {
+    assert_signed_with(receiver, r, TOKEN);
+}
+
+/// Like [`assert_signed`] with another token. JSON requests: the body's SHA-256 must be the
+/// URL's `bodySHA256` and only the URL is signed; GET requests: only the URL is signed.
+pub fn assert_signed_with(receiver: &Receiver, r: &Received, token: &str) {
     let url = receiver.url(&r.path_and_query);
-    let want = expected_signature(TOKEN, &url, &r.params);
+    let json = r.content_type.as_deref() == Some("application/json");
+    if json {
+        use sha2::Digest as _;
+        let hash = hex::encode(sha2::Sha256::digest(r.raw_body.as_bytes()));
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let got: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+        assert!(
+            got.iter().any(|(k, v)| k == "bodySHA256" && *v == hash),
+            "bodySHA256 of {url}"
+        );
+    }
+    let signed_params = if json || r.method == "GET" {
+        Vec::new()
+    } else {
+        r.params.clone()
+    };
+    let want = expected_signature(token, &url, &signed_params);
     assert_eq!(
         r.signature.as_deref(),
         Some(want.as_str()),
         "signature of {url}"
     );
+}
+
+pub fn calls_url(sim: &SimHandle) -> String {
+    format!(
+        "{}/2010-04-01/Accounts/{ACCOUNT}/Calls.json",
+        sim.base_url()
+    )
+}
+
+pub fn call_url(sim: &SimHandle, sid: &str) -> String {
+    format!(
+        "{}/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json",
+        sim.base_url()
+    )
+}
+
+/// POSTs form `params` to `url` with Basic `user:pass`; returns (status, JSON or Null).
+pub async fn post_form(url: &str, user: &str, pass: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let resp = client()
+        .post(url)
+        .basic_auth(user, Some(pass))
+        .form(params)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("JSON body")
+    };
+    (status, body)
+}
+
+/// Sends `method` to `url` with Basic `user:pass`; returns (status, JSON or Null).
+pub async fn request(method: reqwest::Method, url: &str, user: &str, pass: &str) -> (u16, Value) {
+    let resp = client()
+        .request(method, url)
+        .basic_auth(user, Some(pass))
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("JSON body")
+    };
+    (status, body)
+}
+
+/// POSTs a call create with the account's credentials.
+pub async fn create_call(sim: &SimHandle, params: &[(&str, &str)]) -> (u16, Value) {
+    post_form(&calls_url(sim), ACCOUNT, TOKEN, params).await
+}
+
+/// TwiML with a one-digit `<Gather>` whose action is `action` (XML-escaped here).
+pub fn gather_twiml(action: &str) -> String {
+    let escaped = action.replace('&', "&amp;");
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Gather input=\"dtmf\" numDigits=\"1\" action=\"{escaped}\" method=\"POST\"><Say>Alert. Press 1 to acknowledge.</Say></Gather><Say>No input.</Say></Response>"
+    )
 }

@@ -4,6 +4,7 @@ The binary comes from TWILIO_SIM_BIN (scripts/test.sh sets it to target/debug/tw
 Credentials are made up: nothing here talks to Twilio.
 """
 
+import json
 import os
 import selectors
 import subprocess
@@ -73,6 +74,8 @@ class Sim:
         client = Client(username, password, ACCOUNT_SID)
         # Every v2010 request goes through the Api domain: its base_url is the host part.
         client.api.base_url = self.url
+        # Accounts v1 (auth tokens) is served on the same listener.
+        client.accounts.base_url = self.url
         return client
 
     def get(self, path):
@@ -110,8 +113,19 @@ def manual_sim():
     s.stop()
 
 
+@pytest.fixture
+def json_sim():
+    s = Sim(["--json-callbacks"])
+    yield s
+    s.stop()
+
+
+TWIML_ANSWER = '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Acknowledged</Say><Hangup/></Response>'
+
+
 class Receiver:
-    """Records webhook POSTs; paths starting with /fail answer 500."""
+    """Records webhook POSTs; paths starting with /fail answer 500, paths starting with /twiml
+    answer 200 with TWIML_ANSWER, others 204. JSON bodies are parsed into params too."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -123,17 +137,29 @@ class Receiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode("utf-8")
-                record = {
-                    "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "body": body,
-                    "params": dict(parse_qsl(body, keep_blank_values=True)),
-                }
-                self.send_response(500 if self.path.startswith("/fail") else 204)
-                self.end_headers()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if headers.get("content-type", "").startswith("application/json"):
+                    params = json.loads(body)
+                else:
+                    params = dict(parse_qsl(body, keep_blank_values=True))
+                record = {"path": self.path, "headers": headers, "body": body, "params": params}
+                # Recorded before answering: once the simulator has its answer, it is here.
                 with receiver.changed:
                     receiver.requests.append(record)
                     receiver.changed.notify_all()
+                if self.path.startswith("/fail"):
+                    self.send_response(500)
+                    self.end_headers()
+                elif self.path.startswith("/twiml"):
+                    payload = TWIML_ANSWER.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                else:
+                    self.send_response(204)
+                    self.end_headers()
 
             def log_message(self, *args):
                 pass
