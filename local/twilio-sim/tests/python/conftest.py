@@ -129,11 +129,13 @@ class Receiver:
                     "body": body,
                     "params": dict(parse_qsl(body, keep_blank_values=True)),
                 }
-                self.send_response(500 if self.path.startswith("/fail") else 204)
-                self.end_headers()
+                # Recorded before answering: the simulator sends a message's next callback only
+                # after this answer, so the record order is the order they were sent.
                 with receiver.changed:
                     receiver.requests.append(record)
                     receiver.changed.notify_all()
+                self.send_response(500 if self.path.startswith("/fail") else 204)
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
