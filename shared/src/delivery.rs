@@ -205,10 +205,11 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
             // Already done, or already moved on. If it waits for the next attempt, make sure
             // that attempt's job exists (this job may be the redelivery of one that crashed
             // before enqueueing it); a duplicate job is harmless, the claim decides.
-            if m.status == MessageStatus::Retrying && m.attempt == attempt + 1 {
-                if enqueue_attempt(svc, &m).await.is_err() {
-                    return JobOutcome::Again;
-                }
+            if m.status == MessageStatus::Retrying
+                && m.attempt == attempt + 1
+                && enqueue_attempt(svc, &m).await.is_err()
+            {
+                return JobOutcome::Again;
             }
             JobOutcome::Done
         }

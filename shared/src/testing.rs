@@ -1321,3 +1321,65 @@ impl<S: Keyring + 'static> Keyring for Alternate<S> {
         self.pick().put_key_if_absent(name, wrapped).await
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The moto server for the AWS adapters' tests
+
+static ENDPOINT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+static SERVER: std::sync::OnceLock<std::sync::Mutex<std::process::Child>> =
+    std::sync::OnceLock::new();
+
+/// The AWS endpoint for the AWS adapters' tests: `HERALD_TEST_AWS_ENDPOINT` when set
+/// (scripts/test.sh starts `scripts/moto_server.py` and names it), otherwise a moto server this
+/// process starts from `.venv` (one per test binary, on a port the OS picks, serving one request
+/// at a time, gone when the process exits). Panics with how to get one when neither works.
+pub fn aws_test_endpoint() -> String {
+    ENDPOINT
+        .get_or_init(start_or_find_moto)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn start_or_find_moto() -> Result<String, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let python = root.join(".venv/bin/python");
+    let how = "run scripts/test.sh (it creates .venv with moto), or create the venv: \
+               python3 -m venv .venv && .venv/bin/pip install 'moto[server]>=5,<6'";
+    if let Some(url) = std::env::var("HERALD_TEST_AWS_ENDPOINT")
+        .ok()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+    {
+        // scripts/test.sh starts scripts/moto_server.py (one request at a time) and names it.
+        return Ok(url);
+    }
+    if !python.exists() {
+        return Err(format!(
+            "{} does not exist and HERALD_TEST_AWS_ENDPOINT is not set: {how}",
+            python.display()
+        ));
+    }
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("scripts/moto_server.py"))
+        .arg("--until-stdin-closes")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}; {how}", python.display()))?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .map_err(|e| format!("moto did not report its port: {e}"))?;
+    let port: u16 = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("moto did not start (is moto[server] installed?): {how}"))?;
+    // Kept, with its stdin open, for the life of this process.
+    let _ = SERVER.set(std::sync::Mutex::new(child));
+    Ok(format!("http://127.0.0.1:{port}"))
+}

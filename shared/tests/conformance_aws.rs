@@ -11,10 +11,7 @@
 //! its own tables, keys and secrets, so they run in parallel against one server.
 #![cfg(all(feature = "test-util", feature = "aws"))]
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -28,56 +25,8 @@ use herald::ports::{
 };
 use herald::testing::{self, Alternate, Ports};
 
-static ENDPOINT: OnceLock<Result<String, String>> = OnceLock::new();
-static SERVER: OnceLock<Mutex<Child>> = OnceLock::new();
-
 fn endpoint() -> String {
-    ENDPOINT
-        .get_or_init(start_or_find_moto)
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn start_or_find_moto() -> Result<String, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let python = root.join(".venv/bin/python");
-    let how = "run scripts/test.sh (it creates .venv with moto), or create the venv: \
-               python3 -m venv .venv && .venv/bin/pip install 'moto[server]>=5,<6'";
-    if let Some(url) = std::env::var("HERALD_TEST_AWS_ENDPOINT")
-        .ok()
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-    {
-        // scripts/test.sh starts scripts/moto_server.py (one request at a time) and names it.
-        return Ok(url);
-    }
-    if !python.exists() {
-        return Err(format!(
-            "{} does not exist and HERALD_TEST_AWS_ENDPOINT is not set: {how}",
-            python.display()
-        ));
-    }
-    let mut child = Command::new(&python)
-        .arg(root.join("scripts/moto_server.py"))
-        .arg("--until-stdin-closes")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}; {how}", python.display()))?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .map_err(|e| format!("moto did not report its port: {e}"))?;
-    let port: u16 = line
-        .trim()
-        .parse()
-        .map_err(|_| format!("moto did not start (is moto[server] installed?): {how}"))?;
-    // Kept, with its stdin open, for the life of this process.
-    let _ = SERVER.set(Mutex::new(child));
-    Ok(format!("http://127.0.0.1:{port}"))
+    testing::aws_test_endpoint()
 }
 
 async fn sdk_config() -> SdkConfig {

@@ -1,8 +1,7 @@
-//! The queue conformance suite against SQS through the moto server that `scripts/test.sh`
-//! starts (`HERALD_TEST_AWS_ENDPOINT`). Time is real: delays and visibility timeouts of 2 s,
+//! The queue conformance suite against SQS through moto ([`herald::testing::aws_test_endpoint`]). Time is real: delays and visibility timeouts of 2 s,
 //! waited out by long polling and bounded receive loops. Every test makes its own queues.
 
-#![cfg(feature = "aws")]
+#![cfg(all(feature = "aws", feature = "test-util"))]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,13 +17,7 @@ use herald::testing_queue::{self as suite, QueueFixture, QueueTime};
 const POLL_SECS: u32 = 1;
 
 fn endpoint() -> String {
-    std::env::var("HERALD_TEST_AWS_ENDPOINT")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .expect(
-            "HERALD_TEST_AWS_ENDPOINT is unset: run scripts/test.sh, which starts a moto server \
-             on a loopback port and sets it (and dummy AWS credentials)",
-        )
+    herald::testing::aws_test_endpoint()
 }
 
 /// A client for the test endpoint, with dummy credentials: never real AWS.

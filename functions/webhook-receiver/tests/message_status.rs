@@ -1,6 +1,7 @@
 //! Twilio's message status callbacks through real API Gateway events: signatures, the status
 //! machine, dedupe, orphans; and that a rejected request writes nothing.
 
+use herald::ports::Queue;
 use herald::test_env::{TestEnv, WEBHOOK_BASE, json_request, read, request};
 use herald::twilio::signature;
 use serde_json::json;

@@ -260,7 +260,7 @@ pub fn table(rows: &[Row]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:<3} {}\n",
+            "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:>3} {:<3} {}\n",
             r.id,
             r.to,
             r.status,
@@ -269,6 +269,7 @@ pub fn table(rows: &[Row]) -> String {
                 .unwrap_or_else(|| "-".into()),
             r.segments,
             r.encoding,
+            r.attempts,
             if r.as_expected { "yes" } else { "NO" },
             r.label
         ));

@@ -304,11 +304,17 @@ impl Message {
         if change.twilio_sid.is_some() {
             self.twilio_sid.clone_from(&change.twilio_sid);
         }
-        if change.error_code.is_some() {
+        if change.error_code.is_some() || change.error_reason.is_some() {
             self.error_code = change.error_code;
-        }
-        if change.error_reason.is_some() {
             self.error_reason.clone_from(&change.error_reason);
+        } else if !matches!(
+            change.status,
+            MessageStatus::Failed | MessageStatus::Undelivered
+        ) {
+            // Progress without an error: an earlier attempt's failure is history (the timeline
+            // keeps it), not this message's error.
+            self.error_code = None;
+            self.error_reason = None;
         }
         self.updated_at_ms = change.at_ms;
         if change.status != MessageStatus::Retrying {
