@@ -172,19 +172,86 @@ async fn out_of_order_delivered_then_sent_ends_delivered_with_both_events() {
 }
 
 #[tokio::test]
-async fn failures_carry_the_error_code() {
+async fn permanent_failures_are_final_with_their_code() {
     let env = TestEnv::start().await;
     let (id, sid) = send(&env).await;
     let token = env.creds.auth_token.expose().clone();
     let mut p = status_params(&sid, "undelivered");
-    p.push(("ErrorCode", "30003"));
+    p.push(("ErrorCode", "30007"));
     assert_eq!(
         deliver(&env, callback(&format!("mid={id}&a=1"), &p, &token, None)).await,
         200
     );
     let view = status_of(&env, &id).await;
     assert_eq!(view["status"], "undelivered");
-    assert_eq!(view["error_code"], 30003);
+    assert_eq!(view["error_code"], 30007);
+    assert_eq!(
+        env.retry_queue.depth().await.unwrap(),
+        herald::ports::QueueDepth::default()
+    );
+}
+
+#[tokio::test]
+async fn a_retryable_failure_schedules_the_next_attempt_until_attempts_run_out() {
+    let env = TestEnv::start().await;
+    let (id, sid) = send(&env).await;
+    let token = env.creds.auth_token.expose().clone();
+    let mut p = status_params(&sid, "failed");
+    p.push(("ErrorCode", "30001"));
+    assert_eq!(
+        deliver(&env, callback(&format!("mid={id}&a=1"), &p, &token, None)).await,
+        200
+    );
+    let view = status_of(&env, &id).await;
+    assert_eq!(
+        (view["status"].as_str(), view["attempts"].as_u64()),
+        (Some("retrying"), Some(2))
+    );
+    let depth = env.retry_queue.depth().await.unwrap();
+    assert_eq!(depth.visible + depth.delayed, 1, "one job for attempt 2");
+    // A duplicate of that callback changes nothing and queues nothing more.
+    assert_eq!(
+        deliver(&env, callback(&format!("mid={id}&a=1"), &p, &token, None)).await,
+        200
+    );
+    let depth = env.retry_queue.depth().await.unwrap();
+    assert_eq!(depth.visible + depth.delayed, 1);
+
+    // 30003 may be retried a few times only (3 attempts in all): at attempt 3 it is final.
+    let env = TestEnv::start().await;
+    let (id, sid) = send(&env).await;
+    let mut p = status_params(&sid, "undelivered");
+    p.push(("ErrorCode", "30003"));
+    let message_id: herald::domain::MessageId = id.parse().unwrap();
+    for a in 1..=2u32 {
+        assert_eq!(
+            deliver(&env, callback(&format!("mid={id}&a={a}"), &p, &token, None)).await,
+            200
+        );
+        // Standing in for the retry processor: the next attempt reaches Twilio.
+        let submitted = herald::testing::change(a + 1, herald::domain::MessageStatus::Queued, 1);
+        let applied = herald::ports::MessageStore::apply_message_status(
+            &*env.services.messages,
+            &message_id,
+            &submitted,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(applied, herald::ports::Applied::Applied(_)));
+    }
+    assert_eq!(
+        deliver(&env, callback(&format!("mid={id}&a=3"), &p, &token, None)).await,
+        200
+    );
+    let view = status_of(&env, &id).await;
+    assert_eq!(
+        (
+            view["status"].as_str(),
+            view["attempts"].as_u64(),
+            view["error_code"].as_u64()
+        ),
+        (Some("undelivered"), Some(3), Some(30003))
+    );
 }
 
 #[tokio::test]
