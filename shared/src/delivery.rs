@@ -253,8 +253,10 @@ pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
             }
             Ok(None) => {}
             Err(e) => {
+                // Twilio cannot be asked now: this attempt fails for now and uses up one of
+                // the attempts (so a long outage still ends), keeping the ambiguity for the next.
                 tracing::warn!(message_id = %m.id, error = %e, "could not check Twilio for an earlier attempt");
-                return Delivery::Interrupted;
+                return record_failure(svc, m, &e, since).await;
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod ports;
 pub mod problem;
 pub mod secret;
 pub mod service;
+pub mod sqs;
 pub mod telemetry;
 pub mod templates;
 #[cfg(feature = "test-util")]

@@ -31,6 +31,8 @@ pub struct TestEnv {
     pub send_queue: SqliteQueue,
     /// The retry queue.
     pub retry_queue: SqliteQueue,
+    config: Config,
+    adapters: Adapters,
 }
 
 fn hex32(seed: u8) -> String {
@@ -56,6 +58,11 @@ impl TestEnv {
         )];
         sim_cfg.callback_mode = twilio_sim::CallbackMode::Manual;
         sim_cfg.seed = 42;
+        // One clock for Herald and the simulator, so Twilio's timestamps agree with Herald's.
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let sim_clock = clock.clone();
+        sim_cfg.clock =
+            twilio_sim::SimClock::from_fn(move || crate::ports::Clock::now_ms(&*sim_clock));
         let sim = twilio_sim::Simulator::start(sim_cfg)
             .await
             .expect("simulator starts");
@@ -73,7 +80,6 @@ impl TestEnv {
                 .or_else(|| base.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
         })
         .expect("test configuration is valid");
-        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
         let store = SqliteStore::in_memory(clock.clone()).expect("in-memory store");
         let secrets = Arc::new(MemorySecretSource::new(creds.clone()));
         let send_queue = SqliteQueue::in_memory("send", 5, clock.clone()).expect("queue");
@@ -88,7 +94,8 @@ impl TestEnv {
             retry_queue: Arc::new(retry_queue.clone()),
             clock: clock.clone(),
         };
-        let services = Arc::new(Services::new(config, adapters).expect("services build"));
+        let services =
+            Arc::new(Services::new(config.clone(), adapters.clone()).expect("services build"));
         Self {
             services,
             sim,
@@ -98,7 +105,25 @@ impl TestEnv {
             secrets,
             send_queue,
             retry_queue,
+            config,
+            adapters,
         }
+    }
+
+    /// Services over the same adapters whose senders "die" after claiming an attempt, or after
+    /// Twilio accepted it, with these probabilities (failure injection).
+    pub fn services_with_chaos(
+        &self,
+        crash_after_claim: f64,
+        crash_after_send: f64,
+    ) -> Arc<Services> {
+        let mut s =
+            Services::new(self.config.clone(), self.adapters.clone()).expect("services build");
+        s.chaos = crate::service::Chaos {
+            crash_after_claim,
+            crash_after_send,
+        };
+        Arc::new(s)
     }
 
     /// Starts an environment with the default configuration.
@@ -148,4 +173,42 @@ pub fn read(resp: &lambda_http::Response<lambda_http::Body>) -> (u16, serde_json
         resp.status().as_u16(),
         serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Runs `handler` over `queue` as Lambda's event source would, until no job is visible: batches
+/// of up to 10, jobs deleted unless reported failed; a failed invocation deletes nothing.
+/// Returns how many jobs were handed to the handler. Time does not move: jobs delayed or hidden
+/// become visible only when the test advances the clock.
+pub async fn drain<F, Fut, E>(
+    queue: &crate::adapters::embedded::SqliteQueue,
+    visibility_timeout_secs: u32,
+    handler: F,
+) -> usize
+where
+    F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = Result<aws_lambda_events::sqs::SqsBatchResponse, E>>,
+{
+    use crate::ports::Queue;
+    let mut handled = 0;
+    loop {
+        let jobs = queue
+            .receive(10, visibility_timeout_secs)
+            .await
+            .expect("receive");
+        if jobs.is_empty() {
+            return handled;
+        }
+        handled += jobs.len();
+        if let Ok(resp) = handler(crate::sqs::event_for(queue.name(), &jobs)).await {
+            for j in &jobs {
+                if !resp
+                    .batch_item_failures
+                    .iter()
+                    .any(|f| f.item_identifier == j.message_id)
+                {
+                    queue.delete(&j.receipt).await.expect("delete");
+                }
+            }
+        }
+    }
 }

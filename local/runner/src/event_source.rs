@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use herald::ports::{Queue, ReceivedJob};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use herald::ports::Queue;
 
 /// A function's SQS handler.
 pub type SqsHandler = Arc<
@@ -52,31 +52,6 @@ pub struct MappingStats {
     pub crashed: AtomicU64,
 }
 
-/// The SQS event Lambda would deliver for these jobs.
-pub fn sqs_event(queue_name: &str, jobs: &[ReceivedJob]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = jobs
-        .iter()
-        .map(|j| {
-            let mut m = SqsMessage::default();
-            m.message_id = Some(j.message_id.clone());
-            m.receipt_handle = Some(j.receipt.clone());
-            m.body = Some(j.body.clone());
-            m.attributes.insert(
-                "ApproximateReceiveCount".into(),
-                j.receive_count.to_string(),
-            );
-            m.attributes
-                .insert("SentTimestamp".into(), j.sent_at_ms.to_string());
-            m.event_source = Some("aws:sqs".into());
-            m.event_source_arn = Some(format!("arn:aws:sqs:local:000000000000:{queue_name}"));
-            m.aws_region = Some("local".into());
-            m
-        })
-        .collect();
-    event
-}
-
 /// Receives one batch and invokes the handler with it; returns how many jobs it received.
 pub async fn poll_once(
     queue: &dyn Queue,
@@ -98,7 +73,7 @@ pub async fn poll_once(
         return 0;
     }
     stats.invocations.fetch_add(1, Ordering::Relaxed);
-    match handler(sqs_event(&opts.name, &jobs)).await {
+    match handler(herald::sqs::event_for(&opts.name, &jobs)).await {
         Ok(resp) => {
             let failed: HashSet<&str> = resp
                 .batch_item_failures

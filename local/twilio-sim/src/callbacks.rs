@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng as _;
-use time::OffsetDateTime;
 
 use crate::config::{Faults, Outcome};
 use crate::model::{API_VERSION, CallbackRecord, MessageStatus, delivery_error_message};
@@ -98,9 +97,7 @@ fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Signed> {
         Encoding::Form
     };
     let msg = state.message_mut(sid)?;
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let now = inner.now();
     if msg.from.is_none() {
         msg.from = Some(SERVICE_SENDER.to_string());
         msg.num_segments = crate::segments::num_segments(&msg.body);

@@ -339,12 +339,6 @@ pub(crate) async fn run_call_job(inner: &Arc<Inner>, job: CallJob, latency_ms: u
     }
 }
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc())
-}
-
 /// The parameters every voice webhook carries.
 fn base_params(call: &SimCall, call_status: &str) -> Vec<(String, String)> {
     vec![
@@ -377,7 +371,7 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &CallStep) {
         let Some(call) = state.calls.iter_mut().find(|c| c.sid == sid) else {
             return;
         };
-        let t = now();
+        let t = inner.now();
         let (event, call_status) = match step {
             CallStep::Initiated => {
                 call.start_time = Some(t);

@@ -68,6 +68,38 @@ pub enum CallOutcome {
     Failed,
 }
 
+/// The simulator's time: the wall clock, or a function giving Unix milliseconds (a test's
+/// injected clock, so the simulator's timestamps agree with the system under test).
+#[derive(Clone, Default)]
+pub struct SimClock(Option<std::sync::Arc<dyn Fn() -> i64 + Send + Sync>>);
+
+impl SimClock {
+    /// Time from `now_ms` (Unix milliseconds).
+    pub fn from_fn(now_ms: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(now_ms)))
+    }
+
+    /// Now, with whole seconds (as Twilio's timestamps have).
+    pub fn now(&self) -> time::OffsetDateTime {
+        let t = match &self.0 {
+            Some(f) => time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(f()) * 1_000_000)
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+            None => time::OffsetDateTime::now_utc(),
+        };
+        t.replace_nanosecond(0).unwrap_or(t)
+    }
+}
+
+impl std::fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "SimClock(injected)"
+        } else {
+            "SimClock(wall)"
+        })
+    }
+}
+
 /// Everything a simulator instance needs.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -88,6 +120,8 @@ pub struct SimConfig {
     /// Send status callbacks (messages and calls) as `application/json` with `bodySHA256` in
     /// the signed URL instead of form posts (default `false`).
     pub json_callbacks: bool,
+    /// Time (default: the wall clock).
+    pub clock: SimClock,
 }
 
 impl SimConfig {
@@ -103,6 +137,7 @@ impl SimConfig {
             callback_mode: CallbackMode::Immediate,
             faults: Faults::default(),
             json_callbacks: false,
+            clock: SimClock::default(),
         }
     }
 }

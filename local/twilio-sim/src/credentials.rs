@@ -83,8 +83,11 @@ fn ct_eq(a: &str, b: &str) -> bool {
 }
 
 impl Credentials {
-    pub(crate) fn new(primary: String, keys: Vec<(String, String)>) -> Self {
-        let created = now();
+    pub(crate) fn new(
+        primary: String,
+        keys: Vec<(String, String)>,
+        created: OffsetDateTime,
+    ) -> Self {
         Self {
             primary,
             secondary: None,
@@ -113,13 +116,6 @@ impl Credentials {
             .any(|k| k.sid == user && ct_eq(pass, &k.secret))
             .then(|| Principal::Key(user.to_string()))
     }
-}
-
-/// Now, with whole seconds (as Twilio's timestamps have).
-pub(crate) fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc())
 }
 
 /// ISO 8601, as the Accounts v1 API writes dates (`2015-07-31T04:00:00Z`).

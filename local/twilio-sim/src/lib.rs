@@ -25,7 +25,7 @@ pub use callbacks::SERVICE_SENDER;
 pub use calls::{
     CALL_EVENTS, CallCallbackRecord, CallStatus, SimCall, VoiceRequestKind, VoiceRequestRecord,
 };
-pub use config::{CallOutcome, CallbackMode, Faults, Outcome, SimConfig};
+pub use config::{CallOutcome, CallbackMode, Faults, Outcome, SimClock, SimConfig};
 pub use credentials::SimKey;
 pub use inbound::{InboundRecord, InboundSms};
 pub use model::{

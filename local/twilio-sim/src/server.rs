@@ -19,7 +19,7 @@ use time::{Date, OffsetDateTime};
 use crate::callbacks::CallbackJob;
 use crate::calls::{CALL_EVENTS, CallJob, CallStatus, SimCall};
 use crate::config::{CallOutcome, Faults, Outcome};
-use crate::credentials::{Principal, SimKey, account_json, iso8601, now};
+use crate::credentials::{Principal, SimKey, account_json, iso8601};
 use crate::inbound::InboundSms;
 use crate::model::{API_VERSION, MessageStatus, RequestRecord, SimMessage, TwilioError};
 use crate::segments::num_segments;
@@ -557,7 +557,7 @@ fn handle(
         (Route::SecondaryAuthToken, &Method::POST) => {
             let mut state = inner.lock();
             let token = format!("{:032x}", state.sid_rng.random::<u128>());
-            let t = now();
+            let t = inner.now();
             state.creds.secondary = Some((token.clone(), t));
             Answer::json(
                 StatusCode::CREATED,
@@ -585,7 +585,7 @@ fn handle(
                             "account_sid": inner.account_sid,
                             "auth_token": token,
                             "date_created": iso8601(created),
-                            "date_updated": iso8601(now()),
+                            "date_updated": iso8601(inner.now()),
                             "url": "https://accounts.twilio.com/v1/AuthTokens/Promote",
                         }),
                     )
@@ -731,9 +731,7 @@ fn create(
     check_callback_url(status_callback.as_deref())?;
 
     // Twilio's timestamps have whole seconds.
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let now = inner.now();
     let mut state = inner.lock();
     let sid = state.new_sid("SM");
     let outcome = state.outcomes.get(to).copied().unwrap_or_default();
@@ -870,7 +868,7 @@ fn create_call(
     let status_callback_method = http_method(&params, "StatusCallbackMethod")?;
     let method = http_method(&params, "Method")?;
 
-    let now = now();
+    let now = inner.now();
     let mut state = inner.lock();
     let sid = state.new_sid("CA");
     let outcome = state.call_outcomes.get(to).cloned().unwrap_or_default();
@@ -924,7 +922,7 @@ fn create_key(inner: &Inner, body: &[u8]) -> Result<SimKey, TwilioError> {
             char::from(ALPHABET[state.sid_rng.random_range(0..ALPHABET.len())])
         })
         .collect();
-    let t = now();
+    let t = inner.now();
     let key = SimKey {
         sid,
         friendly_name: name,
@@ -958,7 +956,7 @@ fn update_key(inner: &Inner, sid: &str, body: &[u8]) -> Result<Option<SimKey>, T
     if name.is_some() {
         key.friendly_name = name;
     }
-    key.date_updated = now();
+    key.date_updated = inner.now();
     Ok(Some(key.clone()))
 }
 

@@ -65,6 +65,7 @@ impl State {
 /// Shared by the server, the callback tasks and every handle.
 pub(crate) struct Inner {
     pub(crate) account_sid: String,
+    pub(crate) clock: crate::config::SimClock,
     pub(crate) callback_latency_ms: u64,
     pub(crate) callback_mode: CallbackMode,
     pub(crate) state: Mutex<State>,
@@ -77,6 +78,11 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Now, with whole seconds.
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every update is one step).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -144,6 +150,7 @@ impl Simulator {
             .build()
             .map_err(std::io::Error::other)?;
         let inner = Arc::new(Inner {
+            clock: config.clock.clone(),
             account_sid: config.account_sid,
             callback_latency_ms: config.callback_latency_ms,
             callback_mode: config.callback_mode,
@@ -153,7 +160,7 @@ impl Simulator {
                 faults: config.faults,
                 outcomes: HashMap::new(),
                 call_outcomes: HashMap::new(),
-                creds: Credentials::new(config.auth_token, config.api_keys),
+                creds: Credentials::new(config.auth_token, config.api_keys, config.clock.now()),
                 json_callbacks: config.json_callbacks,
                 messages: Vec::new(),
                 calls: Vec::new(),

@@ -42,6 +42,8 @@ pub fn describe_code(code: u32) -> &'static str {
     match code {
         20003 => "authentication failed",
         20429 => "too many concurrent requests",
+        20500 => "internal server error",
+        20503 => "service unavailable",
         21211 => "invalid To number",
         21212 => "invalid From number",
         21408 => "no permission to send to that region",
