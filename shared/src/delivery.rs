@@ -322,22 +322,21 @@ async fn record_submitted(
     adopted: bool,
 ) -> Delivery {
     let status = MessageStatus::from_twilio(&r.status).unwrap_or(MessageStatus::Queued);
-    let change = StatusChange {
+    let report = Report {
         attempt: m.attempt,
         status,
         twilio_sid: Some(r.sid.clone()),
-        error_code: None,
-        error_reason: None,
+        error_code: r.error_code,
         at_ms: svc.clock.now_ms(),
     };
-    match svc.messages.apply_message_status(&m.id, &change).await {
-        Ok(Applied::Applied(_)) => {
+    match apply_report(svc, &m.id, &report).await {
+        Ok(Applied::Applied(now)) => {
             let mut ev = event(
                 svc,
                 m,
                 EventKind::Submitted,
                 status,
-                None,
+                r.error_code,
                 Some(r.sid.clone()),
                 true,
             );
@@ -346,16 +345,102 @@ async fn record_submitted(
             }
             record_event(svc, &ev).await;
             crate::telemetry::metric("MessagesSubmitted", 1.0, "Count", &[]);
-            Delivery::Submitted(status)
+            match now.status {
+                MessageStatus::Retrying => Delivery::Deferred,
+                MessageStatus::Failed | MessageStatus::Undelivered => {
+                    Delivery::Failed(now.error_code)
+                }
+                s => Delivery::Submitted(s),
+            }
         }
         Ok(_) => Delivery::Submitted(status),
         Err(e) => {
-            // Twilio has it; its callbacks (same attempt) will move the record on, and a claim
-            // taken over later finds it by reconciling.
+            // Twilio has it; its callbacks will move the record on, and a claim taken over
+            // later finds it by reconciling.
             tracing::error!(message_id = %m.id, error = %e, "could not record the send result");
             Delivery::Interrupted
         }
     }
+}
+
+/// A report of a message's status at Twilio: a status callback, an answer to a create, or what a
+/// look-up found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The attempt it belongs to (the callback URL's `a`).
+    pub attempt: u32,
+    /// The status reported.
+    pub status: MessageStatus,
+    /// Twilio's message SID.
+    pub twilio_sid: Option<String>,
+    /// Twilio's error code.
+    pub error_code: Option<u32>,
+    /// When it was received.
+    pub at_ms: i64,
+}
+
+/// Applies a report atomically: the status moves forward by the transition rule; a failure
+/// Twilio may get past on another try (30001, 30003 …) instead moves the message to its next
+/// attempt while attempts remain, and queues that attempt.
+pub async fn apply_report(
+    svc: &Services,
+    id: &MessageId,
+    report: &Report,
+) -> Result<Applied, crate::ports::StoreError> {
+    let code = report.error_code;
+    let failure = matches!(
+        report.status,
+        MessageStatus::Failed | MessageStatus::Undelivered
+    );
+    let retry_class = code
+        .map(crate::twilio::class_of_code)
+        .filter(|c| failure && c.is_retryable());
+    let reason = code.map(|c| format!("Twilio error {c} ({})", describe_code(c)));
+    let change = StatusChange {
+        attempt: report.attempt,
+        status: report.status,
+        twilio_sid: report.twilio_sid.clone(),
+        error_code: code,
+        error_reason: reason.clone(),
+        at_ms: report.at_ms,
+    };
+    let decide = |m: &Message| {
+        if !m.accepts(&change) {
+            return None;
+        }
+        if let Some(class) = retry_class
+            && m.attempt < attempts_allowed(svc, class)
+        {
+            let wait = backoff(
+                m.attempt,
+                class,
+                None,
+                svc.config.retry_base_delay,
+                svc.config.retry_max_delay,
+            );
+            return m.retried(&RetryChange {
+                attempt: m.attempt,
+                error_code: code,
+                error_reason: reason.clone(),
+                ambiguous_since_ms: None,
+                next_attempt_at_ms: report.at_ms
+                    + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                at_ms: report.at_ms,
+            });
+        }
+        m.changed(&change)
+    };
+    let result = svc.messages.update_message(id, &decide).await?;
+    if let Applied::Applied(next) = &result
+        && next.status == MessageStatus::Retrying
+    {
+        tracing::info!(message_id = %id, attempt = next.attempt, twilio_code = ?code, "retrying after a reported failure");
+        crate::telemetry::metric("SendRetries", 1.0, "Count", &[]);
+        if let Err(e) = enqueue_attempt(svc, next).await {
+            tracing::error!(message_id = %id, error = %e, "could not enqueue the next attempt; the sweeper will");
+        }
+    }
+    Ok(result)
 }
 
 /// Whether Twilio may have created the message although the request failed.
@@ -499,8 +584,10 @@ pub async fn handle_sqs_batch(
 }
 
 /// The sweeper: finds messages that wait longer than `grace_ms` past when they were due (their
-/// job lost to a crash between the store and the queue) and enqueues their attempt again.
-/// Duplicated jobs are harmless: the claim decides. Returns how many were enqueued.
+/// job lost to a crash between the store and the queue) and enqueues their attempt again
+/// (duplicated jobs are harmless: the claim decides); and asks Twilio where messages are that
+/// it accepted more than `grace_ms` ago without reporting a final status (callbacks are best
+/// effort). Returns how many messages it moved or enqueued.
 pub async fn sweep(
     svc: &Services,
     grace_ms: i64,
@@ -521,8 +608,50 @@ pub async fn sweep(
             }
         }
     }
+    for status in [
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+    ] {
+        for m in svc
+            .messages
+            .list_messages_by_status(status, now - grace_ms, limit)
+            .await?
+        {
+            if m.updated_at_ms + grace_ms > now {
+                continue;
+            }
+            let Some(sid) = m.twilio_sid.clone() else {
+                continue;
+            };
+            let fetched = match svc.credentials.get().await {
+                Ok(creds) => svc.twilio.fetch_message(&creds, &sid).await,
+                Err(e) => Err(e.into()),
+            };
+            match fetched {
+                Ok(r) => {
+                    let Some(reported) = MessageStatus::from_twilio(&r.status) else {
+                        continue;
+                    };
+                    let report = Report {
+                        attempt: m.attempt,
+                        status: reported,
+                        twilio_sid: Some(sid),
+                        error_code: r.error_code,
+                        at_ms: now,
+                    };
+                    if let Ok(Applied::Applied(_)) = apply_report(svc, &m.id, &report).await {
+                        enqueued += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %m.id, error = %e, "could not fetch a message from Twilio")
+                }
+            }
+        }
+    }
     if enqueued > 0 {
-        tracing::warn!(enqueued, "sweeper re-enqueued waiting messages");
+        tracing::warn!(enqueued, "sweeper moved or re-enqueued messages");
         crate::telemetry::metric("SweeperEnqueued", f64::from(enqueued), "Count", &[]);
     }
     Ok(enqueued)

@@ -283,3 +283,121 @@ async fn the_stage_prefix_of_a_rest_api_path_is_ignored() {
     .unwrap();
     assert_eq!(read(&resp).0, 201);
 }
+
+#[tokio::test]
+async fn a_batch_records_the_valid_items_queues_one_job_each_and_reports_the_rest() {
+    let env = TestEnv::start().await;
+    let body = json!({"messages": [
+        {"to": "+14155550101", "body": "one"},
+        {"to": "not a number", "body": "two"},
+        {"to": "+14155550103", "template": "alert", "variables": {"service": "db", "summary": "down"}},
+        {"to": "+14155550104", "template": "reminder", "variables": {}},
+        {"to": "+14155550105", "body": "five"},
+    ]});
+    let resp = send_sms::handle(
+        &env.services,
+        json_request("POST", "/v1/messages/batch", &body),
+    )
+    .await
+    .unwrap();
+    let (status, answer) = read(&resp);
+    assert_eq!(status, 202, "{answer}");
+    let accepted: Vec<u64> = answer["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(accepted, [0, 2, 4]);
+    let errors: Vec<(u64, &str, &str)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["type"].as_str().unwrap(),
+                e["field"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                1,
+                "urn:herald:problem:invalid-phone-number",
+                "messages[1].to"
+            ),
+            (
+                3,
+                "urn:herald:problem:missing-variable",
+                "messages[3].variables.event"
+            ),
+        ]
+    );
+    assert_eq!(env.store.count_messages().await.unwrap(), 3);
+    assert!(
+        env.sim.requests().is_empty(),
+        "nothing is sent before the send queue runs"
+    );
+    assert_eq!(
+        herald::ports::Queue::depth(&env.send_queue)
+            .await
+            .unwrap()
+            .visible,
+        3
+    );
+
+    // The send queue triggers send-sms, which sends exactly as the API path does.
+    let svc = env.services.clone();
+    let handled = herald::test_env::drain(&env.send_queue, 61, |e| {
+        let svc = svc.clone();
+        async move { send_sms::handle_sqs(&svc, e).await }
+    })
+    .await;
+    assert_eq!(handled, 3);
+    assert_eq!(env.sim.messages().len(), 3);
+    for m in answer["messages"].as_array().unwrap() {
+        let (_, view) = get(&env, m["id"].as_str().unwrap()).await;
+        assert_eq!(view["status"], "queued");
+    }
+    // A redelivered send job sends nothing more.
+    let id = answer["messages"][0]["id"].as_str().unwrap();
+    let job = herald::delivery::Job::Message {
+        id: id.parse().unwrap(),
+        attempt: 1,
+        not_before_ms: None,
+    };
+    herald::ports::Queue::send(&env.send_queue, &job.to_body(), 0)
+        .await
+        .unwrap();
+    let svc = env.services.clone();
+    herald::test_env::drain(&env.send_queue, 61, |e| {
+        let svc = svc.clone();
+        async move { send_sms::handle_sqs(&svc, e).await }
+    })
+    .await;
+    assert_eq!(env.sim.creates_for("+14155550101"), 1);
+}
+
+#[tokio::test]
+async fn a_batch_must_hold_one_to_a_thousand_messages() {
+    let env = TestEnv::start().await;
+    for body in [
+        json!({"messages": []}),
+        json!({"messages": vec![json!({"to": "+14155550101", "body": "x"}); 1001]}),
+        json!({"nope": 1}),
+    ] {
+        let resp = send_sms::handle(
+            &env.services,
+            json_request("POST", "/v1/messages/batch", &body),
+        )
+        .await
+        .unwrap();
+        let (status, problem) = read(&resp);
+        assert_eq!(status, 422);
+        assert_eq!(problem["field"], "messages");
+    }
+    assert_eq!(env.store.count_messages().await.unwrap(), 0);
+}

@@ -4,13 +4,11 @@
 
 use herald::delivery;
 use herald::domain::event::EVENT_RETENTION_MS;
-use herald::domain::{
-    Event, EventKind, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
-};
+use herald::domain::{Event, EventKind, MessageId, MessageStatus, StatusChange, Subject};
 use herald::ports::Applied;
 use herald::problem::{Problem, ProblemKind};
 use herald::service::Services;
-use herald::twilio::{class_of_code, describe_code, signature};
+use herald::twilio::{describe_code, signature};
 use lambda_http::{Body, Request, RequestExt, Response};
 
 /// The webhook routes, relative to `TWILIO_WEBHOOK_BASE_URL`.
@@ -96,50 +94,6 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// A callback reporting a failure Twilio may get past on another try (30001, 30003 …) moves the
-/// message to its next attempt while attempts remain, and queues that attempt; `None` when the
-/// report is final.
-async fn retry_after_callback(
-    svc: &Services,
-    id: &MessageId,
-    status: MessageStatus,
-    error_code: Option<u32>,
-    attempt: u32,
-) -> Option<Result<Applied, herald::ports::StoreError>> {
-    let code = error_code?;
-    let class = class_of_code(code);
-    if !matches!(status, MessageStatus::Failed | MessageStatus::Undelivered)
-        || !class.is_retryable()
-        || attempt >= delivery::attempts_allowed(svc, class)
-    {
-        return None;
-    }
-    let now = svc.clock.now_ms();
-    let wait = delivery::backoff(
-        attempt,
-        class,
-        None,
-        svc.config.retry_base_delay,
-        svc.config.retry_max_delay,
-    );
-    let change = RetryChange {
-        attempt,
-        error_code: Some(code),
-        error_reason: Some(format!("Twilio error {code} ({})", describe_code(code))),
-        ambiguous_since_ms: None,
-        next_attempt_at_ms: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
-        at_ms: now,
-    };
-    let result = svc.messages.schedule_retry(id, &change).await;
-    if let Ok(Applied::Applied(next)) = &result {
-        tracing::info!(message_id = %id, attempt, twilio_code = code, "retrying after a failure callback");
-        if let Err(e) = delivery::enqueue_attempt(svc, next).await {
-            tracing::error!(message_id = %id, error = %e, "could not enqueue the next attempt; the sweeper will");
-        }
-    }
-    Some(result)
-}
-
 fn ok() -> http::Response<String> {
     herald::problem::respond(
         200,
@@ -209,12 +163,14 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
             error_reason: error_code.map(|c| format!("Twilio error {c} ({})", describe_code(c))),
             at_ms: now,
         };
-        let retry = retry_after_callback(svc, id, status, error_code, attempt).await;
-        let result = match retry {
-            Some(r) => r,
-            None => svc.messages.apply_message_status(id, &change).await,
+        let report = delivery::Report {
+            attempt,
+            status,
+            twilio_sid: change.twilio_sid.clone(),
+            error_code,
+            at_ms: now,
         };
-        match result {
+        match delivery::apply_report(svc, id, &report).await {
             Ok(Applied::Applied(m)) => {
                 event.subject = Subject::from(id);
                 event.kind = EventKind::StatusCallback;

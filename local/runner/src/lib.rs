@@ -4,4 +4,5 @@
 pub mod demo;
 pub mod event_source;
 pub mod gateway;
+pub mod soak;
 pub mod stack;

@@ -1,12 +1,14 @@
 //! `herald`: runs Herald on one machine. `herald demo` shows the whole system at work;
-//! `herald up` serves the API and the webhooks on a loopback port with the Twilio simulator.
+//! `herald up` serves the API and the webhooks on a loopback port with the Twilio simulator;
+//! `herald soak` runs it at volume under faults; `herald dlq` inspects and replays dead letters.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use herald_runner::{demo, stack};
+use herald_runner::{demo, soak, stack};
 
 #[derive(Parser)]
 #[command(
@@ -36,84 +38,274 @@ enum Command {
         #[arg(long, default_value = ".herald")]
         data_dir: PathBuf,
     },
+    /// Send many messages through the local stack under faults; exit 1 unless none is lost,
+    /// sent twice or ends wrongly.
+    Soak {
+        /// Messages to send.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Overall fault rate, 0 to 1.
+        #[arg(long, default_value_t = 0.2)]
+        fault_rate: f64,
+        /// Seed of the outcomes and faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up waiting for final states after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        deadline_secs: u64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or replay the dead-letter queues of a local stack.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List the jobs in a dead-letter queue.
+    List {
+        /// Which queue.
+        #[arg(long, value_enum, default_value_t = QueueName::Retry)]
+        queue: QueueName,
+        /// Where the local stack keeps its data.
+        #[arg(long, default_value = ".herald")]
+        data_dir: PathBuf,
+    },
+    /// Move every job of a dead-letter queue back to its queue.
+    Redrive {
+        /// Which queue.
+        #[arg(long, value_enum, default_value_t = QueueName::Retry)]
+        queue: QueueName,
+        /// Where the local stack keeps its data.
+        #[arg(long, default_value = ".herald")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueueName {
+    /// The send queue (bulk sends).
+    Send,
+    /// The retry queue.
+    Retry,
+}
+
+fn quiet_logs() {
+    if std::env::var_os("HERALD_LOG").is_none() {
+        // These commands print their own output; logs only when asked for with HERALD_LOG.
+        herald::telemetry::init_with_writer(std::io::sink);
+    } else {
+        herald::telemetry::init();
+    }
+    herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
+}
+
+async fn demo_command(json: bool) -> ExitCode {
+    quiet_logs();
+    let dir = std::env::temp_dir().join(format!("herald-demo-{}", std::process::id()));
+    let result = demo::run(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(rows) => {
+            if json {
+                println!("{}", serde_json::json!({ "messages": rows }));
+            } else {
+                print!("{}", demo::table(&rows));
+            }
+            let bad = rows.iter().filter(|r| !r.as_expected).count();
+            if bad == 0 {
+                if !json {
+                    println!(
+                        "\nall {} messages ended as the simulator was told",
+                        rows.len()
+                    );
+                }
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{bad} message(s) did not end as the simulator was told");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up_command(port: u16, data_dir: PathBuf) -> ExitCode {
+    herald::telemetry::init();
+    herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Stderr);
+    let stack = match stack::LocalStack::start(&stack::StackOptions {
+        port,
+        ..stack::StackOptions::new(data_dir.clone())
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herald up failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Herald is up.");
+    println!("  API (local API Gateway): {}", stack.api_url);
+    println!("  Twilio simulator:        {}", stack.sim.base_url());
+    println!(
+        "  data:                    {}",
+        data_dir.join("herald.db").display()
+    );
+    println!();
+    println!("Try:");
+    println!(
+        "  curl -s -X POST {}/v1/messages -H 'content-type: application/json' \\",
+        stack.api_url
+    );
+    println!("       -d '{{\"to\":\"+14155552671\",\"body\":\"Hello from Herald\"}}'");
+    println!("  curl -s {}/v1/messages/<id>", stack.api_url);
+    println!("  curl -s {}/_sim/callbacks", stack.sim.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    stack.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn soak_command(opts: soak::SoakOptions, json: bool) -> ExitCode {
+    quiet_logs();
+    let dir = std::env::temp_dir().join(format!("herald-soak-{}", std::process::id()));
+    let result = soak::run(&dir, &opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("report serialises")
+                );
+            } else {
+                println!(
+                    "accepted {}  final {}  lost {}  duplicate sends {}  mismatched {}  retries {}  dead letters {}  {:.1}s",
+                    report.accepted,
+                    report.final_,
+                    report.lost,
+                    report.duplicate_sends,
+                    report.mismatched,
+                    report.retries,
+                    report.dlq,
+                    report.seconds
+                );
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("soak failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dlq_command(action: DlqAction) -> ExitCode {
+    let (queue, data_dir, redrive) = match action {
+        DlqAction::List { queue, data_dir } => (queue, data_dir, false),
+        DlqAction::Redrive { queue, data_dir } => (queue, data_dir, true),
+    };
+    let name = match queue {
+        QueueName::Send => "send",
+        QueueName::Retry => "retry",
+    };
+    let db = data_dir.join("herald.db");
+    if !db.exists() {
+        eprintln!("no local stack data in {}", data_dir.display());
+        return ExitCode::from(2);
+    }
+    let clock: Arc<dyn herald::ports::Clock> = Arc::new(herald::ports::SystemClock);
+    let q = match herald::adapters::embedded::SqliteQueue::open(
+        &db,
+        name,
+        stack::MAX_RECEIVE_COUNT,
+        clock,
+    ) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("cannot open the {name} queue: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use herald::ports::Queue;
+    if redrive {
+        match q.redrive().await {
+            Ok(n) => {
+                println!(
+                    "moved {n} job(s) from the {name} dead-letter queue back to the {name} queue"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("redrive failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    } else {
+        let total = match q.depth().await {
+            Ok(d) => d.dead,
+            Err(e) => {
+                eprintln!("cannot read the dead-letter queue: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match q.dead_letters(10).await {
+            Ok(jobs) => {
+                println!("{total} job(s) in the {name} dead-letter queue");
+                for j in &jobs {
+                    println!(
+                        "  {}  received {}x  sent at {}  {}",
+                        j.message_id,
+                        j.receive_count,
+                        send_sms::rfc3339(j.sent_at_ms),
+                        j.body
+                    );
+                }
+                if total > jobs.len() as u64 {
+                    println!("  … and {} more", total - jobs.len() as u64);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot read the dead-letter queue: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { json } => {
-            herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
-            if std::env::var_os("HERALD_LOG").is_none() {
-                // The demo prints its own table; logs only when asked for with HERALD_LOG.
-                herald::telemetry::init_with_writer(std::io::sink);
-            } else {
-                herald::telemetry::init();
-            }
-            let dir = std::env::temp_dir().join(format!("herald-demo-{}", std::process::id()));
-            let result = demo::run(&dir).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            match result {
-                Ok(rows) => {
-                    if json {
-                        println!("{}", serde_json::json!({ "messages": rows }));
-                    } else {
-                        print!("{}", demo::table(&rows));
-                    }
-                    let bad = rows.iter().filter(|r| !r.as_expected).count();
-                    if bad == 0 {
-                        if !json {
-                            println!(
-                                "\nall {} messages ended as the simulator was told",
-                                rows.len()
-                            );
-                        }
-                        ExitCode::SUCCESS
-                    } else {
-                        eprintln!("{bad} message(s) did not end as the simulator was told");
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("demo failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Up { port, data_dir } => {
-            herald::telemetry::init();
-            herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Stderr);
-            let stack = match stack::LocalStack::start(&stack::StackOptions {
-                port,
-                ..stack::StackOptions::new(data_dir.clone())
-            })
-            .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("herald up failed: {e}");
-                    return ExitCode::FAILURE;
-                }
+    match Cli::parse().command {
+        Command::Demo { json } => demo_command(json).await,
+        Command::Up { port, data_dir } => up_command(port, data_dir).await,
+        Command::Soak {
+            messages,
+            fault_rate,
+            seed,
+            deadline_secs,
+            json,
+        } => {
+            let opts = soak::SoakOptions {
+                messages,
+                fault_rate,
+                seed,
+                deadline: std::time::Duration::from_secs(deadline_secs),
+                progress: !json,
             };
-            println!("Herald is up.");
-            println!("  API (local API Gateway): {}", stack.api_url);
-            println!("  Twilio simulator:        {}", stack.sim.base_url());
-            println!(
-                "  data:                    {}",
-                data_dir.join("herald.db").display()
-            );
-            println!();
-            println!("Try:");
-            println!(
-                "  curl -s -X POST {}/v1/messages -H 'content-type: application/json' \\",
-                stack.api_url
-            );
-            println!("       -d '{{\"to\":\"+14155552671\",\"body\":\"Hello from Herald\"}}'");
-            println!("  curl -s {}/v1/messages/<id>", stack.api_url);
-            println!("  curl -s {}/_sim/callbacks", stack.sim.base_url());
-            let _ = tokio::signal::ctrl_c().await;
-            stack.shutdown().await;
-            ExitCode::SUCCESS
+            soak_command(opts, json).await
         }
+        Command::Dlq { action } => dlq_command(action).await,
     }
 }

@@ -281,6 +281,8 @@ impl Message {
         let mut m = self.clone();
         m.attempt += 1;
         m.status = MessageStatus::Retrying;
+        // The failed attempt's Twilio message is history: its late reports must not match.
+        m.twilio_sid = None;
         m.error_code = change.error_code;
         m.error_reason.clone_from(&change.error_reason);
         m.ambiguous_since_ms = change
@@ -294,8 +296,13 @@ impl Message {
     }
 
     /// Whether `change` would move this record, by attempt and by the transition rule.
+    ///
+    /// A change belongs to the record when it is for the record's current attempt, or names the
+    /// Twilio message the record holds (an earlier attempt's message that was adopted).
     pub fn accepts(&self, change: &StatusChange) -> bool {
-        self.attempt == change.attempt && self.status.transition(change.status) == Transition::Apply
+        let ours = self.attempt == change.attempt
+            || (change.twilio_sid.is_some() && change.twilio_sid == self.twilio_sid);
+        ours && self.status.transition(change.status) == Transition::Apply
     }
 
     /// Applies `change` in memory (the stores call this inside their atomic section).

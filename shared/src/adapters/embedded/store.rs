@@ -360,3 +360,27 @@ impl SqliteStore {
         .await
     }
 }
+
+impl SqliteStore {
+    /// How many messages have each status (inspection: the soak and `herald up`).
+    pub async fn count_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError> {
+        self.with(|c| {
+            let mut st = c
+                .prepare_cached("SELECT status, COUNT(*) FROM messages GROUP BY status")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, n) = row.map_err(backend)?;
+                let status = status
+                    .parse::<MessageStatus>()
+                    .map_err(|()| StoreError::Corrupt(format!("unknown status {status:?}")))?;
+                out.push((status, n));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
