@@ -50,5 +50,8 @@ export TWILIO_SIM_BIN="$root/target/debug/twilio-sim"
 step "herald demo (release build, as in the README)"
 cargo run --release --bin herald -- demo
 
+step "herald soak: 2,000 messages under faults (exit 1 unless nothing is lost, sent twice or wrong)"
+cargo run --release --bin herald -- soak --messages 2000 --fault-rate 0.2 --deadline-secs 300 --json
+
 echo
 echo "all tests passed"
