@@ -5,3 +5,4 @@ pub mod demo;
 pub mod event_source;
 pub mod gateway;
 pub mod stack;
+pub mod webhook_cli;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use herald_runner::{demo, stack};
+use herald_runner::{demo, stack, webhook_cli};
 
 #[derive(Parser)]
 #[command(
@@ -36,12 +36,27 @@ enum Command {
         #[arg(long, default_value = ".herald")]
         data_dir: PathBuf,
     },
+    /// Twilio webhook tools.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Check an X-Twilio-Signature and show every URL variant and string signed; exit 0 when
+    /// genuine, 1 when not. Without --signature, print the signature of each variant.
+    Verify(webhook_cli::VerifyArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Webhook {
+            command: WebhookCommand::Verify(args),
+        } => webhook_cli::run(&args),
         Command::Demo { json } => {
             herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
             if std::env::var_os("HERALD_LOG").is_none() {
@@ -111,6 +126,17 @@ async fn main() -> ExitCode {
             println!("       -d '{{\"to\":\"+14155552671\",\"body\":\"Hello from Herald\"}}'");
             println!("  curl -s {}/v1/messages/<id>", stack.api_url);
             println!("  curl -s {}/_sim/callbacks", stack.sim.base_url());
+            println!("Text STOP to Herald (START opts back in, HELP answers the help text):");
+            println!(
+                "  curl -s -X POST {}/_sim/inbound -H 'content-type: application/json' \\",
+                stack.sim.base_url()
+            );
+            println!(
+                "       -d '{{\"from\":\"+14155552671\",\"to\":\"{}\",\"body\":\"STOP\",\"url\":\"{}{}\"}}'",
+                stack::LOCAL_FROM_NUMBER,
+                stack.api_url,
+                webhook_receiver::INBOUND_SMS_PATH
+            );
             let _ = tokio::signal::ctrl_c().await;
             stack.shutdown().await;
             ExitCode::SUCCESS
