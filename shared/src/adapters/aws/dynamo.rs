@@ -51,7 +51,7 @@ pub struct TableNames {
     pub messages: String,
     /// `EVENTS_TABLE`.
     pub events: String,
-    /// `STATE_TABLE`: the keyring, and later opt-outs, limits and idempotency keys.
+    /// `STATE_TABLE`: the keyring and opt-outs (later limits and idempotency keys).
     pub state: String,
 }
 
