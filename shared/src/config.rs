@@ -52,7 +52,13 @@ pub struct Config {
     /// redelivered job may take it over (and first asks Twilio whether it was sent). Must exceed
     /// the Twilio timeouts.
     pub attempt_lease: Duration,
+    /// `HELP_TEXT` (default [`DEFAULT_HELP_TEXT`]): the answer to an inbound HELP.
+    pub help_text: String,
 }
+
+/// The answer to an inbound HELP when `HELP_TEXT` is not set.
+pub const DEFAULT_HELP_TEXT: &str =
+    "Herald alerts. Reply STOP to unsubscribe, START to subscribe again. Msg&data rates may apply.";
 
 impl Config {
     /// Reads and validates the configuration from the process environment.
@@ -143,6 +149,11 @@ impl Config {
                 1..=86_400,
             )?,
             attempt_lease: secs(var("ATTEMPT_LEASE_SECS"), "ATTEMPT_LEASE_SECS", 60, 5..=900)?,
+            help_text: match var("HELP_TEXT") {
+                None => DEFAULT_HELP_TEXT.to_owned(),
+                Some(t) if t.chars().count() <= 1600 => t.trim().to_owned(),
+                Some(_) => return Err(invalid("HELP_TEXT", "longer than 1600 characters")),
+            },
         })
         .and_then(|c: Self| {
             if c.attempt_lease <= c.request_timeout + c.connect_timeout {

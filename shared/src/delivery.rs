@@ -137,6 +137,8 @@ fn event(
         applied,
         at_ms,
         expires_at_ms: at_ms + EVENT_RETENTION_MS,
+        country: m.country.clone(),
+        sealed: None,
     }
 }
 

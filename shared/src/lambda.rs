@@ -29,6 +29,7 @@ pub async fn services_from_env() -> Result<Services, StartupError> {
     let adapters = Adapters {
         messages: aws.store.clone(),
         events: aws.store.clone(),
+        opt_outs: aws.store.clone(),
         keyring: aws.store.clone(),
         keys: aws.keys.clone(),
         secrets: aws.secrets.clone(),

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use crate::crypto::DataKey;
+use crate::crypto::{DataKey, LookupToken};
 use crate::domain::{
     ClaimRefusal, Event, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
 };
@@ -179,6 +179,28 @@ pub trait EventStore: Send + Sync {
     /// that may be eventually consistent (DynamoDB GSI): an event recorded a moment ago may be
     /// missing for a moment; use [`EventStore::get_event`] for a decision.
     async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Opt-outs (STOP / START), keyed by the lookup token of the phone number, never the number.
+///
+/// Each token holds one state, `opted_out` or not, with the time of the change that set it.
+/// Last writer by time wins: a change is applied only if its `at_ms` is not older than the
+/// stored change's (equal times: the later call wins), atomically, so of concurrent or
+/// reordered changes the one with the latest time is what stays, and replaying a change is
+/// harmless. A token never seen is not opted out.
+#[async_trait]
+pub trait OptOutStore: Send + Sync {
+    /// Sets the state of `token` as of `at_ms`. Returns `true` when it was applied, `false` when
+    /// a newer change was already stored (nothing changed).
+    async fn set_opt_out(
+        &self,
+        token: &LookupToken,
+        opted_out: bool,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether `token` is opted out now (strongly consistent: a change that returned is seen).
+    async fn is_opted_out(&self, token: &LookupToken) -> Result<bool, StoreError>;
 }
 
 /// Wrapped keys Herald keeps beside its data (the lookup-token key).

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::Vault;
-use crate::ports::{Clock, EventStore, KeyService, Keyring, MessageStore, Queue, SecretSource};
+use crate::ports::{
+    Clock, EventStore, KeyService, Keyring, MessageStore, OptOutStore, Queue, SecretSource,
+};
 use crate::templates::Templates;
 use crate::twilio::{Client, CredentialCache, TwilioError};
 
@@ -16,6 +18,8 @@ pub struct Adapters {
     pub messages: Arc<dyn MessageStore>,
     /// Events and webhook dedupe.
     pub events: Arc<dyn EventStore>,
+    /// Opt-outs (STOP / START) by lookup token.
+    pub opt_outs: Arc<dyn OptOutStore>,
     /// Where the lookup-token key is kept.
     pub keyring: Arc<dyn Keyring>,
     /// Data keys.
@@ -56,6 +60,8 @@ pub struct Services {
     pub messages: Arc<dyn MessageStore>,
     /// Events and webhook dedupe.
     pub events: Arc<dyn EventStore>,
+    /// Opt-outs (STOP / START) by lookup token.
+    pub opt_outs: Arc<dyn OptOutStore>,
     /// Seals personal data and makes lookup tokens.
     pub vault: Vault,
     /// The pooled Twilio client.
@@ -85,6 +91,7 @@ impl Services {
             credentials: CredentialCache::new(adapters.secrets, adapters.clock.clone(), ttl_ms),
             messages: adapters.messages,
             events: adapters.events,
+            opt_outs: adapters.opt_outs,
             twilio,
             templates: Templates::builtin(),
             send_queue: adapters.send_queue,

@@ -87,6 +87,7 @@ impl TestEnv {
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
+            opt_outs: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),
             keys: Arc::new(LocalKeyService::from_key(&[7; 32])),
             secrets: secrets.clone(),

@@ -24,7 +24,7 @@ use crate::domain::{
 use crate::phone::Masked;
 use crate::ports::{
     Applied, Claim, Clock, Decide, EventStore, KeyError, KeyService, Keyring, ManualClock,
-    MessageStore, StoreError,
+    MessageStore, OptOutStore, StoreError,
 };
 use crate::templates::Encoding;
 
@@ -41,6 +41,8 @@ pub struct Ports {
     pub events: Arc<dyn EventStore>,
     /// The keyring under test.
     pub keyring: Arc<dyn Keyring>,
+    /// The opt-out store under test.
+    pub opt_outs: Arc<dyn OptOutStore>,
     /// The key service under test.
     pub keys: Arc<dyn KeyService>,
     /// A key service of the same kind over another key.
@@ -78,6 +80,8 @@ pub async fn run_all(ports: &Ports) {
     attempt_races(ports.messages.clone(), &vault).await;
     event_store_contract(ports.events.clone(), ports.clock.clone()).await;
     event_store_races(ports.events.clone(), ports.clock.clone()).await;
+    opt_out_contract(ports.opt_outs.clone(), &vault).await;
+    opt_out_races(ports.opt_outs.clone(), &vault).await;
     let data = store_personal_data(ports.messages.as_ref(), ports.events.as_ref(), &vault).await;
     assert_eq!(
         ports
@@ -164,6 +168,8 @@ pub fn sample_event(key: &str, subject: &Subject, at_ms: i64, expires_at_ms: i64
         applied: true,
         at_ms,
         expires_at_ms,
+        country: Some("US".to_owned()),
+        sealed: None,
     }
 }
 
@@ -1135,6 +1141,85 @@ pub async fn event_store_races(events: Arc<dyn EventStore>, clock: Arc<ManualClo
 }
 
 // ---------------------------------------------------------------------------------------------
+// OptOutStore
+
+/// A lookup token no other call uses.
+async fn fresh_token(vault: &Vault) -> crate::crypto::LookupToken {
+    let n: u32 = rand::random::<u32>() % 10_000_000;
+    vault
+        .lookup_token(&format!("+1415{n:07}-{}", unique("t")))
+        .await
+        .expect("lookup token")
+}
+
+/// [`OptOutStore`], one call at a time: unknown is not opted out, STOP then START, last writer
+/// by time wins (an older change is refused and changes nothing), equal times: the later call
+/// wins, replays are harmless, tokens are independent.
+pub async fn opt_out_contract(store: Arc<dyn OptOutStore>, vault: &Vault) {
+    let a = fresh_token(vault).await;
+    let b = fresh_token(vault).await;
+    assert!(
+        !store.is_opted_out(&a).await.expect("read"),
+        "unknown token"
+    );
+    assert!(store.set_opt_out(&a, true, 1_000).await.expect("stop"));
+    assert!(store.is_opted_out(&a).await.expect("read"), "after STOP");
+    assert!(
+        !store.is_opted_out(&b).await.expect("read"),
+        "tokens are independent"
+    );
+    // Replaying the same change is harmless.
+    assert!(store.set_opt_out(&a, true, 1_000).await.expect("replay"));
+    assert!(store.is_opted_out(&a).await.expect("read"));
+    // START, later.
+    assert!(store.set_opt_out(&a, false, 2_000).await.expect("start"));
+    assert!(!store.is_opted_out(&a).await.expect("read"), "after START");
+    // An older STOP arriving late is refused.
+    assert!(!store.set_opt_out(&a, true, 1_500).await.expect("late stop"));
+    assert!(
+        !store.is_opted_out(&a).await.expect("read"),
+        "older change ignored"
+    );
+    // At the same time, the later call wins.
+    assert!(store.set_opt_out(&a, true, 2_000).await.expect("same time"));
+    assert!(store.is_opted_out(&a).await.expect("read"));
+    // The first change of a token may be an opt-in.
+    assert!(store.set_opt_out(&b, false, 5).await.expect("start first"));
+    assert!(!store.is_opted_out(&b).await.expect("read"));
+}
+
+/// [`OptOutStore`] under concurrency: of changes racing with distinct times, the latest time
+/// is what stays, whatever the order they land in.
+pub async fn opt_out_races(store: Arc<dyn OptOutStore>, vault: &Vault) {
+    for round in 0..4u32 {
+        let token = fresh_token(vault).await;
+        let n = 8;
+        // The latest change is an opt-out in even rounds, an opt-in in odd ones.
+        let last_opted_out = round % 2 == 0;
+        let results = race(n, |i| {
+            let store = store.clone();
+            let token = token.clone();
+            async move {
+                let at = 1_000 + i64::try_from(i).expect("small");
+                let opted_out = if i == n - 1 {
+                    last_opted_out
+                } else {
+                    i % 2 == 1
+                };
+                store.set_opt_out(&token, opted_out, at).await.expect("set")
+            }
+        })
+        .await;
+        assert!(results[n - 1], "the latest change is always applied");
+        assert_eq!(
+            store.is_opted_out(&token).await.expect("read"),
+            last_opted_out,
+            "round {round}: the latest change stays"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Personal data at rest
 
 /// A phone number and body stored through the vault, to look for in a store's raw bytes.
@@ -1214,6 +1299,27 @@ pub async fn store_personal_data(
         i64::MAX / 2,
     );
     assert!(events.record_event(&e).await.expect("record"));
+    // An inbound SMS with the same text, sealed as the webhook receiver seals it.
+    let key = unique("in:SM");
+    let token = vault.lookup_token(&e164).await.expect("token");
+    let mut inbound = sample_event(
+        &key,
+        &Subject::conversation(&token),
+        1_731_600_000_200,
+        i64::MAX / 2,
+    );
+    inbound.kind = EventKind::InboundMessage;
+    inbound.sealed = Some(vault.seal(&key, body.as_bytes()).await.expect("seal"));
+    assert!(events.record_event(&inbound).await.expect("record inbound"));
+    let stored = events.get_event(&key).await.expect("get").expect("present");
+    assert_eq!(
+        vault
+            .open_string(&key, stored.sealed.as_ref().expect("sealed"))
+            .await
+            .expect("open")
+            .expose(),
+        &body
+    );
     let back = messages
         .get_message(&m.id)
         .await
@@ -1308,6 +1414,22 @@ impl<S: EventStore + 'static> EventStore for Alternate<S> {
 
     async fn events_for(&self, subject: &Subject) -> Result<Vec<Event>, StoreError> {
         self.pick().events_for(subject).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: OptOutStore + 'static> OptOutStore for Alternate<S> {
+    async fn set_opt_out(
+        &self,
+        token: &crate::crypto::LookupToken,
+        opted_out: bool,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.pick().set_opt_out(token, opted_out, at_ms).await
+    }
+
+    async fn is_opted_out(&self, token: &crate::crypto::LookupToken) -> Result<bool, StoreError> {
+        self.pick().is_opted_out(token).await
     }
 }
 

@@ -137,6 +137,7 @@ impl Fixture {
         Ports {
             messages: store.clone(),
             events: store.clone(),
+            opt_outs: store.clone(),
             keyring: store,
             keys: self.adapters().keys,
             foreign_keys: self.foreign_keys(),
@@ -150,6 +151,7 @@ impl Fixture {
         Ports {
             messages: a.store.clone(),
             events: a.store.clone(),
+            opt_outs: a.store.clone(),
             keyring: a.store,
             keys: a.keys,
             foreign_keys: self.foreign_keys(),
@@ -232,6 +234,40 @@ async fn event_store_races() {
     let f = Fixture::new().await;
     let p = f.ports();
     testing::event_store_races(p.events, p.clock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opt_outs() {
+    let f = Fixture::new().await;
+    let p = f.ports();
+    testing::opt_out_contract(p.opt_outs.clone(), &p.vault()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opt_out_races() {
+    let f = Fixture::new().await;
+    let p = f.ports();
+    testing::opt_out_races(p.opt_outs.clone(), &p.vault()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opt_outs_are_state_items_keyed_by_token() {
+    let f = Fixture::new().await;
+    let p = f.production_ports();
+    let token = p.vault().lookup_token("+14155550123").await.expect("token");
+    assert!(p.opt_outs.set_opt_out(&token, true, 42).await.expect("set"));
+    let item = f
+        .ddb()
+        .get_item()
+        .table_name(&f.resources.tables.state)
+        .key("pk", AttributeValue::S(format!("optout#{}", token.0)))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("present");
+    assert_eq!(item.get("opted_out"), Some(&AttributeValue::Bool(true)));
+    assert_eq!(item.get("at_ms"), Some(&AttributeValue::N("42".into())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

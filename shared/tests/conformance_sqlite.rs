@@ -17,11 +17,16 @@ struct Fixture {
 
 fn ports_over<S>(store: Arc<S>, clock: Arc<herald::ports::ManualClock>) -> Ports
 where
-    S: herald::ports::MessageStore + herald::ports::EventStore + herald::ports::Keyring + 'static,
+    S: herald::ports::MessageStore
+        + herald::ports::EventStore
+        + herald::ports::Keyring
+        + herald::ports::OptOutStore
+        + 'static,
 {
     Ports {
         messages: store.clone(),
         events: store.clone(),
+        opt_outs: store.clone(),
         keyring: store,
         keys: Arc::new(LocalKeyService::from_key(&[7; 32])),
         foreign_keys: Arc::new(LocalKeyService::from_key(&[9; 32])),
@@ -130,6 +135,18 @@ macro_rules! contracts {
             async fn event_store_races() {
                 let f = $fixture;
                 testing::event_store_races(f.ports.events.clone(), f.ports.clock.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn opt_outs() {
+                let f = $fixture;
+                testing::opt_out_contract(f.ports.opt_outs.clone(), &f.ports.vault()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn opt_out_races() {
+                let f = $fixture;
+                testing::opt_out_races(f.ports.opt_outs.clone(), &f.ports.vault()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -191,6 +191,32 @@ fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
     })
 }
 
+/// Validates a send request, then refuses a recipient who opted out (texted STOP): `422`
+/// `recipient-opted-out`, before anything is recorded or sent.
+async fn checked(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
+    let v = validate(svc, raw)?;
+    let opted_out = match svc.vault.lookup_token(v.to.e164()).await {
+        Ok(token) => svc
+            .opt_outs
+            .is_opted_out(&token)
+            .await
+            .map_err(|e| tracing::error!(error = %e, "opt-out store unavailable")),
+        Err(e) => {
+            tracing::error!(error = %e, "lookup token unavailable");
+            Err(())
+        }
+    };
+    match opted_out {
+        Ok(false) => Ok(v),
+        Ok(true) => Err(invalid(
+            ProblemKind::RecipientOptedOut,
+            "to",
+            "the recipient replied STOP; they must reply START before Herald sends again",
+        )),
+        Err(()) => Err(Problem::new(ProblemKind::Unavailable).detail("please retry")),
+    }
+}
+
 /// The answer to a send.
 #[derive(Debug, Serialize)]
 struct SendAnswer<'a> {
@@ -235,6 +261,8 @@ async fn record_new(
         applied: true,
         at_ms: now,
         expires_at_ms: now + herald::domain::event::EVENT_RETENTION_MS,
+        country: message.country.clone(),
+        sealed: None,
     };
     delivery::record_event(svc, &ev).await;
     tracing::info!(message_id = %id, segments = v.segments, encoding = v.encoding.as_str(), "message accepted");
@@ -280,7 +308,7 @@ async fn send(svc: &Services, req: &Request) -> http::Response<String> {
             .detail("SMS sending is disabled")
             .into_response();
     }
-    let v = match validate(svc, req.body().as_ref()) {
+    let v = match checked(svc, req.body().as_ref()).await {
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
@@ -374,7 +402,7 @@ async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
     let mut jobs = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let raw = serde_json::to_vec(item).unwrap_or_default();
-        match validate(svc, &raw) {
+        match checked(svc, &raw).await {
             Err(mut problem) => {
                 problem.field = problem.field.map(|f| format!("messages[{index}].{f}"));
                 errors.push(BatchRefused { index, problem });

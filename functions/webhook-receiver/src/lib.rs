@@ -1,6 +1,14 @@
 //! `webhook-receiver`: Twilio's signed callbacks. It rebuilds the public URL Twilio signed,
 //! verifies `X-Twilio-Signature`, applies the status transition (never backwards), keeps a
 //! sanitized, de-duplicated event, and answers at once.
+//!
+//! Routes: `message-status` (form or JSON callbacks) here, `inbound-sms` in [`inbound`]. The
+//! Lambda reads the raw API Gateway event itself ([`request`]), so REST API (v1) query strings
+//! are rebuilt in the order Twilio signed them; the local runner and tests may also hand a
+//! `lambda_http` request (HTTP API, v2) to [`handle`].
+
+pub mod inbound;
+pub mod request;
 
 use herald::delivery;
 use herald::domain::event::EVENT_RETENTION_MS;
@@ -11,6 +19,9 @@ use herald::service::Services;
 use herald::twilio::{describe_code, signature};
 use lambda_http::{Body, Request, RequestExt, Response};
 
+pub use inbound::INBOUND_SMS_PATH;
+use request::Signed;
+
 /// The webhook routes, relative to `TWILIO_WEBHOOK_BASE_URL`.
 pub const MESSAGE_STATUS_PATH: &str = "/webhooks/twilio/message-status";
 
@@ -19,7 +30,12 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     let path = webhook_path(req.raw_http_path());
     let resp = match (req.method().as_str(), path) {
         ("POST", Some(MESSAGE_STATUS_PATH)) => message_status(svc, &req).await,
-        (_, Some(MESSAGE_STATUS_PATH)) => {
+        ("POST", Some(INBOUND_SMS_PATH)) => match verify_request(svc, INBOUND_SMS_PATH, &req).await
+        {
+            Ok(signed) => inbound::inbound_sms(svc, &req, &signed.params()).await,
+            Err(rejected) => rejected,
+        },
+        (_, Some(MESSAGE_STATUS_PATH | INBOUND_SMS_PATH)) => {
             Problem::new(ProblemKind::MethodNotAllowed).into_response()
         }
         _ => Problem::new(ProblemKind::NotFound)
@@ -27,6 +43,37 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .into_response(),
     };
     Ok(resp.map(Body::from))
+}
+
+/// Handles one raw API Gateway event (REST v1 or HTTP v2), as the Lambda receives it, and
+/// answers in the same API's response shape. An event that is not a readable request is
+/// answered `400` problem+json.
+pub async fn handle_event(svc: &Services, event: request::ApiEvent) -> serde_json::Value {
+    let kind = event.kind();
+    match request::decode_event(event) {
+        Ok((req, kind)) => match handle(svc, req).await {
+            Ok(resp) => request::encode_response(kind, resp),
+            Err(e) => {
+                tracing::error!(error = %e, "handler failed");
+                request::encode_response(
+                    kind,
+                    Problem::new(ProblemKind::Unavailable)
+                        .into_response()
+                        .map(Body::from),
+                )
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable event");
+            request::encode_response(
+                kind,
+                Problem::new(ProblemKind::MalformedRequest)
+                    .detail("unreadable request")
+                    .into_response()
+                    .map(Body::from),
+            )
+        }
+    }
 }
 
 /// The webhook path without any stage prefix.
@@ -37,10 +84,7 @@ fn webhook_path(raw: &str) -> Option<&str> {
 /// The URL Twilio requested: the configured public base, the route, and the query string as
 /// it arrived.
 pub fn public_url(svc: &Services, route: &str, query: Option<&str>) -> String {
-    match query.filter(|q| !q.is_empty()) {
-        Some(q) => format!("{}{route}?{q}", svc.config.webhook_base_url),
-        None => format!("{}{route}", svc.config.webhook_base_url),
-    }
+    request::public_url(&svc.config.webhook_base_url, route, query)
 }
 
 /// The form parameters of a request body, in order.
@@ -55,9 +99,10 @@ fn forbidden(detail: &str) -> http::Response<String> {
         .into_response()
 }
 
-/// Verifies the request's signature against the current auth token, reading the secret again
-/// once on a mismatch (the token may have just been rotated).
-async fn verify(
+/// Verifies a form request's signature against the current auth token, reading the secret
+/// again once on a mismatch (the token may have just been rotated). See [`verify_request`] for
+/// requests of either kind.
+pub async fn verify(
     svc: &Services,
     url: &str,
     params: &[(String, String)],
@@ -79,6 +124,44 @@ async fn verify(
         }
     }
     Err("signature does not match")
+}
+
+/// Verifies a request to `route` of either kind (form, or JSON with `bodySHA256`) against the
+/// current auth token, reading the secret again once on a mismatch (the token may have just
+/// been rotated). Returns what was signed, or the `403` to answer; nothing is written on a
+/// rejection.
+pub async fn verify_request(
+    svc: &Services,
+    route: &str,
+    req: &Request,
+) -> Result<Signed, http::Response<String>> {
+    let signed = Signed::of(&svc.config.webhook_base_url, route, req);
+    let reject = |why: &'static str| {
+        tracing::warn!(route, reason = why, "webhook rejected");
+        forbidden(why)
+    };
+    if signed.signature.is_empty() {
+        return Err(reject("missing signature"));
+    }
+    let mut why = "signature does not match";
+    for attempt in 0..2 {
+        let creds = match svc.credentials.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "credentials unavailable");
+                return Err(reject("credentials unavailable"));
+            }
+        };
+        match signed.check(creds.auth_token.expose()) {
+            Ok(_) => return Ok(signed),
+            Err(signature::SignatureError::BodyHash) => why = "bodySHA256 does not match the body",
+            Err(_) => {}
+        }
+        if attempt == 0 {
+            svc.credentials.invalidate().await;
+        }
+    }
+    Err(reject(why))
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -104,21 +187,10 @@ fn ok() -> http::Response<String> {
 
 async fn message_status(svc: &Services, req: &Request) -> http::Response<String> {
     let query = req.uri().query();
-    let url = public_url(svc, MESSAGE_STATUS_PATH, query);
-    let params = form_params(req.body().as_ref());
-    let sig = req
-        .headers()
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if let Err(why) = verify(svc, &url, &params, sig).await {
-        tracing::warn!(
-            route = MESSAGE_STATUS_PATH,
-            reason = why,
-            "webhook rejected"
-        );
-        return forbidden(why);
-    }
+    let params = match verify_request(svc, MESSAGE_STATUS_PATH, req).await {
+        Ok(signed) => signed.params(),
+        Err(rejected) => return rejected,
+    };
 
     let sid = param(&params, "MessageSid")
         .or_else(|| param(&params, "SmsSid"))
@@ -152,6 +224,11 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
         applied: false,
         at_ms: now,
         expires_at_ms: now + EVENT_RETENTION_MS,
+        // The recipient's country only: never the number itself.
+        country: param(&params, "To")
+            .and_then(|to| herald::phone::parse(to).ok())
+            .and_then(|p| p.country().map(str::to_owned)),
+        sealed: None,
     };
 
     if let (Some(id), Some(status)) = (id.as_ref(), status) {

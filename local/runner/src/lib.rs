@@ -6,3 +6,4 @@ pub mod event_source;
 pub mod gateway;
 pub mod soak;
 pub mod stack;
+pub mod webhook_cli;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use herald_runner::{demo, soak, stack};
+use herald_runner::{demo, soak, stack, webhook_cli};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +62,18 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Twilio webhook tools.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Check an X-Twilio-Signature and show every URL variant and string signed; exit 0 when
+    /// genuine, 1 when not. Without --signature, print the signature of each variant.
+    Verify(webhook_cli::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +180,17 @@ async fn up_command(port: u16, data_dir: PathBuf) -> ExitCode {
     println!("       -d '{{\"to\":\"+14155552671\",\"body\":\"Hello from Herald\"}}'");
     println!("  curl -s {}/v1/messages/<id>", stack.api_url);
     println!("  curl -s {}/_sim/callbacks", stack.sim.base_url());
+    println!("Text STOP to Herald (START opts back in, HELP answers the help text):");
+    println!(
+        "  curl -s -X POST {}/_sim/inbound -H 'content-type: application/json' \\",
+        stack.sim.base_url()
+    );
+    println!(
+        "       -d '{{\"from\":\"+14155552671\",\"to\":\"{}\",\"body\":\"STOP\",\"url\":\"{}{}\"}}'",
+        stack::LOCAL_FROM_NUMBER,
+        stack.api_url,
+        webhook_receiver::INBOUND_SMS_PATH
+    );
     let _ = tokio::signal::ctrl_c().await;
     stack.shutdown().await;
     ExitCode::SUCCESS
@@ -307,5 +330,8 @@ async fn main() -> ExitCode {
             soak_command(opts, json).await
         }
         Command::Dlq { action } => dlq_command(action).await,
+        Command::Webhook {
+            command: WebhookCommand::Verify(args),
+        } => webhook_cli::run(&args),
     }
 }

@@ -180,6 +180,7 @@ impl LocalStack {
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
+            opt_outs: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),
             keys: Arc::new(LocalKeyService::load_or_create(
                 &opts.data_dir.join("master.key"),

@@ -19,6 +19,13 @@ async fn nothing_is_lost_sent_twice_or_ends_wrongly_under_faults() {
     .await
     .unwrap();
     assert_eq!(report.accepted, 300, "{report:?}");
-    assert_eq!((report.lost, report.duplicate_sends, report.mismatched), (0, 0, 0), "{report:?}");
-    assert!(report.retries > 0, "faults at 30% must have caused retries: {report:?}");
+    assert_eq!(
+        (report.lost, report.duplicate_sends, report.mismatched),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert!(
+        report.retries > 0,
+        "faults at 30% must have caused retries: {report:?}"
+    );
 }

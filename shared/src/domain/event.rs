@@ -1,6 +1,8 @@
 //! Sanitized events: what happened to a message or call, kept for its timeline and the audit.
 //!
-//! An event never holds a phone number or a body: only kinds, ids, statuses, codes and times.
+//! An event never holds a phone number or a body in plaintext: only kinds, ids, statuses, codes,
+//! the country of the number, and times. The text of an inbound SMS is kept sealed (the Vault,
+//! the event key as associated data) in [`Event::sealed`].
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,14 @@ pub enum EventKind {
     StatusCallback,
     /// A signed status callback for an id Herald does not know.
     OrphanCallback,
+    /// An inbound SMS that is not a keyword: its text is kept sealed.
+    InboundMessage,
+    /// An inbound STOP-like keyword: the sender opted out.
+    OptOut,
+    /// An inbound START-like keyword: the sender opted back in.
+    OptIn,
+    /// An inbound HELP: answered with the help text.
+    HelpRequest,
 }
 
 impl EventKind {
@@ -35,6 +45,10 @@ impl EventKind {
             Self::Deferred => "deferred",
             Self::StatusCallback => "status_callback",
             Self::OrphanCallback => "orphan_callback",
+            Self::InboundMessage => "inbound_message",
+            Self::OptOut => "opt_out",
+            Self::OptIn => "opt_in",
+            Self::HelpRequest => "help_request",
         }
     }
 }
@@ -49,6 +63,10 @@ impl std::str::FromStr for EventKind {
             Self::Deferred,
             Self::StatusCallback,
             Self::OrphanCallback,
+            Self::InboundMessage,
+            Self::OptOut,
+            Self::OptIn,
+            Self::HelpRequest,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -65,6 +83,12 @@ impl Subject {
     /// Events whose target Herald does not know.
     pub fn orphan() -> Self {
         Self("orphan".to_owned())
+    }
+
+    /// The conversation with one phone number, named by its lookup token (never the number):
+    /// inbound messages and opt-outs are events of it.
+    pub fn conversation(token: &crate::crypto::LookupToken) -> Self {
+        Self(format!("conversation#{}", token.0))
     }
 }
 
@@ -97,4 +121,11 @@ pub struct Event {
     pub at_ms: i64,
     /// When the store may forget it, Unix milliseconds.
     pub expires_at_ms: i64,
+    /// The ISO country code of the phone number concerned (the recipient of a message, the
+    /// sender of an inbound SMS), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// The text of an inbound SMS, sealed with the event key as associated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<crate::crypto::Sealed>,
 }

@@ -9,7 +9,8 @@
 //! - events: partition key `key` (S); attributes `subject` (S), `at_ms` (N), `expires_at_ms`
 //!   (N), `expires_at` (N, epoch seconds: the TTL attribute), `doc` (S); GSI `by_subject`
 //!   (`subject`, `at_ms`).
-//! - state: partition key `pk` (S); keyring items are `pk = "keyring#<name>"` with `wrapped` (B).
+//! - state: partition key `pk` (S); keyring items are `pk = "keyring#<name>"` with `wrapped` (B);
+//!   opt-outs are `pk = "optout#<lookup token>"` with `opted_out` (BOOL) and `at_ms` (N).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +25,11 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
+use crate::crypto::LookupToken;
 use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
-use crate::ports::{Applied, Clock, Decide, EventStore, Keyring, MessageStore, StoreError};
+use crate::ports::{
+    Applied, Clock, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError,
+};
 
 /// GSI of the messages table by status and creation time.
 pub const MESSAGES_BY_STATUS: &str = "by_status";
@@ -47,7 +51,7 @@ pub struct TableNames {
     pub messages: String,
     /// `EVENTS_TABLE`.
     pub events: String,
-    /// `STATE_TABLE`: the keyring, and later opt-outs, limits and idempotency keys.
+    /// `STATE_TABLE`: the keyring and opt-outs (later limits and idempotency keys).
     pub state: String,
 }
 
@@ -457,6 +461,61 @@ impl Keyring for DynamoStore {
         Err(StoreError::transient(StoreFailure(
             "keyring entry keeps vanishing",
         )))
+    }
+}
+
+fn opt_out_pk(token: &LookupToken) -> AttributeValue {
+    s(format!("optout#{}", token.0))
+}
+
+#[async_trait]
+impl OptOutStore for DynamoStore {
+    async fn set_opt_out(
+        &self,
+        token: &LookupToken,
+        opted_out: bool,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .item("pk", opt_out_pk(token))
+            .item("opted_out", AttributeValue::Bool(opted_out))
+            .item("at_ms", n(at_ms))
+            // Last writer by time wins; equal times: this (later) call wins.
+            .condition_expression("attribute_not_exists(#pk) OR #at <= :at")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#at", "at_ms")
+            .expression_attribute_values(":at", n(at_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    async fn is_opted_out(&self, token: &LookupToken) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .key("pk", opt_out_pk(token))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(transient)?;
+        match out.item {
+            None => Ok(false),
+            Some(item) => match item.get("opted_out") {
+                Some(AttributeValue::Bool(b)) => Ok(*b),
+                _ => Err(StoreError::Corrupt(
+                    "opt-out item has no boolean opted_out".into(),
+                )),
+            },
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The SQLite store: messages, events and the keyring in one database file (WAL mode).
+//! The SQLite store: messages, events, opt-outs and the keyring in one database file (WAL mode).
 //!
 //! Each record is a JSON document plus the columns its conditions and indexes need; every
 //! decision (create-if-absent, update-if-rank-is-lower) runs inside one immediate transaction.
@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::crypto::LookupToken;
 use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
-use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, StoreError};
+use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -35,6 +36,11 @@ CREATE TABLE IF NOT EXISTS events (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, at_ms, seq);
+CREATE TABLE IF NOT EXISTS opt_outs (
+    token TEXT PRIMARY KEY,
+    opted_out INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS keyring (
     name TEXT PRIMARY KEY,
     wrapped BLOB NOT NULL
@@ -294,6 +300,47 @@ impl EventStore for SqliteStore {
                 .map_err(backend)?;
             let rows = st.query_map(params![subject, now], |r| r.get::<_, String>(0)).map_err(backend)?;
             rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt)).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OptOutStore for SqliteStore {
+    async fn set_opt_out(
+        &self,
+        token: &LookupToken,
+        opted_out: bool,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let token = token.0.clone();
+        self.with(move |c| {
+            // One statement: insert, or overwrite only a change that is not newer.
+            let n = c
+                .execute(
+                    "INSERT INTO opt_outs (token, opted_out, at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (token) DO UPDATE SET opted_out = excluded.opted_out,
+                     at_ms = excluded.at_ms WHERE excluded.at_ms >= opt_outs.at_ms",
+                    params![token, opted_out, at_ms],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn is_opted_out(&self, token: &LookupToken) -> Result<bool, StoreError> {
+        let token = token.0.clone();
+        self.with(move |c| {
+            let v: Option<bool> = c
+                .query_row(
+                    "SELECT opted_out FROM opt_outs WHERE token = ?1",
+                    params![token],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(v.unwrap_or(false))
         })
         .await
     }
