@@ -22,6 +22,8 @@ pub mod test_env;
 #[cfg(feature = "test-util")]
 pub mod testing;
 #[cfg(feature = "test-util")]
+pub mod testing_calls;
+#[cfg(feature = "test-util")]
 pub mod testing_queue;
 pub mod twilio;
 

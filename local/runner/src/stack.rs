@@ -179,6 +179,7 @@ impl LocalStack {
         let retry_queue = send_queue.sibling("retry", MAX_RECEIVE_COUNT)?;
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
+            calls: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),
             keys: Arc::new(LocalKeyService::load_or_create(

@@ -23,6 +23,8 @@ pub enum EventKind {
     StatusCallback,
     /// A signed status callback for an id Herald does not know.
     OrphanCallback,
+    /// The callee pressed 1 to acknowledge a voice alert.
+    Acknowledged,
 }
 
 impl EventKind {
@@ -35,6 +37,7 @@ impl EventKind {
             Self::Deferred => "deferred",
             Self::StatusCallback => "status_callback",
             Self::OrphanCallback => "orphan_callback",
+            Self::Acknowledged => "acknowledged",
         }
     }
 }
@@ -49,6 +52,7 @@ impl std::str::FromStr for EventKind {
             Self::Deferred,
             Self::StatusCallback,
             Self::OrphanCallback,
+            Self::Acknowledged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

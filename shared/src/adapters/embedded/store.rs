@@ -12,6 +12,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
 use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, StoreError};
 
+mod calls;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -85,6 +87,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.execute_batch(calls::SCHEMA).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,
