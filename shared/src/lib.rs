@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod apigw;
+pub mod calls;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
@@ -26,6 +27,7 @@ pub mod testing_calls;
 #[cfg(feature = "test-util")]
 pub mod testing_queue;
 pub mod twilio;
+pub mod voice;
 
 pub use config::{Config, ConfigError};
 pub use secret::Secret;
