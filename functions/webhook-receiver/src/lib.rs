@@ -13,6 +13,9 @@ use herald::service::Services;
 use herald::twilio::{class_of_code, describe_code, signature};
 use lambda_http::{Body, Request, RequestExt, Response};
 
+pub mod calls;
+pub use calls::{CALL_STATUS_PATH, VOICE_GATHER_PATH};
+
 /// The webhook routes, relative to `TWILIO_WEBHOOK_BASE_URL`.
 pub const MESSAGE_STATUS_PATH: &str = "/webhooks/twilio/message-status";
 
@@ -21,6 +24,11 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     let path = webhook_path(req.raw_http_path());
     let resp = match (req.method().as_str(), path) {
         ("POST", Some(MESSAGE_STATUS_PATH)) => message_status(svc, &req).await,
+        ("POST", Some(CALL_STATUS_PATH)) => calls::call_status(svc, &req).await,
+        ("POST", Some(VOICE_GATHER_PATH)) => calls::voice_gather(svc, &req).await,
+        (_, Some(CALL_STATUS_PATH | VOICE_GATHER_PATH)) => {
+            Problem::new(ProblemKind::MethodNotAllowed).into_response()
+        }
         (_, Some(MESSAGE_STATUS_PATH)) => {
             Problem::new(ProblemKind::MethodNotAllowed).into_response()
         }
