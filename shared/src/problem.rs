@@ -136,9 +136,6 @@ pub struct Problem {
     /// Twilio's error code, when Twilio refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub twilio_code: Option<u32>,
-    /// The voice call the problem concerns, when one was recorded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub call_id: Option<String>,
 }
 
 impl Problem {
@@ -152,7 +149,6 @@ impl Problem {
             field: None,
             message_id: None,
             twilio_code: None,
-            call_id: None,
         }
     }
 

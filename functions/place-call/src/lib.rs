@@ -337,9 +337,11 @@ async fn place(svc: &Services, req: &Request) -> http::Response<String> {
             let mut p = Problem::new(ProblemKind::TwilioRejected)
                 .detail(code.map_or("Twilio refused the call", describe_code))
                 .field("to");
-            p.call_id = Some(call.id.to_string());
             p.twilio_code = code;
-            p.into_response()
+            // The problem document, plus the id of the call that was recorded `failed`.
+            let mut doc = serde_json::to_value(&p).unwrap_or_default();
+            doc["call_id"] = Value::String(call.id.to_string());
+            problem::respond(p.status, problem::CONTENT_TYPE, doc.to_string())
         }
     }
 }
