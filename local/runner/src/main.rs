@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use herald_runner::{demo, stack};
+use herald_runner::{demo, demo_calls, stack};
 
 #[derive(Parser)]
 #[command(
@@ -52,25 +52,39 @@ async fn main() -> ExitCode {
             }
             let dir = std::env::temp_dir().join(format!("herald-demo-{}", std::process::id()));
             let result = demo::run(&dir).await;
+            // Voice alerts: their own stack, in a folder of their own.
+            let calls = match result {
+                Ok(_) => demo_calls::run(&dir.join("calls")).await,
+                Err(_) => Ok(Vec::new()),
+            };
             let _ = std::fs::remove_dir_all(&dir);
+            let result = result.and_then(|rows| Ok((rows, calls?)));
             match result {
-                Ok(rows) => {
+                Ok((rows, calls)) => {
                     if json {
-                        println!("{}", serde_json::json!({ "messages": rows }));
+                        println!(
+                            "{}",
+                            serde_json::json!({ "messages": rows, "calls": calls })
+                        );
                     } else {
                         print!("{}", demo::table(&rows));
+                        print!("\n{}", demo_calls::table(&calls));
                     }
-                    let bad = rows.iter().filter(|r| !r.as_expected).count();
+                    let bad = rows.iter().filter(|r| !r.as_expected).count()
+                        + calls.iter().filter(|c| !c.as_expected).count();
                     if bad == 0 {
                         if !json {
                             println!(
-                                "\nall {} messages ended as the simulator was told",
-                                rows.len()
+                                "\nall {} messages and {} calls ended as the simulator was told",
+                                rows.len(),
+                                calls.len()
                             );
                         }
                         ExitCode::SUCCESS
                     } else {
-                        eprintln!("{bad} message(s) did not end as the simulator was told");
+                        eprintln!(
+                            "{bad} message(s) or call(s) did not end as the simulator was told"
+                        );
                         ExitCode::FAILURE
                     }
                 }

@@ -200,6 +200,12 @@ impl LocalStack {
         let routes = Routes {
             routes: vec![
                 (
+                    "/v1/calls",
+                    handler(services.clone(), |s, r| async move {
+                        place_call::handle(&s, r).await
+                    }),
+                ),
+                (
                     "/v1/",
                     handler(services.clone(), |s, r| async move {
                         send_sms::handle(&s, r).await
