@@ -42,6 +42,8 @@ pub struct Config {
     pub sms_enabled: bool,
     /// `VOICE_ENABLED` (default true).
     pub voice_enabled: bool,
+    /// `VOICE_MAX_ATTEMPTS` (default 3, 1..=10): calls placed for one voice alert at most.
+    pub voice_max_attempts: u32,
     /// `CREDENTIALS_CACHE_SECS` (default 300): how long the Twilio secret is cached.
     pub credentials_ttl: Duration,
     /// `RETRY_BASE_DELAY_SECS` (default 5): the backoff's first ceiling.
@@ -130,6 +132,7 @@ impl Config {
             max_retries: number(var("TWILIO_MAX_RETRIES"), "TWILIO_MAX_RETRIES", 5, 0..=20)?,
             sms_enabled: flag(var("SMS_ENABLED"), "SMS_ENABLED", true)?,
             voice_enabled: flag(var("VOICE_ENABLED"), "VOICE_ENABLED", true)?,
+            voice_max_attempts: number(var("VOICE_MAX_ATTEMPTS"), "VOICE_MAX_ATTEMPTS", 3, 1..=10)?,
             credentials_ttl: secs(
                 var("CREDENTIALS_CACHE_SECS"),
                 "CREDENTIALS_CACHE_SECS",
@@ -255,6 +258,7 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.max_retries, 5);
         assert!(c.sms_enabled && c.voice_enabled);
+        assert_eq!(c.voice_max_attempts, 3);
         assert_eq!(c.sender, Sender::From("+15005550006".into()));
     }
 
@@ -277,6 +281,7 @@ mod tests {
             ("TWILIO_MAX_RETRIES", "500"),
             ("ATTEMPT_LEASE_SECS", "12"),
             ("SMS_ENABLED", "maybe"),
+            ("VOICE_MAX_ATTEMPTS", "0"),
         ] {
             let mut m = base();
             m.insert(name, bad.into());

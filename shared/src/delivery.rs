@@ -38,6 +38,16 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         not_before_ms: Option<i64>,
     },
+    /// Make attempt `attempt` of voice call `id` (handled by [`crate::calls`]).
+    Call {
+        /// The call.
+        id: crate::domain::CallId,
+        /// The attempt the record must be waiting for.
+        attempt: u32,
+        /// Not before this time (Unix ms): a wait longer than the queue's delay limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before_ms: Option<i64>,
+    },
 }
 
 impl Job {
@@ -167,11 +177,18 @@ pub async fn enqueue_attempt(svc: &Services, m: &Message) -> Result<(), QueueErr
 
 /// Handles one job from the send or retry queue.
 pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
-    let Job::Message {
-        id,
-        attempt,
-        not_before_ms,
-    } = job;
+    let (id, attempt, not_before_ms) = match job {
+        Job::Message {
+            id,
+            attempt,
+            not_before_ms,
+        } => (id, attempt, not_before_ms),
+        Job::Call {
+            id,
+            attempt,
+            not_before_ms,
+        } => return crate::calls::process_call_job(svc, id, *attempt, *not_before_ms).await,
+    };
     let now = svc.clock.now_ms();
     if let Some(nb) = *not_before_ms
         && nb > now

@@ -28,6 +28,7 @@ pub async fn services_from_env() -> Result<Services, StartupError> {
     let aws = AwsAdapters::new(&sdk, &resources, clock.clone());
     let adapters = Adapters {
         messages: aws.store.clone(),
+        calls: aws.store.clone(),
         events: aws.store.clone(),
         opt_outs: aws.store.clone(),
         keyring: aws.store.clone(),

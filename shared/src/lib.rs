@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod apigw;
+pub mod calls;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
@@ -23,8 +24,11 @@ pub mod test_env;
 #[cfg(feature = "test-util")]
 pub mod testing;
 #[cfg(feature = "test-util")]
+pub mod testing_calls;
+#[cfg(feature = "test-util")]
 pub mod testing_queue;
 pub mod twilio;
+pub mod voice;
 
 pub use config::{Config, ConfigError};
 pub use secret::Secret;

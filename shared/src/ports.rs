@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use crate::crypto::{DataKey, LookupToken};
 use crate::domain::{
-    ClaimRefusal, Event, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+    Call, CallId, CallReport, CallRetry, ClaimRefusal, Event, Message, MessageId, MessageStatus,
+    RetryChange, StatusChange, Subject,
 };
 use crate::secret::Secret;
 
@@ -156,6 +157,125 @@ pub enum Claim {
     Stale(Message),
     /// No such message.
     NotFound,
+}
+
+/// The result of a conditional change of a call ([`CallStore::update_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallApplied {
+    /// The record moved; here it is after the change.
+    Applied(Call),
+    /// The record did not move; here it is as is.
+    Ignored(Call),
+    /// No call has that id.
+    NotFound,
+}
+
+/// How [`CallStore::update_call`] decides a record's next version (`None`: leave it).
+pub type DecideCall<'a> = dyn for<'c> Fn(&'c Call) -> Option<Call> + Send + Sync + 'a;
+
+/// The result of [`CallStore::claim_call_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallClaim {
+    /// This caller holds the attempt; the record as claimed.
+    Claimed(Call),
+    /// Another caller holds it until then.
+    Busy {
+        /// Unix milliseconds.
+        until_ms: i64,
+    },
+    /// The record does not wait for this attempt any more (or the alert is done); here it is.
+    Stale(Call),
+    /// No such call.
+    NotFound,
+}
+
+/// Voice calls, stored with their personal data sealed. The same contract as
+/// [`MessageStore`]: one atomic read-decide-write primitive, and the decisions built on it.
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    /// Records a new call. Create-if-absent: when a call with the same id exists, returns
+    /// [`StoreError::Conflict`] and changes nothing. Of two concurrent inserts of one id, exactly
+    /// one succeeds.
+    async fn insert_call(&self, call: &Call) -> Result<(), StoreError>;
+
+    /// The call with this id, if any.
+    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError>;
+
+    /// The atomic primitive: reads the record, asks `decide` for its next version (`None`:
+    /// leave it), and writes that version only if the stored record is still the one `decide`
+    /// saw; otherwise it reads and decides again. Of concurrent updates, each is decided against
+    /// the record as the previous one left it. `decide` may run more than once and must not
+    /// have side effects. The id and `created_at_ms` of the record never change.
+    async fn update_call(
+        &self,
+        id: &CallId,
+        decide: &DecideCall<'_>,
+    ) -> Result<CallApplied, StoreError>;
+
+    /// Applies `report` under the retry policy ([`Call::reported`]): the next attempt, due at
+    /// `retry_at_ms`, for an unanswered or unacknowledged attempt while `attempt <
+    /// max_attempts`, else the status by the transition rule.
+    async fn report_call(
+        &self,
+        id: &CallId,
+        report: &CallReport,
+        max_attempts: u32,
+        retry_at_ms: i64,
+    ) -> Result<CallApplied, StoreError> {
+        self.update_call(id, &|c: &Call| {
+            c.reported(report, max_attempts, retry_at_ms)
+        })
+        .await
+    }
+
+    /// Claims `attempt` until `now_ms + lease_ms` ([`Call::claimed`]): of concurrent claims of
+    /// one attempt exactly one succeeds, so a duplicated or redelivered job never calls twice.
+    async fn claim_call_attempt(
+        &self,
+        id: &CallId,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<CallClaim, StoreError> {
+        let refusal = std::sync::Mutex::new(None);
+        let decide = |c: &Call| match c.claimed(attempt, now_ms, lease_ms) {
+            Ok(next) => Some(next),
+            Err(r) => {
+                *refusal.lock().expect("claim lock") = Some(r);
+                None
+            }
+        };
+        Ok(match self.update_call(id, &decide).await? {
+            CallApplied::Applied(c) => CallClaim::Claimed(c),
+            CallApplied::Ignored(c) => match refusal.lock().expect("claim lock").take() {
+                Some(ClaimRefusal::Busy { until_ms }) => CallClaim::Busy { until_ms },
+                _ => CallClaim::Stale(c),
+            },
+            CallApplied::NotFound => CallClaim::NotFound,
+        })
+    }
+
+    /// Moves the record from `change.attempt` to the next attempt, `retrying`
+    /// ([`Call::retried`]); ignored when the record is final, done or at another attempt.
+    async fn schedule_call_retry(
+        &self,
+        id: &CallId,
+        change: &CallRetry,
+    ) -> Result<CallApplied, StoreError> {
+        self.update_call(id, &|c: &Call| c.retried(change)).await
+    }
+
+    /// Records the callee's acknowledgement of `attempt` ([`Call::acknowledged`]); ignored when
+    /// the call was acknowledged already.
+    async fn acknowledge_call(
+        &self,
+        id: &CallId,
+        attempt: u32,
+        at_ms: i64,
+    ) -> Result<CallApplied, StoreError> {
+        self.update_call(id, &|c: &Call| c.acknowledged(attempt, at_ms))
+            .await
+    }
 }
 
 /// Sanitized events: the timelines of messages and calls, and the webhook dedupe log.

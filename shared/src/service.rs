@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::crypto::Vault;
 use crate::ports::{
-    Clock, EventStore, KeyService, Keyring, MessageStore, OptOutStore, Queue, SecretSource,
+    CallStore, Clock, EventStore, KeyService, Keyring, MessageStore, OptOutStore, Queue,
+    SecretSource,
 };
 use crate::templates::Templates;
 use crate::twilio::{Client, CredentialCache, TwilioError};
@@ -16,6 +17,8 @@ use crate::twilio::{Client, CredentialCache, TwilioError};
 pub struct Adapters {
     /// Messages.
     pub messages: Arc<dyn MessageStore>,
+    /// Voice calls.
+    pub calls: Arc<dyn CallStore>,
     /// Events and webhook dedupe.
     pub events: Arc<dyn EventStore>,
     /// Opt-outs (STOP / START) by lookup token.
@@ -58,6 +61,8 @@ pub struct Services {
     pub config: Config,
     /// Messages.
     pub messages: Arc<dyn MessageStore>,
+    /// Voice calls.
+    pub calls: Arc<dyn CallStore>,
     /// Events and webhook dedupe.
     pub events: Arc<dyn EventStore>,
     /// Opt-outs (STOP / START) by lookup token.
@@ -90,6 +95,7 @@ impl Services {
             vault: Vault::new(adapters.keys, adapters.keyring, adapters.clock.clone()),
             credentials: CredentialCache::new(adapters.secrets, adapters.clock.clone(), ttl_ms),
             messages: adapters.messages,
+            calls: adapters.calls,
             events: adapters.events,
             opt_outs: adapters.opt_outs,
             twilio,
@@ -100,6 +106,28 @@ impl Services {
             chaos: Chaos::default(),
             config,
         })
+    }
+
+    /// The status-callback URL Twilio is given for a call's attempt.
+    pub fn call_status_callback(&self, id: &crate::domain::CallId, attempt: u32) -> String {
+        format!(
+            "{}/webhooks/twilio/call-status?cid={id}&a={attempt}",
+            self.config.webhook_base_url
+        )
+    }
+
+    /// The `<Gather action>` URL of a call's attempt (`repeat`: the prompt was said again).
+    pub fn voice_gather_url(
+        &self,
+        id: &crate::domain::CallId,
+        attempt: u32,
+        repeat: bool,
+    ) -> String {
+        format!(
+            "{}/webhooks/twilio/voice-gather?cid={id}&a={attempt}{}",
+            self.config.webhook_base_url,
+            if repeat { "&r=1" } else { "" }
+        )
     }
 
     /// The status-callback URL Twilio is given for a message's attempt.

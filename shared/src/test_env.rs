@@ -86,6 +86,7 @@ impl TestEnv {
         let retry_queue = send_queue.sibling("retry", 5).expect("queue");
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
+            calls: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             opt_outs: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),

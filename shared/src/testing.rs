@@ -1366,7 +1366,7 @@ impl<S> Alternate<S> {
         }
     }
 
-    fn pick(&self) -> &S {
+    pub(crate) fn pick(&self) -> &S {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         &self.handles[i % self.handles.len()]
     }

@@ -507,3 +507,70 @@ async fn secret_source_refuses_malformed_and_missing_secrets() {
         Err(SecretError::Invalid(_))
     ));
 }
+
+/// The call store's contract on DynamoDB: two clients used in turn, as two Lambda instances.
+mod calls {
+    use super::*;
+    use herald::domain::CallStatus;
+    use herald::ports::CallStore;
+    use herald::testing_calls;
+
+    fn store(f: &Fixture) -> Arc<dyn CallStore> {
+        Arc::new(Alternate::new(vec![
+            Arc::new(f.small_page_store()),
+            Arc::new(f.small_page_store()),
+        ]))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn call_store() {
+        let f = Fixture::new().await;
+        testing_calls::call_store_contract(store(&f), &f.ports().vault()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn call_store_races() {
+        let f = Fixture::new().await;
+        testing_calls::call_store_races(store(&f), &f.ports().vault()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_are_sealed_and_stay_out_of_the_message_indexes() {
+        let f = Fixture::new().await;
+        let p = f.production_ports();
+        let vault = p.vault();
+        let calls: Arc<dyn CallStore> = f.adapters().store;
+        let data = testing_calls::store_call_personal_data(calls.as_ref(), &vault).await;
+        let ddb = f.ddb();
+        let t = &f.resources.tables;
+        let mut dump = Vec::new();
+        for table in [&t.messages, &t.events, &t.state] {
+            dump.extend(scan(&ddb, table).await);
+        }
+        data.assert_absent_from(&dump);
+
+        let item = ddb
+            .get_item()
+            .table_name(&t.messages)
+            .key("id", AttributeValue::S(data.id.to_string()))
+            .send()
+            .await
+            .expect("get")
+            .item
+            .expect("present");
+        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        assert_eq!(s("record_kind").as_deref(), Some("call"));
+        assert_eq!(
+            s("call_status").as_deref(),
+            Some(CallStatus::Queued.as_str())
+        );
+        assert!(!item.contains_key("status") && !item.contains_key("caller"));
+        // The sweeper's index never sees calls: queued messages only.
+        let listed = p
+            .messages
+            .list_messages_by_status(MessageStatus::Queued, i64::MAX, 100)
+            .await
+            .expect("list");
+        assert!(listed.is_empty(), "{listed:?}");
+    }
+}

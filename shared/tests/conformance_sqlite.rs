@@ -236,3 +236,81 @@ async fn the_raw_dump_would_see_plaintext() {
         "a plaintext body in a column went unnoticed"
     );
 }
+
+/// The call store's contract on a file, on two connections to one file, and in memory.
+mod calls {
+    use super::*;
+    use herald::crypto::Vault;
+    use herald::ports::CallStore;
+    use herald::testing_calls;
+
+    fn vault_over(store: Arc<SqliteStore>, clock: Arc<herald::ports::ManualClock>) -> Vault {
+        Vault::new(
+            Arc::new(LocalKeyService::from_key(&[7; 32])),
+            store,
+            clock as Arc<dyn Clock>,
+        )
+    }
+
+    fn stores() -> Vec<(&'static str, Arc<dyn CallStore>, Vault, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = testing::test_clock();
+        let path = dir.path().join("herald.sqlite");
+        let a = Arc::new(SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open"));
+        let b = Arc::new(SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open"));
+        let mem = Arc::new(SqliteStore::in_memory(clock.clone() as Arc<dyn Clock>).expect("open"));
+        let two: Arc<dyn CallStore> = Arc::new(Alternate::new(vec![a.clone(), b]));
+        vec![
+            (
+                "file",
+                a.clone() as Arc<dyn CallStore>,
+                vault_over(a.clone(), clock.clone()),
+                tempfile::tempdir().expect("tempdir"),
+            ),
+            ("two connections", two, vault_over(a, clock.clone()), dir),
+            (
+                "memory",
+                mem.clone() as Arc<dyn CallStore>,
+                vault_over(mem, clock),
+                tempfile::tempdir().expect("tempdir"),
+            ),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn call_store() {
+        for (what, store, vault, _dir) in stores() {
+            eprintln!("{what}");
+            testing_calls::call_store_contract(store, &vault).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn call_store_races() {
+        for (what, store, vault, _dir) in stores() {
+            eprintln!("{what}");
+            testing_calls::call_store_races(store, &vault).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn call_numbers_and_texts_are_not_in_the_raw_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.sqlite");
+        let clock = testing::test_clock();
+        let store =
+            Arc::new(SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open"));
+        let vault = vault_over(store.clone(), clock);
+        let data = testing_calls::store_call_personal_data(store.as_ref(), &vault).await;
+        assert_eq!(store.count_calls().await.expect("count"), 1);
+        let dump = raw_dump(&path);
+        let tables = rusqlite::Connection::open(&path)
+            .expect("open raw")
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'calls'")
+            .expect("tables")
+            .exists([])
+            .expect("exists");
+        assert!(tables, "the calls table exists");
+        data.assert_absent_from(&dump);
+    }
+}

@@ -21,6 +21,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 
 pub use inbound::INBOUND_SMS_PATH;
 use request::Signed;
+pub mod calls;
+pub use calls::{CALL_STATUS_PATH, VOICE_GATHER_PATH};
 
 /// The webhook routes, relative to `TWILIO_WEBHOOK_BASE_URL`.
 pub const MESSAGE_STATUS_PATH: &str = "/webhooks/twilio/message-status";
@@ -35,6 +37,11 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             Ok(signed) => inbound::inbound_sms(svc, &req, &signed.params()).await,
             Err(rejected) => rejected,
         },
+        ("POST", Some(CALL_STATUS_PATH)) => calls::call_status(svc, &req).await,
+        ("POST", Some(VOICE_GATHER_PATH)) => calls::voice_gather(svc, &req).await,
+        (_, Some(CALL_STATUS_PATH | VOICE_GATHER_PATH)) => {
+            Problem::new(ProblemKind::MethodNotAllowed).into_response()
+        }
         (_, Some(MESSAGE_STATUS_PATH | INBOUND_SMS_PATH)) => {
             Problem::new(ProblemKind::MethodNotAllowed).into_response()
         }

@@ -2,6 +2,7 @@
 //! embedded adapters and the Twilio simulator.
 
 pub mod demo;
+pub mod demo_calls;
 pub mod event_source;
 pub mod gateway;
 pub mod soak;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use herald_runner::{demo, soak, stack, webhook_cli};
+use herald_runner::{demo, demo_calls, soak, stack, webhook_cli};
 
 #[derive(Parser)]
 #[command(
@@ -120,25 +120,36 @@ async fn demo_command(json: bool) -> ExitCode {
     quiet_logs();
     let dir = std::env::temp_dir().join(format!("herald-demo-{}", std::process::id()));
     let result = demo::run(&dir).await;
+    // Voice alerts: their own stack, in a folder of their own.
+    let calls = match result {
+        Ok(_) => demo_calls::run(&dir.join("calls")).await,
+        Err(_) => Ok(Vec::new()),
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(rows) => {
+    match result.and_then(|rows| Ok((rows, calls?))) {
+        Ok((rows, calls)) => {
             if json {
-                println!("{}", serde_json::json!({ "messages": rows }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "messages": rows, "calls": calls })
+                );
             } else {
                 print!("{}", demo::table(&rows));
+                print!("\n{}", demo_calls::table(&calls));
             }
-            let bad = rows.iter().filter(|r| !r.as_expected).count();
+            let bad = rows.iter().filter(|r| !r.as_expected).count()
+                + calls.iter().filter(|c| !c.as_expected).count();
             if bad == 0 {
                 if !json {
                     println!(
-                        "\nall {} messages ended as the simulator was told",
-                        rows.len()
+                        "\nall {} messages and {} calls ended as the simulator was told",
+                        rows.len(),
+                        calls.len()
                     );
                 }
                 ExitCode::SUCCESS
             } else {
-                eprintln!("{bad} message(s) did not end as the simulator was told");
+                eprintln!("{bad} message(s) or call(s) did not end as the simulator was told");
                 ExitCode::FAILURE
             }
         }

@@ -179,6 +179,7 @@ impl LocalStack {
         let retry_queue = send_queue.sibling("retry", MAX_RECEIVE_COUNT)?;
         let adapters = Adapters {
             messages: Arc::new(store.clone()),
+            calls: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             opt_outs: Arc::new(store.clone()),
             keyring: Arc::new(store.clone()),
@@ -199,6 +200,12 @@ impl LocalStack {
 
         let routes = Routes {
             routes: vec![
+                (
+                    "/v1/calls",
+                    handler(services.clone(), |s, r| async move {
+                        place_call::handle(&s, r).await
+                    }),
+                ),
                 (
                     "/v1/",
                     handler(services.clone(), |s, r| async move {

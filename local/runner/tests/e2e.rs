@@ -142,3 +142,54 @@ async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
     }
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_ends_every_call_as_the_simulator_was_told() {
+    use herald_runner::demo_calls;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = demo_calls::run(dir.path()).await.unwrap();
+    assert_eq!(rows.len(), demo_calls::scenarios().len());
+    for r in &rows {
+        assert!(
+            r.as_expected,
+            "{} ended {} after {} attempts, acknowledged {}",
+            r.label, r.status, r.attempts, r.acknowledged
+        );
+        assert!(r.to.starts_with("+*"), "masked: {}", r.to);
+    }
+    let acked = rows.iter().find(|r| r.acknowledged).unwrap();
+    assert!(acked.duration_seconds.unwrap_or(0) >= 1);
+    let json = serde_json::to_value(&rows).unwrap();
+    let mut keys: Vec<&str> = json[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let expected = [
+        "acknowledged",
+        "attempts",
+        "duration_seconds",
+        "id",
+        "status",
+        "to",
+    ];
+    assert_eq!(keys, expected);
+    let table = demo_calls::table(&rows);
+    assert!(table.contains("busy, then answered") && table.contains("failed"));
+
+    // The number and the text are sealed in the database file.
+    let raw = std::fs::read(dir.path().join("herald.db")).unwrap();
+    let mut all = raw;
+    if let Ok(wal) = std::fs::read(dir.path().join("herald.db-wal")) {
+        all.extend(wal);
+    }
+    let text = String::from_utf8_lossy(&all);
+    for needle in ["+14155550181", "4155550181", "Database primary is down"] {
+        assert!(
+            !text.contains(needle),
+            "{needle:?} found in the raw database"
+        );
+    }
+}

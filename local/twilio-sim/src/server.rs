@@ -1,6 +1,7 @@
 //! HTTP routes: Twilio's REST API (Messages, Calls, Keys, Account; Accounts v1 auth tokens)
 //! and the `/_sim` inspection API.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -871,7 +872,13 @@ fn create_call(
     let now = inner.now();
     let mut state = inner.lock();
     let sid = state.new_sid("CA");
-    let outcome = state.call_outcomes.get(to).cloned().unwrap_or_default();
+    let queued = state
+        .call_outcome_queues
+        .get_mut(to)
+        .and_then(VecDeque::pop_front);
+    let outcome = queued
+        .or_else(|| state.call_outcomes.get(to).cloned())
+        .unwrap_or_default();
     let call = SimCall {
         sid: sid.clone(),
         account_sid: inner.account_sid.clone(),

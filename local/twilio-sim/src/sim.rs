@@ -38,6 +38,8 @@ pub(crate) struct State {
     pub(crate) faults: Faults,
     pub(crate) outcomes: HashMap<String, Outcome>,
     pub(crate) call_outcomes: HashMap<String, CallOutcome>,
+    /// Per-number outcomes used one per call, before `call_outcomes`.
+    pub(crate) call_outcome_queues: HashMap<String, VecDeque<CallOutcome>>,
     pub(crate) creds: Credentials,
     pub(crate) json_callbacks: bool,
     pub(crate) messages: Vec<SimMessage>,
@@ -160,6 +162,7 @@ impl Simulator {
                 faults: config.faults,
                 outcomes: HashMap::new(),
                 call_outcomes: HashMap::new(),
+                call_outcome_queues: HashMap::new(),
                 creds: Credentials::new(config.auth_token, config.api_keys, config.clock.now()),
                 json_callbacks: config.json_callbacks,
                 messages: Vec::new(),
@@ -258,6 +261,17 @@ impl SimHandle {
             .lock()
             .call_outcomes
             .insert(to_e164.to_string(), outcome);
+    }
+
+    /// What happens to the next calls created for `to_e164`, one outcome per call in order
+    /// (e.g. busy, then answered); once they are used up, the outcome of
+    /// [`set_call_outcome`](Self::set_call_outcome) (or the default) applies again. Replaces
+    /// any sequence not used up yet.
+    pub fn set_call_outcomes(&self, to_e164: &str, outcomes: Vec<CallOutcome>) {
+        self.inner
+            .lock()
+            .call_outcome_queues
+            .insert(to_e164.to_string(), outcomes.into());
     }
 
     /// Every call created, in creation order.

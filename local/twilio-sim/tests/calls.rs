@@ -622,3 +622,34 @@ async fn call_outcomes_and_calls_through_the_inspection_api() {
     assert_eq!(cbs[0]["sequence_number"], 0);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sequence_of_outcomes_is_used_one_per_call_then_the_number_outcome_applies() {
+    let mut c = config();
+    c.callback_mode = CallbackMode::Manual;
+    let sim = start(c).await;
+    sim.set_call_outcome(CALLEE, CallOutcome::Failed);
+    sim.set_call_outcomes(
+        CALLEE,
+        vec![CallOutcome::Busy, CallOutcome::AnswerAndPress("1".into())],
+    );
+    let twiml = [("Twiml", "<Response><Say>Hi</Say></Response>")];
+    for _ in 0..3 {
+        call(&sim, CALLEE, &twiml).await;
+    }
+    let outcomes: Vec<CallOutcome> = sim.calls().into_iter().map(|c| c.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            CallOutcome::Busy,
+            CallOutcome::AnswerAndPress("1".into()),
+            CallOutcome::Failed
+        ]
+    );
+    sim.flush_callbacks().await;
+    let statuses: Vec<CallStatus> = sim.calls().into_iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        [CallStatus::Busy, CallStatus::Completed, CallStatus::Failed]
+    );
+}

@@ -33,6 +33,8 @@ pub enum EventKind {
     OptIn,
     /// An inbound HELP: answered with the help text.
     HelpRequest,
+    /// The callee pressed 1 to acknowledge a voice alert.
+    Acknowledged,
 }
 
 impl EventKind {
@@ -49,6 +51,7 @@ impl EventKind {
             Self::OptOut => "opt_out",
             Self::OptIn => "opt_in",
             Self::HelpRequest => "help_request",
+            Self::Acknowledged => "acknowledged",
         }
     }
 }
@@ -67,6 +70,7 @@ impl std::str::FromStr for EventKind {
             Self::OptOut,
             Self::OptIn,
             Self::HelpRequest,
+            Self::Acknowledged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

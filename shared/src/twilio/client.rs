@@ -9,6 +9,8 @@ use serde::Deserialize;
 use super::error::TwilioError;
 use crate::ports::TwilioCredentials;
 
+pub mod calls;
+
 /// Where Twilio is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

@@ -6,6 +6,9 @@
 //!   (N), `caller` (S), `to_token` (S), `created_at_ms` (N), `version` (N, bumped by every
 //!   status change), `doc` (S, the message as JSON, personal data sealed); GSIs `by_status`
 //!   (`status`, `created_at_ms`) and `by_caller` (`caller`, `created_at_ms`).
+//!   Voice calls are items of this table too, keyed `call_…` (messages are `msg_…`), with
+//!   `record_kind = "call"` and `call_status` instead of `status`, and no `caller`: the sparse
+//!   indexes above never list them (module `dynamo/calls.rs` has their attributes).
 //! - events: partition key `key` (S); attributes `subject` (S), `at_ms` (N), `expires_at_ms`
 //!   (N), `expires_at` (N, epoch seconds: the TTL attribute), `doc` (S); GSI `by_subject`
 //!   (`subject`, `at_ms`).
@@ -30,6 +33,9 @@ use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
 use crate::ports::{
     Applied, Clock, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError,
 };
+
+mod calls;
+pub use calls::CALL_RECORD_KIND;
 
 /// GSI of the messages table by status and creation time.
 pub const MESSAGES_BY_STATUS: &str = "by_status";

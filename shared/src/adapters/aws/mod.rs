@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 pub use aws_config::SdkConfig;
 pub use dynamo::{
-    DynamoStore, EVENTS_BY_SUBJECT, EVENTS_TTL_ATTRIBUTE, MESSAGES_BY_CALLER, MESSAGES_BY_STATUS,
-    TableNames, create_tables,
+    CALL_RECORD_KIND, DynamoStore, EVENTS_BY_SUBJECT, EVENTS_TTL_ATTRIBUTE, MESSAGES_BY_CALLER,
+    MESSAGES_BY_STATUS, TableNames, create_tables,
 };
 pub use kms::KmsKeyService;
 pub use secrets::SecretsManagerSource;

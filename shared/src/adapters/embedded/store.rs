@@ -13,6 +13,8 @@ use crate::crypto::LookupToken;
 use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
 use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError};
 
+mod calls;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -91,6 +93,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.execute_batch(calls::SCHEMA).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,

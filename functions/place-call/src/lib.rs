@@ -1,0 +1,460 @@
+//! `place-call`: the HTTP API for voice alerts. `POST /v1/calls` validates, records and places
+//! one call through Twilio (TwiML from a voice template or a message, `<Say>` with voice,
+//! language and loop, an optional `<Gather>` asking the callee to press 1); `GET /v1/calls/{id}`
+//! shows where it is, its attempts, duration, acknowledgement and timeline. Its SQS trigger
+//! takes call jobs, as the retry processor does.
+//!
+//! The handler knows nothing of where it runs: it gets [`Services`] built over AWS adapters in
+//! `main.rs`, or over the embedded ones by the local runner and the tests.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use herald::calls::{self, Placement};
+use herald::domain::{Call, CallId, CallStatus, Event, EventKind, Speech, Subject};
+use herald::ports::StoreError;
+use herald::problem::{self, Problem, ProblemKind};
+use herald::service::Services;
+use herald::templates::TemplateError;
+use herald::twilio::{MAX_TWIML_CHARS, describe_code, twiml};
+use herald::voice;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The fields `POST /v1/calls` accepts.
+pub const FIELDS: [&str; 8] = [
+    "to",
+    "message",
+    "template",
+    "variables",
+    "voice",
+    "language",
+    "loop",
+    "require_ack",
+];
+
+/// Handles one API Gateway request for the voice API.
+pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let path = api_path(req.raw_http_path());
+    let resp = match (req.method().as_str(), path.as_str()) {
+        ("POST", "/v1/calls") => place(svc, &req).await,
+        ("GET", p) if p.starts_with("/v1/calls/") => get(svc, &p["/v1/calls/".len()..]).await,
+        (_, "/v1/calls") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
+        _ => Problem::new(ProblemKind::NotFound)
+            .detail("no such route")
+            .into_response(),
+    };
+    Ok(resp.map(Body::from))
+}
+
+/// Handles a batch of call jobs (the SQS trigger of this function); only the jobs that must
+/// come back are reported.
+pub async fn handle_sqs(
+    svc: &Services,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    Ok(herald::delivery::handle_sqs_batch(svc, event).await?)
+}
+
+fn api_path(raw: &str) -> String {
+    raw.find("/v1/")
+        .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
+}
+
+/// The caller's identity from the API Gateway request context (JWT `sub`, or IAM caller).
+fn caller(req: &Request) -> String {
+    use lambda_http::request::RequestContext;
+    let from_authorizer =
+        |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
+            a.jwt
+                .as_ref()
+                .and_then(|j| j.claims.get("sub").cloned())
+                .or_else(|| a.iam.as_ref().and_then(|i| i.user_arn.clone()))
+        };
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(from_authorizer)
+        }
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.user_arn.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| "anonymous".to_owned())
+}
+
+fn invalid(kind: ProblemKind, field: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(kind).field(field).detail(detail)
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Problem> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(
+            ProblemKind::InvalidField,
+            name,
+            format!("{name} must be a string"),
+        )),
+    }
+}
+
+/// A validated call request.
+struct Validated {
+    to: herald::phone::PhoneNumber,
+    text: String,
+    template: Option<String>,
+    speech: Speech,
+    require_ack: bool,
+}
+
+/// Validates a `POST /v1/calls` body for call `id`. Nothing is recorded on any error.
+fn validate(svc: &Services, id: &CallId, raw: &[u8]) -> Result<Validated, Problem> {
+    let malformed =
+        || Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object");
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(raw) else {
+        return Err(malformed());
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(invalid(ProblemKind::InvalidField, unknown, "unknown field"));
+    }
+    let to = str_field(&obj, "to")?
+        .ok_or_else(|| invalid(ProblemKind::InvalidField, "to", "to is required"))?;
+    let to = herald::phone::parse(to)
+        .map_err(|e| invalid(ProblemKind::InvalidPhoneNumber, "to", e.to_string()))?;
+    let (text, template) = match (str_field(&obj, "message")?, str_field(&obj, "template")?) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                ProblemKind::InvalidField,
+                "template",
+                "give either message or template, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                ProblemKind::InvalidField,
+                "message",
+                "message or template is required",
+            ));
+        }
+        (Some(m), None) => {
+            if obj.get("variables").is_some_and(|v| !v.is_null()) {
+                return Err(invalid(
+                    ProblemKind::InvalidField,
+                    "variables",
+                    "variables go with a template",
+                ));
+            }
+            (m.to_owned(), None)
+        }
+        (None, Some(name)) => {
+            let empty = Map::new();
+            let vars = match obj.get("variables") {
+                None | Some(Value::Null) => &empty,
+                Some(Value::Object(m)) => m,
+                Some(_) => {
+                    return Err(invalid(
+                        ProblemKind::InvalidField,
+                        "variables",
+                        "variables must be an object",
+                    ));
+                }
+            };
+            let text = voice::templates().render(name, vars).map_err(|e| match e {
+                TemplateError::Unknown(_) => invalid(
+                    ProblemKind::UnknownTemplate,
+                    "template",
+                    format!("{e}; voice templates: emergency_alert, reminder"),
+                ),
+                TemplateError::MissingVariable(ref v) => invalid(
+                    ProblemKind::MissingVariable,
+                    &format!("variables.{v}"),
+                    e.to_string(),
+                ),
+                TemplateError::BadVariable(ref v) => invalid(
+                    ProblemKind::InvalidField,
+                    &format!("variables.{v}"),
+                    e.to_string(),
+                ),
+                TemplateError::Render => {
+                    invalid(ProblemKind::InvalidField, "template", e.to_string())
+                }
+            })?;
+            (text, Some(name.to_owned()))
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(invalid(
+            ProblemKind::InvalidField,
+            "message",
+            "the message is empty",
+        ));
+    }
+    let voice_name = str_field(&obj, "voice")?.unwrap_or(voice::DEFAULT_VOICE);
+    let language = str_field(&obj, "language")?.unwrap_or(voice::DEFAULT_LANGUAGE);
+    voice::check_voice(voice_name, language)
+        .map_err(|e| invalid(ProblemKind::InvalidField, e.field, e.reason))?;
+    let loop_count = match obj.get("loop") {
+        None | Some(Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| voice::check_loop(0).unwrap_err())
+            .and_then(voice::check_loop)
+            .map_err(|e| invalid(ProblemKind::InvalidField, e.field, e.reason))?,
+    };
+    let require_ack = match obj.get("require_ack") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(invalid(
+                ProblemKind::InvalidField,
+                "require_ack",
+                "require_ack must be true or false",
+            ));
+        }
+    };
+    let speech = Speech {
+        voice: voice_name.to_owned(),
+        language: language.to_owned(),
+        loop_count,
+    };
+    // The longest TwiML any attempt will send: the gather URL of the last attempt.
+    let action = require_ack.then(|| svc.voice_gather_url(id, calls::max_attempts(svc), false));
+    let chars = twiml::alert(&speech, &text, action.as_deref())
+        .chars()
+        .count();
+    if chars > MAX_TWIML_CHARS {
+        return Err(invalid(
+            ProblemKind::InvalidField,
+            if template.is_some() {
+                "variables"
+            } else {
+                "message"
+            },
+            format!(
+                "the call's TwiML would be {chars} characters; Twilio takes at most {MAX_TWIML_CHARS}"
+            ),
+        ));
+    }
+    Ok(Validated {
+        to,
+        text,
+        template,
+        speech,
+        require_ack,
+    })
+}
+
+/// The answer to `POST /v1/calls`.
+#[derive(Debug, Serialize)]
+struct PlaceAnswer<'a> {
+    id: &'a CallId,
+    status: CallStatus,
+}
+
+fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
+    tracing::error!(error = %e, "store unavailable");
+    Problem::new(ProblemKind::Unavailable)
+        .detail("please retry")
+        .into_response()
+}
+
+/// Seals and records a validated call, `accepted`, with its first attempt claimed by this
+/// request (the API places it at once).
+async fn record_new(
+    svc: &Services,
+    id: CallId,
+    v: &Validated,
+    caller: String,
+) -> Result<Call, Box<dyn std::error::Error + Send + Sync>> {
+    let now = svc.clock.now_ms();
+    let aad = id.as_str();
+    let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
+    let call = Call {
+        caller,
+        to: svc.vault.seal(aad, v.to.e164().as_bytes()).await?,
+        to_token: svc.vault.lookup_token(v.to.e164()).await?,
+        to_masked: v.to.masked().to_string(),
+        country: v.to.country().map(str::to_owned),
+        message: svc.vault.seal(aad, v.text.as_bytes()).await?,
+        template: v.template.clone(),
+        speech: v.speech.clone(),
+        require_ack: v.require_ack,
+        status: CallStatus::Accepted,
+        attempt: 1,
+        twilio_sid: None,
+        error_code: None,
+        error_reason: None,
+        duration_seconds: None,
+        acknowledged_at_ms: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        claimed_at_ms: Some(now),
+        claimed_until_ms: Some(now + lease),
+        ambiguous_since_ms: None,
+        next_attempt_at_ms: None,
+        id,
+    };
+    svc.calls.insert_call(&call).await?;
+    let ev = calls::call_event(
+        svc,
+        &call,
+        EventKind::Accepted,
+        Some(CallStatus::Accepted.as_str()),
+        None,
+        None,
+        true,
+    );
+    herald::delivery::record_event(svc, &ev).await;
+    tracing::info!(call_id = %call.id, require_ack = call.require_ack, "call accepted");
+    Ok(call)
+}
+
+async fn place(svc: &Services, req: &Request) -> http::Response<String> {
+    if !svc.config.voice_enabled {
+        return Problem::new(ProblemKind::FeatureDisabled)
+            .detail("voice calls are disabled")
+            .into_response();
+    }
+    let now = svc.clock.now_ms();
+    let id = CallId::generate(u64::try_from(now).unwrap_or_default());
+    let v = match validate(svc, &id, req.body().as_ref()) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    let call = match record_new(svc, id, &v, caller(req)).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(&*e),
+    };
+    let answer = |status| PlaceAnswer {
+        id: &call.id,
+        status,
+    };
+    match calls::attempt_call(svc, &call).await {
+        Placement::Placed(status) => problem::json(201, &answer(status)),
+        Placement::Deferred => problem::json(202, &answer(CallStatus::Retrying)),
+        Placement::Interrupted | Placement::Crashed => {
+            problem::json(202, &answer(CallStatus::Accepted))
+        }
+        Placement::Failed(code) => {
+            let mut p = Problem::new(ProblemKind::TwilioRejected)
+                .detail(code.map_or("Twilio refused the call", describe_code))
+                .field("to");
+            p.twilio_code = code;
+            // The problem document, plus the id of the call that was recorded `failed`.
+            let mut doc = serde_json::to_value(&p).unwrap_or_default();
+            doc["call_id"] = Value::String(call.id.to_string());
+            problem::respond(p.status, problem::CONTENT_TYPE, doc.to_string())
+        }
+    }
+}
+
+/// One entry of a call's timeline.
+#[derive(Debug, Serialize)]
+struct TimelineEntry {
+    at: String,
+    kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    attempt: u32,
+    applied: bool,
+}
+
+/// The acknowledgement of a call.
+#[derive(Debug, Serialize)]
+struct Acknowledgement {
+    required: bool,
+    acknowledged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
+}
+
+/// `GET /v1/calls/{id}`.
+#[derive(Debug, Serialize)]
+struct CallView {
+    id: CallId,
+    to: String,
+    status: CallStatus,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_seconds: Option<u32>,
+    acknowledgement: Acknowledgement,
+    voice: String,
+    language: String,
+    #[serde(rename = "loop")]
+    loop_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twilio_sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    timeline: Vec<TimelineEntry>,
+}
+
+/// Unix milliseconds as RFC 3339.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
+    let not_found = || {
+        Problem::new(ProblemKind::NotFound)
+            .detail("no call with that id")
+            .into_response()
+    };
+    let Ok(id) = raw_id.parse::<CallId>() else {
+        return not_found();
+    };
+    let c = match svc.calls.get_call(&id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return not_found(),
+        Err(e) => return unavailable(&e),
+    };
+    let events: Vec<Event> = match svc.events.events_for(&Subject::from(&id)).await {
+        Ok(e) => e,
+        Err(e) => return unavailable(&e as &StoreError),
+    };
+    let view = CallView {
+        to: c.to_masked.clone(),
+        status: c.status,
+        attempts: c.attempt,
+        duration_seconds: c.duration_seconds,
+        acknowledgement: Acknowledgement {
+            required: c.require_ack,
+            acknowledged: c.acknowledged_at_ms.is_some(),
+            at: c.acknowledged_at_ms.map(rfc3339),
+        },
+        voice: c.speech.voice.clone(),
+        language: c.speech.language.clone(),
+        loop_count: c.speech.loop_count,
+        template: c.template.clone(),
+        twilio_sid: c.twilio_sid.clone(),
+        error_code: c.error_code,
+        error: c.error_reason.clone(),
+        created_at: rfc3339(c.created_at_ms),
+        updated_at: rfc3339(c.updated_at_ms),
+        timeline: events
+            .into_iter()
+            .map(|e| TimelineEntry {
+                at: rfc3339(e.at_ms),
+                kind: e.kind,
+                status: e.status,
+                error_code: e.error_code,
+                attempt: e.attempt,
+                applied: e.applied,
+            })
+            .collect(),
+        id: c.id,
+    };
+    problem::json(200, &view)
+}

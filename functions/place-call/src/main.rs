@@ -1,0 +1,31 @@
+//! The `place-call` Lambda: builds configuration and AWS clients once per cold start, then
+//! serves both of its triggers with `lib.rs`: API Gateway requests (the voice API) and SQS
+//! batches of call jobs.
+
+use lambda_http::Service;
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    herald::telemetry::init();
+    let services = herald::lambda::services_from_env().await?;
+    let services = &services;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let (payload, context) = event.into_parts();
+        if payload.get("Records").is_some() {
+            let sqs: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(payload)?;
+            return Ok::<Value, Error>(serde_json::to_value(
+                place_call::handle_sqs(services, sqs).await?,
+            )?);
+        }
+        let request: LambdaRequest = serde_json::from_value(payload)?;
+        let mut http = lambda_http::Adapter::from(lambda_http::service_fn(|req| {
+            place_call::handle(services, req)
+        }));
+        let response = http.call(LambdaEvent::new(request, context)).await?;
+        Ok(serde_json::to_value(response)?)
+    }))
+    .await
+}

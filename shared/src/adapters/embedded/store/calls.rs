@@ -1,0 +1,116 @@
+//! Calls in the SQLite store: a `calls` table beside `messages`, a JSON document plus the
+//! columns its conditions and indexes need, changed by the same optimistic compare-and-set on
+//! the document as messages.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, backend, corrupt};
+use crate::domain::{Call, CallId};
+use crate::ports::{CallApplied, CallStore, DecideCall, StoreError};
+
+/// The calls table, created with the rest of the schema.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS calls (
+    id TEXT PRIMARY KEY,
+    caller TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_rank INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    to_token TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status, created_at_ms);
+CREATE INDEX IF NOT EXISTS calls_by_recipient ON calls (to_token, created_at_ms);
+";
+
+#[async_trait]
+impl CallStore for SqliteStore {
+    async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
+        let c = call.clone();
+        let doc = serde_json::to_string(&c).map_err(corrupt)?;
+        self.with(move |conn| {
+            let n = conn
+                .execute(
+                    "INSERT INTO calls (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        c.id.as_str(),
+                        c.caller,
+                        c.status.as_str(),
+                        c.status.rank(),
+                        c.attempt,
+                        c.to_token.0,
+                        c.created_at_ms,
+                        doc
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        let id = id.to_string();
+        let doc = self.with(move |c| read_doc(c, &id)).await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn update_call(
+        &self,
+        id: &CallId,
+        decide: &DecideCall<'_>,
+    ) -> Result<CallApplied, StoreError> {
+        // Optimistic, as for messages: write only if the stored document is still the one read.
+        loop {
+            let key = id.to_string();
+            let Some(old_doc) = self.with(move |c| read_doc(c, &key)).await? else {
+                return Ok(CallApplied::NotFound);
+            };
+            let current: Call = serde_json::from_str(&old_doc).map_err(corrupt)?;
+            let Some(mut next) = decide(&current) else {
+                return Ok(CallApplied::Ignored(current));
+            };
+            next.id = current.id.clone();
+            next.created_at_ms = current.created_at_ms;
+            let new_doc = serde_json::to_string(&next).map_err(corrupt)?;
+            let key = id.to_string();
+            let (status, rank, attempt) = (next.status.as_str(), next.status.rank(), next.attempt);
+            let written = self
+                .with(move |c| {
+                    c.execute(
+                        "UPDATE calls SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5
+                         WHERE id = ?1 AND doc = ?6",
+                        params![key, status, rank, attempt, new_doc, old_doc],
+                    )
+                    .map_err(backend)
+                })
+                .await?;
+            if written == 1 {
+                return Ok(CallApplied::Applied(next));
+            }
+        }
+    }
+}
+
+fn read_doc(c: &rusqlite::Connection, id: &str) -> Result<Option<String>, StoreError> {
+    c.query_row("SELECT doc FROM calls WHERE id = ?1", params![id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(backend)
+}
+
+impl SqliteStore {
+    /// How many calls are stored (inspection and tests).
+    pub async fn count_calls(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+}

@@ -1,0 +1,545 @@
+//! Voice calls: the call status machine, its ranks and transition rule, acknowledgement, and the
+//! stored record. Mirrors [`super::message`]: claims with a lease, attempts, retries.
+//!
+//! A call is *done* when nobody needs to be called again: it was answered (or, for an alert
+//! that asks for an acknowledgement, it was acknowledged). A report of `busy`, `no-answer` or
+//! `failed`, or a `completed` call whose acknowledgement is still missing, moves the record to
+//! its next attempt while attempts remain; otherwise the report is applied and sticks.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::CallId;
+use super::message::{ClaimRefusal, Transition};
+use crate::crypto::{LookupToken, Sealed};
+
+/// Where a call is, as Twilio reports it, plus Herald's own `accepted` and `retrying`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallStatus {
+    /// Recorded by Herald, not yet handed to Twilio.
+    Accepted,
+    /// Waiting in Herald's retry queue for its next attempt.
+    Retrying,
+    /// Queued at Twilio.
+    Queued,
+    /// Twilio started dialling (the `initiated` event).
+    Initiated,
+    /// Ringing at the callee.
+    Ringing,
+    /// Answered, the alert is being spoken.
+    InProgress,
+    /// Answered and hung up.
+    Completed,
+    /// The callee was busy.
+    Busy,
+    /// Nobody answered.
+    NoAnswer,
+    /// The call could not be placed.
+    Failed,
+    /// Canceled before it was answered.
+    Canceled,
+}
+
+impl CallStatus {
+    /// Every status, in rank order.
+    pub const ALL: [CallStatus; 11] = [
+        Self::Accepted,
+        Self::Retrying,
+        Self::Queued,
+        Self::Initiated,
+        Self::Ringing,
+        Self::InProgress,
+        Self::Completed,
+        Self::Busy,
+        Self::NoAnswer,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    /// The status's rank: a call only ever moves to a status of a higher rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Accepted => 0,
+            Self::Retrying => 1,
+            Self::Queued => 3,
+            Self::Initiated => 4,
+            Self::Ringing => 5,
+            Self::InProgress => 6,
+            Self::Completed | Self::Busy | Self::NoAnswer | Self::Failed | Self::Canceled => 10,
+        }
+    }
+
+    /// Whether the status is final: once there, a call never moves again.
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 10
+    }
+
+    /// The status as Twilio and Herald's API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Retrying => "retrying",
+            Self::Queued => "queued",
+            Self::Initiated => "initiated",
+            Self::Ringing => "ringing",
+            Self::InProgress => "in-progress",
+            Self::Completed => "completed",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no-answer",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Parses a `CallStatus` as Twilio sends it (the Call resource's status, or a status
+    /// callback's); `None` for Herald's own statuses and unknown text.
+    pub fn from_twilio(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s && !matches!(st, Self::Accepted | Self::Retrying))
+    }
+
+    /// Whether a call that ended so was not answered: another attempt may reach the callee.
+    pub fn is_unanswered(self) -> bool {
+        matches!(self, Self::Busy | Self::NoAnswer | Self::Failed)
+    }
+
+    /// What a report of `next` does to a call that is `self`.
+    pub fn transition(self, next: CallStatus) -> Transition {
+        if !self.is_terminal() && next.rank() > self.rank() {
+            Transition::Apply
+        } else {
+            Transition::EventOnly
+        }
+    }
+}
+
+impl std::fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CallStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
+    }
+}
+
+/// How the alert is spoken: Twilio `<Say>` attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Speech {
+    /// `voice`, from the allow-list in [`crate::voice`].
+    pub voice: String,
+    /// `language`, from the allow-list in [`crate::voice`].
+    pub language: String,
+    /// `loop`: how many times the alert is spoken (1..=10).
+    pub loop_count: u32,
+}
+
+/// A call as Herald stores it. The number and the spoken text are sealed; nothing here is
+/// plaintext personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// Herald's id.
+    pub id: CallId,
+    /// Who asked for it (the API caller's identity).
+    pub caller: String,
+    /// The callee in E.164, encrypted with the id as associated data.
+    pub to: Sealed,
+    /// Keyed hash of the callee, for lookups.
+    pub to_token: LookupToken,
+    /// The callee as shown to people: `+*******2671`.
+    pub to_masked: String,
+    /// ISO 3166 region of the callee, such as `US`.
+    pub country: Option<String>,
+    /// The text spoken, encrypted with the id as associated data.
+    pub message: Sealed,
+    /// The voice template it was rendered from, if any.
+    pub template: Option<String>,
+    /// Voice, language and loop.
+    pub speech: Speech,
+    /// Whether the callee must press 1 to acknowledge the alert.
+    pub require_ack: bool,
+    /// Where it is now.
+    pub status: CallStatus,
+    /// The attempt the record waits for or has made (1 for the first call).
+    pub attempt: u32,
+    /// Twilio's `CA…` id of the current attempt, once Twilio accepted it.
+    pub twilio_sid: Option<String>,
+    /// Twilio's error code of the last failure.
+    pub error_code: Option<u32>,
+    /// A sanitized reason for the last failure (never personal data).
+    pub error_reason: Option<String>,
+    /// Talk time of the last answered attempt, in seconds (`CallDuration`).
+    pub duration_seconds: Option<u32>,
+    /// When the callee pressed 1, Unix milliseconds.
+    pub acknowledged_at_ms: Option<i64>,
+    /// When it was accepted, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// When it last changed, Unix milliseconds.
+    pub updated_at_ms: i64,
+    /// When the attempt in flight was claimed.
+    pub claimed_at_ms: Option<i64>,
+    /// Until when that claim holds.
+    pub claimed_until_ms: Option<i64>,
+    /// Set when an earlier attempt may have reached Twilio without Herald learning of it: the
+    /// next attempt first asks Twilio for calls created since then.
+    pub ambiguous_since_ms: Option<i64>,
+    /// When the next attempt is due, while `retrying`.
+    pub next_attempt_at_ms: Option<i64>,
+}
+
+/// A report about one attempt of a call (a status callback, or Twilio's answer to the create),
+/// applied atomically by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallReport {
+    /// The attempt it is about: it applies only while the record is at that attempt.
+    pub attempt: u32,
+    /// The reported status.
+    pub status: CallStatus,
+    /// Twilio's id, stored when given.
+    pub twilio_sid: Option<String>,
+    /// `CallDuration`, stored when given.
+    pub duration_seconds: Option<u32>,
+    /// Twilio's error code, stored when given.
+    pub error_code: Option<u32>,
+    /// Sanitized reason, stored when given.
+    pub error_reason: Option<String>,
+    /// When it happened, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl CallReport {
+    /// A report of `status` for `attempt` at `at_ms`, with nothing else.
+    pub fn new(attempt: u32, status: CallStatus, at_ms: i64) -> Self {
+        Self {
+            attempt,
+            status,
+            twilio_sid: None,
+            duration_seconds: None,
+            error_code: None,
+            error_reason: None,
+            at_ms,
+        }
+    }
+}
+
+/// A failed or unacknowledged attempt that will be tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRetry {
+    /// The attempt that failed: the change applies only while the record is at it.
+    pub attempt: u32,
+    /// Twilio's error code, if any.
+    pub error_code: Option<u32>,
+    /// Sanitized reason.
+    pub error_reason: Option<String>,
+    /// When the failed attempt may nevertheless have reached Twilio, the time it started.
+    pub ambiguous_since_ms: Option<i64>,
+    /// When the next attempt is due.
+    pub next_attempt_at_ms: i64,
+    /// When it happened.
+    pub at_ms: i64,
+}
+
+impl Call {
+    /// Whether the record waits for a caller to make an attempt.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.status, CallStatus::Accepted | CallStatus::Retrying)
+    }
+
+    /// Whether the alert reached its callee: acknowledged, or (when no acknowledgement is asked
+    /// for) answered. A done call is never called again.
+    pub fn is_done(&self) -> bool {
+        self.acknowledged_at_ms.is_some()
+            || (!self.require_ack
+                && matches!(self.status, CallStatus::InProgress | CallStatus::Completed))
+    }
+
+    /// Whether an attempt that ended with `status` calls for another attempt (attempts
+    /// allowing): not answered, or answered without the acknowledgement the alert asks for.
+    pub fn wants_another_attempt(&self, status: CallStatus) -> bool {
+        !self.is_done()
+            && (status.is_unanswered() || (status == CallStatus::Completed && self.require_ack))
+    }
+
+    /// The record after claiming `attempt` at `now_ms` for `lease_ms`: only a waiting record at
+    /// exactly that attempt, not done and not held by a live claim, can be claimed. Taking over
+    /// an expired claim marks the attempt ambiguous.
+    pub fn claimed(&self, attempt: u32, now_ms: i64, lease_ms: i64) -> Result<Call, ClaimRefusal> {
+        if self.attempt != attempt || !self.is_waiting() || self.is_done() {
+            return Err(ClaimRefusal::Stale);
+        }
+        if let Some(until_ms) = self.claimed_until_ms
+            && until_ms > now_ms
+        {
+            return Err(ClaimRefusal::Busy { until_ms });
+        }
+        let mut c = self.clone();
+        if self.claimed_until_ms.is_some() {
+            c.ambiguous_since_ms = self.ambiguous_since_ms.or(self.claimed_at_ms);
+        }
+        c.claimed_at_ms = Some(now_ms);
+        c.claimed_until_ms = Some(now_ms + lease_ms);
+        c.updated_at_ms = now_ms;
+        Ok(c)
+    }
+
+    /// The record after `change` schedules the next attempt, or `None` when the record is not at
+    /// that attempt, is final, or is done.
+    pub fn retried(&self, change: &CallRetry) -> Option<Call> {
+        if self.attempt != change.attempt || self.status.is_terminal() || self.is_done() {
+            return None;
+        }
+        let mut c = self.clone();
+        c.attempt += 1;
+        c.status = CallStatus::Retrying;
+        c.error_code = change.error_code;
+        c.error_reason.clone_from(&change.error_reason);
+        c.ambiguous_since_ms = change
+            .ambiguous_since_ms
+            .map(|t| self.ambiguous_since_ms.map_or(t, |e| e.min(t)));
+        c.claimed_at_ms = None;
+        c.claimed_until_ms = None;
+        c.next_attempt_at_ms = Some(change.next_attempt_at_ms);
+        c.updated_at_ms = change.at_ms;
+        Some(c)
+    }
+
+    /// Whether `report` would move this record, by attempt and by the transition rule.
+    pub fn accepts(&self, report: &CallReport) -> bool {
+        self.attempt == report.attempt && self.status.transition(report.status) == Transition::Apply
+    }
+
+    /// The record after `report`, or `None` when it does not apply.
+    pub fn changed(&self, report: &CallReport) -> Option<Call> {
+        if !self.accepts(report) {
+            return None;
+        }
+        let mut c = self.clone();
+        c.status = report.status;
+        if report.twilio_sid.is_some() {
+            c.twilio_sid.clone_from(&report.twilio_sid);
+        }
+        if report.duration_seconds.is_some() {
+            c.duration_seconds = report.duration_seconds;
+        }
+        if report.error_code.is_some() || report.error_reason.is_some() {
+            c.error_code = report.error_code;
+            c.error_reason.clone_from(&report.error_reason);
+        } else if !report.status.is_unanswered() {
+            // Progress without an error: an earlier attempt's failure is history.
+            c.error_code = None;
+            c.error_reason = None;
+        }
+        c.updated_at_ms = report.at_ms;
+        if report.status != CallStatus::Retrying {
+            c.claimed_at_ms = None;
+            c.claimed_until_ms = None;
+            c.ambiguous_since_ms = None;
+            c.next_attempt_at_ms = None;
+        }
+        Some(c)
+    }
+
+    /// The record after `report` under the retry policy, decided in one step: an attempt that
+    /// ended unanswered (or unacknowledged, when asked for) moves to the next attempt, due at
+    /// `retry_at_ms`, while `attempt < max_attempts`; anything else is applied by the transition
+    /// rule. `None` when the report changes nothing (another attempt, a final record, a late or
+    /// backwards report).
+    pub fn reported(
+        &self,
+        report: &CallReport,
+        max_attempts: u32,
+        retry_at_ms: i64,
+    ) -> Option<Call> {
+        if !self.accepts(report) {
+            return None;
+        }
+        if report.status.is_terminal()
+            && self.wants_another_attempt(report.status)
+            && self.attempt < max_attempts
+        {
+            let mut retried = self.retried(&CallRetry {
+                attempt: report.attempt,
+                error_code: report.error_code,
+                error_reason: Some(report.error_reason.clone().unwrap_or_else(|| {
+                    if report.status == CallStatus::Completed {
+                        "answered without acknowledgement".to_owned()
+                    } else {
+                        format!("call ended {}", report.status)
+                    }
+                })),
+                ambiguous_since_ms: None,
+                next_attempt_at_ms: retry_at_ms,
+                at_ms: report.at_ms,
+            })?;
+            if report.duration_seconds.is_some() {
+                retried.duration_seconds = report.duration_seconds;
+            }
+            return Some(retried);
+        }
+        self.changed(report)
+    }
+
+    /// The record once the callee acknowledged attempt `attempt` at `at_ms`, or `None` when it
+    /// was acknowledged already (the first acknowledgement counts). A record that already moved
+    /// on to a next attempt no one has claimed yet goes back to that acknowledged attempt,
+    /// `completed`: the next attempt is then never made.
+    pub fn acknowledged(&self, attempt: u32, at_ms: i64) -> Option<Call> {
+        if self.acknowledged_at_ms.is_some() || attempt == 0 || attempt > self.attempt {
+            return None;
+        }
+        let mut c = self.clone();
+        c.acknowledged_at_ms = Some(at_ms);
+        c.updated_at_ms = at_ms;
+        if self.status == CallStatus::Retrying
+            && attempt < self.attempt
+            && self.claimed_until_ms.is_none()
+        {
+            c.status = CallStatus::Completed;
+            c.attempt = attempt;
+            c.error_code = None;
+            c.error_reason = None;
+            c.next_attempt_at_ms = None;
+            c.ambiguous_since_ms = None;
+        }
+        Some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CallStatus::*;
+
+    fn record(status: CallStatus, attempt: u32, require_ack: bool) -> Call {
+        Call {
+            id: CallId::generate(1),
+            caller: "c".into(),
+            to: Sealed(vec![]),
+            to_token: LookupToken("t".into()),
+            to_masked: "+*1".into(),
+            country: None,
+            message: Sealed(vec![]),
+            template: None,
+            speech: Speech {
+                voice: "alice".into(),
+                language: "en-US".into(),
+                loop_count: 1,
+            },
+            require_ack,
+            status,
+            attempt,
+            twilio_sid: None,
+            error_code: None,
+            error_reason: None,
+            duration_seconds: None,
+            acknowledged_at_ms: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            claimed_at_ms: None,
+            claimed_until_ms: None,
+            ambiguous_since_ms: None,
+            next_attempt_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn statuses_parse_as_twilio_spells_them_and_only_move_up() {
+        assert_eq!(CallStatus::from_twilio("in-progress"), Some(InProgress));
+        assert_eq!(CallStatus::from_twilio("no-answer"), Some(NoAnswer));
+        assert_eq!(CallStatus::from_twilio("retrying"), None);
+        assert_eq!(CallStatus::from_twilio("answered"), None);
+        for a in CallStatus::ALL {
+            assert_eq!(a.as_str().parse::<CallStatus>(), Ok(a));
+            for b in CallStatus::ALL {
+                let moves = a.transition(b) == Transition::Apply;
+                assert_eq!(moves, !a.is_terminal() && b.rank() > a.rank(), "{a} -> {b}");
+            }
+        }
+        assert_eq!(Completed.transition(Ringing), Transition::EventOnly);
+        assert_eq!(Busy.transition(Completed), Transition::EventOnly);
+    }
+
+    #[test]
+    fn unanswered_calls_are_retried_until_attempts_run_out() {
+        let c = record(Ringing, 1, false);
+        let r = c.reported(&CallReport::new(1, Busy, 10), 3, 500).unwrap();
+        assert_eq!(
+            (r.status, r.attempt, r.next_attempt_at_ms),
+            (Retrying, 2, Some(500))
+        );
+        // The last attempt's outcome sticks.
+        let last = record(Ringing, 3, false);
+        assert_eq!(
+            last.reported(&CallReport::new(3, NoAnswer, 10), 3, 500)
+                .unwrap()
+                .status,
+            NoAnswer
+        );
+        // A report about another attempt changes nothing.
+        assert!(
+            r.reported(&CallReport::new(1, Completed, 20), 3, 500)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_answered_call_is_done_unless_it_must_be_acknowledged() {
+        let c = record(InProgress, 1, false);
+        let done = c
+            .reported(&CallReport::new(1, Completed, 10), 3, 500)
+            .unwrap();
+        assert_eq!((done.status, done.attempt), (Completed, 1));
+        assert_eq!(done.claimed(1, 20, 10), Err(ClaimRefusal::Stale));
+
+        let ack = record(InProgress, 1, true);
+        let again = ack
+            .reported(&CallReport::new(1, Completed, 10), 3, 500)
+            .unwrap();
+        assert_eq!((again.status, again.attempt), (Retrying, 2));
+        assert!(again.claimed(2, 600, 10).is_ok());
+
+        let acked = ack.acknowledged(1, 5).unwrap();
+        assert!(
+            acked.acknowledged(1, 6).is_none(),
+            "the first acknowledgement counts"
+        );
+        let done = acked
+            .reported(&CallReport::new(1, Completed, 10), 3, 500)
+            .unwrap();
+        assert_eq!((done.status, done.acknowledged_at_ms), (Completed, Some(5)));
+    }
+
+    #[test]
+    fn a_late_acknowledgement_cancels_the_next_attempt_unless_it_is_under_way() {
+        let c = record(InProgress, 1, true)
+            .reported(&CallReport::new(1, Completed, 10), 3, 500)
+            .unwrap();
+        let acked = c.acknowledged(1, 20).unwrap();
+        assert_eq!((acked.status, acked.attempt), (Completed, 1));
+        assert_eq!(acked.claimed(2, 600, 10), Err(ClaimRefusal::Stale));
+
+        let held = c.claimed(2, 600, 100).unwrap();
+        let acked = held.acknowledged(1, 620).unwrap();
+        assert_eq!((acked.status, acked.attempt), (Retrying, 2));
+        assert!(acked.acknowledged_at_ms.is_some());
+    }
+
+    #[test]
+    fn progress_clears_what_was_in_flight_and_records_the_duration() {
+        let c = record(Accepted, 1, false).claimed(1, 100, 50).unwrap();
+        let mut report = CallReport::new(1, Queued, 120);
+        report.twilio_sid = Some("CA1".into());
+        let q = c.changed(&report).unwrap();
+        assert_eq!(
+            (q.claimed_until_ms, q.twilio_sid.as_deref()),
+            (None, Some("CA1"))
+        );
+        let mut done = CallReport::new(1, Completed, 200);
+        done.duration_seconds = Some(17);
+        assert_eq!(q.changed(&done).unwrap().duration_seconds, Some(17));
+    }
+}
