@@ -43,9 +43,9 @@ export AWS_EC2_METADATA_DISABLED=true
 step "cargo test (every crate, every test)"
 cargo test --workspace --all-features -- --include-ignored
 
-step "simulator against Twilio's official Python SDK"
+step "simulator and signature oracle against Twilio's official Python SDK"
 export TWILIO_SIM_BIN="$root/target/debug/twilio-sim"
-.venv/bin/python -m pytest -q local/twilio-sim/tests/python
+.venv/bin/python -m pytest -q local/twilio-sim/tests/python shared/tests/python
 
 step "herald demo (release build, as in the README)"
 cargo run --release --bin herald -- demo
