@@ -94,3 +94,23 @@ pub fn event_v2(req: &HttpRequest<'_>, request_id: &str, now_ms: i64) -> Value {
         "isBase64Encoded": is_b64,
     })
 }
+
+/// Puts a JWT authorizer's context for `subject` into an event built by [`event_v2`], as API
+/// Gateway does for a route with a JWT authorizer once the token is valid (the local gateway
+/// does this for a known bearer API key).
+pub fn with_jwt_subject(event: &mut Value, subject: &str) {
+    if let Some(ctx) = event
+        .get_mut("requestContext")
+        .and_then(Value::as_object_mut)
+    {
+        ctx.insert(
+            "authorizer".to_owned(),
+            json!({
+                "jwt": {
+                    "claims": { "sub": subject, "iss": "herald-local" },
+                    "scopes": null,
+                }
+            }),
+        );
+    }
+}

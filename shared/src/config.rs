@@ -56,6 +56,8 @@ pub struct Config {
     pub attempt_lease: Duration,
     /// `HELP_TEXT` (default [`DEFAULT_HELP_TEXT`]): the answer to an inbound HELP.
     pub help_text: String,
+    /// The API's protection: rate limits, recipient rules, idempotency, one-time codes.
+    pub protection: crate::protect::ProtectionConfig,
 }
 
 /// The answer to an inbound HELP when `HELP_TEXT` is not set.
@@ -157,6 +159,7 @@ impl Config {
                 Some(t) if t.chars().count() <= 1600 => t.trim().to_owned(),
                 Some(_) => return Err(invalid("HELP_TEXT", "longer than 1600 characters")),
             },
+            protection: crate::protect::ProtectionConfig::from_lookup(&var)?,
         })
         .and_then(|c: Self| {
             if c.attempt_lease <= c.request_timeout + c.connect_timeout {
@@ -180,7 +183,7 @@ impl Config {
     }
 }
 
-fn invalid(name: &'static str, reason: &'static str) -> ConfigError {
+pub(crate) fn invalid(name: &'static str, reason: &'static str) -> ConfigError {
     ConfigError::Invalid { name, reason }
 }
 
@@ -195,7 +198,7 @@ fn base_url(v: &str, name: &'static str) -> Result<String, ConfigError> {
     Ok(v.trim_end_matches('/').to_owned())
 }
 
-fn number(
+pub(crate) fn number(
     v: Option<String>,
     name: &'static str,
     default: u32,

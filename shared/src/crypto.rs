@@ -275,4 +275,17 @@ impl Vault {
         mac.update(e164.as_bytes());
         Ok(LookupToken(hex::encode(mac.finalize().into_bytes())))
     }
+
+    /// A keyed hash (HMAC-SHA256 under the lookup key from the keyring, hex) of `data` for
+    /// `purpose` (domain-separated from lookup tokens and from other purposes): what Herald
+    /// stores instead of a secret it must recognise later (one-time codes).
+    pub async fn keyed_hash(&self, purpose: &str, data: &[u8]) -> Result<String, CryptoError> {
+        let key = self.lookup_key().await?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length");
+        mac.update(b"keyed-hash:");
+        mac.update(&(purpose.len() as u64).to_be_bytes());
+        mac.update(purpose.as_bytes());
+        mac.update(data);
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    }
 }

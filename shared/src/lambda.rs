@@ -37,6 +37,7 @@ pub async fn services_from_env() -> Result<Services, StartupError> {
         send_queue: aws.send_queue.clone(),
         retry_queue: aws.retry_queue.clone(),
         clock,
+        protection: aws.store.clone(),
     };
     Ok(Services::new(config, adapters)?)
 }

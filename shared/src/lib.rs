@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod phone;
 pub mod ports;
 pub mod problem;
+pub mod protect;
 pub mod secret;
 pub mod service;
 pub mod sqs;
@@ -25,6 +26,8 @@ pub mod test_env;
 pub mod testing;
 #[cfg(feature = "test-util")]
 pub mod testing_calls;
+#[cfg(feature = "test-util")]
+pub mod testing_protect;
 #[cfg(feature = "test-util")]
 pub mod testing_queue;
 pub mod twilio;

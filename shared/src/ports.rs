@@ -622,3 +622,198 @@ pub(crate) fn check_batch(n: usize) -> Result<(), QueueError> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Protection of the HTTP API: rate limits, idempotency keys, verifications, queries
+// ---------------------------------------------------------------------------------------------
+
+/// The result of [`RateLimiter::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// Taken: this many units of the window are used now, this one included.
+    Allowed {
+        /// Units used in the window so far.
+        used: u32,
+    },
+    /// The window is full; it ends in this many milliseconds.
+    Limited {
+        /// Milliseconds until the window ends (at least 1).
+        retry_after_ms: i64,
+    },
+}
+
+/// Fixed-window counters: at most `limit` acquisitions per key per window.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Takes one unit of the window of `window_ms` (windows start at multiples of `window_ms`
+    /// since the epoch) that holds `now_ms`, for `key`, if fewer than `limit` were taken in it.
+    /// Atomic: of N concurrent acquisitions against an empty window and a limit L, exactly
+    /// min(N, L) are [`Acquired::Allowed`]. A refused acquisition changes nothing. `key` holds no
+    /// personal data (callers pass lookup tokens, never numbers).
+    async fn acquire(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> Result<Acquired, StoreError>;
+}
+
+/// The start of the window of `window_ms` that holds `now_ms`.
+pub fn window_start(now_ms: i64, window_ms: i64) -> i64 {
+    now_ms - now_ms.rem_euclid(window_ms.max(1))
+}
+
+/// A response kept for an idempotency key, replayed to a repeated request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// The body (no personal data: Herald's answers carry ids and masked numbers only).
+    pub body: String,
+}
+
+/// The result of [`IdempotencyStore::begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// This request holds the key now: do the work, then complete or release it.
+    Started,
+    /// Another request with this key and payload is being handled.
+    InProgress,
+    /// A request with this key and payload finished; here is its response.
+    Completed(StoredResponse),
+    /// The key was used with another payload.
+    Mismatch,
+}
+
+/// Idempotency keys: the first request with a key does the work, a repeat gets its response.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Begins a request with `key` (already scoped to the caller) and the `fingerprint` of its
+    /// payload. When no live record has the key (none, or one expired at `now_ms`, or an
+    /// in-progress one whose lease ended), writes an in-progress record leased until
+    /// `lease_until_ms` and expiring at `expires_at_ms`, and answers [`Begun::Started`];
+    /// otherwise [`Begun::Mismatch`] for another fingerprint, else [`Begun::InProgress`] or
+    /// [`Begun::Completed`]. Atomic: of concurrent begins of one key, exactly one is
+    /// [`Begun::Started`].
+    async fn begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Begun, StoreError>;
+
+    /// Completes the in-progress record of `key` and `fingerprint` with `response`. Does nothing
+    /// when the record is not in progress with that fingerprint (it expired and was taken over).
+    async fn complete(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the in-progress record of `key` and `fingerprint` (the request failed without
+    /// effect, so a retry with the key may start again). Completed records are kept.
+    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError>;
+}
+
+/// The result of [`VerificationStore::update_verification`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerificationApplied {
+    /// The record moved; here it is after the change.
+    Applied(crate::domain::Verification),
+    /// The record did not move; here it is as is.
+    Ignored(crate::domain::Verification),
+    /// No verification has that id.
+    NotFound,
+}
+
+/// How [`VerificationStore::update_verification`] decides a record's next version.
+pub type DecideVerification<'a> = dyn for<'v> Fn(&'v crate::domain::Verification) -> Option<crate::domain::Verification>
+    + Send
+    + Sync
+    + 'a;
+
+/// One-time-code verifications (codes stored only as keyed hashes).
+#[async_trait]
+pub trait VerificationStore: Send + Sync {
+    /// Records a new verification. Create-if-absent: [`StoreError::Conflict`] when the id exists.
+    async fn insert_verification(
+        &self,
+        verification: &crate::domain::Verification,
+    ) -> Result<(), StoreError>;
+
+    /// The verification with this id, if any.
+    async fn get_verification(
+        &self,
+        id: &crate::domain::VerificationId,
+    ) -> Result<Option<crate::domain::Verification>, StoreError>;
+
+    /// The atomic read-decide-write of one verification, as [`MessageStore::update_message`]:
+    /// of concurrent updates each is decided against the record as the previous one left it
+    /// (so of N concurrent wrong checks against a limit, no more than the limit are counted
+    /// and exactly one locks it). `decide` may run more than once. The id, caller and
+    /// `created_at_ms` never change.
+    async fn update_verification(
+        &self,
+        id: &crate::domain::VerificationId,
+        decide: &DecideVerification<'_>,
+    ) -> Result<VerificationApplied, StoreError>;
+}
+
+/// Where a page of [`MessageQueries::list_messages_by_caller`] continues.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageCursor {
+    /// `created_at_ms` of the last message returned.
+    pub created_at_ms: i64,
+    /// Its id.
+    pub id: MessageId,
+}
+
+/// A query of one caller's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageQuery {
+    /// Whose messages.
+    pub caller: String,
+    /// Created at or after (Unix milliseconds).
+    pub from_ms: i64,
+    /// Created before (Unix milliseconds).
+    pub to_ms: i64,
+    /// Only messages with this status.
+    pub status: Option<MessageStatus>,
+    /// Continue after this message (from the previous page).
+    pub after: Option<PageCursor>,
+    /// Messages per page (1..=1000).
+    pub limit: u32,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    /// The messages.
+    pub messages: Vec<Message>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageCursor>,
+}
+
+/// Queries of messages by caller (the `by_caller` index).
+#[async_trait]
+pub trait MessageQueries: Send + Sync {
+    /// Up to `q.limit` messages of `q.caller` created in `[q.from_ms, q.to_ms)`, with
+    /// `q.status` when given, newest first (ties by id, descending), strictly after `q.after`
+    /// in that order; `next` is set when more may follow. Never another caller's messages.
+    /// Eventually consistent on DynamoDB.
+    async fn list_messages_by_caller(&self, q: &MessageQuery) -> Result<MessagePage, StoreError>;
+}
+
+/// Every port of the API's protection, implemented by one store (SQLite or DynamoDB).
+pub trait ProtectionStore:
+    RateLimiter + IdempotencyStore + VerificationStore + MessageQueries
+{
+}
+
+impl<T: RateLimiter + IdempotencyStore + VerificationStore + MessageQueries> ProtectionStore for T {}

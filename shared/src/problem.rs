@@ -35,6 +35,28 @@ pub enum ProblemKind {
     FeatureDisabled,
     /// Something failed on Herald's side; retry later.
     Unavailable,
+    /// No caller identity (no valid bearer token).
+    Unauthorized,
+    /// The caller sent too many requests to this endpoint this minute.
+    CallerRateLimited,
+    /// Too many messages to one number this hour.
+    RecipientHourlyLimit,
+    /// Too many messages to one number today.
+    RecipientDailyLimit,
+    /// The number's country is not on the allow-list.
+    CountryNotAllowed,
+    /// Too many messages to one country this hour.
+    CountryVelocityLimit,
+    /// The `Idempotency-Key` was used with a different payload.
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still being handled.
+    IdempotencyKeyInUse,
+    /// Too many one-time codes sent to one number in the window.
+    VerificationSendLimit,
+    /// Too many wrong codes: the verification is locked.
+    VerificationLocked,
+    /// The verification expired or was already approved.
+    VerificationGone,
 }
 
 impl ProblemKind {
@@ -54,6 +76,17 @@ impl ProblemKind {
             Self::InvalidSignature => "invalid-signature",
             Self::FeatureDisabled => "feature-disabled",
             Self::Unavailable => "unavailable",
+            Self::Unauthorized => "unauthorized",
+            Self::CallerRateLimited => "caller-rate-limit",
+            Self::RecipientHourlyLimit => "recipient-hourly-limit",
+            Self::RecipientDailyLimit => "recipient-daily-limit",
+            Self::CountryNotAllowed => "country-not-allowed",
+            Self::CountryVelocityLimit => "country-velocity-limit",
+            Self::IdempotencyKeyReused => "idempotency-key-reused",
+            Self::IdempotencyKeyInUse => "idempotency-key-in-use",
+            Self::VerificationSendLimit => "verification-send-limit",
+            Self::VerificationLocked => "verification-locked",
+            Self::VerificationGone => "verification-gone",
         }
     }
 
@@ -73,6 +106,17 @@ impl ProblemKind {
             Self::InvalidSignature => "urn:herald:problem:invalid-signature",
             Self::FeatureDisabled => "urn:herald:problem:feature-disabled",
             Self::Unavailable => "urn:herald:problem:unavailable",
+            Self::Unauthorized => "urn:herald:problem:unauthorized",
+            Self::CallerRateLimited => "urn:herald:problem:caller-rate-limit",
+            Self::RecipientHourlyLimit => "urn:herald:problem:recipient-hourly-limit",
+            Self::RecipientDailyLimit => "urn:herald:problem:recipient-daily-limit",
+            Self::CountryNotAllowed => "urn:herald:problem:country-not-allowed",
+            Self::CountryVelocityLimit => "urn:herald:problem:country-velocity-limit",
+            Self::IdempotencyKeyReused => "urn:herald:problem:idempotency-key-reused",
+            Self::IdempotencyKeyInUse => "urn:herald:problem:idempotency-key-in-use",
+            Self::VerificationSendLimit => "urn:herald:problem:verification-send-limit",
+            Self::VerificationLocked => "urn:herald:problem:verification-locked",
+            Self::VerificationGone => "urn:herald:problem:verification-gone",
         }
     }
 
@@ -91,6 +135,16 @@ impl ProblemKind {
             Self::MethodNotAllowed => 405,
             Self::InvalidSignature => 403,
             Self::FeatureDisabled | Self::Unavailable => 503,
+            Self::Unauthorized => 401,
+            Self::CountryNotAllowed | Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyKeyInUse => 409,
+            Self::VerificationGone => 410,
+            Self::CallerRateLimited
+            | Self::RecipientHourlyLimit
+            | Self::RecipientDailyLimit
+            | Self::CountryVelocityLimit
+            | Self::VerificationSendLimit
+            | Self::VerificationLocked => 429,
         }
     }
 
@@ -110,6 +164,17 @@ impl ProblemKind {
             Self::InvalidSignature => "Invalid Twilio signature",
             Self::FeatureDisabled => "This feature is disabled",
             Self::Unavailable => "Temporarily unavailable",
+            Self::Unauthorized => "Authentication required",
+            Self::CallerRateLimited => "Too many requests",
+            Self::RecipientHourlyLimit => "Too many messages to this number this hour",
+            Self::RecipientDailyLimit => "Too many messages to this number today",
+            Self::CountryNotAllowed => "Herald does not send to this country",
+            Self::CountryVelocityLimit => "Too many messages to this country this hour",
+            Self::IdempotencyKeyReused => "The idempotency key was used with another request",
+            Self::IdempotencyKeyInUse => "A request with this idempotency key is in progress",
+            Self::VerificationSendLimit => "Too many codes sent to this number",
+            Self::VerificationLocked => "Too many wrong codes",
+            Self::VerificationGone => "The verification expired or is already approved",
         }
     }
 }
@@ -136,6 +201,9 @@ pub struct Problem {
     /// Twilio's error code, when Twilio refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub twilio_code: Option<u32>,
+    /// Seconds to wait before retrying: sent as the `Retry-After` header, not in the body.
+    #[serde(skip)]
+    pub retry_after_secs: Option<std::num::NonZeroU32>,
 }
 
 impl Problem {
@@ -149,6 +217,7 @@ impl Problem {
             field: None,
             message_id: None,
             twilio_code: None,
+            retry_after_secs: None,
         }
     }
 
@@ -174,7 +243,14 @@ impl Problem {
 impl Problem {
     /// The response: status, `application/problem+json`, the document.
     pub fn into_response(self) -> http::Response<String> {
-        respond(self.status, CONTENT_TYPE, self.to_json())
+        let mut resp = respond(self.status, CONTENT_TYPE, self.to_json());
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(secs.get()),
+            );
+        }
+        resp
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Adapters {
     pub retry_queue: Arc<dyn Queue>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Rate limits, idempotency keys, verifications and queries by caller.
+    pub protection: Arc<dyn crate::ports::ProtectionStore>,
 }
 
 /// Failure injection for the local runner's soak test: the probability that a sender "dies"
@@ -83,6 +85,23 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Failure injection (local soak only).
     pub chaos: Chaos,
+    /// Rate-limit windows.
+    pub rate_limits: Arc<dyn crate::ports::RateLimiter>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn crate::ports::IdempotencyStore>,
+    /// One-time-code verifications.
+    pub verifications: Arc<dyn crate::ports::VerificationStore>,
+    /// Messages by caller.
+    pub queries: Arc<dyn crate::ports::MessageQueries>,
+}
+
+/// Which features are switched on (`SMS_ENABLED`, `VOICE_ENABLED`), as `/health` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Features {
+    /// `SMS_ENABLED`.
+    pub sms_enabled: bool,
+    /// `VOICE_ENABLED`.
+    pub voice_enabled: bool,
 }
 
 impl Services {
@@ -104,8 +123,20 @@ impl Services {
             retry_queue: adapters.retry_queue,
             clock: adapters.clock,
             chaos: Chaos::default(),
+            rate_limits: adapters.protection.clone(),
+            idempotency: adapters.protection.clone(),
+            verifications: adapters.protection.clone(),
+            queries: adapters.protection,
             config,
         })
+    }
+
+    /// The feature toggles, for `/health`.
+    pub fn features(&self) -> Features {
+        Features {
+            sms_enabled: self.config.sms_enabled,
+            voice_enabled: self.config.voice_enabled,
+        }
     }
 
     /// The status-callback URL Twilio is given for a call's attempt.

@@ -95,6 +95,7 @@ impl TestEnv {
             send_queue: Arc::new(send_queue.clone()),
             retry_queue: Arc::new(retry_queue.clone()),
             clock: clock.clone(),
+            protection: Arc::new(store.clone()),
         };
         let services =
             Arc::new(Services::new(config.clone(), adapters.clone()).expect("services build"));

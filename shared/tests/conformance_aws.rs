@@ -574,3 +574,16 @@ mod calls {
         assert!(listed.is_empty(), "{listed:?}");
     }
 }
+
+/// The API-protection ports (rate limits, idempotency keys, verifications, queries by caller)
+/// on DynamoDB: two clients used in turn, with small pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protection() {
+    let f = Fixture::new().await;
+    let store = Arc::new(Alternate::new(vec![
+        Arc::new(f.small_page_store()),
+        Arc::new(f.small_page_store()),
+    ]));
+    let vault = f.ports().vault();
+    herald::testing_protect::run_all(store.clone(), store, &vault).await;
+}

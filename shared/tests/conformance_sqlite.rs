@@ -314,3 +314,56 @@ mod calls {
         data.assert_absent_from(&dump);
     }
 }
+
+/// The API-protection ports (rate limits, idempotency keys, verifications, queries by caller)
+/// on a file, on two connections to one file, and in memory.
+mod protection {
+    use super::*;
+    use herald::crypto::Vault;
+    use herald::testing_protect;
+
+    fn vault_over(store: Arc<SqliteStore>, clock: Arc<herald::ports::ManualClock>) -> Vault {
+        Vault::new(
+            Arc::new(LocalKeyService::from_key(&[7; 32])),
+            store,
+            clock as Arc<dyn Clock>,
+        )
+    }
+
+    async fn each(what: &str, two: bool, memory: bool) {
+        eprintln!("{what}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.sqlite");
+        let clock = testing::test_clock();
+        let open = || {
+            Arc::new(if memory {
+                SqliteStore::in_memory(clock.clone() as Arc<dyn Clock>).expect("open")
+            } else {
+                SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open")
+            })
+        };
+        let a = open();
+        let vault = vault_over(a.clone(), clock.clone());
+        if two {
+            let both = Arc::new(Alternate::new(vec![a, open()]));
+            testing_protect::run_all(both.clone(), both, &vault).await;
+        } else {
+            testing_protect::run_all(a.clone(), a, &vault).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn file() {
+        each("file", false, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_connections() {
+        each("two connections", true, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory() {
+        each("memory", false, true).await;
+    }
+}

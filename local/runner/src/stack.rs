@@ -190,6 +190,7 @@ impl LocalStack {
             send_queue: Arc::new(send_queue.clone()),
             retry_queue: Arc::new(retry_queue.clone()),
             clock,
+            protection: Arc::new(store.clone()),
         };
         let mut services = Services::new(config, adapters)?;
         services.chaos = Chaos {

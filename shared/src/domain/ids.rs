@@ -79,6 +79,13 @@ prefixed_id!(
     "call"
 );
 
+prefixed_id!(
+    /// The id of a one-time-code verification, such as `ver_01jc…`.
+    VerificationId,
+    "ver_",
+    "verification"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

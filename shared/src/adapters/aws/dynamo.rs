@@ -13,7 +13,9 @@
 //!   (N), `expires_at` (N, epoch seconds: the TTL attribute), `doc` (S); GSI `by_subject`
 //!   (`subject`, `at_ms`).
 //! - state: partition key `pk` (S); keyring items are `pk = "keyring#<name>"` with `wrapped` (B);
-//!   opt-outs are `pk = "optout#<lookup token>"` with `opted_out` (BOOL) and `at_ms` (N).
+//!   opt-outs are `pk = "optout#<lookup token>"` with `opted_out` (BOOL) and `at_ms` (N); rate
+//!   windows, idempotency keys and verifications are described in `dynamo/protect.rs`. Its TTL
+//!   attribute is `expires_at` ([`STATE_TTL_ATTRIBUTE`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use crate::ports::{
 };
 
 mod calls;
+mod protect;
 pub use calls::CALL_RECORD_KIND;
 
 /// GSI of the messages table by status and creation time.
@@ -45,6 +48,9 @@ pub const MESSAGES_BY_CALLER: &str = "by_caller";
 pub const EVENTS_BY_SUBJECT: &str = "by_subject";
 /// The TTL attribute of the events table (epoch seconds).
 pub const EVENTS_TTL_ATTRIBUTE: &str = "expires_at";
+/// The TTL attribute of the state table (epoch seconds): rate windows, idempotency keys,
+/// verifications.
+pub const STATE_TTL_ATTRIBUTE: &str = "expires_at";
 
 /// How often a read-modify-write is retried when another writer got in between. Each retry
 /// means another change was made, so this bounds only pathological contention.
@@ -608,30 +614,35 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), S
             .await
             .map_err(StoreError::transient)?;
     }
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(&tables.events)
-        .send()
-        .await
-        .map_err(transient)?;
-    let enabled = ttl
-        .time_to_live_description
-        .and_then(|d| d.attribute_name)
-        .is_some_and(|a| a == EVENTS_TTL_ATTRIBUTE);
-    if !enabled {
-        client
-            .update_time_to_live()
-            .table_name(&tables.events)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(EVENTS_TTL_ATTRIBUTE)
-                    .enabled(true)
-                    .build()
-                    .map_err(StoreError::transient)?,
-            )
+    for (table, attribute) in [
+        (&tables.events, EVENTS_TTL_ATTRIBUTE),
+        (&tables.state, STATE_TTL_ATTRIBUTE),
+    ] {
+        let ttl = client
+            .describe_time_to_live()
+            .table_name(table)
             .send()
             .await
             .map_err(transient)?;
+        let enabled = ttl
+            .time_to_live_description
+            .and_then(|d| d.attribute_name)
+            .is_some_and(|a| a == attribute);
+        if !enabled {
+            client
+                .update_time_to_live()
+                .table_name(table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(attribute)
+                        .enabled(true)
+                        .build()
+                        .map_err(StoreError::transient)?,
+                )
+                .send()
+                .await
+                .map_err(transient)?;
+        }
     }
     Ok(())
 }

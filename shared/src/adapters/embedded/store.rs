@@ -14,6 +14,7 @@ use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
 use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError};
 
 mod calls;
+mod protect;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -94,6 +95,7 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.execute_batch(calls::SCHEMA).map_err(backend)?;
+        conn.execute_batch(protect::SCHEMA).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,

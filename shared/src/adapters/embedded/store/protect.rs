@@ -1,0 +1,304 @@
+//! The API's protection in the SQLite store: rate-limit windows, idempotency keys,
+//! verifications, and queries of messages by caller (the `messages_by_caller` index). Every
+//! decision is one statement or one immediate transaction.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteStore, backend, corrupt};
+use crate::domain::{Verification, VerificationId};
+use crate::ports::{
+    Acquired, Begun, DecideVerification, IdempotencyStore, MessagePage, MessageQueries,
+    MessageQuery, PageCursor, RateLimiter, StoreError, StoredResponse, VerificationApplied,
+    VerificationStore, window_start,
+};
+
+/// The tables, created with the rest of the schema.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rate_windows (
+    key TEXT NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (key, window_start_ms)
+);
+CREATE INDEX IF NOT EXISTS rate_windows_by_expiry ON rate_windows (expires_at_ms);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    lease_until_ms INTEGER,
+    expires_at_ms INTEGER NOT NULL,
+    response TEXT
+);
+CREATE TABLE IF NOT EXISTS verifications (
+    id TEXT PRIMARY KEY,
+    caller TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+";
+
+#[async_trait]
+impl RateLimiter for SqliteStore {
+    async fn acquire(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> Result<Acquired, StoreError> {
+        let key = key.to_owned();
+        let start = window_start(now_ms, window_ms);
+        let end = start + window_ms.max(1);
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM rate_windows WHERE expires_at_ms <= ?1",
+                params![now_ms],
+            )
+            .map_err(backend)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO rate_windows (key, window_start_ms, used, expires_at_ms)
+                     SELECT ?1, ?2, 1, ?3 WHERE ?4 > 0
+                     ON CONFLICT (key, window_start_ms) DO UPDATE SET used = used + 1
+                     WHERE rate_windows.used < ?4",
+                    params![key, start, end, limit],
+                )
+                .map_err(backend)?;
+            let used: Option<u32> = tx
+                .query_row(
+                    "SELECT used FROM rate_windows WHERE key = ?1 AND window_start_ms = ?2",
+                    params![key, start],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(if n == 1 {
+                Acquired::Allowed {
+                    used: used.unwrap_or(1),
+                }
+            } else {
+                Acquired::Limited {
+                    retry_after_ms: (end - now_ms).max(1),
+                }
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Begun, StoreError> {
+        let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            // A dead record (expired, or in progress past its lease) frees the key.
+            tx.execute(
+                "DELETE FROM idempotency_keys WHERE key = ?1 AND (expires_at_ms <= ?2
+                 OR (response IS NULL AND lease_until_ms <= ?2))",
+                params![key, now_ms],
+            )
+            .map_err(backend)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO idempotency_keys (key, fingerprint, lease_until_ms, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
+                    params![key, fingerprint, lease_until_ms, expires_at_ms],
+                )
+                .map_err(backend)?;
+            let begun = if n == 1 {
+                Begun::Started
+            } else {
+                let (stored_fp, response): (String, Option<String>) = tx
+                    .query_row(
+                        "SELECT fingerprint, response FROM idempotency_keys WHERE key = ?1",
+                        params![key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(backend)?;
+                match response {
+                    _ if stored_fp != fingerprint => Begun::Mismatch,
+                    None => Begun::InProgress,
+                    Some(r) => Begun::Completed(serde_json::from_str(&r).map_err(corrupt)?),
+                }
+            };
+            tx.commit().map_err(backend)?;
+            Ok(begun)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
+        let doc = serde_json::to_string(response).map_err(corrupt)?;
+        self.with(move |c| {
+            c.execute(
+                "UPDATE idempotency_keys SET response = ?3, lease_until_ms = NULL
+                 WHERE key = ?1 AND fingerprint = ?2 AND response IS NULL",
+                params![key, fingerprint, doc],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE key = ?1 AND fingerprint = ?2 AND response IS NULL",
+                params![key, fingerprint],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn read_verification(c: &rusqlite::Connection, id: &str) -> Result<Option<String>, StoreError> {
+    c.query_row(
+        "SELECT doc FROM verifications WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+#[async_trait]
+impl VerificationStore for SqliteStore {
+    async fn insert_verification(&self, v: &Verification) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(v).map_err(corrupt)?;
+        let (id, caller, created) = (v.id.to_string(), v.caller.clone(), v.created_at_ms);
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO verifications (id, caller, created_at_ms, doc) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![id, caller, created, doc],
+                )
+                .map_err(backend)?;
+            if n == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn get_verification(
+        &self,
+        id: &VerificationId,
+    ) -> Result<Option<Verification>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            read_verification(c, &id)?
+                .map(|d| serde_json::from_str(&d).map_err(corrupt))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn update_verification(
+        &self,
+        id: &VerificationId,
+        decide: &DecideVerification<'_>,
+    ) -> Result<VerificationApplied, StoreError> {
+        loop {
+            let key = id.to_string();
+            let Some(old_doc) = self.with(move |c| read_verification(c, &key)).await? else {
+                return Ok(VerificationApplied::NotFound);
+            };
+            let current: Verification = serde_json::from_str(&old_doc).map_err(corrupt)?;
+            let Some(mut next) = decide(&current) else {
+                return Ok(VerificationApplied::Ignored(current));
+            };
+            next.id = current.id.clone();
+            next.caller = current.caller.clone();
+            next.created_at_ms = current.created_at_ms;
+            let new_doc = serde_json::to_string(&next).map_err(corrupt)?;
+            let key = id.to_string();
+            let written = self
+                .with(move |c| {
+                    c.execute(
+                        "UPDATE verifications SET doc = ?2 WHERE id = ?1 AND doc = ?3",
+                        params![key, new_doc, old_doc],
+                    )
+                    .map_err(backend)
+                })
+                .await?;
+            if written == 1 {
+                return Ok(VerificationApplied::Applied(next));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl MessageQueries for SqliteStore {
+    async fn list_messages_by_caller(&self, q: &MessageQuery) -> Result<MessagePage, StoreError> {
+        let q = q.clone();
+        let limit = q.limit.clamp(1, 1000);
+        self.with(move |c| {
+            let (after_ms, after_id) = q.after.as_ref().map_or((i64::MAX, String::new()), |a| {
+                (a.created_at_ms, a.id.to_string())
+            });
+            let mut st = c
+                .prepare_cached(
+                    "SELECT doc FROM messages INDEXED BY messages_by_caller
+                     WHERE caller = ?1 AND created_at_ms >= ?2 AND created_at_ms < ?3
+                     AND (?4 IS NULL OR status = ?4)
+                     AND (?5 = 0 OR created_at_ms < ?6 OR (created_at_ms = ?6 AND id < ?7))
+                     ORDER BY created_at_ms DESC, id DESC LIMIT ?8",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.caller,
+                        q.from_ms,
+                        q.to_ms,
+                        q.status.map(|s| s.as_str()),
+                        i64::from(q.after.is_some()),
+                        after_ms,
+                        after_id,
+                        limit + 1
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(backend)?;
+            let mut messages: Vec<crate::domain::Message> = rows
+                .map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
+                .collect::<Result<_, _>>()?;
+            let next = if messages.len() > limit as usize {
+                messages.truncate(limit as usize);
+                messages.last().map(|m| PageCursor {
+                    created_at_ms: m.created_at_ms,
+                    id: m.id.clone(),
+                })
+            } else {
+                None
+            };
+            Ok(MessagePage { messages, next })
+        })
+        .await
+    }
+}
