@@ -72,6 +72,8 @@ impl TestEnv {
             ("TWILIO_WEBHOOK_BASE_URL", WEBHOOK_BASE.to_owned()),
             ("TWILIO_API_BASE_URL", sim.base_url()),
             ("TWILIO_REQUEST_TIMEOUT_SECS", "2".to_owned()),
+            // Tests text numbers of many countries; the allow-list has tests of its own.
+            ("ALLOWED_COUNTRIES", "*".to_owned()),
         ];
         let config = Config::from_lookup(|k| {
             env.iter()
@@ -135,8 +137,22 @@ impl TestEnv {
     }
 }
 
-/// A `lambda_http` request, built through a real API Gateway v2 event.
+/// The caller [`request`] authenticates as (the JWT `sub` of its authorizer context).
+pub const TEST_CALLER: &str = "test-caller";
+
+/// A `lambda_http` request, built through a real API Gateway v2 event, from [`TEST_CALLER`].
 pub fn request(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> lambda_http::Request {
+    request_as(Some(TEST_CALLER), method, path_and_query, headers, body)
+}
+
+/// As [`request`], from `caller` (`None`: no identity, as without a valid token).
+pub fn request_as(
+    caller: Option<&str>,
     method: &str,
     path_and_query: &str,
     headers: &[(&str, &str)],
@@ -155,7 +171,10 @@ pub fn request(
             .collect(),
         body,
     };
-    let event = event_v2(&req, "test-request", 0);
+    let mut event = event_v2(&req, "test-request", 0);
+    if let Some(caller) = caller {
+        crate::apigw::with_jwt_subject(&mut event, caller);
+    }
     lambda_http::request::from_str(&event.to_string()).expect("event decodes")
 }
 

@@ -12,6 +12,8 @@ use herald::calls::{self, Placement};
 use herald::domain::{Call, CallId, CallStatus, Event, EventKind, Speech, Subject};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
+use herald::protect::Endpoint;
+use herald::protect::limits::{self, Channel};
 use herald::service::Services;
 use herald::templates::TemplateError;
 use herald::twilio::{MAX_TWIML_CHARS, describe_code, twiml};
@@ -32,12 +34,31 @@ pub const FIELDS: [&str; 8] = [
     "require_ack",
 ];
 
-/// Handles one API Gateway request for the voice API.
+/// Handles one API Gateway request for the voice API. Every route needs a caller identity
+/// (`401` without one) and takes a unit of the caller's per-minute budget (`429`);
+/// `POST /v1/calls` honours `Idempotency-Key` and the recipient rules.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     let path = api_path(req.raw_http_path());
+    let Some(caller) = herald::protect::caller(&req) else {
+        return Ok(herald::protect::unauthorized().map(Body::from));
+    };
+    let caller = caller.as_str();
     let resp = match (req.method().as_str(), path.as_str()) {
-        ("POST", "/v1/calls") => place(svc, &req).await,
-        ("GET", p) if p.starts_with("/v1/calls/") => get(svc, &p["/v1/calls/".len()..]).await,
+        ("POST", "/v1/calls") => match limits::check_caller(svc, caller, Endpoint::Calls).await {
+            Err(p) => p.into_response(),
+            Ok(()) => {
+                herald::protect::idempotency::once(svc, &req, caller, &path, || {
+                    place(svc, &req, caller)
+                })
+                .await
+            }
+        },
+        ("GET", p) if p.starts_with("/v1/calls/") => {
+            match limits::check_caller(svc, caller, Endpoint::Reads).await {
+                Err(p) => p.into_response(),
+                Ok(()) => get(svc, caller, &p["/v1/calls/".len()..]).await,
+            }
+        }
         (_, "/v1/calls") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such route")
@@ -58,26 +79,6 @@ pub async fn handle_sqs(
 fn api_path(raw: &str) -> String {
     raw.find("/v1/")
         .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
-}
-
-/// The caller's identity from the API Gateway request context (JWT `sub`, or IAM caller).
-fn caller(req: &Request) -> String {
-    use lambda_http::request::RequestContext;
-    let from_authorizer =
-        |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
-            a.jwt
-                .as_ref()
-                .and_then(|j| j.claims.get("sub").cloned())
-                .or_else(|| a.iam.as_ref().and_then(|i| i.user_arn.clone()))
-        };
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => {
-            ctx.authorizer.as_ref().and_then(from_authorizer)
-        }
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.user_arn.clone(),
-        _ => None,
-    }
-    .unwrap_or_else(|| "anonymous".to_owned())
 }
 
 fn invalid(kind: ProblemKind, field: &str, detail: impl Into<String>) -> Problem {
@@ -307,7 +308,7 @@ async fn record_new(
     Ok(call)
 }
 
-async fn place(svc: &Services, req: &Request) -> http::Response<String> {
+async fn place(svc: &Services, req: &Request, caller: &str) -> http::Response<String> {
     if !svc.config.voice_enabled {
         return Problem::new(ProblemKind::FeatureDisabled)
             .detail("voice calls are disabled")
@@ -319,7 +320,14 @@ async fn place(svc: &Services, req: &Request) -> http::Response<String> {
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
-    let call = match record_new(svc, id, &v, caller(req)).await {
+    let token = match svc.vault.lookup_token(v.to.e164()).await {
+        Ok(t) => t,
+        Err(e) => return unavailable(&e),
+    };
+    if let Err(p) = limits::check_recipient(svc, Channel::Voice, &v.to, &token).await {
+        return p.into_response();
+    }
+    let call = match record_new(svc, id, &v, caller.to_owned()).await {
         Ok(c) => c,
         Err(e) => return unavailable(&*e),
     };
@@ -406,7 +414,7 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
+async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
     let not_found = || {
         Problem::new(ProblemKind::NotFound)
             .detail("no call with that id")
@@ -416,8 +424,9 @@ async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
         return not_found();
     };
     let c = match svc.calls.get_call(&id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return not_found(),
+        // Another caller's call is not found, as if it did not exist.
+        Ok(Some(c)) if c.caller == caller => c,
+        Ok(_) => return not_found(),
         Err(e) => return unavailable(&e),
     };
     let events: Vec<Event> = match svc.events.events_for(&Subject::from(&id)).await {

@@ -1,5 +1,7 @@
 //! `send-sms`: the HTTP API for SMS. `POST /v1/messages` validates, records and sends one
-//! message through Twilio; `GET /v1/messages/{id}` shows where it is and its timeline.
+//! message through Twilio; `GET /v1/messages/{id}` shows where it is and its timeline;
+//! `GET /v1/messages` and `GET /v1/reports/delivery` list and count the caller's messages
+//! ([`query`]); `/v1/verifications` sends and checks one-time codes ([`verify`]).
 //!
 //! The handler knows nothing of where it runs: it gets [`Services`] built over AWS adapters in
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
@@ -9,6 +11,8 @@ use herald::delivery::{self, Delivery, Job};
 use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Subject};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
+use herald::protect::Endpoint;
+use herald::protect::limits::{self, Channel};
 use herald::service::Services;
 use herald::templates::{self, Encoding, MAX_BODY_CHARS, TemplateError};
 use herald::twilio::describe_code;
@@ -16,14 +20,69 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// Handles one API Gateway request for the SMS API.
+pub mod query;
+pub mod verify;
+
+/// Handles one API Gateway request for the SMS API (and `GET /health`). Every route but
+/// `/health` needs a caller identity (`401` without one), and takes a unit of the caller's
+/// per-minute budget of its endpoint (`429`); the POSTs that send honour `Idempotency-Key`.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     let path = api_path(req.raw_http_path());
-    let resp = match (req.method().as_str(), path.as_str()) {
-        ("POST", "/v1/messages") => send(svc, &req).await,
-        ("POST", "/v1/messages/batch") => send_batch(svc, &req).await,
-        ("GET", p) if p.starts_with("/v1/messages/") => get(svc, &p["/v1/messages/".len()..]).await,
-        (_, "/v1/messages") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
+    let method = req.method().as_str();
+    if !path.starts_with("/v1/") && path.ends_with("/health") {
+        return Ok(health(svc, method).map(Body::from));
+    }
+    let Some(caller) = herald::protect::caller(&req) else {
+        return Ok(herald::protect::unauthorized().map(Body::from));
+    };
+    let caller = caller.as_str();
+    let resp = match (method, path.as_str()) {
+        ("POST", "/v1/messages") => {
+            guarded(svc, &req, caller, Endpoint::Messages, &path, || {
+                send(svc, &req, caller)
+            })
+            .await
+        }
+        ("POST", "/v1/messages/batch") => {
+            guarded(svc, &req, caller, Endpoint::Batch, &path, || {
+                send_batch(svc, &req, caller)
+            })
+            .await
+        }
+        ("POST", "/v1/verifications") => {
+            guarded(svc, &req, caller, Endpoint::Verifications, &path, || {
+                verify::start(svc, &req, caller)
+            })
+            .await
+        }
+        ("POST", p) if verify::check_route(p).is_some() => {
+            match limits::check_caller(svc, caller, Endpoint::VerificationChecks).await {
+                Ok(()) => {
+                    verify::check(svc, &req, caller, verify::check_route(p).unwrap_or("")).await
+                }
+                Err(p) => p.into_response(),
+            }
+        }
+        ("GET", p) => match limits::check_caller(svc, caller, Endpoint::Reads).await {
+            Err(problem) => problem.into_response(),
+            Ok(()) => match p {
+                "/v1/messages" => query::list(svc, &req, caller).await,
+                "/v1/reports/delivery" => query::report(svc, &req, caller).await,
+                p if p.starts_with("/v1/verifications/") => {
+                    verify::get(svc, caller, &p["/v1/verifications/".len()..]).await
+                }
+                p if p.starts_with("/v1/messages/") => {
+                    get(svc, caller, &p["/v1/messages/".len()..]).await
+                }
+                _ => Problem::new(ProblemKind::NotFound)
+                    .detail("no such route")
+                    .into_response(),
+            },
+        },
+        (
+            _,
+            "/v1/messages" | "/v1/messages/batch" | "/v1/verifications" | "/v1/reports/delivery",
+        ) => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such route")
             .into_response(),
@@ -31,30 +90,38 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     Ok(resp.map(Body::from))
 }
 
+/// A POST that sends: the caller's rate limit of `endpoint`, then `work` at most once per
+/// `Idempotency-Key`.
+async fn guarded<F, Fut>(
+    svc: &Services,
+    req: &Request,
+    caller: &str,
+    endpoint: Endpoint,
+    path: &str,
+    work: F,
+) -> http::Response<String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = http::Response<String>>,
+{
+    if let Err(p) = limits::check_caller(svc, caller, endpoint).await {
+        return p.into_response();
+    }
+    herald::protect::idempotency::once(svc, req, caller, path, work).await
+}
+
+/// `GET /health`: the feature toggles (no identity needed).
+fn health(svc: &Services, method: &str) -> http::Response<String> {
+    if method != "GET" {
+        return Problem::new(ProblemKind::MethodNotAllowed).into_response();
+    }
+    problem::json(200, &svc.features())
+}
+
 /// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`).
 fn api_path(raw: &str) -> String {
     raw.find("/v1/")
         .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
-}
-
-/// The caller's identity from the API Gateway request context (JWT `sub`, or IAM caller).
-fn caller(req: &Request) -> String {
-    use lambda_http::request::RequestContext;
-    let from_authorizer =
-        |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
-            a.jwt
-                .as_ref()
-                .and_then(|j| j.claims.get("sub").cloned())
-                .or_else(|| a.iam.as_ref().and_then(|i| i.user_arn.clone()))
-        };
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => {
-            ctx.authorizer.as_ref().and_then(from_authorizer)
-        }
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.user_arn.clone(),
-        _ => None,
-    }
-    .unwrap_or_else(|| "anonymous".to_owned())
 }
 
 /// A validated send request: everything needed to record and send.
@@ -192,29 +259,39 @@ fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
 }
 
 /// Validates a send request, then refuses a recipient who opted out (texted STOP): `422`
-/// `recipient-opted-out`, before anything is recorded or sent.
+/// `recipient-opted-out`, or whom the recipient rules protect (country allow-list, per-number
+/// and per-country limits), before anything is recorded or sent.
 async fn checked(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
     let v = validate(svc, raw)?;
-    let opted_out = match svc.vault.lookup_token(v.to.e164()).await {
-        Ok(token) => svc
-            .opt_outs
-            .is_opted_out(&token)
-            .await
-            .map_err(|e| tracing::error!(error = %e, "opt-out store unavailable")),
-        Err(e) => {
-            tracing::error!(error = %e, "lookup token unavailable");
-            Err(())
+    reachable(svc, &v.to).await?;
+    Ok(v)
+}
+
+/// Whether Herald may text `to` now: not opted out, and allowed by the recipient rules.
+pub(crate) async fn reachable(
+    svc: &Services,
+    to: &herald::phone::PhoneNumber,
+) -> Result<herald::crypto::LookupToken, Problem> {
+    let token = svc.vault.lookup_token(to.e164()).await.map_err(|e| {
+        tracing::error!(error = %e, "lookup token unavailable");
+        Problem::new(ProblemKind::Unavailable).detail("please retry")
+    })?;
+    match svc.opt_outs.is_opted_out(&token).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(invalid(
+                ProblemKind::RecipientOptedOut,
+                "to",
+                "the recipient replied STOP; they must reply START before Herald sends again",
+            ));
         }
-    };
-    match opted_out {
-        Ok(false) => Ok(v),
-        Ok(true) => Err(invalid(
-            ProblemKind::RecipientOptedOut,
-            "to",
-            "the recipient replied STOP; they must reply START before Herald sends again",
-        )),
-        Err(()) => Err(Problem::new(ProblemKind::Unavailable).detail("please retry")),
+        Err(e) => {
+            tracing::error!(error = %e, "opt-out store unavailable");
+            return Err(Problem::new(ProblemKind::Unavailable).detail("please retry"));
+        }
     }
+    limits::check_recipient(svc, Channel::Sms, to, &token).await?;
+    Ok(token)
 }
 
 /// The answer to a send.
@@ -302,7 +379,7 @@ async fn seal_message(
     })
 }
 
-async fn send(svc: &Services, req: &Request) -> http::Response<String> {
+async fn send(svc: &Services, req: &Request, caller: &str) -> http::Response<String> {
     if !svc.config.sms_enabled {
         return Problem::new(ProblemKind::FeatureDisabled)
             .detail("SMS sending is disabled")
@@ -312,7 +389,7 @@ async fn send(svc: &Services, req: &Request) -> http::Response<String> {
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
-    let message = match record_new(svc, &v, &caller(req), true).await {
+    let message = match record_new(svc, &v, caller, true).await {
         Ok(m) => m,
         Err(e) => return unavailable(&*e),
     };
@@ -364,7 +441,7 @@ struct BatchRefused {
 
 /// `POST /v1/messages/batch`: validates every item, records the valid ones `accepted`, puts one
 /// send job per message on the send queue, answers `202` with the ids and the per-item errors.
-async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
+async fn send_batch(svc: &Services, req: &Request, caller: &str) -> http::Response<String> {
     if !svc.config.sms_enabled {
         return Problem::new(ProblemKind::FeatureDisabled)
             .detail("SMS sending is disabled")
@@ -396,7 +473,6 @@ async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
         )
         .into_response();
     }
-    let caller = caller(req);
     let mut accepted = Vec::new();
     let mut errors = Vec::new();
     let mut jobs = Vec::new();
@@ -407,7 +483,7 @@ async fn send_batch(svc: &Services, req: &Request) -> http::Response<String> {
                 problem.field = problem.field.map(|f| format!("messages[{index}].{f}"));
                 errors.push(BatchRefused { index, problem });
             }
-            Ok(v) => match record_new(svc, &v, &caller, false).await {
+            Ok(v) => match record_new(svc, &v, caller, false).await {
                 Ok(m) => {
                     jobs.push(
                         Job::Message {
@@ -507,7 +583,7 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
+async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
     let not_found = || {
         Problem::new(ProblemKind::NotFound)
             .detail("no message with that id")
@@ -517,8 +593,9 @@ async fn get(svc: &Services, raw_id: &str) -> http::Response<String> {
         return not_found();
     };
     let m = match svc.messages.get_message(&id).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return not_found(),
+        // Another caller's message is not found, as if it did not exist.
+        Ok(Some(m)) if m.caller == caller => m,
+        Ok(_) => return not_found(),
         Err(e) => return unavailable(&e),
     };
     let events = match svc.events.events_for(&Subject::from(&id)).await {

@@ -182,6 +182,7 @@ pub async fn run(
         body["to"] = json!(s.to);
         let resp = http
             .post(format!("{}/v1/messages", stack.api_url))
+            .bearer_auth(&stack.api_key)
             .json(&body)
             .send()
             .await?;
@@ -205,6 +206,7 @@ pub async fn run(
         for (_, id) in &sent {
             let v: serde_json::Value = http
                 .get(format!("{}/v1/messages/{id}", stack.api_url))
+                .bearer_auth(&stack.api_key)
                 .send()
                 .await?
                 .json()

@@ -117,6 +117,7 @@ pub async fn run(
         body["to"] = json!(s.to);
         let resp = http
             .post(format!("{}/v1/calls", stack.api_url))
+            .bearer_auth(&stack.api_key)
             .json(&body)
             .send()
             .await?;
@@ -139,6 +140,7 @@ pub async fn run(
         for (_, id) in &placed {
             let v: serde_json::Value = http
                 .get(format!("{}/v1/calls/{id}", stack.api_url))
+                .bearer_auth(&stack.api_key)
                 .send()
                 .await?
                 .json()

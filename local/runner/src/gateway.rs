@@ -29,6 +29,35 @@ pub type Handler = Arc<
 pub struct Routes {
     /// `(path prefix, handler)`, first match wins.
     pub routes: Vec<(&'static str, Handler)>,
+    /// Bearer API keys and the caller each stands for. A request with
+    /// `Authorization: Bearer <key>` of a known key reaches the handler with a JWT-authorizer
+    /// request context whose `sub` is that caller, as API Gateway's JWT authorizer does on AWS;
+    /// any other request carries no identity (the API answers `401`).
+    pub api_keys: Arc<std::collections::HashMap<String, String>>,
+}
+
+/// The caller a request's `Authorization: Bearer <key>` header stands for, if the key is known.
+pub fn bearer_caller<'a>(
+    keys: &'a std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<&'a str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let key = key.trim();
+    // Compare every key in constant time, so timing does not tell how much of a key was right.
+    let mut found = None;
+    for (k, caller) in keys {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(k.as_bytes(), key.as_bytes())) {
+            found = Some(caller.as_str());
+        }
+    }
+    found
 }
 
 async fn dispatch(
@@ -67,7 +96,10 @@ async fn dispatch(
             .collect(),
         body: &body,
     };
-    let event = herald::apigw::event_v2(&req, &request_id, now_ms);
+    let mut event = herald::apigw::event_v2(&req, &request_id, now_ms);
+    if let Some(caller) = bearer_caller(&routes.api_keys, &headers) {
+        herald::apigw::with_jwt_subject(&mut event, caller);
+    }
     let req = match lambda_http::request::from_str(&event.to_string()) {
         Ok(r) => r,
         Err(_) => return (StatusCode::BAD_REQUEST, "unreadable request").into_response(),

@@ -178,6 +178,7 @@ async fn up_command(port: u16, data_dir: PathBuf) -> ExitCode {
     println!("Herald is up.");
     println!("  API (local API Gateway): {}", stack.api_url);
     println!("  Twilio simulator:        {}", stack.sim.base_url());
+    println!("  API key (bearer):        {}", stack.api_key);
     println!(
         "  data:                    {}",
         data_dir.join("herald.db").display()
@@ -185,11 +186,15 @@ async fn up_command(port: u16, data_dir: PathBuf) -> ExitCode {
     println!();
     println!("Try:");
     println!(
-        "  curl -s -X POST {}/v1/messages -H 'content-type: application/json' \\",
-        stack.api_url
+        "  curl -s -X POST {}/v1/messages -H \"authorization: Bearer {}\" \\",
+        stack.api_url, stack.api_key
     );
+    println!("       -H 'content-type: application/json' -H \"idempotency-key: $(uuidgen)\" \\");
     println!("       -d '{{\"to\":\"+14155552671\",\"body\":\"Hello from Herald\"}}'");
-    println!("  curl -s {}/v1/messages/<id>", stack.api_url);
+    println!(
+        "  curl -s {}/v1/messages/<id> -H \"authorization: Bearer {}\"",
+        stack.api_url, stack.api_key
+    );
     println!("  curl -s {}/_sim/callbacks", stack.sim.base_url());
     println!("Text STOP to Herald (START opts back in, HELP answers the help text):");
     println!(

@@ -39,6 +39,9 @@ pub struct StackOptions {
     pub concurrency: usize,
     /// How often the sweeper runs, and how overdue a message must be for it.
     pub sweep_every: Duration,
+    /// Bearer API keys `(key, caller)` the local gateway accepts, besides the stack's own key
+    /// ([`LocalStack::api_key`]) and those of `HERALD_API_KEYS` (`caller=key,…`).
+    pub api_keys: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -54,6 +57,9 @@ impl StackOptions {
                 ("TWILIO_REQUEST_TIMEOUT_SECS", "2"),
                 ("TWILIO_CONNECT_TIMEOUT_SECS", "1"),
                 ("ATTEMPT_LEASE_SECS", "5"),
+                // The demo and the tests text UK (+44, the demo's number is in Guernsey's
+                // range) and French numbers too.
+                ("ALLOWED_COUNTRIES", "US,CA,GB,GG,JE,IM,FR"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -62,8 +68,41 @@ impl StackOptions {
             crash_after_send: 0.0,
             concurrency: 2,
             sweep_every: Duration::from_secs(10),
+            api_keys: Vec::new(),
         }
     }
+}
+
+/// The caller the stack's own API key stands for.
+pub const LOCAL_CALLER: &str = "local";
+
+/// The stack's API key, made on first use and kept in the data folder (mode 0600).
+fn local_api_key(path: &Path) -> std::io::Result<String> {
+    if let Ok(k) = std::fs::read_to_string(path)
+        && k.trim().len() >= 32
+    {
+        return Ok(k.trim().to_owned());
+    }
+    let key = format!("hk_{}{}", hex32(), hex32());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(path)?, key.as_bytes())?;
+    Ok(key)
+}
+
+/// `HERALD_API_KEYS`: `caller=key` pairs separated by commas.
+fn env_api_keys() -> Vec<(String, String)> {
+    std::env::var("HERALD_API_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| {
+            let (caller, key) = pair.split_once('=')?;
+            let (caller, key) = (caller.trim(), key.trim());
+            (!caller.is_empty() && key.len() >= 16).then(|| (key.to_owned(), caller.to_owned()))
+        })
+        .collect()
 }
 
 /// A running local stack.
@@ -74,6 +113,8 @@ pub struct LocalStack {
     pub sim: twilio_sim::SimHandle,
     /// The local API Gateway's base URL (`http://127.0.0.1:PORT`).
     pub api_url: String,
+    /// A bearer API key the gateway accepts, for caller [`LOCAL_CALLER`].
+    pub api_key: String,
     /// The store (for inspection).
     pub store: SqliteStore,
     /// The send queue.
@@ -199,8 +240,20 @@ impl LocalStack {
         };
         let services = Arc::new(services);
 
+        let api_key = local_api_key(&opts.data_dir.join("api-key"))?;
+        let mut api_keys: std::collections::HashMap<String, String> =
+            env_api_keys().into_iter().collect();
+        api_keys.extend(opts.api_keys.iter().cloned());
+        api_keys.insert(api_key.clone(), LOCAL_CALLER.to_owned());
         let routes = Routes {
+            api_keys: Arc::new(api_keys),
             routes: vec![
+                (
+                    "/health",
+                    handler(services.clone(), |s, r| async move {
+                        send_sms::handle(&s, r).await
+                    }),
+                ),
                 (
                     "/v1/calls",
                     handler(services.clone(), |s, r| async move {
@@ -273,6 +326,7 @@ impl LocalStack {
             services,
             sim,
             api_url,
+            api_key,
             store,
             send_queue,
             retry_queue,

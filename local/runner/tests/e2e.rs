@@ -43,6 +43,7 @@ async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart(
     let http = reqwest::Client::new();
     let answer: serde_json::Value = http
         .post(format!("{}/v1/messages", stack.api_url))
+        .bearer_auth(&stack.api_key)
         .json(&json!({"to": number, "body": body}))
         .send()
         .await
@@ -71,6 +72,7 @@ async fn personal_data_is_not_in_the_database_file_and_state_survives_a_restart(
     let stack = LocalStack::start(&opts).await.unwrap();
     let view: serde_json::Value = http
         .get(format!("{}/v1/messages/{id}", stack.api_url))
+        .bearer_auth(&stack.api_key)
         .send()
         .await
         .unwrap()
@@ -101,6 +103,7 @@ async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
     for n in 0..5 {
         let answer: serde_json::Value = http
             .post(format!("{}/v1/messages", stack.api_url))
+            .bearer_auth(&stack.api_key)
             .json(&json!({"to": format!("+1415555{:04}", 1000 + n), "body": "ping"}))
             .send()
             .await
@@ -120,6 +123,7 @@ async fn duplicate_and_out_of_order_callbacks_still_end_delivered() {
     for id in ids {
         let view: serde_json::Value = http
             .get(format!("{}/v1/messages/{id}", stack.api_url))
+            .bearer_auth(&stack.api_key)
             .send()
             .await
             .unwrap()

@@ -10,6 +10,7 @@ const PERSON: &str = "+14155552671";
 async fn send(http: &reqwest::Client, stack: &LocalStack) -> (u16, Value) {
     let r = http
         .post(format!("{}/v1/messages", stack.api_url))
+        .bearer_auth(&stack.api_key)
         .json(&json!({"to": PERSON, "body": "Server down"}))
         .send()
         .await
@@ -110,6 +111,7 @@ async fn json_status_callbacks_are_verified_and_applied() {
             stack.api_url,
             answer["id"].as_str().unwrap()
         ))
+        .bearer_auth(&stack.api_key)
         .send()
         .await
         .unwrap()
