@@ -76,8 +76,9 @@ impl Channel {
 }
 
 /// Whether Herald may reach `to` (lookup token `token`) now: its country is allowed, and the
-/// number and its country are under their limits (each check takes one unit). Refusals:
-/// `422 country-not-allowed`, `429 recipient-daily-limit`, `429 recipient-hourly-limit`,
+/// number and its country are under their limits. Each check takes one unit, hourly first,
+/// so a message refused for the hour does not use the day's budget. Refusals:
+/// `422 country-not-allowed`, `429 recipient-hourly-limit`, `429 recipient-daily-limit`,
 /// `429 country-velocity-limit`; the field is `to`.
 pub async fn check_recipient(
     svc: &Services,
@@ -100,13 +101,6 @@ pub async fn check_recipient(
     let country = to.country().unwrap_or("XX");
     let rules = [
         (
-            format!("recipient-day#{ch}#{}", token.0),
-            cfg.recipient_limit_per_day,
-            DAY_MS,
-            ProblemKind::RecipientDailyLimit,
-            format!("at most {} per number per day", cfg.recipient_limit_per_day),
-        ),
-        (
             format!("recipient-hour#{ch}#{}", token.0),
             cfg.recipient_limit_per_hour,
             HOUR_MS,
@@ -115,6 +109,13 @@ pub async fn check_recipient(
                 "at most {} per number per hour",
                 cfg.recipient_limit_per_hour
             ),
+        ),
+        (
+            format!("recipient-day#{ch}#{}", token.0),
+            cfg.recipient_limit_per_day,
+            DAY_MS,
+            ProblemKind::RecipientDailyLimit,
+            format!("at most {} per number per day", cfg.recipient_limit_per_day),
         ),
         (
             format!("country-hour#{ch}#{country}"),

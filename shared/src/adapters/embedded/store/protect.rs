@@ -302,3 +302,39 @@ impl MessageQueries for SqliteStore {
         .await
     }
 }
+
+impl SqliteStore {
+    /// Every text and blob value of every table, for tests that search the raw database for
+    /// personal data or secrets (one-time codes).
+    pub async fn dump_values(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            use rusqlite::types::ValueRef;
+            let tables: Vec<String> = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .map_err(backend)?
+                .query_map([], |r| r.get(0))
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for table in tables {
+                let mut st = c
+                    .prepare(&format!("SELECT * FROM \"{table}\""))
+                    .map_err(backend)?;
+                let columns = st.column_count();
+                let mut rows = st.query([]).map_err(backend)?;
+                while let Some(row) = rows.next().map_err(backend)? {
+                    for i in 0..columns {
+                        match row.get_ref(i).map_err(backend)? {
+                            ValueRef::Text(t) | ValueRef::Blob(t) => out.push(t.to_vec()),
+                            ValueRef::Integer(v) => out.push(v.to_string().into_bytes()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
