@@ -254,6 +254,14 @@ impl Problem {
     }
 }
 
+/// `405 method-not-allowed` with the `Allow` header (RFC 9110) listing `allow`, e.g. `"GET, POST"`.
+pub fn method_not_allowed(allow: &'static str) -> http::Response<String> {
+    let mut resp = Problem::new(ProblemKind::MethodNotAllowed).into_response();
+    resp.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    resp
+}
+
 /// A response with a body and its content type.
 pub fn respond(status: u16, content_type: &str, body: String) -> http::Response<String> {
     http::Response::builder()

@@ -59,7 +59,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
                 Ok(()) => get(svc, caller, &p["/v1/calls/".len()..]).await,
             }
         }
-        (_, "/v1/calls") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
+        (_, "/v1/calls") => problem::method_not_allowed("POST"),
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such route")
             .into_response(),

@@ -71,6 +71,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
                 p if p.starts_with("/v1/verifications/") => {
                     verify::get(svc, caller, &p["/v1/verifications/".len()..]).await
                 }
+                "/v1/messages/batch" | "/v1/verifications" => problem::method_not_allowed("POST"),
                 p if p.starts_with("/v1/messages/") => {
                     get(svc, caller, &p["/v1/messages/".len()..]).await
                 }
@@ -79,10 +80,9 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
                     .into_response(),
             },
         },
-        (
-            _,
-            "/v1/messages" | "/v1/messages/batch" | "/v1/verifications" | "/v1/reports/delivery",
-        ) => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
+        (_, "/v1/messages") => problem::method_not_allowed("GET, POST"),
+        (_, "/v1/messages/batch" | "/v1/verifications") => problem::method_not_allowed("POST"),
+        (_, "/v1/reports/delivery") => problem::method_not_allowed("GET"),
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such route")
             .into_response(),
@@ -113,7 +113,7 @@ where
 /// `GET /health`: the feature toggles (no identity needed).
 fn health(svc: &Services, method: &str) -> http::Response<String> {
     if method != "GET" {
-        return Problem::new(ProblemKind::MethodNotAllowed).into_response();
+        return problem::method_not_allowed("GET");
     }
     problem::json(200, &svc.features())
 }

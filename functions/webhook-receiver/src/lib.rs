@@ -40,10 +40,10 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         ("POST", Some(CALL_STATUS_PATH)) => calls::call_status(svc, &req).await,
         ("POST", Some(VOICE_GATHER_PATH)) => calls::voice_gather(svc, &req).await,
         (_, Some(CALL_STATUS_PATH | VOICE_GATHER_PATH)) => {
-            Problem::new(ProblemKind::MethodNotAllowed).into_response()
+            herald::problem::method_not_allowed("POST")
         }
         (_, Some(MESSAGE_STATUS_PATH | INBOUND_SMS_PATH)) => {
-            Problem::new(ProblemKind::MethodNotAllowed).into_response()
+            herald::problem::method_not_allowed("POST")
         }
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such webhook")
