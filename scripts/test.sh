@@ -43,6 +43,9 @@ export AWS_EC2_METADATA_DISABLED=true
 step "cargo test (every crate, every test)"
 cargo test --workspace --all-features -- --include-ignored
 
+step "schemathesis: herald up against infra/openapi.yaml (no 5xx, no schema violation, no undocumented status)"
+HERALD_BIN="$root/target/debug/herald" scripts/schemathesis.sh
+
 step "simulator and signature oracle against Twilio's official Python SDK"
 export TWILIO_SIM_BIN="$root/target/debug/twilio-sim"
 .venv/bin/python -m pytest -q local/twilio-sim/tests/python shared/tests/python
