@@ -27,6 +27,8 @@ pub mod testing;
 pub mod testing_calls;
 #[cfg(feature = "test-util")]
 pub mod testing_queue;
+#[cfg(feature = "test-util")]
+pub mod testing_secrets;
 pub mod twilio;
 pub mod voice;
 

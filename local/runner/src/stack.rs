@@ -104,6 +104,8 @@ fn local_credentials(path: &Path) -> std::io::Result<TwilioCredentials> {
         api_key_sid: format!("SK{}", hex32()),
         api_key_secret: Secret::new(hex32()),
         auth_token: Secret::new(hex32()),
+        previous_auth_token: None,
+        previous_valid_until_ms: None,
     };
     FileSecretSource::write(path, &creds)?;
     Ok(creds)
