@@ -348,9 +348,10 @@ async fn create(
     let cur = current(secret).await?;
     let auth = AccountAuth::of(&cur);
     let mut next = cur.clone();
-    if !next
+    let now = r.clock.now_ms();
+    if next
         .previous_valid_until_ms
-        .is_some_and(|until| r.clock.now_ms() < until)
+        .is_none_or(|until| now >= until)
     {
         next.previous_auth_token = None;
         next.previous_valid_until_ms = None;
