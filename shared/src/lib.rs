@@ -30,6 +30,8 @@ pub mod testing_calls;
 pub mod testing_protect;
 #[cfg(feature = "test-util")]
 pub mod testing_queue;
+#[cfg(feature = "test-util")]
+pub mod testing_secrets;
 pub mod twilio;
 pub mod voice;
 

@@ -355,6 +355,13 @@ pub struct TwilioCredentials {
     pub api_key_secret: Secret<String>,
     /// The primary auth token: signs webhooks.
     pub auth_token: Secret<String>,
+    /// During an auth-token rotation: the token that was primary before, still accepted on
+    /// webhooks until [`previous_valid_until_ms`](Self::previous_valid_until_ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_auth_token: Option<Secret<String>>,
+    /// Unix milliseconds until which the previous auth token is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until_ms: Option<i64>,
 }
 
 /// Why the secret could not be read.
@@ -373,6 +380,88 @@ pub enum SecretError {
 pub trait SecretSource: Send + Sync {
     /// The current credentials (`AWSCURRENT`).
     async fn current(&self) -> Result<TwilioCredentials, SecretError>;
+}
+
+/// The staging label of the version in use.
+pub const AWSCURRENT: &str = "AWSCURRENT";
+/// The staging label of the version a rotation is preparing.
+pub const AWSPENDING: &str = "AWSPENDING";
+/// The staging label of the version that was current before the last rotation.
+pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
+
+/// A secret's metadata: whether rotation is enabled, and each version's staging labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretMetadata {
+    /// Whether rotation is enabled for the secret.
+    pub rotation_enabled: bool,
+    /// Version id to its staging labels (versions without labels may be left out).
+    pub versions: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl SecretMetadata {
+    /// Whether `version_id` carries `stage`.
+    pub fn has_stage(&self, version_id: &str, stage: &str) -> bool {
+        self.versions
+            .get(version_id)
+            .is_some_and(|s| s.iter().any(|x| x == stage))
+    }
+
+    /// The version that carries `stage`, if any.
+    pub fn version_with(&self, stage: &str) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(_, s)| s.iter().any(|x| x == stage))
+            .map(|(v, _)| v.as_str())
+    }
+}
+
+/// One version of a secret with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretValue {
+    /// The version id (a rotation's `ClientRequestToken`).
+    pub version_id: String,
+    /// Its staging labels.
+    pub stages: Vec<String>,
+    /// The value.
+    pub text: Secret<String>,
+}
+
+/// A versioned secret with staging labels, as Secrets Manager keeps it (`AWSCURRENT`,
+/// `AWSPENDING`, `AWSPREVIOUS`): what the rotation function reads and writes. A label is on at
+/// most one version at a time.
+#[async_trait]
+pub trait SecretVersions: Send + Sync {
+    /// Whether rotation is enabled, and the labels of each version. A missing secret is
+    /// [`SecretError::Invalid`].
+    async fn describe(&self) -> Result<SecretMetadata, SecretError>;
+
+    /// The version that carries `stage`, with its value; `None` when no version carries it or
+    /// that version has no value yet (the placeholder a rotation starts with).
+    async fn get_by_stage(&self, stage: &str) -> Result<Option<SecretValue>, SecretError>;
+
+    /// The version `version_id` with its value; `None` when there is no such version or it has
+    /// no value yet.
+    async fn get_version(&self, version_id: &str) -> Result<Option<SecretValue>, SecretError>;
+
+    /// Stores `text` as version `version_id` with the labels `stages`, each taken from the
+    /// version that had it; when `AWSCURRENT` moves, the version that had it becomes
+    /// `AWSPREVIOUS`. A version without a value (a rotation's placeholder) gets it. Idempotent:
+    /// storing the same text again under the same id only makes sure it has `stages` (a put
+    /// interrupted halfway is completed); a different text under an existing id is [`SecretError::Invalid`] and changes nothing (versions are immutable).
+    async fn put_version(
+        &self,
+        version_id: &str,
+        text: &str,
+        stages: &[&str],
+    ) -> Result<(), SecretError>;
+
+    /// Moves `stage` to `version_id` from whichever version has it; moving `AWSCURRENT` makes
+    /// the version that had it `AWSPREVIOUS`. Nothing changes when `version_id` has it already;
+    /// an unknown version is [`SecretError::Invalid`].
+    async fn move_stage(&self, stage: &str, version_id: &str) -> Result<(), SecretError>;
+
+    /// Takes `stage` off `version_id`; nothing changes when it does not carry it.
+    async fn remove_stage(&self, stage: &str, version_id: &str) -> Result<(), SecretError>;
 }
 
 /// Time, injected so tests control it.

@@ -47,6 +47,8 @@ impl TestEnv {
             api_key_sid: format!("SK{}", hex32(0xb2)),
             api_key_secret: Secret::new("test-key-secret".into()),
             auth_token: Secret::new("test-auth-token".into()),
+            previous_auth_token: None,
+            previous_valid_until_ms: None,
         };
         let mut sim_cfg = twilio_sim::SimConfig::new(
             creds.account_sid.clone(),

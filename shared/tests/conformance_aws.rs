@@ -166,6 +166,8 @@ fn creds(version: &str) -> TwilioCredentials {
         api_key_sid: format!("SK0000000000000000000000000000000{version}"),
         api_key_secret: format!("api-key-secret-{version}").into(),
         auth_token: format!("auth-token-{version}").into(),
+        previous_auth_token: None,
+        previous_valid_until_ms: None,
     }
 }
 

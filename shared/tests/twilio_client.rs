@@ -23,6 +23,8 @@ fn creds(secret: &str) -> TwilioCredentials {
         api_key_sid: KEY.to_owned(),
         api_key_secret: Secret::new(secret.to_owned()),
         auth_token: Secret::new("auth-token".to_owned()),
+        previous_auth_token: None,
+        previous_valid_until_ms: None,
     }
 }
 

@@ -123,18 +123,23 @@ pub async fn verify(
             tracing::error!(error = %e, "credentials unavailable");
             "credentials unavailable"
         })?;
-        if signature::validate_form(creds.auth_token.expose(), url, params, sig).is_ok() {
+        let now = svc.clock.now_ms();
+        if creds
+            .signing_tokens(now)
+            .into_iter()
+            .any(|t| signature::validate_form(t.expose(), url, params, sig).is_ok())
+        {
             return Ok(());
         }
-        if attempt == 0 {
-            svc.credentials.invalidate().await;
+        if attempt == 0 && !svc.credentials.invalidate().await {
+            break;
         }
     }
     Err("signature does not match")
 }
 
 /// Verifies a request to `route` of either kind (form, or JSON with `bodySHA256`) against the
-/// current auth token, reading the secret again once on a mismatch (the token may have just
+/// current auth token (or, within its grace window, the previous one), reading the secret again once on a mismatch (the token may have just
 /// been rotated). Returns what was signed, or the `403` to answer; nothing is written on a
 /// rejection.
 pub async fn verify_request(
@@ -159,13 +164,20 @@ pub async fn verify_request(
                 return Err(reject("credentials unavailable"));
             }
         };
-        match signed.check(creds.auth_token.expose()) {
-            Ok(_) => return Ok(signed),
-            Err(signature::SignatureError::BodyHash) => why = "bodySHA256 does not match the body",
-            Err(_) => {}
+        // The primary token, then the previous one while its grace window lasts (a callback
+        // Twilio signed just before an auth-token promotion may arrive after it).
+        for token in creds.signing_tokens(svc.clock.now_ms()) {
+            match signed.check(token.expose()) {
+                Ok(_) => return Ok(signed),
+                Err(signature::SignatureError::BodyHash) => {
+                    why = "bodySHA256 does not match the body"
+                }
+                Err(_) => {}
+            }
         }
-        if attempt == 0 {
-            svc.credentials.invalidate().await;
+        // Read the secret again once (rate-limited: forged callbacks cannot flood it).
+        if attempt == 0 && !svc.credentials.invalidate().await {
+            break;
         }
     }
     Err(reject(why))

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod demo_calls;
 pub mod event_source;
 pub mod gateway;
+pub mod rotation;
 pub mod soak;
 pub mod stack;
 pub mod webhook_cli;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use herald_runner::{demo, demo_calls, soak, stack, webhook_cli};
+use herald_runner::{demo, demo_calls, rotation, soak, stack, webhook_cli};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,23 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// Rotate the local stack's Twilio credentials (the API key, or with --auth-token the auth
+    /// token) through the credential-rotation function's four steps.
+    Rotate {
+        /// Rotate the auth token (secondary token, then promotion) instead of the API key.
+        #[arg(long)]
+        auth_token: bool,
+        /// Where the local stack keeps its data.
+        #[arg(long, default_value = ".herald")]
+        data_dir: PathBuf,
+    },
+    /// Send a stream of messages while rotating the API key and then the auth token; exit 1
+    /// unless no send failed, no genuine callback was refused and the old credentials are dead.
+    RotationDrill {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Twilio webhook tools.
     Webhook {
@@ -324,6 +341,78 @@ async fn dlq_command(action: DlqAction) -> ExitCode {
     }
 }
 
+async fn rotate_command(auth_token: bool, data_dir: PathBuf) -> ExitCode {
+    quiet_logs();
+    // The simulator keeps no state across runs: a fresh seed keeps its new key SIDs fresh.
+    let opts = stack::StackOptions {
+        seed: rand::random(),
+        ..stack::StackOptions::new(data_dir)
+    };
+    let stack = match stack::LocalStack::start(&opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herald rotate failed to start the local stack: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = if auth_token {
+        credential_rotation::RotationMode::AuthToken
+    } else {
+        credential_rotation::RotationMode::ApiKey
+    };
+    let result = rotation::rotate(&stack, mode).await;
+    stack.shutdown().await;
+    match result {
+        Ok(r) => {
+            println!(
+                "rotated the {}: version {} is AWSCURRENT (API key {})",
+                r.mode, r.version, r.api_key_sid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rotation failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rotation_drill_command(json: bool) -> ExitCode {
+    quiet_logs();
+    let dir = std::env::temp_dir().join(format!("herald-drill-{}", std::process::id()));
+    let result = rotation::drill(&dir, &rotation::DrillOptions::default()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("report serialises")
+                );
+            } else {
+                println!(
+                    "rotations {}  sent {}  failed sends {}  rejected genuine callbacks {}  old key revoked {}  old token rejected after grace {}",
+                    report.rotations,
+                    report.sent,
+                    report.failed_sends,
+                    report.rejected_genuine_callbacks,
+                    report.old_key_revoked,
+                    report.old_token_rejected_after_grace
+                );
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("rotation drill failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command {
@@ -346,6 +435,11 @@ async fn main() -> ExitCode {
             soak_command(opts, json).await
         }
         Command::Dlq { action } => dlq_command(action).await,
+        Command::Rotate {
+            auth_token,
+            data_dir,
+        } => rotate_command(auth_token, data_dir).await,
+        Command::RotationDrill { json } => rotation_drill_command(json).await,
         Command::Webhook {
             command: WebhookCommand::Verify(args),
         } => webhook_cli::run(&args),

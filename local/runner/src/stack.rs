@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::adapters::embedded::{FileSecretSource, LocalKeyService, SqliteQueue, SqliteStore};
-use herald::ports::{Clock, SystemClock, TwilioCredentials};
+use herald::adapters::embedded::{
+    FileSecretSource, LocalKeyService, SqliteQueue, SqliteSecretStore, SqliteStore,
+};
+use herald::ports::{Clock, SecretSource, SystemClock, TwilioCredentials};
 use herald::service::{Adapters, Chaos, Services};
 use herald::{Config, Secret};
 
@@ -16,6 +18,12 @@ use crate::gateway::{Handler, Routes};
 
 /// The sender the local stack uses: Twilio's magic number that always passes.
 pub const LOCAL_FROM_NUMBER: &str = "+15005550006";
+
+/// The name of the Twilio secret in the local database.
+pub const SECRET_NAME: &str = "herald/twilio";
+
+/// The version id of the secret's first version.
+pub const FIRST_VERSION: &str = "00000000-0000-0000-0000-000000000001";
 
 /// A job is received this many times before it moves to the dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
@@ -42,6 +50,12 @@ pub struct StackOptions {
     /// Bearer API keys `(key, caller)` the local gateway accepts, besides the stack's own key
     /// ([`LocalStack::api_key`]) and those of `HERALD_API_KEYS` (`caller=key,…`).
     pub api_keys: Vec<(String, String)>,
+    /// The simulator's delay before each status callback.
+    pub callback_latency_ms: u64,
+    /// The simulator's time between signing a status callback and posting it.
+    pub callback_in_flight_ms: u64,
+    /// How long the previous auth token is accepted after a rotation promotes a new one.
+    pub auth_token_grace: Duration,
 }
 
 impl StackOptions {
@@ -69,6 +83,11 @@ impl StackOptions {
             concurrency: 2,
             sweep_every: Duration::from_secs(10),
             api_keys: Vec::new(),
+            callback_latency_ms: 0,
+            callback_in_flight_ms: 0,
+            auth_token_grace: Duration::from_secs(
+                credential_rotation::DEFAULT_AUTH_TOKEN_GRACE_SECS,
+            ),
         }
     }
 }
@@ -125,6 +144,11 @@ pub struct LocalStack {
     pub send_stats: Arc<MappingStats>,
     /// Counters of the retry queue's event source.
     pub retry_stats: Arc<MappingStats>,
+    /// The Twilio secret, versioned (`AWSCURRENT` …): what the services read and the rotation
+    /// rotates.
+    pub secrets: SqliteSecretStore,
+    /// The rotation function, pointed at the simulator.
+    pub rotator: credential_rotation::Rotator,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -145,6 +169,8 @@ fn local_credentials(path: &Path) -> std::io::Result<TwilioCredentials> {
         api_key_sid: format!("SK{}", hex32()),
         api_key_secret: Secret::new(hex32()),
         auth_token: Secret::new(hex32()),
+        previous_auth_token: None,
+        previous_valid_until_ms: None,
     };
     FileSecretSource::write(path, &creds)?;
     Ok(creds)
@@ -179,8 +205,21 @@ impl LocalStack {
         opts: &StackOptions,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         std::fs::create_dir_all(&opts.data_dir)?;
-        let secret_path = opts.data_dir.join("twilio-secret.json");
-        let creds = local_credentials(&secret_path)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let db = opts.data_dir.join("herald.db");
+        // The secret lives versioned in the database; its first version comes from the local
+        // credentials file.
+        let secrets = SqliteSecretStore::open(&db, SECRET_NAME, clock.clone())?;
+        let first = local_credentials(&opts.data_dir.join("twilio-secret.json"))?;
+        secrets
+            .create_if_absent(FIRST_VERSION, &serde_json::to_string(&first)?)
+            .await?;
+        let creds = secrets.current().await?;
+        let previous_key =
+            herald::ports::SecretVersions::get_by_stage(&secrets, herald::ports::AWSPREVIOUS)
+                .await?
+                .and_then(|v| herald::twilio::credentials::parse_credentials(v.text.expose()).ok())
+                .filter(|p| p.api_key_sid != creds.api_key_sid);
 
         let mut sim_cfg = twilio_sim::SimConfig::new(
             creds.account_sid.clone(),
@@ -190,7 +229,13 @@ impl LocalStack {
             creds.api_key_sid.clone(),
             creds.api_key_secret.expose().clone(),
         )];
+        // The previous version's key is still valid at Twilio until the next rotation.
+        sim_cfg.api_keys.extend(
+            previous_key.map(|p| (p.api_key_sid.clone(), p.api_key_secret.expose().clone())),
+        );
         sim_cfg.seed = opts.seed;
+        sim_cfg.callback_latency_ms = opts.callback_latency_ms;
+        sim_cfg.callback_in_flight_ms = opts.callback_in_flight_ms;
         let sim = twilio_sim::Simulator::start(sim_cfg).await?;
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
@@ -213,8 +258,6 @@ impl LocalStack {
         let visibility_timeout_secs =
             u32::try_from(config.attempt_lease.as_secs()).unwrap_or(60) + 1;
 
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let db = opts.data_dir.join("herald.db");
         let store = SqliteStore::open(&db, clock.clone())?;
         let send_queue = SqliteQueue::open(&db, "send", MAX_RECEIVE_COUNT, clock.clone())?;
         let retry_queue = send_queue.sibling("retry", MAX_RECEIVE_COUNT)?;
@@ -227,12 +270,22 @@ impl LocalStack {
             keys: Arc::new(LocalKeyService::load_or_create(
                 &opts.data_dir.join("master.key"),
             )?),
-            secrets: Arc::new(FileSecretSource::new(secret_path)),
+            secrets: Arc::new(secrets.clone()),
             send_queue: Arc::new(send_queue.clone()),
             retry_queue: Arc::new(retry_queue.clone()),
-            clock,
+            clock: clock.clone(),
             protection: Arc::new(store.clone()),
         };
+        let rotator = credential_rotation::Rotator::new(
+            &credential_rotation::RotationConfig {
+                api_base_url: sim.base_url(),
+                accounts_base_url: sim.base_url(),
+                mode: credential_rotation::RotationMode::ApiKey,
+                grace_ms: i64::try_from(opts.auth_token_grace.as_millis()).unwrap_or(i64::MAX),
+                request_timeout: config.request_timeout,
+            },
+            clock,
+        )?;
         let mut services = Services::new(config, adapters)?;
         services.chaos = Chaos {
             crash_after_claim: opts.crash_after_claim,
@@ -332,6 +385,8 @@ impl LocalStack {
             retry_queue,
             send_stats,
             retry_stats,
+            secrets,
+            rotator,
             stop,
             tasks,
         })

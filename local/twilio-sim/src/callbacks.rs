@@ -151,6 +151,15 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &Step) {
     let Some(p) = apply(inner, sid, step) else {
         return;
     };
+    if inner.callback_in_flight_ms > 0 {
+        // Each callback its own time in flight (0 to the maximum, from its SID and status), so
+        // callbacks overtake each other as on a network.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (sid, step.status.as_str()).hash(&mut h);
+        let ms = h.finish() % (inner.callback_in_flight_ms + 1);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     for attempt in 1..=p.retries + 1 {
         let token = (attempt > 1).then(|| format!("{}-{}-{}", sid, step.status, attempt));
         let a = webhook::send(inner, &p, token).await;

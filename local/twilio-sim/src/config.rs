@@ -115,6 +115,10 @@ pub struct SimConfig {
     pub callback_latency_ms: u64,
     /// Whether callbacks run by themselves or wait for a flush.
     pub callback_mode: CallbackMode,
+    /// The longest time between signing a message status callback and posting it (the
+    /// network), in milliseconds; each callback gets its own, from 0 to this, so they overtake
+    /// each other, and a callback signed just before an auth-token promotion arrives after it.
+    pub callback_in_flight_ms: u64,
     /// Faults injected from the start (see [`SimHandle::set_faults`](crate::SimHandle::set_faults)).
     pub faults: Faults,
     /// Send status callbacks (messages and calls) as `application/json` with `bodySHA256` in
@@ -135,6 +139,7 @@ impl SimConfig {
             seed: 0,
             callback_latency_ms: 0,
             callback_mode: CallbackMode::Immediate,
+            callback_in_flight_ms: 0,
             faults: Faults::default(),
             json_callbacks: false,
             clock: SimClock::default(),

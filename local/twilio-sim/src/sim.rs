@@ -69,6 +69,7 @@ pub(crate) struct Inner {
     pub(crate) account_sid: String,
     pub(crate) clock: crate::config::SimClock,
     pub(crate) callback_latency_ms: u64,
+    pub(crate) callback_in_flight_ms: u64,
     pub(crate) callback_mode: CallbackMode,
     pub(crate) state: Mutex<State>,
     /// Callback jobs scheduled or running (held Manual-mode jobs are not counted).
@@ -155,6 +156,7 @@ impl Simulator {
             clock: config.clock.clone(),
             account_sid: config.account_sid,
             callback_latency_ms: config.callback_latency_ms,
+            callback_in_flight_ms: config.callback_in_flight_ms,
             callback_mode: config.callback_mode,
             state: Mutex::new(State {
                 sid_rng: StdRng::seed_from_u64(config.seed),

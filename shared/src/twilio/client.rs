@@ -10,6 +10,7 @@ use super::error::TwilioError;
 use crate::ports::TwilioCredentials;
 
 pub mod calls;
+pub mod keys;
 
 /// Where Twilio is and how long to wait for it.
 #[derive(Debug, Clone)]

@@ -4,11 +4,13 @@
 mod keys;
 mod memory_secret;
 mod queue;
+mod secret_store;
 mod secrets;
 mod store;
 
 pub use keys::LocalKeyService;
 pub use memory_secret::MemorySecretSource;
 pub use queue::SqliteQueue;
+pub use secret_store::SqliteSecretStore;
 pub use secrets::FileSecretSource;
 pub use store::SqliteStore;
