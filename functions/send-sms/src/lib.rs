@@ -16,6 +16,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub mod health;
+
 /// Handles one API Gateway request for the SMS API.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     let path = api_path(req.raw_http_path());
@@ -23,6 +25,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         ("POST", "/v1/messages") => send(svc, &req).await,
         ("POST", "/v1/messages/batch") => send_batch(svc, &req).await,
         ("GET", p) if p.starts_with("/v1/messages/") => get(svc, &p["/v1/messages/".len()..]).await,
+        ("GET", "/health") => health::health(svc).await,
         (_, "/v1/messages") => Problem::new(ProblemKind::MethodNotAllowed).into_response(),
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such route")
@@ -31,8 +34,12 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     Ok(resp.map(Body::from))
 }
 
-/// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`).
+/// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`,
+/// `/prod/health` → `/health`).
 fn api_path(raw: &str) -> String {
+    if raw.ends_with("/health") {
+        return "/health".to_owned();
+    }
     raw.find("/v1/")
         .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
 }
