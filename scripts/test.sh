@@ -14,6 +14,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
+step "cfn-lint: infra/template.yaml, as written and with its OpenAPI document spliced in"
+.venv/bin/python scripts/lint_template.py
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -52,6 +55,9 @@ export TWILIO_SIM_BIN="$root/target/debug/twilio-sim"
 
 step "herald demo (release build, as in the README)"
 cargo run --release --bin herald -- demo
+
+step "herald rotation-drill: rotate the API key and the auth token under a stream of sends and callbacks"
+cargo run --release --bin herald -- rotation-drill --json
 
 step "herald soak: 2,000 messages under faults (exit 1 unless nothing is lost, sent twice or wrong)"
 cargo run --release --bin herald -- soak --messages 2000 --fault-rate 0.2 --deadline-secs 300 --json

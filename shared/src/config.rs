@@ -60,6 +60,14 @@ pub struct Config {
     pub protection: crate::protect::ProtectionConfig,
 }
 
+/// The variables [`Config::from_env`] cannot do without (the deployment template must set them
+/// on every function; `infra/tests` checks it).
+pub const REQUIRED_ENV: &[&str] = &["TWILIO_ACCOUNT_SID", "TWILIO_WEBHOOK_BASE_URL"];
+
+/// Groups of variables of which exactly one must be set: the sender.
+pub const REQUIRED_ONE_OF_ENV: &[&[&str]] =
+    &[&["TWILIO_FROM_NUMBER", "TWILIO_MESSAGING_SERVICE_SID"]];
+
 /// The answer to an inbound HELP when `HELP_TEXT` is not set.
 pub const DEFAULT_HELP_TEXT: &str =
     "Herald alerts. Reply STOP to unsubscribe, START to subscribe again. Msg&data rates may apply.";
@@ -298,6 +306,31 @@ mod tests {
                 "error must not echo the value"
             );
         }
+    }
+
+    #[test]
+    fn required_env_lists_exactly_what_start_up_refuses_without() {
+        for name in REQUIRED_ENV {
+            let mut m = base();
+            m.remove(name);
+            assert_eq!(load(&m).unwrap_err(), ConfigError::Missing(name));
+        }
+        let optional: Vec<&str> = base()
+            .keys()
+            .copied()
+            .filter(|k| !REQUIRED_ENV.contains(k))
+            .collect();
+        assert_eq!(
+            optional,
+            ["TWILIO_FROM_NUMBER"],
+            "the rest is the sender group"
+        );
+        let group = REQUIRED_ONE_OF_ENV[0];
+        let mut m = base();
+        m.remove("TWILIO_FROM_NUMBER");
+        assert!(load(&m).is_err(), "one of {group:?} is required");
+        m.insert(group[1], format!("MG{}", "b".repeat(32)));
+        assert!(load(&m).is_ok());
     }
 
     #[test]

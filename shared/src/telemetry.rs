@@ -104,7 +104,13 @@ pub fn emf_line(
             "Timestamp": ts_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "Herald",
-                "Dimensions": [dim_names],
+                // With dimensions, the metric is also published without them: the total that
+                // alarms watch (WebhookRejected, SendFailures).
+                "Dimensions": if dim_names.is_empty() {
+                    serde_json::json!([dim_names])
+                } else {
+                    serde_json::json!([dim_names, []])
+                },
                 "Metrics": [{"Name": name, "Unit": unit}],
             }],
         }),
@@ -114,6 +120,17 @@ pub fn emf_line(
     }
     root.insert(name.into(), serde_json::Value::from(value));
     serde_json::Value::Object(root).to_string()
+}
+
+/// The span of one invocation: every log line inside it carries the request id (Lambda's
+/// `context.request_id`, or the local gateway's request id) and the function's name.
+pub fn invocation_span(function: &'static str, request_id: &str) -> tracing::Span {
+    tracing::info_span!("invocation", function, request_id = %request_id)
+}
+
+/// Milliseconds since `start`, for latency metrics.
+pub fn elapsed_ms(start: std::time::Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]
@@ -136,6 +153,11 @@ mod tests {
             "TwilioCode"
         );
         assert_eq!(v["TwilioCode"], "21211");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1],
+            serde_json::json!([]),
+            "also published as a total"
+        );
         assert_eq!(v["SendFailures"], 1.0);
     }
 }

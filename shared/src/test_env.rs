@@ -133,6 +133,15 @@ impl TestEnv {
         Arc::new(s)
     }
 
+    /// Services over this environment's adapters as changed by `wrap` (tests that record or
+    /// inject at the ports, such as the deployment checks in `infra/tests`).
+    pub fn services_with(&self, wrap: impl FnOnce(Adapters) -> Adapters) -> Arc<Services> {
+        Arc::new(
+            Services::new(self.config.clone(), wrap(self.adapters.clone()))
+                .expect("services build"),
+        )
+    }
+
     /// Starts an environment with the default configuration.
     pub async fn start() -> Self {
         Self::start_with(&[]).await

@@ -6,13 +6,25 @@ use lambda_http::Service;
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     herald::telemetry::init();
     let services = herald::lambda::services_from_env().await?;
     let services = &services;
-    run(service_fn(move |event: LambdaEvent<Value>| async move {
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        let span = herald::telemetry::invocation_span("place-call", &event.context.request_id);
+        invoke(services, event).instrument(span)
+    }))
+    .await
+}
+
+async fn invoke(
+    services: &herald::service::Services,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    {
         let (payload, context) = event.into_parts();
         if payload.get("Records").is_some() {
             let sqs: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(payload)?;
@@ -26,6 +38,5 @@ async fn main() -> Result<(), Error> {
         }));
         let response = http.call(LambdaEvent::new(request, context)).await?;
         Ok(serde_json::to_value(response)?)
-    }))
-    .await
+    }
 }

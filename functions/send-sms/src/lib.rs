@@ -20,6 +20,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub mod health;
 pub mod query;
 pub mod verify;
 
@@ -30,7 +31,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     let path = api_path(req.raw_http_path());
     let method = req.method().as_str();
     if !path.starts_with("/v1/") && path.ends_with("/health") {
-        return Ok(health(svc, method).map(Body::from));
+        return Ok(health(svc, method).await.map(Body::from));
     }
     let Some(caller) = herald::protect::caller(&req) else {
         return Ok(herald::protect::unauthorized().map(Body::from));
@@ -111,15 +112,19 @@ where
 }
 
 /// `GET /health`: the feature toggles (no identity needed).
-fn health(svc: &Services, method: &str) -> http::Response<String> {
+async fn health(svc: &Services, method: &str) -> http::Response<String> {
     if method != "GET" {
         return problem::method_not_allowed("GET");
     }
-    problem::json(200, &svc.features())
+    health::health(svc).await
 }
 
-/// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`).
+/// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`,
+/// `/prod/health` → `/health`).
 fn api_path(raw: &str) -> String {
+    if raw.ends_with("/health") {
+        return "/health".to_owned();
+    }
     raw.find("/v1/")
         .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
 }

@@ -29,8 +29,20 @@ pub const MESSAGE_STATUS_PATH: &str = "/webhooks/twilio/message-status";
 
 /// Handles one API Gateway request from Twilio.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let start = std::time::Instant::now();
+    let resp = route(svc, req).await;
+    herald::telemetry::metric(
+        "WebhookLatency",
+        herald::telemetry::elapsed_ms(start),
+        "Milliseconds",
+        &[],
+    );
+    Ok(resp.map(Body::from))
+}
+
+async fn route(svc: &Services, req: Request) -> http::Response<String> {
     let path = webhook_path(req.raw_http_path());
-    let resp = match (req.method().as_str(), path) {
+    match (req.method().as_str(), path) {
         ("POST", Some(MESSAGE_STATUS_PATH)) => message_status(svc, &req).await,
         ("POST", Some(INBOUND_SMS_PATH)) => match verify_request(svc, INBOUND_SMS_PATH, &req).await
         {
@@ -48,8 +60,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such webhook")
             .into_response(),
-    };
-    Ok(resp.map(Body::from))
+    }
 }
 
 /// Handles one raw API Gateway event (REST v1 or HTTP v2), as the Lambda receives it, and

@@ -4,6 +4,7 @@
 //! in the order Twilio signed them; HTTP API (v2) events work the same way.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use tracing::Instrument;
 use webhook_receiver::request::ApiEvent;
 
 #[tokio::main]
@@ -12,7 +13,10 @@ async fn main() -> Result<(), Error> {
     let services = herald::lambda::services_from_env().await?;
     run(service_fn(|event: LambdaEvent<ApiEvent>| {
         let services = &services;
+        let span =
+            herald::telemetry::invocation_span("webhook-receiver", &event.context.request_id);
         async move { Ok::<_, Error>(webhook_receiver::handle_event(services, event.payload).await) }
+            .instrument(span)
     }))
     .await
 }

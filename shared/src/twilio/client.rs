@@ -168,6 +168,28 @@ impl Client {
         self.send(req).await
     }
 
+    /// `GET Accounts/{sid}.json`: whether Twilio answers and takes these credentials (the health
+    /// check). Returns the account's `status` (`active`, `suspended`, `closed`).
+    pub async fn fetch_account_status(
+        &self,
+        creds: &TwilioCredentials,
+    ) -> Result<String, TwilioError> {
+        #[derive(Deserialize)]
+        struct Account {
+            status: String,
+        }
+        let req = self
+            .http
+            .get(format!(
+                "{}/2010-04-01/Accounts/{}.json",
+                self.base_url, creds.account_sid
+            ))
+            // Standard API keys may not read the Accounts resource; the auth token may.
+            .basic_auth(&creds.account_sid, Some(creds.auth_token.expose()));
+        let account: Account = self.send(req).await?;
+        Ok(account.status)
+    }
+
     /// `GET Messages/{sid}.json`.
     pub async fn fetch_message(
         &self,
@@ -231,7 +253,15 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, TwilioError> {
-        let resp = req.send().await.map_err(TwilioError::from_reqwest)?;
+        let start = std::time::Instant::now();
+        let resp = req.send().await;
+        crate::telemetry::metric(
+            "TwilioLatency",
+            crate::telemetry::elapsed_ms(start),
+            "Milliseconds",
+            &[],
+        );
+        let resp = resp.map_err(TwilioError::from_reqwest)?;
         let status = resp.status();
         if status.is_success() {
             return resp.json::<T>().await.map_err(|e| {

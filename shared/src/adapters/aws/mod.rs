@@ -33,6 +33,20 @@ pub use sqs::{SqsQueue, create_queues};
 use crate::config::ConfigError;
 use crate::ports::Clock;
 
+/// The variables [`AwsResources::from_env`] requires (the deployment template must set them on
+/// every function; `infra/tests` checks it).
+pub const REQUIRED_ENV: &[&str] = &[
+    "MESSAGES_TABLE",
+    "EVENTS_TABLE",
+    "STATE_TABLE",
+    "KMS_KEY_ID",
+    "TWILIO_SECRET_ARN",
+    "SEND_QUEUE_URL",
+    "SEND_DLQ_URL",
+    "RETRY_QUEUE_URL",
+    "RETRY_DLQ_URL",
+];
+
 /// The AWS resources Herald uses, by name, as configured in the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsResources {
@@ -187,17 +201,8 @@ mod tests {
 
     #[test]
     fn a_missing_or_blank_variable_is_named() {
-        for name in [
-            "MESSAGES_TABLE",
-            "EVENTS_TABLE",
-            "STATE_TABLE",
-            "KMS_KEY_ID",
-            "TWILIO_SECRET_ARN",
-            "SEND_QUEUE_URL",
-            "SEND_DLQ_URL",
-            "RETRY_QUEUE_URL",
-            "RETRY_DLQ_URL",
-        ] {
+        assert_eq!(REQUIRED_ENV.len(), full().len());
+        for &name in REQUIRED_ENV {
             for blank in [None, Some("  ")] {
                 let mut env = full();
                 match blank {

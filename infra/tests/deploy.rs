@@ -1,0 +1,947 @@
+//! Herald's deployment, checked against its code.
+//!
+//! - The SAM template (`infra/template.yaml`, parsed with serde_yaml: CloudFormation's `!Ref`,
+//!   `!GetAtt`, `!Sub` … arrive as tagged values): five arm64 cargo-lambda functions; every
+//!   variable `herald::Config` and `herald::adapters::aws::AwsResources` require set on every
+//!   function; SQS event sources with partial batch failures; no wildcard in any function role.
+//! - Every fixture in `events/` (loaded with `include_str!`) runs through its handler on the
+//!   embedded adapters (`herald::test_env::TestEnv`) with the outcome it must have; a fixture
+//!   file no test loads fails the suite.
+//! - Least privilege, from the code: the fixtures run over recording ports, which note every
+//!   port method each function calls; the AWS adapters' source tells which AWS action on which
+//!   table, index, queue, key or secret each port method makes. Each function's role must grant
+//!   exactly that, plus its SQS trigger and its log group, plus the few paths the fixtures do not
+//!   reach, each listed below with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use herald::crypto::{DataKey, LookupToken};
+use herald::domain::{Call, CallId, Event, Message, MessageId, MessageStatus, Subject};
+use herald::ports::{
+    Applied, CallApplied, CallStore, Decide, DecideCall, EventStore, KeyError, KeyService, Keyring,
+    MessageStore, OptOutStore, Queue, QueueDepth, QueueError, ReceivedJob, SecretError,
+    SecretSource, StoreError, TwilioCredentials,
+};
+use herald::service::Services;
+use herald::test_env::TestEnv;
+use serde_yaml::Value as Yaml;
+
+const TEMPLATE: &str = include_str!("../template.yaml");
+
+// ------------------------------------------------------------------------------------------
+// The template
+// ------------------------------------------------------------------------------------------
+
+fn template() -> Yaml {
+    serde_yaml::from_str(TEMPLATE).expect("infra/template.yaml is YAML")
+}
+
+fn resources(t: &Yaml) -> &serde_yaml::Mapping {
+    t["Resources"].as_mapping().expect("Resources")
+}
+
+/// The five functions: binary name → logical id.
+fn functions(t: &Yaml) -> BTreeMap<String, String> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(k, r)| {
+            (
+                r["Metadata"]["BuildProperties"]["Binary"]
+                    .as_str()
+                    .expect("Binary")
+                    .to_owned(),
+                k.as_str().expect("logical id").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The name a CloudFormation reference points at: `!Ref X`, `!GetAtt X.Arn` → `X`;
+/// `!Sub "${X.Arn}/index/i"` → `X/index/i`; a literal stays itself.
+fn target(v: &Yaml) -> String {
+    match v {
+        Yaml::String(s) => s.clone(),
+        Yaml::Tagged(t) => {
+            let inner = t.value.as_str().unwrap_or_default();
+            match t.tag.to_string().as_str() {
+                "!Ref" => inner.to_owned(),
+                "!GetAtt" => inner.trim_end_matches(".Arn").to_owned(),
+                "!Sub" => inner
+                    .replace("${", "")
+                    .replace(".Arn}", "")
+                    .replace('}', ""),
+                other => panic!("unexpected tag {other} in a policy resource"),
+            }
+        }
+        other => panic!("unexpected resource {other:?}"),
+    }
+}
+
+fn list(v: &Yaml) -> Vec<&Yaml> {
+    match v {
+        Yaml::Sequence(s) => s.iter().collect(),
+        Yaml::Null => vec![],
+        other => vec![other],
+    }
+}
+
+type Grants = BTreeSet<(String, String)>;
+
+/// Every (action, resource) a role's inline policies allow.
+fn grants(t: &Yaml, role: &str) -> Grants {
+    let mut out = Grants::new();
+    for policy in list(&resources(t)[role]["Properties"]["Policies"]) {
+        for st in list(&policy["PolicyDocument"]["Statement"]) {
+            assert_eq!(st["Effect"], "Allow", "{role}: only Allow statements");
+            for a in list(&st["Action"]) {
+                for r in list(&st["Resource"]) {
+                    out.insert((a.as_str().expect("action").to_owned(), target(r)));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn role_of(t: &Yaml, function: &str) -> String {
+    target(&resources(t)[function]["Properties"]["Role"])
+}
+
+fn environment(t: &Yaml, function: &str) -> BTreeSet<String> {
+    let vars = |v: &Yaml| -> Vec<String> {
+        v.as_mapping()
+            .map(|m| {
+                m.keys()
+                    .map(|k| k.as_str().expect("name").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut all: BTreeSet<String> = vars(&t["Globals"]["Function"]["Environment"]["Variables"])
+        .into_iter()
+        .collect();
+    all.extend(vars(
+        &resources(t)[function]["Properties"]["Environment"]["Variables"],
+    ));
+    all
+}
+
+const BINARIES: [&str; 5] = [
+    "send-sms",
+    "place-call",
+    "webhook-receiver",
+    "retry-processor",
+    "credential-rotation",
+];
+
+#[test]
+fn five_arm64_cargo_lambda_functions() {
+    let t = template();
+    let fns = functions(&t);
+    assert_eq!(
+        fns.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        BINARIES.into_iter().collect()
+    );
+    let g = &t["Globals"]["Function"];
+    assert_eq!(g["Runtime"], "provided.al2023");
+    assert_eq!(g["Architectures"][0], "arm64");
+    assert_eq!(g["Handler"], "bootstrap");
+    assert_eq!(g["MemorySize"].as_u64(), Some(128));
+    for (bin, id) in &fns {
+        let f = &resources(&t)[id.as_str()];
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(
+            f["Properties"]["CodeUri"].as_str(),
+            Some(format!("../functions/{bin}").as_str())
+        );
+        let timeout = f["Properties"]["Timeout"].as_u64().expect("Timeout");
+        assert!((5..=120).contains(&timeout), "{id}: timeout {timeout}");
+        // The crate, where it is in this tree, builds a binary of that name.
+        let manifest = format!(
+            "{}/../functions/{bin}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        if let Ok(text) = std::fs::read_to_string(&manifest) {
+            assert!(
+                text.contains(&format!("name = \"{bin}\"")),
+                "{manifest} builds {bin}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_required_variable_is_set_on_every_function() {
+    let t = template();
+    let required: Vec<&str> = herald::config::REQUIRED_ENV
+        .iter()
+        .chain(herald::adapters::aws::REQUIRED_ENV)
+        .copied()
+        .collect();
+    assert!(required.len() >= 11);
+    for (bin, id) in functions(&t) {
+        let env = environment(&t, &id);
+        for name in &required {
+            assert!(env.contains(*name), "{bin} lacks {name}");
+        }
+        for group in herald::config::REQUIRED_ONE_OF_ENV {
+            // Each member is set under a condition (!If … AWS::NoValue): whichever is given.
+            assert!(
+                group.iter().all(|n| env.contains(*n)),
+                "{bin} lacks one of {group:?}"
+            );
+        }
+    }
+    // The sender is set by exactly one of its two parameters.
+    let vars = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for name in herald::config::REQUIRED_ONE_OF_ENV[0] {
+        let v = &vars[*name];
+        assert!(
+            matches!(v, Yaml::Tagged(tag) if tag.tag == "!If"),
+            "{name} is conditional"
+        );
+    }
+}
+
+#[test]
+fn no_wildcard_in_any_function_role() {
+    let t = template();
+    for (bin, id) in functions(&t) {
+        let role = role_of(&t, &id);
+        let g = grants(&t, &role);
+        assert!(!g.is_empty(), "{bin}: role {role} grants nothing");
+        for (action, resource) in g {
+            assert!(!action.contains('*'), "{bin}: action {action}");
+            assert!(!resource.contains('*'), "{bin}: {action} on {resource}");
+        }
+        let props = &resources(&t)[role.as_str()]["Properties"];
+        assert!(
+            props["ManagedPolicyArns"].is_null(),
+            "{bin}: managed policies"
+        );
+    }
+}
+
+#[test]
+fn queues_have_dead_letters_and_partial_batch_failures() {
+    let t = template();
+    let r = resources(&t);
+    for q in ["SendQueue", "RetryQueue"] {
+        let p = &r[q]["Properties"];
+        let n = p["RedrivePolicy"]["maxReceiveCount"].as_u64().expect(q);
+        assert!((2..=10).contains(&n), "{q}: maxReceiveCount {n}");
+        assert!(target(&p["RedrivePolicy"]["deadLetterTargetArn"]).ends_with("DeadLetterQueue"));
+    }
+    let mut sources = 0;
+    for (_, id) in functions(&t) {
+        let f = &r[id.as_str()];
+        let timeout = f["Properties"]["Timeout"].as_u64().expect("Timeout");
+        for (_, ev) in f["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if ev["Type"] != "SQS" {
+                continue;
+            }
+            sources += 1;
+            let p = &ev["Properties"];
+            assert_eq!(
+                p["FunctionResponseTypes"][0], "ReportBatchItemFailures",
+                "{id}"
+            );
+            assert!(
+                p["BatchSize"]
+                    .as_u64()
+                    .is_some_and(|b| (1..=10).contains(&b))
+            );
+            assert!(p["ScalingConfig"]["MaximumConcurrency"].as_u64() >= Some(2));
+            let queue = target(&p["Queue"]);
+            let visibility = r[queue.as_str()]["Properties"]["VisibilityTimeout"]
+                .as_u64()
+                .expect("VisibilityTimeout");
+            assert!(
+                visibility >= timeout,
+                "{queue}: visibility below {id}'s timeout"
+            );
+        }
+    }
+    assert_eq!(
+        sources, 2,
+        "send queue → send-sms, retry queue → retry-processor"
+    );
+}
+
+#[test]
+fn secret_rotates_every_90_days_through_credential_rotation() {
+    let t = template();
+    let r = resources(&t);
+    let (_, rotation) = r
+        .iter()
+        .find(|(_, v)| v["Type"] == "AWS::SecretsManager::RotationSchedule")
+        .expect("a rotation schedule");
+    let p = &rotation["Properties"];
+    assert_eq!(
+        target(&p["RotationLambdaARN"]),
+        "CredentialRotationFunction"
+    );
+    assert_eq!(
+        p["RotationRules"]["AutomaticallyAfterDays"].as_u64(),
+        Some(90)
+    );
+    assert!(r.values().any(|v| v["Type"] == "AWS::Lambda::Permission"
+        && v["Properties"]["Principal"] == "secretsmanager.amazonaws.com"));
+    assert_eq!(
+        r["HeraldKey"]["Properties"]["EnableKeyRotation"].as_bool(),
+        Some(true)
+    );
+    for table in ["MessagesTable", "EventsTable", "StateTable"] {
+        let p = &r[table]["Properties"];
+        assert_eq!(
+            p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            target(&p["SSESpecification"]["KMSMasterKeyId"]),
+            "HeraldKey"
+        );
+    }
+    let ttl = &r["EventsTable"]["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(
+        ttl["AttributeName"].as_str(),
+        Some(herald::adapters::aws::EVENTS_TTL_ATTRIBUTE)
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// What the AWS adapters call, from their source
+// ------------------------------------------------------------------------------------------
+
+const DYNAMO: [&str; 2] = [
+    include_str!("../../shared/src/adapters/aws/dynamo.rs"),
+    include_str!("../../shared/src/adapters/aws/dynamo/calls.rs"),
+];
+const SQS: &str = include_str!("../../shared/src/adapters/aws/sqs.rs");
+const KMS: &str = include_str!("../../shared/src/adapters/aws/kms.rs");
+const SECRETS: &str = include_str!("../../shared/src/adapters/aws/secrets.rs");
+
+/// Function bodies by name: from one `fn` line to the next.
+fn bodies(sources: &[&str]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for src in sources {
+        let mut name: Option<String> = None;
+        for line in src.lines() {
+            let l = line.trim_start();
+            let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            let l = l.strip_prefix("async ").unwrap_or(l);
+            if let Some(rest) = l.strip_prefix("fn ") {
+                let n: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                name = Some(n);
+            }
+            if let Some(n) = &name {
+                let b = out.entry(n.clone()).or_default();
+                b.push_str(line);
+                b.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// A body with the bodies of the `self.helper(` methods it calls appended (one level).
+fn with_helpers(all: &BTreeMap<String, String>, name: &str) -> String {
+    let body = all
+        .get(name)
+        .unwrap_or_else(|| panic!("no fn {name} in the AWS adapters"));
+    let mut text = body.clone();
+    for (helper, b) in all {
+        if helper != name && body.contains(&format!("self.{helper}(")) {
+            text.push_str(b);
+        }
+    }
+    text
+}
+
+const SDK_ACTIONS: [(&str, &str); 12] = [
+    (".get_item()", "dynamodb:GetItem"),
+    (".put_item()", "dynamodb:PutItem"),
+    (".update_item()", "dynamodb:UpdateItem"),
+    (".query()", "dynamodb:Query"),
+    (".send_message()", "sqs:SendMessage"),
+    (".send_message_batch()", "sqs:SendMessage"),
+    (".get_queue_attributes()", "sqs:GetQueueAttributes"),
+    (".receive_message()", "sqs:ReceiveMessage"),
+    (".delete_message()", "sqs:DeleteMessage"),
+    (".generate_data_key()", "kms:GenerateDataKey"),
+    (".decrypt()", "kms:Decrypt"),
+    (".get_secret_value()", "secretsmanager:GetSecretValue"),
+];
+
+fn sdk_actions(body: &str) -> BTreeSet<&'static str> {
+    SDK_ACTIONS
+        .iter()
+        .filter(|(call, _)| body.contains(call))
+        .map(|(_, a)| *a)
+        .collect()
+}
+
+/// The (action, resource) grants one port call needs on AWS.
+fn needs(port: &str, method: &str) -> Grants {
+    let mut out = Grants::new();
+    match port {
+        "messages" | "calls" | "events" | "opt_outs" | "keyring" => {
+            let body = with_helpers(&bodies(&DYNAMO), method);
+            let tables: Vec<&str> = [
+                ("tables.messages", "MessagesTable"),
+                ("tables.events", "EventsTable"),
+                ("tables.state", "StateTable"),
+            ]
+            .into_iter()
+            .filter(|(t, _)| body.contains(t))
+            .map(|(_, r)| r)
+            .collect();
+            assert!(!tables.is_empty(), "{port}.{method} names no table");
+            for action in sdk_actions(&body) {
+                for table in &tables {
+                    if action == "dynamodb:Query" {
+                        for (constant, index) in [
+                            (
+                                "MESSAGES_BY_STATUS",
+                                herald::adapters::aws::MESSAGES_BY_STATUS,
+                            ),
+                            (
+                                "MESSAGES_BY_CALLER",
+                                herald::adapters::aws::MESSAGES_BY_CALLER,
+                            ),
+                            (
+                                "EVENTS_BY_SUBJECT",
+                                herald::adapters::aws::EVENTS_BY_SUBJECT,
+                            ),
+                        ] {
+                            if body.contains(constant) {
+                                out.insert((action.into(), format!("{table}/index/{index}")));
+                            }
+                        }
+                    } else {
+                        out.insert((action.into(), (*table).into()));
+                    }
+                }
+            }
+        }
+        "send_queue" | "retry_queue" => {
+            let body = with_helpers(&bodies(&[SQS]), method);
+            let (queue, dlq) = if port == "send_queue" {
+                ("SendQueue", "SendDeadLetterQueue")
+            } else {
+                ("RetryQueue", "RetryDeadLetterQueue")
+            };
+            for action in sdk_actions(&body) {
+                out.insert((action.into(), queue.into()));
+                if body.contains("self.dlq_url") {
+                    out.insert((action.into(), dlq.into()));
+                }
+            }
+        }
+        "keys" => {
+            for action in sdk_actions(&with_helpers(&bodies(&[KMS]), method)) {
+                out.insert((action.into(), "HeraldKey".into()));
+            }
+        }
+        "secrets" => {
+            for action in sdk_actions(&with_helpers(&bodies(&[SECRETS]), method)) {
+                out.insert((action.into(), "TwilioSecret".into()));
+            }
+        }
+        other => panic!("unknown port {other}"),
+    }
+    assert!(!out.is_empty(), "{port}.{method} makes no AWS call?");
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// Recording ports
+// ------------------------------------------------------------------------------------------
+
+type Log = Arc<Mutex<BTreeSet<(&'static str, &'static str)>>>;
+
+struct Rec<T: ?Sized> {
+    port: &'static str,
+    log: Log,
+    inner: Arc<T>,
+}
+
+impl<T: ?Sized> Rec<T> {
+    fn note(&self, method: &'static str) {
+        self.log.lock().expect("log").insert((self.port, method));
+    }
+}
+
+fn rec<T: ?Sized>(port: &'static str, log: &Log, inner: Arc<T>) -> Arc<Rec<T>> {
+    Arc::new(Rec {
+        port,
+        log: log.clone(),
+        inner,
+    })
+}
+
+#[async_trait]
+impl MessageStore for Rec<dyn MessageStore> {
+    async fn insert_message(&self, m: &Message) -> Result<(), StoreError> {
+        self.note("insert_message");
+        self.inner.insert_message(m).await
+    }
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.note("get_message");
+        self.inner.get_message(id).await
+    }
+    async fn update_message(
+        &self,
+        id: &MessageId,
+        decide: &Decide<'_>,
+    ) -> Result<Applied, StoreError> {
+        self.note("update_message");
+        self.inner.update_message(id, decide).await
+    }
+    async fn list_messages_by_status(
+        &self,
+        status: MessageStatus,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.note("list_messages_by_status");
+        self.inner
+            .list_messages_by_status(status, before, limit)
+            .await
+    }
+}
+
+#[async_trait]
+impl CallStore for Rec<dyn CallStore> {
+    async fn insert_call(&self, c: &Call) -> Result<(), StoreError> {
+        self.note("insert_call");
+        self.inner.insert_call(c).await
+    }
+    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        self.note("get_call");
+        self.inner.get_call(id).await
+    }
+    async fn update_call(
+        &self,
+        id: &CallId,
+        decide: &DecideCall<'_>,
+    ) -> Result<CallApplied, StoreError> {
+        self.note("update_call");
+        self.inner.update_call(id, decide).await
+    }
+}
+
+#[async_trait]
+impl EventStore for Rec<dyn EventStore> {
+    async fn record_event(&self, e: &Event) -> Result<bool, StoreError> {
+        self.note("record_event");
+        self.inner.record_event(e).await
+    }
+    async fn get_event(&self, key: &str) -> Result<Option<Event>, StoreError> {
+        self.note("get_event");
+        self.inner.get_event(key).await
+    }
+    async fn events_for(&self, s: &Subject) -> Result<Vec<Event>, StoreError> {
+        self.note("events_for");
+        self.inner.events_for(s).await
+    }
+}
+
+#[async_trait]
+impl OptOutStore for Rec<dyn OptOutStore> {
+    async fn set_opt_out(&self, t: &LookupToken, o: bool, at: i64) -> Result<bool, StoreError> {
+        self.note("set_opt_out");
+        self.inner.set_opt_out(t, o, at).await
+    }
+    async fn is_opted_out(&self, t: &LookupToken) -> Result<bool, StoreError> {
+        self.note("is_opted_out");
+        self.inner.is_opted_out(t).await
+    }
+}
+
+#[async_trait]
+impl Keyring for Rec<dyn Keyring> {
+    async fn get_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.note("get_key");
+        self.inner.get_key(name).await
+    }
+    async fn put_key_if_absent(&self, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.note("put_key_if_absent");
+        self.inner.put_key_if_absent(name, wrapped).await
+    }
+}
+
+#[async_trait]
+impl KeyService for Rec<dyn KeyService> {
+    async fn generate_data_key(&self) -> Result<DataKey, KeyError> {
+        self.note("generate_data_key");
+        self.inner.generate_data_key().await
+    }
+    async fn decrypt_data_key(&self, wrapped: &[u8]) -> Result<herald::Secret<[u8; 32]>, KeyError> {
+        self.note("decrypt_data_key");
+        self.inner.decrypt_data_key(wrapped).await
+    }
+}
+
+#[async_trait]
+impl SecretSource for Rec<dyn SecretSource> {
+    async fn current(&self) -> Result<TwilioCredentials, SecretError> {
+        self.note("current");
+        self.inner.current().await
+    }
+}
+
+#[async_trait]
+impl Queue for Rec<dyn Queue> {
+    async fn send(&self, body: &str, delay: u32) -> Result<String, QueueError> {
+        self.note("send");
+        self.inner.send(body, delay).await
+    }
+    async fn send_batch(
+        &self,
+        jobs: &[(String, u32)],
+    ) -> Result<Vec<Result<String, QueueError>>, QueueError> {
+        self.note("send_batch");
+        self.inner.send_batch(jobs).await
+    }
+    async fn receive(&self, max: u32, vis: u32) -> Result<Vec<ReceivedJob>, QueueError> {
+        self.note("receive");
+        self.inner.receive(max, vis).await
+    }
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.note("delete");
+        self.inner.delete(receipt).await
+    }
+    async fn change_visibility(&self, receipt: &str, vis: u32) -> Result<(), QueueError> {
+        self.note("change_visibility");
+        self.inner.change_visibility(receipt, vis).await
+    }
+    async fn dead_letters(&self, max: u32) -> Result<Vec<ReceivedJob>, QueueError> {
+        self.note("dead_letters");
+        self.inner.dead_letters(max).await
+    }
+    async fn redrive(&self) -> Result<u32, QueueError> {
+        self.note("redrive");
+        self.inner.redrive().await
+    }
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.note("depth");
+        self.inner.depth().await
+    }
+}
+
+/// Services over `env`'s adapters, every port recording into `log`.
+fn recording(env: &TestEnv, log: &Log) -> Arc<Services> {
+    env.services_with(|mut a| {
+        a.messages = rec("messages", log, a.messages);
+        a.calls = rec("calls", log, a.calls);
+        a.events = rec("events", log, a.events);
+        a.opt_outs = rec("opt_outs", log, a.opt_outs);
+        a.keyring = rec("keyring", log, a.keyring);
+        a.keys = rec("keys", log, a.keys);
+        a.secrets = rec("secrets", log, a.secrets);
+        a.send_queue = rec("send_queue", log, a.send_queue);
+        a.retry_queue = rec("retry_queue", log, a.retry_queue);
+        a
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// The fixtures
+// ------------------------------------------------------------------------------------------
+
+/// What a fixture must come to.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// An API Gateway request answered with this status.
+    Status(u16),
+    /// An SQS batch with this many items reported failed.
+    BatchFailures(usize),
+    /// The scheduled sweep runs.
+    Sweep,
+    /// A rotation step (the handler is on the credential-rotation branch): it parses.
+    RotationEvent,
+}
+
+struct Fixture {
+    function: &'static str,
+    name: &'static str,
+    text: &'static str,
+    expect: Expect,
+}
+
+macro_rules! fixture {
+    ($function:literal, $name:literal, $expect:expr) => {
+        Fixture {
+            function: $function,
+            name: $name,
+            text: include_str!(concat!("../../events/", $function, "/", $name, ".json")),
+            expect: $expect,
+        }
+    };
+}
+
+fn fixtures() -> Vec<Fixture> {
+    use Expect::*;
+    vec![
+        fixture!("send-sms", "post-message", Status(201)),
+        fixture!("send-sms", "post-message-template", Status(201)),
+        fixture!("send-sms", "post-message-invalid", Status(422)),
+        fixture!("send-sms", "post-batch", Status(202)),
+        fixture!("send-sms", "get-message", Status(404)),
+        fixture!("send-sms", "get-health", Status(200)),
+        // A job for a message that is not (or no longer) waiting is done; "not a job" fails.
+        fixture!("send-sms", "sqs-send-queue", BatchFailures(1)),
+        fixture!("place-call", "post-call", Status(201)),
+        fixture!("place-call", "post-call-invalid", Status(422)),
+        fixture!("place-call", "get-call", Status(404)),
+        fixture!("webhook-receiver", "message-status", Status(200)),
+        fixture!("webhook-receiver", "message-status-forged", Status(403)),
+        fixture!("webhook-receiver", "call-status", Status(200)),
+        fixture!("webhook-receiver", "voice-gather", Status(200)),
+        fixture!("webhook-receiver", "inbound-sms-stop", Status(200)),
+        // Message and call jobs nobody waits for are done; the unknown kind fails.
+        fixture!("retry-processor", "sqs-retry-queue", BatchFailures(1)),
+        fixture!("retry-processor", "scheduled-sweep", Sweep),
+        fixture!("credential-rotation", "createSecret", RotationEvent),
+        fixture!("credential-rotation", "setSecret", RotationEvent),
+        fixture!("credential-rotation", "testSecret", RotationEvent),
+        fixture!("credential-rotation", "finishSecret", RotationEvent),
+    ]
+}
+
+fn status_of(v: &serde_json::Value) -> u16 {
+    v["statusCode"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .expect("statusCode")
+}
+
+/// Runs one fixture through its handler; returns what came out, for the assertion message.
+async fn run(svc: &Services, f: &Fixture) -> (bool, String) {
+    let value: serde_json::Value = serde_json::from_str(f.text).expect("fixture is JSON");
+    match f.expect {
+        Expect::Status(want) => {
+            let got = if f.function == "webhook-receiver" {
+                let ev: webhook_receiver::request::ApiEvent =
+                    serde_json::from_value(value).expect("an API Gateway event");
+                status_of(&webhook_receiver::handle_event(svc, ev).await)
+            } else {
+                let req = lambda_http::request::from_str(f.text).expect("an API Gateway event");
+                let resp = match f.function {
+                    "send-sms" => send_sms::handle(svc, req).await,
+                    "place-call" => place_call::handle(svc, req).await,
+                    other => panic!("no HTTP handler for {other}"),
+                }
+                .expect("handler answers");
+                let (status, body) = herald::test_env::read(&resp);
+                if status != want {
+                    return (false, format!("{status} {body}"));
+                }
+                status
+            };
+            (got == want, format!("status {got}"))
+        }
+        Expect::BatchFailures(want) => {
+            let ev: aws_lambda_events::sqs::SqsEvent =
+                serde_json::from_value(value).expect("an SQS event");
+            let resp = match f.function {
+                "send-sms" => send_sms::handle_sqs(svc, ev).await,
+                "retry-processor" => retry_processor::handle(svc, ev).await,
+                other => panic!("no SQS handler for {other}"),
+            }
+            .expect("the batch is handled");
+            let got = resp.batch_item_failures.len();
+            (got == want, format!("{got} failures"))
+        }
+        Expect::Sweep => {
+            // main.rs sweeps on any event without Records.
+            assert!(value.get("Records").is_none());
+            let swept = retry_processor::sweep(svc).await;
+            (swept.is_ok(), format!("{swept:?}"))
+        }
+        Expect::RotationEvent => {
+            let ev: aws_lambda_events::secretsmanager::SecretsManagerSecretRotationEvent =
+                serde_json::from_value(value).expect("a rotation event");
+            let ok = ev.step == f.name && ev.secret_id.starts_with("arn:aws:secretsmanager:");
+            (ok, format!("step {}", ev.step))
+        }
+    }
+}
+
+/// Runs every fixture, each function on its own environment over recording ports; returns the
+/// port calls each function made.
+async fn run_all() -> BTreeMap<&'static str, BTreeSet<(&'static str, &'static str)>> {
+    let mut calls = BTreeMap::new();
+    let all = fixtures();
+    for function in BINARIES {
+        let env = TestEnv::start().await;
+        let log: Log = Arc::default();
+        let svc = recording(&env, &log);
+        for f in all.iter().filter(|f| f.function == function) {
+            let (ok, got) = run(&svc, f).await;
+            assert!(
+                ok,
+                "events/{}/{}.json: expected {:?}, got {got}",
+                f.function, f.name, f.expect
+            );
+        }
+        let seen = log.lock().expect("log").clone();
+        calls.insert(function, seen);
+    }
+    calls
+}
+
+#[tokio::test]
+async fn every_fixture_comes_to_its_outcome() {
+    herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
+    let calls = run_all().await;
+    assert!(calls["send-sms"].contains(&("send_queue", "send_batch")));
+    assert!(calls["webhook-receiver"].contains(&("opt_outs", "set_opt_out")));
+}
+
+#[test]
+fn every_fixture_file_is_loaded_by_a_test() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut on_disk = BTreeSet::new();
+    for dir in std::fs::read_dir(&root).expect("events/") {
+        let dir = dir.expect("entry").path();
+        for file in std::fs::read_dir(&dir).expect("events/<function>/") {
+            let file = file.expect("entry").path();
+            on_disk.insert(format!(
+                "{}/{}",
+                dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+                file.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let loaded: BTreeSet<String> = fixtures()
+        .iter()
+        .map(|f| format!("{}/{}.json", f.function, f.name))
+        .collect();
+    assert_eq!(
+        on_disk, loaded,
+        "every file in events/ is a fixture a test runs"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Least privilege
+// ------------------------------------------------------------------------------------------
+
+/// Grants a function needs on paths the fixtures do not reach, and why. Each is checked to be
+/// something the code can call (`needs`), never a free-form string.
+fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static str)> {
+    let retry = (
+        "retry_queue",
+        "send",
+        "Twilio refusing for now (429, 5xx, timeout) puts the next attempt on the retry queue",
+    );
+    let timeline = (
+        "events",
+        "events_for",
+        "GET of an existing record shows its timeline; the fixture asks for an unknown id",
+    );
+    match function {
+        "send-sms" | "place-call" => vec![retry, timeline],
+        "webhook-receiver" => vec![retry],
+        // The fixtures' jobs find nothing waiting; a job for a waiting message or call opens its
+        // number and text (delivery.rs/calls.rs: vault.open_string), reads the credentials,
+        // records the attempt's event and, failing for now, enqueues the next attempt.
+        "retry-processor" => vec![
+            (
+                "keys",
+                "decrypt_data_key",
+                "open the sealed number and text",
+            ),
+            ("secrets", "current", "the Twilio credentials"),
+            ("events", "record_event", "the attempt's event"),
+            retry,
+        ],
+        _ => vec![],
+    }
+}
+
+/// The (action, resource) a function's SQS triggers need (Lambda polls with its role).
+fn trigger_grants(t: &Yaml, function: &str) -> Grants {
+    let mut out = Grants::new();
+    for (_, ev) in resources(t)[function]["Properties"]["Events"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+    {
+        if ev["Type"] == "SQS" {
+            let q = target(&ev["Properties"]["Queue"]);
+            for a in [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+            ] {
+                out.insert((a.to_owned(), q.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn each_role_grants_what_its_function_calls_and_nothing_more() {
+    herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
+    let t = template();
+    let fns = functions(&t);
+    let calls = run_all().await;
+    for (function, seen) in calls {
+        let id = &fns[function];
+        let granted = grants(&t, &role_of(&t, id));
+        if function == "credential-rotation" {
+            // Its code is on another branch: its role is checked for shape only (no wildcard,
+            // the secret only), here and in no_wildcard_in_any_function_role.
+            assert!(
+                granted
+                    .iter()
+                    .all(|(a, r)| r == "TwilioSecret" || a.starts_with("logs:"))
+            );
+            continue;
+        }
+        let mut required = Grants::new();
+        for (port, method) in &seen {
+            required.extend(needs(port, method));
+        }
+        let mut allowed = required.clone();
+        for (port, method, _why) in beyond_fixtures(function) {
+            allowed.extend(needs(port, method));
+        }
+        allowed.extend(trigger_grants(&t, id));
+        let logs = id.replace("Function", "Logs");
+        allowed.insert(("logs:CreateLogStream".into(), logs.clone()));
+        allowed.insert(("logs:PutLogEvents".into(), logs));
+
+        let missing: Vec<_> = required.difference(&granted).collect();
+        assert!(
+            missing.is_empty(),
+            "{function} calls but is not granted: {missing:?}"
+        );
+        let broader: Vec<_> = granted.difference(&allowed).collect();
+        assert!(
+            broader.is_empty(),
+            "{function} is granted more than it calls: {broader:?} (it calls {seen:?})"
+        );
+        let unused: Vec<_> = trigger_grants(&t, id)
+            .difference(&granted)
+            .cloned()
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "{function}: its trigger needs {unused:?}"
+        );
+    }
+}
