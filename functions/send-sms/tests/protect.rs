@@ -76,7 +76,10 @@ async fn without_an_identity_every_api_route_is_401_and_nothing_is_sent() {
     // /health needs no identity.
     let (status, health, _) = call(&env, request_as(None, "GET", "/health", &[], b"")).await;
     assert_eq!(status, 200);
-    assert_eq!(health, json!({"sms_enabled": true, "voice_enabled": true}));
+    assert_eq!(
+        health["features"],
+        json!({"sms_enabled": true, "voice_enabled": true})
+    );
 }
 
 #[tokio::test]
@@ -365,7 +368,10 @@ async fn disabled_sms_is_503_and_shown_in_health() {
     .await;
     assert_eq!(status, 503, "{answer}");
     let (_, health, _) = call(&env, request("GET", "/health", &[], b"")).await;
-    assert_eq!(health, json!({"sms_enabled": false, "voice_enabled": true}));
+    assert_eq!(
+        health["features"],
+        json!({"sms_enabled": false, "voice_enabled": true})
+    );
     assert!(env.sim.messages().is_empty());
 }
 

@@ -13,7 +13,8 @@ use serde_json::json;
 async fn send(stack: &LocalStack, n: usize) -> u16 {
     reqwest::Client::new()
         .post(format!("{}/v1/messages", stack.api_url))
-        .json(&json!({"to": "+14155552671", "body": format!("race {n}")}))
+        .bearer_auth(&stack.api_key)
+        .json(&json!({"to": format!("+1415555{:04}", 2000 + n), "body": format!("race {n}")}))
         .send()
         .await
         .unwrap()
