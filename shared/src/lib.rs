@@ -15,6 +15,7 @@ pub mod phone;
 pub mod ports;
 pub mod problem;
 pub mod protect;
+pub mod request;
 pub mod secret;
 pub mod service;
 pub mod sqs;

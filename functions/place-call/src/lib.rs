@@ -14,13 +14,13 @@ use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
 use herald::protect::limits::{self, Channel};
+use herald::request::{invalid, json_object, only_fields, recipient, str_field, text_or_template};
 use herald::service::Services;
-use herald::templates::TemplateError;
 use herald::twilio::{MAX_TWIML_CHARS, describe_code, twiml};
 use herald::voice;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The fields `POST /v1/calls` accepts.
 pub const FIELDS: [&str; 8] = [
@@ -81,22 +81,6 @@ fn api_path(raw: &str) -> String {
         .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
 }
 
-fn invalid(kind: ProblemKind, field: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(kind).field(field).detail(detail)
-}
-
-fn str_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Problem> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(
-            ProblemKind::InvalidField,
-            name,
-            format!("{name} must be a string"),
-        )),
-    }
-}
-
 /// A validated call request.
 struct Validated {
     to: herald::phone::PhoneNumber,
@@ -108,79 +92,10 @@ struct Validated {
 
 /// Validates a `POST /v1/calls` body for call `id`. Nothing is recorded on any error.
 fn validate(svc: &Services, id: &CallId, raw: &[u8]) -> Result<Validated, Problem> {
-    let malformed =
-        || Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object");
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(raw) else {
-        return Err(malformed());
-    };
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(invalid(ProblemKind::InvalidField, unknown, "unknown field"));
-    }
-    let to = str_field(&obj, "to")?
-        .ok_or_else(|| invalid(ProblemKind::InvalidField, "to", "to is required"))?;
-    let to = herald::phone::parse(to)
-        .map_err(|e| invalid(ProblemKind::InvalidPhoneNumber, "to", e.to_string()))?;
-    let (text, template) = match (str_field(&obj, "message")?, str_field(&obj, "template")?) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                ProblemKind::InvalidField,
-                "template",
-                "give either message or template, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(invalid(
-                ProblemKind::InvalidField,
-                "message",
-                "message or template is required",
-            ));
-        }
-        (Some(m), None) => {
-            if obj.get("variables").is_some_and(|v| !v.is_null()) {
-                return Err(invalid(
-                    ProblemKind::InvalidField,
-                    "variables",
-                    "variables go with a template",
-                ));
-            }
-            (m.to_owned(), None)
-        }
-        (None, Some(name)) => {
-            let empty = Map::new();
-            let vars = match obj.get("variables") {
-                None | Some(Value::Null) => &empty,
-                Some(Value::Object(m)) => m,
-                Some(_) => {
-                    return Err(invalid(
-                        ProblemKind::InvalidField,
-                        "variables",
-                        "variables must be an object",
-                    ));
-                }
-            };
-            let text = voice::templates().render(name, vars).map_err(|e| match e {
-                TemplateError::Unknown(_) => invalid(
-                    ProblemKind::UnknownTemplate,
-                    "template",
-                    format!("{e}; voice templates: emergency_alert, reminder"),
-                ),
-                TemplateError::MissingVariable(ref v) => invalid(
-                    ProblemKind::MissingVariable,
-                    &format!("variables.{v}"),
-                    e.to_string(),
-                ),
-                TemplateError::BadVariable(ref v) => invalid(
-                    ProblemKind::InvalidField,
-                    &format!("variables.{v}"),
-                    e.to_string(),
-                ),
-                TemplateError::Render => {
-                    invalid(ProblemKind::InvalidField, "template", e.to_string())
-                }
-            })?;
-            (text, Some(name.to_owned()))
-        }
-    };
+    let obj = json_object(raw)?;
+    only_fields(&obj, &FIELDS)?;
+    let to = recipient(&obj)?;
+    let (text, template) = text_or_template(&obj, "message", voice::templates())?;
     if text.trim().is_empty() {
         return Err(invalid(
             ProblemKind::InvalidField,

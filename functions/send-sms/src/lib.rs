@@ -13,12 +13,13 @@ use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
 use herald::protect::limits::{self, Channel};
+use herald::request::{invalid, json_object, only_fields, recipient, text_or_template};
 use herald::service::Services;
-use herald::templates::{self, Encoding, MAX_BODY_CHARS, TemplateError};
+use herald::templates::{self, Encoding, MAX_BODY_CHARS};
 use herald::twilio::describe_code;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub mod health;
 pub mod query;
@@ -138,103 +139,12 @@ struct Validated {
     segments: u32,
 }
 
-fn invalid(kind: ProblemKind, field: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(kind).field(field).detail(detail)
-}
-
-fn str_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Problem> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(
-            ProblemKind::InvalidField,
-            name,
-            format!("{name} must be a string"),
-        )),
-    }
-}
-
 /// Validates a `POST /v1/messages` body. Nothing is recorded on any error.
 fn validate(svc: &Services, raw: &[u8]) -> Result<Validated, Problem> {
-    let value: Value = serde_json::from_slice(raw).map_err(|_| {
-        Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object")
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(
-            Problem::new(ProblemKind::MalformedRequest).detail("the body must be a JSON object")
-        );
-    };
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !["to", "body", "template", "variables"].contains(&k.as_str()))
-    {
-        return Err(invalid(ProblemKind::InvalidField, unknown, "unknown field"));
-    }
-    let to = str_field(&obj, "to")?
-        .ok_or_else(|| invalid(ProblemKind::InvalidField, "to", "to is required"))?;
-    let to = herald::phone::parse(to)
-        .map_err(|e| invalid(ProblemKind::InvalidPhoneNumber, "to", e.to_string()))?;
-    let body_field = str_field(&obj, "body")?;
-    let template = str_field(&obj, "template")?;
-    let (body, template) = match (body_field, template) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                ProblemKind::InvalidField,
-                "template",
-                "give either body or template, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(invalid(
-                ProblemKind::InvalidField,
-                "body",
-                "body or template is required",
-            ));
-        }
-        (Some(b), None) => {
-            if obj.get("variables").is_some_and(|v| !v.is_null()) {
-                return Err(invalid(
-                    ProblemKind::InvalidField,
-                    "variables",
-                    "variables go with a template",
-                ));
-            }
-            (b.to_owned(), None)
-        }
-        (None, Some(name)) => {
-            let empty = Map::new();
-            let vars = match obj.get("variables") {
-                None | Some(Value::Null) => &empty,
-                Some(Value::Object(m)) => m,
-                Some(_) => {
-                    return Err(invalid(
-                        ProblemKind::InvalidField,
-                        "variables",
-                        "variables must be an object",
-                    ));
-                }
-            };
-            let text = svc.templates.render(name, vars).map_err(|e| match e {
-                TemplateError::Unknown(_) => {
-                    invalid(ProblemKind::UnknownTemplate, "template", e.to_string())
-                }
-                TemplateError::MissingVariable(ref v) => invalid(
-                    ProblemKind::MissingVariable,
-                    &format!("variables.{v}"),
-                    e.to_string(),
-                ),
-                TemplateError::BadVariable(ref v) => invalid(
-                    ProblemKind::InvalidField,
-                    &format!("variables.{v}"),
-                    e.to_string(),
-                ),
-                TemplateError::Render => {
-                    invalid(ProblemKind::InvalidField, "template", e.to_string())
-                }
-            })?;
-            (text, Some(name.to_owned()))
-        }
-    };
+    let obj = json_object(raw)?;
+    only_fields(&obj, &["to", "body", "template", "variables"])?;
+    let to = recipient(&obj)?;
+    let (body, template) = text_or_template(&obj, "body", &svc.templates)?;
     if body.trim().is_empty() {
         return Err(invalid(
             ProblemKind::InvalidField,
