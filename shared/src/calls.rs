@@ -230,15 +230,11 @@ async fn place(
         twiml: &twiml,
         status_callback: &callback,
     };
-    let creds = svc.credentials.get().await?;
-    match svc.twilio.create_call(&creds, &new).await {
-        Err(e) if e.retry_class() == RetryClass::RefreshCredentials => {
-            svc.credentials.invalidate().await;
-            let creds = svc.credentials.get().await?;
-            svc.twilio.create_call(&creds, &new).await
-        }
-        other => other,
-    }
+    svc.with_twilio(|creds| {
+        let new = &new;
+        async move { svc.twilio.create_call(&creds, new).await }
+    })
+    .await
 }
 
 /// A call Twilio created to `to` since `since_ms` (Twilio's calls carry no id of ours: the

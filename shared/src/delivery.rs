@@ -299,16 +299,11 @@ async fn submit(
         body,
         status_callback: &callback,
     };
-    let creds = svc.credentials.get().await?;
-    match svc.twilio.create_message(&creds, &new).await {
-        Err(e) if e.retry_class() == RetryClass::RefreshCredentials => {
-            // The key may have just been rotated: read the secret again, once.
-            svc.credentials.invalidate().await;
-            let creds = svc.credentials.get().await?;
-            svc.twilio.create_message(&creds, &new).await
-        }
-        other => other,
-    }
+    svc.with_twilio(|creds| {
+        let new = &new;
+        async move { svc.twilio.create_message(&creds, new).await }
+    })
+    .await
 }
 
 /// A message Twilio created for `m` since `since_ms`: same recipient, same body.

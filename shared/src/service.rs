@@ -105,6 +105,23 @@ pub struct Features {
 }
 
 impl Services {
+    /// Runs a Twilio request with the cached credentials and, when Twilio answers that they are
+    /// no longer good (20003/401: the key may have just been rotated), once more with the
+    /// credentials read again. Every request that creates something at Twilio goes through here.
+    pub async fn with_twilio<T, F, Fut>(&self, request: F) -> Result<T, TwilioError>
+    where
+        F: Fn(Arc<crate::ports::TwilioCredentials>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TwilioError>>,
+    {
+        match request(self.credentials.get().await?).await {
+            Err(e) if e.retry_class() == crate::twilio::RetryClass::RefreshCredentials => {
+                self.credentials.invalidate().await;
+                request(self.credentials.get().await?).await
+            }
+            other => other,
+        }
+    }
+
     /// Builds the services over `adapters`. Nothing here does I/O: keys and credentials are
     /// fetched on first use.
     pub fn new(config: Config, adapters: Adapters) -> Result<Self, TwilioError> {

@@ -42,6 +42,8 @@ fn hex32(seed: u8) -> String {
 impl TestEnv {
     /// Starts an environment; `env` overrides configuration variables.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        // Metrics are stdout lines for CloudWatch on Lambda; in tests they are only noise.
+        crate::telemetry::set_metrics_output(crate::telemetry::MetricsOutput::Off);
         let creds = TwilioCredentials {
             account_sid: format!("AC{}", hex32(0xa1)),
             api_key_sid: format!("SK{}", hex32(0xb2)),

@@ -9,6 +9,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::calls::{self, Placement};
+use herald::domain::rfc3339;
 use herald::domain::{Call, CallId, CallStatus, Event, EventKind, Speech, Subject};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -316,17 +317,6 @@ struct CallView {
     created_at: String,
     updated_at: String,
     timeline: Vec<TimelineEntry>,
-}
-
-/// Unix milliseconds as RFC 3339.
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {

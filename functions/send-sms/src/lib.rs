@@ -8,6 +8,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::delivery::{self, Delivery, Job};
+use herald::domain::rfc3339;
 use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Subject};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -485,17 +486,6 @@ struct MessageView {
     created_at: String,
     updated_at: String,
     timeline: Vec<TimelineEntry>,
-}
-
-/// Unix milliseconds as RFC 3339.
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {

@@ -459,8 +459,8 @@ async fn the_caller_lists_its_messages_page_by_page_and_gets_a_delivery_report()
     let (status, _, _) = call(&env, list("?cursor=garbage")).await;
     assert_eq!(status, 422);
     // Time bounds: only the first two (created at t0 and t0+1s).
-    let from = send_sms::rfc3339(1_800_000_000_000);
-    let to = send_sms::rfc3339(1_800_000_002_000);
+    let from = herald::domain::rfc3339(1_800_000_000_000);
+    let to = herald::domain::rfc3339(1_800_000_002_000);
     let (_, bounded, _) = call(&env, list(&format!("?from={from}&to={to}"))).await;
     assert_eq!(
         bounded["messages"].as_array().unwrap().len(),

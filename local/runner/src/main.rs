@@ -324,7 +324,7 @@ async fn dlq_command(action: DlqAction) -> ExitCode {
                         "  {}  received {}x  sent at {}  {}",
                         j.message_id,
                         j.receive_count,
-                        send_sms::rfc3339(j.sent_at_ms),
+                        herald::domain::rfc3339(j.sent_at_ms),
                         j.body
                     );
                 }
