@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::types::AttributeValue;
 use herald::adapters::aws::{
     AwsAdapters, AwsResources, DynamoStore, KmsKeyService, SecretsManagerSource, TableNames,
@@ -30,7 +30,7 @@ fn endpoint() -> String {
 }
 
 async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    herald::adapters::aws::sdk_loader()
         .endpoint_url(endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(

@@ -89,10 +89,10 @@ async fn sqlite_rotation_needs_it_enabled_and_one_at_a_time() {
 #[cfg(feature = "aws")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_manager_conforms_through_moto() {
-    use aws_config::{BehaviorVersion, Region};
+    use aws_config::Region;
     use herald::adapters::aws::SecretsManagerSource;
 
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    let sdk = herald::adapters::aws::sdk_loader()
         .endpoint_url(testing::aws_test_endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(

@@ -24,6 +24,7 @@ fn endpoint() -> String {
 fn client() -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(herald::adapters::aws::http_client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             "testing",

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use credential_rotation::{
     Outcome, RotationConfig, RotationError, RotationMode, Rotator, Step, key_name,
     promoted_version_id, run_step,
@@ -52,7 +52,7 @@ async fn fixture() -> Fx {
     )];
     cfg.callback_mode = twilio_sim::CallbackMode::Manual;
     let sim = twilio_sim::Simulator::start(cfg).await.unwrap();
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    let sdk = herald::adapters::aws::sdk_loader()
         .endpoint_url(aws_test_endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(

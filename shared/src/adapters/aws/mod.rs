@@ -131,11 +131,32 @@ impl AwsAdapters {
     }
 }
 
+/// The HTTP client of every AWS SDK client: hyper over rustls with ring (the crypto provider
+/// reqwest uses for Twilio), so a binary carries one TLS stack. Built once per process.
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    static CLIENT: std::sync::OnceLock<aws_sdk_dynamodb::config::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        })
+        .clone()
+}
+
+/// The SDK configuration loader with Herald's HTTP client ([`http_client`]) and the latest
+/// behavior version; tests add an endpoint, region and credentials.
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client())
+}
+
 /// The SDK configuration from the usual sources (environment, profile, the Lambda role), with
 /// the latest behavior version. A non-empty `AWS_ENDPOINT_URL` sends every service to that
 /// endpoint (a local moto or DynamoDB Local); it is unset in production.
 pub async fn load_sdk_config() -> SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = sdk_loader();
     if let Some(url) = std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
