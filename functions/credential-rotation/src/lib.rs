@@ -80,6 +80,14 @@ pub enum RotationMode {
 }
 
 impl RotationMode {
+    /// `api-key` or `auth-token`, as `ROTATION_MODE` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api-key",
+            Self::AuthToken => "auth-token",
+        }
+    }
+
     /// `api-key` or `auth-token`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
@@ -255,7 +263,19 @@ pub async fn handle(
 ) -> Result<Outcome, RotationError> {
     let step =
         Step::parse(&event.step).ok_or_else(|| RotationError::UnknownStep(event.step.clone()))?;
-    run_step(r, secret, step, &event.client_request_token).await
+    let result = run_step(r, secret, step, &event.client_request_token).await;
+    match &result {
+        // A rotation is done when its finishSecret changes the current version.
+        Ok(Outcome::Changed) if step == Step::Finish => {
+            herald::telemetry::metric("Rotations", 1.0, "Count", &[("Mode", r.mode.name())]);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(step = step.name(), error = %e, "rotation step failed");
+            herald::telemetry::metric("RotationFailures", 1.0, "Count", &[("Step", step.name())]);
+        }
+    }
+    result
 }
 
 /// Runs `step` of the rotation `token`.

@@ -9,6 +9,7 @@ use credential_rotation::{RotationConfig, Rotator, handle};
 use herald::adapters::aws::{SecretsManagerSource, load_sdk_config};
 use herald::ports::SystemClock;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -19,11 +20,18 @@ async fn main() -> Result<(), Error> {
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let (rotator, secrets) = (&rotator, &secrets);
     run(service_fn(
-        move |event: LambdaEvent<SecretsManagerSecretRotationEvent>| async move {
-            let secret =
-                SecretsManagerSource::new(secrets.clone(), event.payload.secret_id.clone());
-            handle(rotator, &secret, &event.payload).await?;
-            Ok::<(), Error>(())
+        move |event: LambdaEvent<SecretsManagerSecretRotationEvent>| {
+            let span = herald::telemetry::invocation_span(
+                "credential-rotation",
+                &event.context.request_id,
+            );
+            async move {
+                let secret =
+                    SecretsManagerSource::new(secrets.clone(), event.payload.secret_id.clone());
+                handle(rotator, &secret, &event.payload).await?;
+                Ok::<(), Error>(())
+            }
+            .instrument(span)
         },
     ))
     .await
