@@ -110,6 +110,7 @@ pub async fn enqueue_call_attempt(svc: &Services, call: &Call) -> Result<(), Que
 }
 
 /// Handles a [`Job::Call`] from the retry queue: claims the attempt and places the call.
+#[tracing::instrument(name = "call", skip_all, fields(call_id = %id))]
 pub async fn process_call_job(
     svc: &Services,
     id: &CallId,
@@ -170,6 +171,7 @@ pub async fn process_call_job(
 
 /// Makes the attempt `call` was claimed for: reconciles an ambiguous earlier attempt, places
 /// the call, records the result and schedules what follows.
+#[tracing::instrument(name = "call", skip_all, fields(call_id = %call.id))]
 pub async fn attempt_call(svc: &Services, call: &Call) -> Placement {
     let aad = call.id.as_str();
     let opened = async {
@@ -402,6 +404,7 @@ async fn record_event_of(
 
 /// Applies a status report (a call-progress callback) under the retry policy, and queues the
 /// next attempt when the report moved the call to one.
+#[tracing::instrument(name = "call", skip_all, fields(call_id = %id))]
 pub async fn apply_report(
     svc: &Services,
     id: &CallId,

@@ -177,18 +177,28 @@ pub async fn enqueue_attempt(svc: &Services, m: &Message) -> Result<(), QueueErr
 
 /// Handles one job from the send or retry queue.
 pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
-    let (id, attempt, not_before_ms) = match job {
+    match job {
         Job::Message {
             id,
             attempt,
             not_before_ms,
-        } => (id, attempt, not_before_ms),
+        } => process_message_job(svc, id, attempt, not_before_ms).await,
         Job::Call {
             id,
             attempt,
             not_before_ms,
-        } => return crate::calls::process_call_job(svc, id, *attempt, *not_before_ms).await,
-    };
+        } => crate::calls::process_call_job(svc, id, *attempt, *not_before_ms).await,
+    }
+}
+
+/// [`process_job`] for a message: its lines carry the message id (a batch holds several).
+#[tracing::instrument(name = "message", skip_all, fields(message_id = %id))]
+async fn process_message_job(
+    svc: &Services,
+    id: &MessageId,
+    attempt: &u32,
+    not_before_ms: &Option<i64>,
+) -> JobOutcome {
     let now = svc.clock.now_ms();
     if let Some(nb) = *not_before_ms
         && nb > now
@@ -245,6 +255,7 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
 
 /// Makes the attempt `m` was claimed for: reconciles an ambiguous earlier attempt, hands the
 /// message to Twilio, records the result and schedules what follows.
+#[tracing::instrument(name = "message", skip_all, fields(message_id = %m.id))]
 pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
     let aad = m.id.as_str();
     let opened = async {
@@ -396,6 +407,7 @@ pub struct Report {
 /// Applies a report atomically: the status moves forward by the transition rule; a failure
 /// Twilio may get past on another try (30001, 30003 …) instead moves the message to its next
 /// attempt while attempts remain, and queues that attempt.
+#[tracing::instrument(name = "message", skip_all, fields(message_id = %id))]
 pub async fn apply_report(
     svc: &Services,
     id: &MessageId,

@@ -46,8 +46,10 @@ where
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
+        // Every span from the invocation down: the request id (invocation) and the message or
+        // call id (the invocation's, or the job's within a batch) are on every line.
+        .with_current_span(false)
+        .with_span_list(true)
         .with_target(true)
         .with_ansi(false)
         .with_env_filter(filter)
@@ -123,9 +125,38 @@ pub fn emf_line(
 }
 
 /// The span of one invocation: every log line inside it carries the request id (Lambda's
-/// `context.request_id`, or the local gateway's request id) and the function's name.
+/// `context.request_id`, or the local gateway's request id) and the function's name, and, once
+/// the handler knows it ([`record_message_id`], [`record_call_id`]), the message or call id.
 pub fn invocation_span(function: &'static str, request_id: &str) -> tracing::Span {
-    tracing::info_span!("invocation", function, request_id = %request_id)
+    tracing::info_span!(
+        "invocation",
+        function,
+        request_id = %request_id,
+        message_id = tracing::field::Empty,
+        call_id = tracing::field::Empty,
+    )
+}
+
+/// Puts the message id on the current span (the invocation's, for a request about one message):
+/// every later line of the invocation carries it.
+pub fn record_message_id(id: &dyn std::fmt::Display) {
+    tracing::Span::current().record("message_id", tracing::field::display(id));
+}
+
+/// Puts the call id on the current span, as [`record_message_id`] does for messages.
+pub fn record_call_id(id: &dyn std::fmt::Display) {
+    tracing::Span::current().record("call_id", tracing::field::display(id));
+}
+
+/// The span of the work on one message inside an invocation that may handle several (a batch
+/// of jobs, the sweep): its lines carry the message id.
+pub fn message_span(id: &dyn std::fmt::Display) -> tracing::Span {
+    tracing::info_span!("message", message_id = %id)
+}
+
+/// The span of the work on one call, as [`message_span`] is for messages.
+pub fn call_span(id: &dyn std::fmt::Display) -> tracing::Span {
+    tracing::info_span!("call", call_id = %id)
 }
 
 /// Milliseconds since `start`, for latency metrics.

@@ -232,6 +232,7 @@ async fn place(svc: &Services, req: &Request, caller: &str) -> http::Response<St
     }
     let now = svc.clock.now_ms();
     let id = CallId::generate(u64::try_from(now).unwrap_or_default());
+    herald::telemetry::record_call_id(&id);
     let v = match validate(svc, &id, req.body().as_ref()) {
         Ok(v) => v,
         Err(p) => return p.into_response(),
@@ -328,6 +329,7 @@ async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<Strin
     let Ok(id) = raw_id.parse::<CallId>() else {
         return not_found();
     };
+    herald::telemetry::record_call_id(&id);
     let c = match svc.calls.get_call(&id).await {
         // Another caller's call is not found, as if it did not exist.
         Ok(Some(c)) if c.caller == caller => c,

@@ -236,6 +236,10 @@ async fn record_new(
 ) -> Result<Message, Box<dyn std::error::Error + Send + Sync>> {
     let now = svc.clock.now_ms();
     let id = MessageId::generate(u64::try_from(now).unwrap_or_default());
+    if claim {
+        // A request about this one message (a batch has many: each job's lines carry its id).
+        herald::telemetry::record_message_id(&id);
+    }
     let mut message = seal_message(svc, &id, v, caller.to_owned(), now).await?;
     if claim {
         let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
@@ -497,6 +501,7 @@ async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<Strin
     let Ok(id) = raw_id.parse::<MessageId>() else {
         return not_found();
     };
+    herald::telemetry::record_message_id(&id);
     let m = match svc.messages.get_message(&id).await {
         // Another caller's message is not found, as if it did not exist.
         Ok(Some(m)) if m.caller == caller => m,

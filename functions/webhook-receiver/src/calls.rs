@@ -67,6 +67,9 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
         .and_then(|a| a.parse::<u32>().ok())
         .unwrap_or(1);
     let id = query_param(query, "cid").and_then(|c| c.parse::<CallId>().ok());
+    if let Some(id) = &id {
+        herald::telemetry::record_call_id(id);
+    }
     let now = svc.clock.now_ms();
     // Only values of known shape go into the event: nothing from the request is stored raw.
     let safe_sid = herald::twilio::is_sid(sid, "CA").then(|| sid.to_owned());
@@ -159,6 +162,9 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
     };
     let query = req.uri().query();
     let id = query_param(query, "cid").and_then(|c| c.parse::<CallId>().ok());
+    if let Some(id) = &id {
+        herald::telemetry::record_call_id(id);
+    }
     let attempt = query_param(query, "a")
         .and_then(|a| a.parse::<u32>().ok())
         .unwrap_or(1);

@@ -234,6 +234,9 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
         .and_then(|a| a.parse::<u32>().ok())
         .unwrap_or(1);
     let id = query_param(query, "mid").and_then(|m| m.parse::<MessageId>().ok());
+    if let Some(id) = &id {
+        herald::telemetry::record_message_id(id);
+    }
     let now = svc.clock.now_ms();
     // Only values of known shape go into the event: nothing from the request is stored raw.
     let safe_sid = herald::twilio::is_sid(sid, "SM")

@@ -29,6 +29,8 @@ pub type SqsHandler = Arc<
 pub struct MappingOptions {
     /// The queue's name (for the event source ARN).
     pub name: String,
+    /// The function the mapping invokes (its log lines carry the name).
+    pub function: &'static str,
     /// Jobs per invocation (1..=10).
     pub batch_size: u32,
     /// How long a received job stays hidden.
@@ -73,7 +75,9 @@ pub async fn poll_once(
         return 0;
     }
     stats.invocations.fetch_add(1, Ordering::Relaxed);
-    match handler(herald::sqs::event_for(&opts.name, &jobs)).await {
+    let span = herald::telemetry::invocation_span(opts.function, &ulid::Ulid::new().to_string());
+    let invocation = handler(herald::sqs::event_for(&opts.name, &jobs));
+    match tracing::Instrument::instrument(invocation, span).await {
         Ok(resp) => {
             let failed: HashSet<&str> = resp
                 .batch_item_failures

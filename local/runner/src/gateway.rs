@@ -27,8 +27,8 @@ pub type Handler = Arc<
 /// Routes: the function serving each path prefix.
 #[derive(Clone)]
 pub struct Routes {
-    /// `(path prefix, handler)`, first match wins.
-    pub routes: Vec<(&'static str, Handler)>,
+    /// `(path prefix, function name, handler)`, first match wins.
+    pub routes: Vec<(&'static str, &'static str, Handler)>,
     /// Bearer API keys and the caller each stands for. A request with
     /// `Authorization: Bearer <key>` of a known key reaches the handler with a JWT-authorizer
     /// request context whose `sub` is that caller, as API Gateway's JWT authorizer does on AWS;
@@ -67,10 +67,10 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some((_, handler)) = routes
+    let Some((_, function, handler)) = routes
         .routes
         .iter()
-        .find(|(prefix, _)| uri.path().starts_with(prefix))
+        .find(|(prefix, _, _)| uri.path().starts_with(prefix))
     else {
         return (
             StatusCode::NOT_FOUND,
@@ -104,7 +104,8 @@ async fn dispatch(
         Ok(r) => r,
         Err(_) => return (StatusCode::BAD_REQUEST, "unreadable request").into_response(),
     };
-    match handler(req).await {
+    let span = herald::telemetry::invocation_span(function, &request_id);
+    match tracing::Instrument::instrument(handler(req), span).await {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             let bytes: Vec<u8> = match body {

@@ -303,24 +303,28 @@ impl LocalStack {
             routes: vec![
                 (
                     "/health",
+                    "send-sms",
                     handler(services.clone(), |s, r| async move {
                         send_sms::handle(&s, r).await
                     }),
                 ),
                 (
                     "/v1/calls",
+                    "place-call",
                     handler(services.clone(), |s, r| async move {
                         place_call::handle(&s, r).await
                     }),
                 ),
                 (
                     "/v1/",
+                    "send-sms",
                     handler(services.clone(), |s, r| async move {
                         send_sms::handle(&s, r).await
                     }),
                 ),
                 (
                     "/webhooks/",
+                    "webhook-receiver",
                     handler(services.clone(), |s, r| async move {
                         webhook_receiver::handle(&s, r).await
                     }),
@@ -335,8 +339,9 @@ impl LocalStack {
         })];
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mapping = |name: &str| MappingOptions {
+        let mapping = |name: &str, function: &'static str| MappingOptions {
             name: name.to_owned(),
+            function,
             batch_size: 10,
             visibility_timeout_secs,
             concurrency: opts.concurrency,
@@ -349,7 +354,7 @@ impl LocalStack {
             sqs_handler(services.clone(), |s, e| async move {
                 send_sms::handle_sqs(&s, e).await
             }),
-            mapping("herald-send"),
+            mapping("herald-send", "send-sms"),
             send_stats.clone(),
             stop_rx.clone(),
         ));
@@ -358,7 +363,7 @@ impl LocalStack {
             sqs_handler(services.clone(), |s, e| async move {
                 retry_processor::handle(&s, e).await
             }),
-            mapping("herald-retry"),
+            mapping("herald-retry", "retry-processor"),
             retry_stats.clone(),
             stop_rx.clone(),
         ));
@@ -370,7 +375,12 @@ impl LocalStack {
                     _ = tokio::time::sleep(every) => {}
                     _ = sweeper_stop.changed() => return,
                 }
-                if let Err(e) = herald::delivery::sweep(&sweeper_svc, grace_ms, 1000).await {
+                let span = herald::telemetry::invocation_span(
+                    "retry-processor",
+                    &ulid::Ulid::new().to_string(),
+                );
+                let swept = herald::delivery::sweep(&sweeper_svc, grace_ms, 1000);
+                if let Err(e) = tracing::Instrument::instrument(swept, span).await {
                     tracing::error!(error = %e, "sweep failed");
                 }
             }

@@ -1,5 +1,6 @@
 //! Captures every log line of a full end-to-end run (at debug level) and searches it for the
-//! phone numbers, bodies and secrets the run used.
+//! phone numbers, bodies and secrets the run used; every line of a handler carries the request
+//! id and, when it concerns one message or call, its id.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,44 @@ impl Write for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Lines of the handlers that concern no single message or call (a refused request, a sweep
+/// over many, an inbound SMS): they carry the request id only.
+const ABOUT_NO_ONE_MESSAGE: &[&str] = &[
+    "webhook rejected",
+    "callback without a usable id or status",
+    "sweeper moved or re-enqueued messages",
+    "duplicate inbound SMS",
+    "inbound SMS recorded",
+    "opt-out changed",
+    "request rejected",
+];
+
+/// Whether a line comes from a handler (Herald's functions and the shared crate), not from the
+/// local runner or the simulator around them.
+fn is_handler_line(v: &serde_json::Value) -> bool {
+    let target = v["target"].as_str().unwrap_or_default();
+    [
+        "herald::",
+        "send_sms",
+        "place_call",
+        "webhook_receiver",
+        "retry_processor",
+    ]
+    .iter()
+    .any(|t| target.starts_with(t))
+}
+
+/// A field of the line's event or of any of its spans.
+fn field<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    v.get(name).or_else(|| {
+        v["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|s| s.get(name))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,10 +77,34 @@ async fn a_full_run_logs_no_number_body_or_secret() {
         "the run must have logged: {} lines",
         logs.lines().count()
     );
+    let mut about_one = 0;
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line)
+        let v = serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if !is_handler_line(&v) {
+            continue;
+        }
+        assert!(
+            field(&v, "request_id").is_some(),
+            "a handler's line without the request id: {line}"
+        );
+        let subject = ["message_id", "call_id", "verification_id"]
+            .iter()
+            .any(|k| field(&v, k).is_some());
+        if subject {
+            about_one += 1;
+        } else {
+            let message = v["message"].as_str().unwrap_or_default();
+            assert!(
+                ABOUT_NO_ONE_MESSAGE.contains(&message),
+                "a handler's line without the message or call id: {line}"
+            );
+        }
     }
+    assert!(
+        about_one > 20,
+        "{about_one} lines name their message or call"
+    );
     let secret: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("twilio-secret.json")).unwrap())
             .unwrap();
