@@ -5,8 +5,9 @@
 //!   variable `herald::Config` and `herald::adapters::aws::AwsResources` require set on every
 //!   function; SQS event sources with partial batch failures; no wildcard in any function role.
 //! - Every fixture in `events/` (loaded with `include_str!`) runs through its handler on the
-//!   embedded adapters (`herald::test_env::TestEnv`) with the outcome it must have; a fixture
-//!   file no test loads fails the suite.
+//!   embedded adapters (`herald::test_env::TestEnv`; the rotation steps against the Twilio
+//!   simulator and the SQLite secret store) with the outcome it must have; a fixture file no
+//!   test loads fails the suite.
 //! - Least privilege, from the code: the fixtures run over recording ports, which note every
 //!   port method each function calls; the AWS adapters' source tells which AWS action on which
 //!   table, index, queue, key or secret each port method makes. Each function's role must grant
@@ -20,9 +21,10 @@ use async_trait::async_trait;
 use herald::crypto::{DataKey, LookupToken};
 use herald::domain::{Call, CallId, Event, Message, MessageId, MessageStatus, Subject};
 use herald::ports::{
-    Applied, CallApplied, CallStore, Decide, DecideCall, EventStore, KeyError, KeyService, Keyring,
-    MessageStore, OptOutStore, Queue, QueueDepth, QueueError, ReceivedJob, SecretError,
-    SecretSource, StoreError, TwilioCredentials,
+    AWSCURRENT, AWSPENDING, Applied, CallApplied, CallStore, Clock, Decide, DecideCall, EventStore,
+    KeyError, KeyService, Keyring, ManualClock, MessageStore, OptOutStore, Queue, QueueDepth,
+    QueueError, ReceivedJob, SecretError, SecretMetadata, SecretSource, SecretValue,
+    SecretVersions, StoreError, TwilioCredentials,
 };
 use herald::service::Services;
 use herald::test_env::TestEnv;
@@ -305,11 +307,60 @@ fn secret_rotates_every_90_days_through_credential_rotation() {
             "HeraldKey"
         );
     }
-    let ttl = &r["EventsTable"]["Properties"]["TimeToLiveSpecification"];
-    assert_eq!(
-        ttl["AttributeName"].as_str(),
-        Some(herald::adapters::aws::EVENTS_TTL_ATTRIBUTE)
-    );
+    // Events expire; so does the protection state (rate windows, idempotency keys, codes).
+    for (table, attribute) in [
+        ("EventsTable", herald::adapters::aws::EVENTS_TTL_ATTRIBUTE),
+        ("StateTable", herald::adapters::aws::STATE_TTL_ATTRIBUTE),
+    ] {
+        let ttl = &r[table]["Properties"]["TimeToLiveSpecification"];
+        assert_eq!(ttl["AttributeName"].as_str(), Some(attribute), "{table}");
+        assert_eq!(ttl["Enabled"].as_bool(), Some(true), "{table}");
+    }
+}
+
+/// The sources that read environment variables, by function (`*`: every function).
+const CONFIG_SOURCES: [(&str, &str); 5] = [
+    ("*", include_str!("../../shared/src/config.rs")),
+    ("*", include_str!("../../shared/src/protect/config.rs")),
+    ("*", include_str!("../../shared/src/adapters/aws/mod.rs")),
+    ("*", include_str!("../../shared/src/telemetry.rs")),
+    (
+        "credential-rotation",
+        include_str!("../../functions/credential-rotation/src/lib.rs"),
+    ),
+];
+
+/// The quoted SCREAMING_SNAKE_CASE names in `src` (variable names, and some other constants).
+fn quoted_names(src: &str) -> BTreeSet<String> {
+    src.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            w.len() > 3
+                && w.contains('_')
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_variable_set_on_a_function_is_one_its_code_reads() {
+    let t = template();
+    for (bin, id) in functions(&t) {
+        let read: BTreeSet<String> = CONFIG_SOURCES
+            .iter()
+            .filter(|(f, _)| *f == "*" || *f == bin)
+            .flat_map(|(_, src)| quoted_names(src))
+            .collect();
+        for name in environment(&t, &id) {
+            assert!(
+                read.contains(&name),
+                "{bin} is given {name}, which its code never reads (a typo, or a leftover)"
+            );
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -365,7 +416,7 @@ fn with_helpers(all: &BTreeMap<String, String>, name: &str) -> String {
     text
 }
 
-const SDK_ACTIONS: [(&str, &str); 12] = [
+const SDK_ACTIONS: [(&str, &str); 15] = [
     (".get_item()", "dynamodb:GetItem"),
     (".put_item()", "dynamodb:PutItem"),
     (".update_item()", "dynamodb:UpdateItem"),
@@ -378,6 +429,12 @@ const SDK_ACTIONS: [(&str, &str); 12] = [
     (".generate_data_key()", "kms:GenerateDataKey"),
     (".decrypt()", "kms:Decrypt"),
     (".get_secret_value()", "secretsmanager:GetSecretValue"),
+    (".describe_secret()", "secretsmanager:DescribeSecret"),
+    (".put_secret_value()", "secretsmanager:PutSecretValue"),
+    (
+        ".update_secret_version_stage()",
+        "secretsmanager:UpdateSecretVersionStage",
+    ),
 ];
 
 fn sdk_actions(body: &str) -> BTreeSet<&'static str> {
@@ -450,7 +507,7 @@ fn needs(port: &str, method: &str) -> Grants {
                 out.insert((action.into(), "HeraldKey".into()));
             }
         }
-        "secrets" => {
+        "secrets" | "secret_versions" => {
             for action in sdk_actions(&with_helpers(&bodies(&[SECRETS]), method)) {
                 out.insert((action.into(), "TwilioSecret".into()));
             }
@@ -599,6 +656,39 @@ impl SecretSource for Rec<dyn SecretSource> {
 }
 
 #[async_trait]
+impl SecretVersions for Rec<dyn SecretVersions> {
+    async fn describe(&self) -> Result<SecretMetadata, SecretError> {
+        self.note("describe");
+        self.inner.describe().await
+    }
+    async fn get_by_stage(&self, stage: &str) -> Result<Option<SecretValue>, SecretError> {
+        self.note("get_by_stage");
+        self.inner.get_by_stage(stage).await
+    }
+    async fn get_version(&self, version_id: &str) -> Result<Option<SecretValue>, SecretError> {
+        self.note("get_version");
+        self.inner.get_version(version_id).await
+    }
+    async fn put_version(
+        &self,
+        version_id: &str,
+        text: &str,
+        stages: &[&str],
+    ) -> Result<(), SecretError> {
+        self.note("put_version");
+        self.inner.put_version(version_id, text, stages).await
+    }
+    async fn move_stage(&self, stage: &str, version_id: &str) -> Result<(), SecretError> {
+        self.note("move_stage");
+        self.inner.move_stage(stage, version_id).await
+    }
+    async fn remove_stage(&self, stage: &str, version_id: &str) -> Result<(), SecretError> {
+        self.note("remove_stage");
+        self.inner.remove_stage(stage, version_id).await
+    }
+}
+
+#[async_trait]
 impl Queue for Rec<dyn Queue> {
     async fn send(&self, body: &str, delay: u32) -> Result<String, QueueError> {
         self.note("send");
@@ -666,8 +756,8 @@ enum Expect {
     BatchFailures(usize),
     /// The scheduled sweep runs.
     Sweep,
-    /// A rotation step (the handler is on the credential-rotation branch): it parses.
-    RotationEvent,
+    /// A rotation step that ends with this outcome.
+    Rotation(credential_rotation::Outcome),
 }
 
 struct Fixture {
@@ -690,6 +780,7 @@ macro_rules! fixture {
 
 fn fixtures() -> Vec<Fixture> {
     use Expect::*;
+    use credential_rotation::Outcome::{Changed, Unchanged};
     vec![
         fixture!("send-sms", "post-message", Status(201)),
         fixture!("send-sms", "post-message-template", Status(201)),
@@ -710,10 +801,12 @@ fn fixtures() -> Vec<Fixture> {
         // Message and call jobs nobody waits for are done; the unknown kind fails.
         fixture!("retry-processor", "sqs-retry-queue", BatchFailures(1)),
         fixture!("retry-processor", "scheduled-sweep", Sweep),
-        fixture!("credential-rotation", "createSecret", RotationEvent),
-        fixture!("credential-rotation", "setSecret", RotationEvent),
-        fixture!("credential-rotation", "testSecret", RotationEvent),
-        fixture!("credential-rotation", "finishSecret", RotationEvent),
+        // In order, one rotation: a new API key stored pending, nothing to set, the key proven
+        // at Twilio, then made current.
+        fixture!("credential-rotation", "createSecret", Rotation(Changed)),
+        fixture!("credential-rotation", "setSecret", Rotation(Unchanged)),
+        fixture!("credential-rotation", "testSecret", Rotation(Unchanged)),
+        fixture!("credential-rotation", "finishSecret", Rotation(Changed)),
     ]
 }
 
@@ -767,13 +860,113 @@ async fn run(svc: &Services, f: &Fixture) -> (bool, String) {
             let swept = retry_processor::sweep(svc).await;
             (swept.is_ok(), format!("{swept:?}"))
         }
-        Expect::RotationEvent => {
-            let ev: aws_lambda_events::secretsmanager::SecretsManagerSecretRotationEvent =
-                serde_json::from_value(value).expect("a rotation event");
-            let ok = ev.step == f.name && ev.secret_id.starts_with("arn:aws:secretsmanager:");
-            (ok, format!("step {}", ev.step))
-        }
+        Expect::Rotation(_) => panic!("rotation fixtures run in run_rotation"),
     }
+}
+
+/// The credentials the rotation fixtures start from (test values, never real).
+fn rotation_credentials() -> TwilioCredentials {
+    TwilioCredentials {
+        account_sid: format!("AC{}", "e5".repeat(16)),
+        api_key_sid: format!("SK{}", "f6".repeat(16)),
+        api_key_secret: herald::Secret::new("fixture-key-secret".into()),
+        auth_token: herald::Secret::new("fixture-auth-token".into()),
+        previous_auth_token: None,
+        previous_valid_until_ms: None,
+    }
+}
+
+/// Runs the rotation fixtures, in order, through `credential_rotation::handle` against the
+/// Twilio simulator and the SQLite secret store (the secret as Secrets Manager leaves it when it
+/// invokes `createSecret`: rotation on, the token staged `AWSPENDING` without a value), over a
+/// recording secret; returns the secret calls made.
+async fn run_rotation(all: &[Fixture]) -> BTreeSet<(&'static str, &'static str)> {
+    let creds = rotation_credentials();
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut cfg =
+        twilio_sim::SimConfig::new(creds.account_sid.clone(), creds.auth_token.expose().clone());
+    cfg.api_keys = vec![(
+        creds.api_key_sid.clone(),
+        creds.api_key_secret.expose().clone(),
+    )];
+    cfg.callback_mode = twilio_sim::CallbackMode::Manual;
+    let sim = twilio_sim::Simulator::start(cfg).await.expect("simulator");
+    let store = herald::adapters::embedded::SqliteSecretStore::in_memory(
+        "herald/prod/twilio",
+        clock.clone() as Arc<dyn Clock>,
+    )
+    .expect("secret store");
+    store
+        .create_if_absent(
+            "initial-0000000000000000000000000000",
+            &serde_json::to_string(&creds).expect("JSON"),
+        )
+        .await
+        .expect("initial version");
+    store.set_rotation_enabled(true).await.expect("rotation on");
+    let rotation: Vec<&Fixture> = all
+        .iter()
+        .filter(|f| f.function == "credential-rotation")
+        .collect();
+    let event = |f: &Fixture| {
+        serde_json::from_str::<aws_lambda_events::secretsmanager::SecretsManagerSecretRotationEvent>(
+            f.text,
+        )
+        .expect("a rotation event")
+    };
+    let token = event(rotation[0]).client_request_token;
+    store.start_rotation(&token).await.expect("pending version");
+    let config = credential_rotation::RotationConfig {
+        api_base_url: sim.base_url(),
+        accounts_base_url: sim.base_url(),
+        mode: credential_rotation::RotationMode::ApiKey,
+        grace_ms: 60_000,
+        request_timeout: std::time::Duration::from_secs(5),
+    };
+    let rotator =
+        credential_rotation::Rotator::new(&config, clock as Arc<dyn Clock>).expect("rotator");
+    let log: Log = Arc::default();
+    let store: Arc<dyn SecretVersions> = Arc::new(store);
+    let secret = rec("secret_versions", &log, store.clone());
+    for f in rotation {
+        let ev = event(f);
+        assert_eq!(
+            ev.step, f.name,
+            "events/credential-rotation/{}.json",
+            f.name
+        );
+        assert_eq!(ev.client_request_token, token, "one rotation");
+        let got = credential_rotation::handle(&rotator, secret.as_ref(), &ev).await;
+        let Expect::Rotation(want) = f.expect else {
+            panic!("{} is a rotation fixture", f.name)
+        };
+        assert!(
+            matches!(&got, Ok(o) if *o == want),
+            "events/credential-rotation/{}.json: expected {want:?}, got {got:?}",
+            f.name
+        );
+    }
+    let meta = store.describe().await.expect("describe");
+    assert!(
+        meta.has_stage(&token, AWSCURRENT),
+        "the rotation made its version current"
+    );
+    assert_eq!(meta.version_with(AWSPENDING), None);
+    let current = store
+        .get_by_stage(AWSCURRENT)
+        .await
+        .expect("read")
+        .expect("a current version");
+    let now: TwilioCredentials = serde_json::from_str(current.text.expose()).expect("credentials");
+    assert_ne!(
+        now.api_key_sid, creds.api_key_sid,
+        "a new API key is current"
+    );
+    assert!(
+        sim.api_keys().iter().any(|k| k.sid == now.api_key_sid),
+        "the new key exists at Twilio"
+    );
+    log.lock().expect("log").clone()
 }
 
 /// Runs every fixture, each function on its own environment over recording ports; returns the
@@ -781,7 +974,11 @@ async fn run(svc: &Services, f: &Fixture) -> (bool, String) {
 async fn run_all() -> BTreeMap<&'static str, BTreeSet<(&'static str, &'static str)>> {
     let mut calls = BTreeMap::new();
     let all = fixtures();
+    calls.insert("credential-rotation", run_rotation(&all).await);
     for function in BINARIES {
+        if function == "credential-rotation" {
+            continue;
+        }
         let env = TestEnv::start().await;
         let log: Log = Arc::default();
         let svc = recording(&env, &log);
@@ -867,6 +1064,13 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             ("events", "record_event", "the attempt's event"),
             retry,
         ],
+        // The fixtures rotate the API key; an auth-token rotation also takes AWSPENDING off
+        // the token's version once its promoted version is current.
+        "credential-rotation" => vec![(
+            "secret_versions",
+            "remove_stage",
+            "auth-token mode: the token's version leaves AWSPENDING",
+        )],
         _ => vec![],
     }
 }
@@ -902,16 +1106,6 @@ async fn each_role_grants_what_its_function_calls_and_nothing_more() {
     for (function, seen) in calls {
         let id = &fns[function];
         let granted = grants(&t, &role_of(&t, id));
-        if function == "credential-rotation" {
-            // Its code is on another branch: its role is checked for shape only (no wildcard,
-            // the secret only), here and in no_wildcard_in_any_function_role.
-            assert!(
-                granted
-                    .iter()
-                    .all(|(a, r)| r == "TwilioSecret" || a.starts_with("logs:"))
-            );
-            continue;
-        }
         let mut required = Grants::new();
         for (port, method) in &seen {
             required.extend(needs(port, method));
