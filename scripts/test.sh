@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of Herald: format, lints, unit and conformance tests (SQLite, and DynamoDB/KMS/
 # Secrets Manager/SQS through a moto server on a loopback port), the simulator against Twilio's
-# official Python SDK, and the end-to-end demo. Installs what it needs into .venv (PyPI).
+# official Python SDK, the end-to-end demo, soak and rotation drill, and the five Lambda zips.
+# Installs what it needs into .venv (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -61,6 +62,9 @@ cargo run --release --bin herald -- rotation-drill --json
 
 step "herald soak: 2,000 messages under faults (exit 1 unless nothing is lost, sent twice or wrong)"
 cargo run --release --bin herald -- soak --messages 2000 --fault-rate 0.2 --deadline-secs 300 --json
+
+step "package: the five bootstrap zips for arm64 (cargo-lambda and Zig from PyPI), with their sizes"
+scripts/package.sh --require-all --or-x86_64
 
 echo
 echo "all tests passed"
