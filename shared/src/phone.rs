@@ -109,6 +109,15 @@ impl fmt::Debug for Masked {
     }
 }
 
+/// Whether `s` has the form of an E.164 number: `+`, a country code not starting with 0, and 7
+/// to 15 digits in all, nothing else. A check of form only, without the numbering plan's
+/// metadata (see [`parse`] for the full check).
+pub fn is_e164(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|d| {
+        (7..=15).contains(&d.len()) && !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Parses an international number (`+1 (415) 555-2671`, `+44 20 7946 0958` …) to E.164.
 pub fn parse(input: &str) -> Result<PhoneNumber, PhoneError> {
     let input = input.trim();
@@ -164,6 +173,28 @@ pub fn parse(input: &str) -> Result<PhoneNumber, PhoneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e164_form_without_metadata() {
+        for ok in ["+14155552671", "+442079460958", "+15005550006", "+49301234"] {
+            assert!(is_e164(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "+",
+            "14155552671",
+            "+1 415 555 2671",
+            "+1-415-555-2671",
+            "+0415555267",
+            "+123456",
+            "+1234567890123456",
+            "+1415555267a",
+        ] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+        // Every number the full parser accepts has the form.
+        assert!(is_e164(parse("+1 (415) 555-2671").unwrap().e164()));
+    }
 
     #[test]
     fn normalises_to_e164_and_tells_the_country() {
