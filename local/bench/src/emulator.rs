@@ -488,9 +488,15 @@ done
             log: dir.join("fake.log"),
         };
         let event = Bytes::from_static(b"{}");
-        let s = measure_start(&cmd, &event, &[event.clone()], 3, Duration::from_secs(20))
-            .await
-            .unwrap();
+        let s = measure_start(
+            &cmd,
+            &event,
+            std::slice::from_ref(&event),
+            3,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
         assert_eq!((s.invocations, s.responses), (4, 4));
         assert_eq!(s.first_answer, AnswerKind::Response);
         assert!(s.init_ms > 0.0 && s.init_ms <= s.first_answer_ms);

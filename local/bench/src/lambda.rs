@@ -23,6 +23,13 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
     ("credential-rotation", "testSecret.json"),
 ];
 
+/// A variant of `send-sms`'s configuration also measured: the sender as a Messaging Service.
+pub const MESSAGING_SERVICE: (&str, &str, &str) = (
+    "(Messaging Service)",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "MG0123456789abcdef0123456789abcdef",
+);
+
 /// The Node.js baseline's fixtures: the SMS request, then a signed status callback.
 pub const BASELINE_FIXTURES: &[(&str, &str)] = &[
     ("send-sms", "post-message.json"),
@@ -208,10 +215,14 @@ pub async fn run(o: Options) -> Result<LambdaReport, Box<dyn std::error::Error +
     env.push(("AWS_ENDPOINT_URL".into(), o.aws_endpoint.clone()));
 
     let mut functions = Vec::new();
-    for (name, file) in FUNCTIONS {
+    let variants = FUNCTIONS
+        .iter()
+        .map(|(name, file)| (*name, *file, None))
+        .chain([("send-sms", "post-message.json", Some(MESSAGING_SERVICE))]);
+    for (name, file, variant) in variants {
         let program = o.bin_dir.join(name);
         let mut first = fixture(&o.events_dir, name, file)?;
-        if *name == "credential-rotation" {
+        if name == "credential-rotation" {
             // The rotation step names the secret: point it at the one in moto.
             let mut event: serde_json::Value = serde_json::from_slice(&first)?;
             event["SecretId"] = resources["TWILIO_SECRET_ARN"].clone().into();
@@ -219,16 +230,27 @@ pub async fn run(o: Options) -> Result<LambdaReport, Box<dyn std::error::Error +
         }
         let mut cmd_env = lambda_env(name);
         cmd_env.extend(env.iter().cloned());
+        let label = match variant {
+            None => name.to_owned(),
+            Some((label, var, value)) => {
+                // The sender as a Messaging Service instead of a number: start-up then parses no
+                // phone number (see BENCHMARKS.md).
+                cmd_env.retain(|(k, _)| k != "TWILIO_FROM_NUMBER");
+                cmd_env.push((var.to_owned(), value.to_owned()));
+                format!("{name} {label}")
+            }
+        };
         let cmd = Command {
             program: program.clone(),
             args: vec![],
             env: cmd_env,
-            log: o.log_dir.join(format!("{name}.log")),
+            log: o.log_dir.join(format!("{}.log", label.replace(' ', "-"))),
         };
-        eprintln!("lambda: {name} ({} starts)", o.starts);
-        let (starts, memory) = measure(name, &cmd, &first, &[first.clone()], &o).await?;
+        eprintln!("lambda: {label} ({} starts)", o.starts);
+        let (starts, memory) =
+            measure(&label, &cmd, &first, std::slice::from_ref(&first), &o).await?;
         functions.push(summarise(
-            name,
+            &label,
             &program.display().to_string(),
             &format!("events/{name}/{file}"),
             starts,

@@ -102,7 +102,7 @@ pub fn corpus(count: usize, auth_token: &str) -> Corpus {
             if status == "delivered" {
                 params.push(("RawDlrDoneDate".into(), "2611211200".into()));
             }
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 params.push(("MessagingServiceSid".into(), format!("MG{}", rng.hex(32))));
             }
             let signature = signature::compute(
