@@ -44,8 +44,11 @@ bins=$target/$profile
 bench=$bins/herald-bench
 
 if [ "$mode" = full ]; then
-  step "release build: herald-bench and the five functions"
-  args=(-p herald-bench)
+  step "release build: herald-bench, then the five functions on their own"
+  # Two builds: built together, cargo would unify features across them and the functions'
+  # binaries would carry the bench's dependencies' features (not what is deployed).
+  cargo build --release -p herald-bench
+  args=()
   for f in "${functions[@]}"; do args+=(-p "$f"); done
   cargo build --release "${args[@]}"
 else
