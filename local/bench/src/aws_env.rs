@@ -127,15 +127,22 @@ pub fn herald_env(twilio_api_base_url: &str) -> BTreeMap<String, String> {
 
 /// The services over the AWS adapters for `env` (Herald's variables and the resources'), as
 /// `herald::lambda::services_from_env` builds them from the process environment.
+/// The DynamoDB store is built over `dynamodb` (a client the caller may have instrumented).
 pub fn services(
     sdk: &SdkConfig,
     env: &BTreeMap<String, String>,
+    dynamodb: aws_sdk_dynamodb::Client,
 ) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
     let get = |k: &str| env.get(k).cloned();
     let config = Config::from_lookup(get)?;
     let resources = AwsResources::from_lookup(get)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let aws = AwsAdapters::new(sdk, &resources, clock.clone());
+    let mut aws = AwsAdapters::new(sdk, &resources, clock.clone());
+    aws.store = Arc::new(herald::adapters::aws::DynamoStore::new(
+        dynamodb,
+        resources.tables.clone(),
+        clock.clone(),
+    ));
     let adapters = Adapters {
         messages: aws.store.clone(),
         calls: aws.store.clone(),

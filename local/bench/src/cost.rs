@@ -118,6 +118,10 @@ pub struct Bill {
     pub billed_ms: Vec<(String, f64)>,
 }
 
+/// Not a request: the write units a table's global secondary indexes take for the writes to it
+/// (counted with the writes, billed as writes, no wait of their own).
+pub const GSI_WRITE: &str = "dynamodb:(index writes)";
+
 /// Whether an IAM action is a DynamoDB write (1 WRU per item of up to 1 KB).
 pub fn is_dynamodb_write(action: &str) -> bool {
     matches!(
@@ -152,6 +156,7 @@ pub fn billed_ms(inv: &Invocation, waits: &Waits) -> f64 {
     let wait: f64 = inv
         .aws_calls
         .iter()
+        .filter(|(a, _)| a.as_str() != GSI_WRITE)
         .map(|(a, n)| {
             n * match service(a) {
                 "dynamodb" => waits.dynamodb_ms,
@@ -191,7 +196,9 @@ pub fn bill(inputs: &Inputs, prices: &Prices, waits: &Waits) -> Bill {
     let mut per_service: BTreeMap<&str, f64> = BTreeMap::new();
     for inv in &inputs.invocations {
         for (action, n) in &inv.aws_calls {
-            let key = if is_dynamodb_write(action) {
+            let key = if action == GSI_WRITE {
+                "dynamodb-gsi-write"
+            } else if is_dynamodb_write(action) {
                 "dynamodb-write"
             } else if is_dynamodb_read(action) {
                 "dynamodb-read"
@@ -231,6 +238,11 @@ pub fn bill(inputs: &Inputs, prices: &Prices, waits: &Waits) -> Bill {
             "Secrets Manager API calls",
             units("secretsmanager"),
             prices.secrets_manager_call,
+        ),
+        line(
+            "DynamoDB write request units of the indexes (GSI)",
+            units("dynamodb-gsi-write"),
+            prices.dynamodb_wru,
         ),
     ];
     let total = lines.iter().map(|l| l.usd_per_million).sum();
@@ -277,6 +289,13 @@ mod tests {
         };
         // 0.3 + 2 × 5 + 0.5 × 10 + 150 = 165.3 → 166.
         assert_eq!(billed_ms(&inv, &WAITS), 166.0);
+        let mut with_index = inv.clone();
+        with_index.aws_calls.insert(GSI_WRITE.to_owned(), 4.0);
+        assert_eq!(
+            billed_ms(&with_index, &WAITS),
+            166.0,
+            "index writes add no wait"
+        );
         let idle = Invocation {
             aws_calls: BTreeMap::new(),
             calls_twilio: false,
@@ -330,6 +349,10 @@ mod tests {
         assert!((get("DynamoDB read").usd_per_million - 0.125).abs() < 1e-9);
         assert!((get("KMS").usd_per_million - 0.003).abs() < 1e-9);
         assert!((get("Secrets Manager").usd_per_million - 0.005).abs() < 1e-9);
+        assert_eq!(
+            get("DynamoDB write request units of the indexes").units_per_message,
+            0.0
+        );
         // send: 1 + 10 + 5 + tiny + 150 → 167 ms; callback: 1 + 5 = 6 ms, twice.
         assert_eq!(
             b.billed_ms,

@@ -75,8 +75,14 @@ pub fn cost_inputs(
     lambda: &LambdaReport,
 ) -> (Inputs, Option<Inputs>) {
     let n = calls.messages.max(1) as f64;
-    let per = |m: &BTreeMap<String, u64>, d: f64| -> BTreeMap<String, f64> {
-        m.iter().map(|(k, v)| (k.clone(), *v as f64 / d)).collect()
+    let per = |m: &BTreeMap<String, u64>, by_table: &BTreeMap<String, u64>, d: f64| {
+        let mut out: BTreeMap<String, f64> =
+            m.iter().map(|(k, v)| (k.clone(), *v as f64 / d)).collect();
+        out.insert(
+            cost::GSI_WRITE.to_owned(),
+            calls.gsi_writes(by_table) as f64 / d,
+        );
+        out
     };
     let invocations = |send_ms: f64, callback_ms: f64| {
         vec![
@@ -84,14 +90,14 @@ pub fn cost_inputs(
                 name: "POST /v1/messages (send-sms)".into(),
                 per_message: 1.0,
                 compute_ms: send_ms,
-                aws_calls: per(&calls.send, n),
+                aws_calls: per(&calls.send, &calls.send_writes_by_table, n),
                 calls_twilio: true,
             },
             Invocation {
                 name: "status callback (webhook-receiver)".into(),
                 per_message: 2.0,
                 compute_ms: callback_ms,
-                aws_calls: per(&calls.callbacks, 2.0 * n),
+                aws_calls: per(&calls.callbacks, &calls.callback_writes_by_table, 2.0 * n),
                 calls_twilio: false,
             },
         ]
@@ -524,6 +530,30 @@ pub fn render(dir: &Path) -> Result<String, String> {
     }
     let _ = writeln!(
         o,
+        "\nDynamoDB writes by table (the SDK's requests, counted by an interceptor), and the \
+         global secondary indexes each write also updates (every index projects all attributes):\n"
+    );
+    let _ = writeln!(
+        o,
+        "| table | indexes | writes per POST /v1/messages | writes per status callback | index write units per message |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+    for (table, k) in &calls.gsis {
+        let s = calls.send_writes_by_table.get(table).copied().unwrap_or(0) as f64 / n;
+        let c = calls
+            .callback_writes_by_table
+            .get(table)
+            .copied()
+            .unwrap_or(0) as f64
+            / (2.0 * n);
+        let _ = writeln!(
+            o,
+            "| {table} | {k} | {s:.3} | {c:.3} | {:.3} |",
+            (s + 2.0 * c) * *k as f64
+        );
+    }
+    let _ = writeln!(
+        o,
         "\nPrices (us-east-1, on demand, as of {}): HTTP API $1.00 per million requests; Lambda \
          arm64 $0.20 per million requests and $0.0000133334 per GB-second; SQS $0.40 per million \
          requests; DynamoDB on-demand $0.625 per million write request units and $0.125 per million \
@@ -535,7 +565,10 @@ pub fn render(dir: &Path) -> Result<String, String> {
         o,
         "Assumptions: every DynamoDB write is 1 WRU (items under 1 KB; a conditional write costs \
          the same, failed or not; no transactions are used) and every read 1 RRU (strongly \
-         consistent, under 4 KB). Billed duration = measured compute (section 3 p50 for Herald; the \
+         consistent, under 4 KB); each write also costs 1 WRU in each index of its table (a write that \
+         moves an item's index key, such as a status change in `by_status`, costs one more there: \
+         not counted, so DynamoDB is if anything understated). CloudWatch Logs are not counted. \
+         Billed duration = measured compute (section 3 p50 for Herald; the \
          emulator's warm p50 for Node) + the time spent waiting on the network, the same for both \
          languages: {} ms per DynamoDB call, {} ms per SQS call, {} ms per KMS call, {} ms per \
          Secrets Manager call, {} ms for Twilio's `Messages.json`; rounded up to the millisecond. \
@@ -584,10 +617,14 @@ pub fn render(dir: &Path) -> Result<String, String> {
     let _ = writeln!(o, "What moves the figure:\n");
     let _ = writeln!(
         o,
-        "- **DynamoDB writes per message** ({writes:.2} now): each one is $0.625/M = {:.0}% of the \
-         floor; they are {:.0}% of Herald's bill. Reads ({reads:.2} per message) cost $0.125/M each.",
+        "- **DynamoDB writes per message** ({writes:.2} requests, {:.2} more units in the indexes): \
+         each unit is $0.625/M = {:.0}% of the floor; they are {:.0}% of Herald's bill. Reads \
+         ({reads:.2} per message) cost $0.125/M each.",
+        herald_bill.lines[8].units_per_message,
         0.625 / floor * 100.0,
-        herald_bill.lines[4].usd_per_million / herald_bill.total * 100.0
+        (herald_bill.lines[4].usd_per_million + herald_bill.lines[8].usd_per_million)
+            / herald_bill.total
+            * 100.0
     );
     let _ = writeln!(
         o,
@@ -686,12 +723,12 @@ fn why_missed(
     let debug = lambda.bin_dir.ends_with("debug");
     if target.contains("cost ≤") {
         let floor = cost::floor(&US_EAST_1);
-        let writes = herald.lines[4].usd_per_million;
+        let writes = herald.lines[4].usd_per_million + herald.lines[8].usd_per_million;
         let room = 1.25 * floor - floor - herald.lines[2].usd_per_million;
         let minimal = floor + herald.lines[2].usd_per_million + 3.0 * 0.625;
         format!(
             "the floor counts only the API Gateway and Lambda requests, but each message also pays \
-             {:.2} DynamoDB write units (${writes:.2}/M, {:.0}% of the bill; see the table: the \
+             {:.2} DynamoDB write units, {:.2} of them in indexes (${writes:.2}/M, {:.0}% of the bill; see the table: the \
              API call writes the message and its events, the rate-limit windows and the send \
              attempt's claim and result; each callback one conditional PutItem (dedupe and event \
              record) and one UpdateItem (status)). 1.25× the floor leaves ${room:.2}/M beyond the \
@@ -699,10 +736,12 @@ fn why_missed(
              with only the three writes a tracked message cannot avoid (the record and its two \
              status changes) costs ${minimal:.2}/M = {:.2}× the floor. So the target cannot be met \
              with DynamoDB on-demand as the store; each write removed saves $0.625/M (fold the \
-             callback's event record into its conditional status update: −$1.25/M; one rate-limit \
-             item per request instead of one per window), and provisioned capacity with \
+             callback's event record into its conditional status update: −$1.25/M plus its index \
+             write; one rate-limit item per request instead of one per window; `KEYS_ONLY` \
+             projections, so that updates which do not move an index key do not write the index), and provisioned capacity with \
              auto-scaling cuts the write price several-fold at steady load.",
-            herald.lines[4].units_per_message,
+            herald.lines[4].units_per_message + herald.lines[8].units_per_message,
+            herald.lines[8].units_per_message,
             writes / herald.total * 100.0,
             minimal / floor
         )
