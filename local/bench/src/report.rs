@@ -728,10 +728,10 @@ fn why_missed(
         let minimal = floor + herald.lines[2].usd_per_million + 3.0 * 0.625;
         format!(
             "the floor counts only the API Gateway and Lambda requests, but each message also pays \
-             {:.2} DynamoDB write units, {:.2} of them in indexes (${writes:.2}/M, {:.0}% of the bill; see the table: the \
-             API call writes the message and its events, the rate-limit windows and the send \
-             attempt's claim and result; each callback one conditional PutItem (dedupe and event \
-             record) and one UpdateItem (status)). 1.25× the floor leaves ${room:.2}/M beyond the \
+             {:.2} DynamoDB write units, {:.2} of them in indexes (${writes:.2}/M, {:.0}% of the bill; see the \
+             tables: the API call writes the messages, events and state (rate limits) tables, each \
+             callback an event (its dedupe) and the message's status, and the messages and events \
+             tables carry two and one indexes). 1.25× the floor leaves ${room:.2}/M beyond the \
              requests and Lambda time, less than one write per message at $0.625/M: even a design \
              with only the three writes a tracked message cannot avoid (the record and its two \
              status changes) costs ${minimal:.2}/M = {:.2}× the floor. So the target cannot be met \
@@ -789,10 +789,12 @@ fn why_missed(
         }
     } else if target.contains("webhook") {
         format!(
-            "p50 is {:.3} ms; the tail is the embedded SQLite store (one connection behind a mutex: \
-             its writes are serialised) and the other work sharing the 2 cores \
-             during the run{}.",
+            "p50 is {:.3} ms, p99 {:.3} ms; the tail was not broken down in this run. Suspects: \
+             the embedded SQLite store (one connection behind a mutex, so writes queue) and the \
+             other builds sharing the 2 cores during the run{}; a rerun on an idle machine, or a \
+             profile of the slowest 1%, would tell them apart.",
             inproc.webhook.sequential_ms.p50,
+            inproc.webhook.sequential_ms.p99,
             if debug {
                 "; and this was a debug build"
             } else {
