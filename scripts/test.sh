@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of Herald: format, lints, unit and conformance tests (SQLite, and DynamoDB/KMS/
 # Secrets Manager/SQS through a moto server on a loopback port), the simulator against Twilio's
-# official Python SDK, the end-to-end demo, soak and rotation drill, and the five Lambda zips.
+# official Python SDK, the end-to-end demo, soak and rotation drill, the five Lambda zips, and
+# the benchmark harness in its quick mode (BENCHMARKS.md comes from `scripts/bench.sh`).
 # Installs what it needs into .venv (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +66,9 @@ cargo run --release --bin herald -- soak --messages 2000 --fault-rate 0.2 --dead
 
 step "package: the five bootstrap zips for arm64 (cargo-lambda and Zig from PyPI), with their sizes"
 scripts/package.sh --require-all --or-x86_64
+
+step "benchmarks, quick: the harness must not rot (targets are reported, never enforced)"
+scripts/bench.sh --quick
 
 echo
 echo "all tests passed"
