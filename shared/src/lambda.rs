@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::adapters::aws::{AwsAdapters, AwsResources, load_sdk_config};
 use crate::ports::{Clock, SystemClock};
-use crate::service::{Adapters, Services};
+use crate::service::Services;
 
 /// Why a function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,18 +26,6 @@ pub async fn services_from_env() -> Result<Services, StartupError> {
     let sdk = load_sdk_config().await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let aws = AwsAdapters::new(&sdk, &resources, clock.clone());
-    let adapters = Adapters {
-        messages: aws.store.clone(),
-        calls: aws.store.clone(),
-        events: aws.store.clone(),
-        opt_outs: aws.store.clone(),
-        keyring: aws.store.clone(),
-        keys: aws.keys.clone(),
-        secrets: aws.secrets.clone(),
-        send_queue: aws.send_queue.clone(),
-        retry_queue: aws.retry_queue.clone(),
-        clock,
-        protection: aws.store.clone(),
-    };
+    let adapters = aws.ports(clock);
     Ok(Services::new(config, adapters)?)
 }

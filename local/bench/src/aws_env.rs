@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aws_config::{Region, SdkConfig};
 use herald::adapters::aws::{AwsAdapters, AwsResources, TableNames, create_queues, create_tables};
 use herald::ports::{Clock, SystemClock, TwilioCredentials};
-use herald::service::{Adapters, Services};
+use herald::service::Services;
 use herald::{Config, Secret};
 
 /// The webhook base URL (the one the `events/` fixtures were signed for).
@@ -143,19 +143,7 @@ pub fn services(
         resources.tables.clone(),
         clock.clone(),
     ));
-    let adapters = Adapters {
-        messages: aws.store.clone(),
-        calls: aws.store.clone(),
-        events: aws.store.clone(),
-        opt_outs: aws.store.clone(),
-        keyring: aws.store.clone(),
-        keys: aws.keys.clone(),
-        secrets: aws.secrets.clone(),
-        send_queue: aws.send_queue.clone(),
-        retry_queue: aws.retry_queue.clone(),
-        clock,
-        protection: aws.store.clone(),
-    };
+    let adapters = aws.ports(clock);
     Ok(Services::new(config, adapters)?)
 }
 

@@ -146,6 +146,26 @@ pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
         .clone()
 }
 
+impl AwsAdapters {
+    /// Every port of the services over these adapters (the store serves all of the tables'
+    /// ports), with `clock`.
+    pub fn ports(&self, clock: Arc<dyn Clock>) -> crate::service::Adapters {
+        crate::service::Adapters {
+            messages: self.store.clone(),
+            calls: self.store.clone(),
+            events: self.store.clone(),
+            opt_outs: self.store.clone(),
+            keyring: self.store.clone(),
+            keys: self.keys.clone(),
+            secrets: self.secrets.clone(),
+            send_queue: self.send_queue.clone(),
+            retry_queue: self.retry_queue.clone(),
+            clock,
+            protection: self.store.clone(),
+        }
+    }
+}
+
 /// The SDK configuration loader with Herald's HTTP client ([`http_client`]) and the latest
 /// behavior version; tests add an endpoint, region and credentials.
 pub fn sdk_loader() -> aws_config::ConfigLoader {
