@@ -102,17 +102,9 @@ fi
 
 step "moto server on a loopback port (counts every AWS call)"
 moto_out=$results/moto.out
-.venv/bin/python scripts/moto_server.py >"$moto_out" 2>"$logs/moto.err" &
-moto_pid=$!
+source scripts/lib/moto.sh
+start_moto "$moto_out" "$logs/moto.err"
 trap 'kill $moto_pid 2>/dev/null || true' EXIT
-moto_port=""
-for _ in $(seq 1 600); do
-  moto_port=$(head -n1 "$moto_out" 2>/dev/null || true)
-  [ -n "$moto_port" ] && break
-  kill -0 $moto_pid 2>/dev/null || { cat "$logs/moto.err"; echo "moto server did not start"; exit 1; }
-  sleep 0.1  # waiting for an external process to start, not synchronising tests
-done
-[ -n "$moto_port" ] || { echo "moto server did not report its port"; exit 1; }
 aws=http://127.0.0.1:$moto_port
 
 rel() { echo "${1#"$root"/}"; }

@@ -30,17 +30,9 @@ cargo build --workspace --all-targets --all-features
 
 step "moto server on a loopback port (one request at a time: see scripts/moto_server.py)"
 moto_out=$(mktemp)
-.venv/bin/python scripts/moto_server.py >"$moto_out" 2>"$moto_out.err" &
-moto_pid=$!
+source scripts/lib/moto.sh
+start_moto "$moto_out" "$moto_out.err"
 trap 'kill $moto_pid 2>/dev/null || true; rm -f "$moto_out" "$moto_out.err"' EXIT
-# Wait for the server to print its port (it does so once it listens).
-for _ in $(seq 1 600); do
-  moto_port=$(head -n1 "$moto_out" 2>/dev/null || true)
-  [ -n "$moto_port" ] && break
-  kill -0 $moto_pid 2>/dev/null || { cat "$moto_out.err"; echo "moto server did not start"; exit 1; }
-  sleep 0.1  # waiting for an external process to start, not synchronising tests
-done
-[ -n "$moto_port" ] || { echo "moto server did not report its port"; exit 1; }
 export HERALD_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true

@@ -182,7 +182,7 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
             id,
             attempt,
             not_before_ms,
-        } => process_message_job(svc, id, attempt, not_before_ms).await,
+        } => process_message_job(svc, id, *attempt, *not_before_ms).await,
         Job::Call {
             id,
             attempt,
@@ -196,17 +196,17 @@ pub async fn process_job(svc: &Services, job: &Job) -> JobOutcome {
 async fn process_message_job(
     svc: &Services,
     id: &MessageId,
-    attempt: &u32,
-    not_before_ms: &Option<i64>,
+    attempt: u32,
+    not_before_ms: Option<i64>,
 ) -> JobOutcome {
     let now = svc.clock.now_ms();
-    if let Some(nb) = *not_before_ms
+    if let Some(nb) = not_before_ms
         && nb > now
     {
         let wait = u32::try_from((nb - now + 999) / 1000).unwrap_or(u32::MAX);
         let again = Job::Message {
             id: id.clone(),
-            attempt: *attempt,
+            attempt,
             not_before_ms: (wait > MAX_QUEUE_DELAY_SECS).then_some(nb),
         };
         return match svc
@@ -219,11 +219,7 @@ async fn process_message_job(
         };
     }
     let lease_ms = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-    match svc
-        .messages
-        .claim_attempt(id, *attempt, now, lease_ms)
-        .await
-    {
+    match svc.messages.claim_attempt(id, attempt, now, lease_ms).await {
         Ok(Claim::Claimed(m)) => match attempt_send(svc, &m).await {
             Delivery::Interrupted => JobOutcome::Again,
             Delivery::Crashed => JobOutcome::Crashed,

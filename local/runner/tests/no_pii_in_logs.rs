@@ -29,7 +29,6 @@ const ABOUT_NO_ONE_MESSAGE: &[&str] = &[
     "duplicate inbound SMS",
     "inbound SMS recorded",
     "opt-out changed",
-    "request rejected",
 ];
 
 /// Whether a line comes from a handler (Herald's functions and the shared crate), not from the
