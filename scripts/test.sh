@@ -16,8 +16,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
-step "cfn-lint: infra/template.yaml, as written and with its OpenAPI document spliced in"
+step "cfn-lint: infra/template.yaml (its OpenAPI document inline, generated from infra/openapi.yaml)"
 .venv/bin/python scripts/lint_template.py
+
+step "SAM CLI: sam validate and sam validate --lint, pinned (scripts/requirements-sam.txt) and newest"
+scripts/sam_validate.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -19,12 +19,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald::crypto::{DataKey, LookupToken};
-use herald::domain::{Call, CallId, Event, Message, MessageId, MessageStatus, Subject};
+use herald::domain::{
+    Call, CallId, Event, Message, MessageId, MessageStatus, Subject, Verification, VerificationId,
+};
 use herald::ports::{
-    AWSCURRENT, AWSPENDING, Applied, CallApplied, CallStore, Clock, Decide, DecideCall, EventStore,
-    KeyError, KeyService, Keyring, ManualClock, MessageStore, OptOutStore, Queue, QueueDepth,
-    QueueError, ReceivedJob, SecretError, SecretMetadata, SecretSource, SecretValue,
-    SecretVersions, StoreError, TwilioCredentials,
+    AWSCURRENT, AWSPENDING, Acquired, Applied, Begun, CallApplied, CallStore, Clock, Decide,
+    DecideCall, DecideVerification, EventStore, IdempotencyStore, KeyError, KeyService, Keyring,
+    ManualClock, MessagePage, MessageQueries, MessageQuery, MessageStore, OptOutStore,
+    ProtectionStore, Queue, QueueDepth, QueueError, RateLimiter, ReceivedJob, SecretError,
+    SecretMetadata, SecretSource, SecretValue, SecretVersions, StoreError, StoredResponse,
+    TwilioCredentials, VerificationApplied, VerificationStore,
 };
 use herald::service::Services;
 use herald::test_env::TestEnv;
@@ -36,8 +40,18 @@ const TEMPLATE: &str = include_str!("../template.yaml");
 // The template
 // ------------------------------------------------------------------------------------------
 
+/// The template's text: `infra/template.yaml`, or the file `HERALD_INFRA_TEMPLATE` names (a
+/// control run against another version, e.g. `git show HEAD:infra/template.yaml > /tmp/t.yaml`).
+fn template_text() -> String {
+    match std::env::var("HERALD_INFRA_TEMPLATE") {
+        Ok(path) if !path.is_empty() => std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("HERALD_INFRA_TEMPLATE={path}: {e}")),
+        _ => TEMPLATE.to_owned(),
+    }
+}
+
 fn template() -> Yaml {
-    serde_yaml::from_str(TEMPLATE).expect("infra/template.yaml is YAML")
+    serde_yaml::from_str(&template_text()).expect("infra/template.yaml is YAML")
 }
 
 fn resources(t: &Yaml) -> &serde_yaml::Mapping {
@@ -235,7 +249,21 @@ fn queues_have_dead_letters_and_partial_batch_failures() {
         let p = &r[q]["Properties"];
         let n = p["RedrivePolicy"]["maxReceiveCount"].as_u64().expect(q);
         assert!((2..=10).contains(&n), "{q}: maxReceiveCount {n}");
-        assert!(target(&p["RedrivePolicy"]["deadLetterTargetArn"]).ends_with("DeadLetterQueue"));
+        let dlq = target(&p["RedrivePolicy"]["deadLetterTargetArn"]);
+        assert!(dlq.ends_with("DeadLetterQueue"));
+        // A message keeps its first enqueue time in a standard queue's DLQ: the DLQ must keep
+        // messages longer than its source, or they expire there at once.
+        let kept = |q: &str| {
+            r[q]["Properties"]["MessageRetentionPeriod"]
+                .as_u64()
+                .expect("MessageRetentionPeriod")
+        };
+        assert!(
+            kept(&dlq) > kept(q),
+            "{dlq} keeps messages {} s, not longer than {q}'s {} s",
+            kept(&dlq),
+            kept(q)
+        );
     }
     let mut sources = 0;
     for (_, id) in functions(&t) {
@@ -261,9 +289,10 @@ fn queues_have_dead_letters_and_partial_batch_failures() {
             let visibility = r[queue.as_str()]["Properties"]["VisibilityTimeout"]
                 .as_u64()
                 .expect("VisibilityTimeout");
+            // AWS's guidance for SQS event sources: at least six times the function's timeout.
             assert!(
-                visibility >= timeout,
-                "{queue}: visibility below {id}'s timeout"
+                visibility >= 6 * timeout,
+                "{queue}: visibility timeout {visibility} s is below 6 x {id}'s {timeout} s"
             );
         }
     }
@@ -367,9 +396,10 @@ fn every_variable_set_on_a_function_is_one_its_code_reads() {
 // What the AWS adapters call, from their source
 // ------------------------------------------------------------------------------------------
 
-const DYNAMO: [&str; 2] = [
+const DYNAMO: [&str; 3] = [
     include_str!("../../shared/src/adapters/aws/dynamo.rs"),
     include_str!("../../shared/src/adapters/aws/dynamo/calls.rs"),
+    include_str!("../../shared/src/adapters/aws/dynamo/protect.rs"),
 ];
 const SQS: &str = include_str!("../../shared/src/adapters/aws/sqs.rs");
 const KMS: &str = include_str!("../../shared/src/adapters/aws/kms.rs");
@@ -416,16 +446,21 @@ fn with_helpers(all: &BTreeMap<String, String>, name: &str) -> String {
     text
 }
 
-const SDK_ACTIONS: [(&str, &str); 15] = [
+const SDK_ACTIONS: [(&str, &str); 17] = [
     (".get_item()", "dynamodb:GetItem"),
     (".put_item()", "dynamodb:PutItem"),
     (".update_item()", "dynamodb:UpdateItem"),
+    (".delete_item()", "dynamodb:DeleteItem"),
     (".query()", "dynamodb:Query"),
     (".send_message()", "sqs:SendMessage"),
     (".send_message_batch()", "sqs:SendMessage"),
     (".get_queue_attributes()", "sqs:GetQueueAttributes"),
     (".receive_message()", "sqs:ReceiveMessage"),
     (".delete_message()", "sqs:DeleteMessage"),
+    (
+        ".change_message_visibility()",
+        "sqs:ChangeMessageVisibility",
+    ),
     (".generate_data_key()", "kms:GenerateDataKey"),
     (".decrypt()", "kms:Decrypt"),
     (".get_secret_value()", "secretsmanager:GetSecretValue"),
@@ -449,7 +484,7 @@ fn sdk_actions(body: &str) -> BTreeSet<&'static str> {
 fn needs(port: &str, method: &str) -> Grants {
     let mut out = Grants::new();
     match port {
-        "messages" | "calls" | "events" | "opt_outs" | "keyring" => {
+        "messages" | "calls" | "events" | "opt_outs" | "keyring" | "protection" => {
             let body = with_helpers(&bodies(&DYNAMO), method);
             let tables: Vec<&str> = [
                 ("tables.messages", "MessagesTable"),
@@ -689,6 +724,81 @@ impl SecretVersions for Rec<dyn SecretVersions> {
 }
 
 #[async_trait]
+impl RateLimiter for Rec<dyn ProtectionStore> {
+    async fn acquire(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> Result<Acquired, StoreError> {
+        self.note("acquire");
+        self.inner.acquire(key, limit, window_ms, now_ms).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Rec<dyn ProtectionStore> {
+    async fn begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Begun, StoreError> {
+        self.note("begin");
+        self.inner
+            .begin(key, fingerprint, now_ms, lease_until_ms, expires_at_ms)
+            .await
+    }
+    async fn complete(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        self.note("complete");
+        self.inner.complete(key, fingerprint, response).await
+    }
+    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError> {
+        self.note("release");
+        self.inner.release(key, fingerprint).await
+    }
+}
+
+#[async_trait]
+impl VerificationStore for Rec<dyn ProtectionStore> {
+    async fn insert_verification(&self, v: &Verification) -> Result<(), StoreError> {
+        self.note("insert_verification");
+        self.inner.insert_verification(v).await
+    }
+    async fn get_verification(
+        &self,
+        id: &VerificationId,
+    ) -> Result<Option<Verification>, StoreError> {
+        self.note("get_verification");
+        self.inner.get_verification(id).await
+    }
+    async fn update_verification(
+        &self,
+        id: &VerificationId,
+        decide: &DecideVerification<'_>,
+    ) -> Result<VerificationApplied, StoreError> {
+        self.note("update_verification");
+        self.inner.update_verification(id, decide).await
+    }
+}
+
+#[async_trait]
+impl MessageQueries for Rec<dyn ProtectionStore> {
+    async fn list_messages_by_caller(&self, q: &MessageQuery) -> Result<MessagePage, StoreError> {
+        self.note("list_messages_by_caller");
+        self.inner.list_messages_by_caller(q).await
+    }
+}
+
+#[async_trait]
 impl Queue for Rec<dyn Queue> {
     async fn send(&self, body: &str, delay: u32) -> Result<String, QueueError> {
         self.note("send");
@@ -739,6 +849,7 @@ fn recording(env: &TestEnv, log: &Log) -> Arc<Services> {
         a.secrets = rec("secrets", log, a.secrets);
         a.send_queue = rec("send_queue", log, a.send_queue);
         a.retry_queue = rec("retry_queue", log, a.retry_queue);
+        a.protection = rec("protection", log, a.protection);
         a
     })
 }
@@ -1036,7 +1147,7 @@ fn every_fixture_file_is_loaded_by_a_test() {
 // ------------------------------------------------------------------------------------------
 
 /// Grants a function needs on paths the fixtures do not reach, and why. Each is checked to be
-/// something the code can call (`needs`), never a free-form string.
+/// something the code can call (`needs`), never a free-form string, and the role must grant it.
 fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static str)> {
     let retry = (
         "retry_queue",
@@ -1048,8 +1159,49 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
         "events_for",
         "GET of an existing record shows its timeline; the fixture asks for an unknown id",
     );
+    // herald::protect::idempotency::once: a POST with an Idempotency-Key (the fixtures send
+    // none) takes the key, stores the response, or releases the key when the work fails.
+    let idempotency = [
+        (
+            "protection",
+            "begin",
+            "a POST with an Idempotency-Key takes the key",
+        ),
+        ("protection", "complete", "and stores its response"),
+        (
+            "protection",
+            "release",
+            "or releases it when the work fails, so that a retry can run",
+        ),
+    ];
     match function {
-        "send-sms" | "place-call" => vec![retry, timeline],
+        "send-sms" => [retry, timeline]
+            .into_iter()
+            .chain(idempotency)
+            .chain([
+                (
+                    "protection",
+                    "list_messages_by_caller",
+                    "GET /v1/messages and GET /v1/reports/delivery (the by_caller index)",
+                ),
+                (
+                    "protection",
+                    "insert_verification",
+                    "POST /v1/verifications sends a one-time code",
+                ),
+                (
+                    "protection",
+                    "get_verification",
+                    "GET /v1/verifications/{id}",
+                ),
+                (
+                    "protection",
+                    "update_verification",
+                    "POST /v1/verifications/{id}/check",
+                ),
+            ])
+            .collect(),
+        "place-call" => [retry, timeline].into_iter().chain(idempotency).collect(),
         "webhook-receiver" => vec![retry],
         // The fixtures' jobs find nothing waiting; a job for a waiting message or call opens its
         // number and text (delivery.rs/calls.rs: vault.open_string), reads the credentials,
@@ -1103,6 +1255,7 @@ async fn each_role_grants_what_its_function_calls_and_nothing_more() {
     let t = template();
     let fns = functions(&t);
     let calls = run_all().await;
+    let mut problems = Vec::new();
     for (function, seen) in calls {
         let id = &fns[function];
         let granted = grants(&t, &role_of(&t, id));
@@ -1110,32 +1263,362 @@ async fn each_role_grants_what_its_function_calls_and_nothing_more() {
         for (port, method) in &seen {
             required.extend(needs(port, method));
         }
-        let mut allowed = required.clone();
         for (port, method, _why) in beyond_fixtures(function) {
-            allowed.extend(needs(port, method));
+            required.extend(needs(port, method));
         }
+        let mut allowed = required.clone();
         allowed.extend(trigger_grants(&t, id));
         let logs = id.replace("Function", "Logs");
         allowed.insert(("logs:CreateLogStream".into(), logs.clone()));
         allowed.insert(("logs:PutLogEvents".into(), logs));
 
         let missing: Vec<_> = required.difference(&granted).collect();
-        assert!(
-            missing.is_empty(),
-            "{function} calls but is not granted: {missing:?}"
-        );
+        if !missing.is_empty() {
+            problems.push(format!("{function} calls but is not granted: {missing:?}"));
+        }
         let broader: Vec<_> = granted.difference(&allowed).collect();
-        assert!(
-            broader.is_empty(),
-            "{function} is granted more than it calls: {broader:?} (it calls {seen:?})"
-        );
+        if !broader.is_empty() {
+            problems.push(format!(
+                "{function} is granted more than it calls: {broader:?} (it calls {seen:?})"
+            ));
+        }
         let unused: Vec<_> = trigger_grants(&t, id)
             .difference(&granted)
             .cloned()
             .collect();
+        if !unused.is_empty() {
+            problems.push(format!("{function}: its trigger needs {unused:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ------------------------------------------------------------------------------------------
+// Template rules (each fails if its defect returns)
+// ------------------------------------------------------------------------------------------
+
+fn timeout_of(t: &Yaml, id: &str) -> u64 {
+    resources(t)[id]["Properties"]["Timeout"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{id}: Timeout"))
+}
+
+fn global_env_secs(t: &Yaml, name: &str) -> u64 {
+    t["Globals"]["Function"]["Environment"]["Variables"][name]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Globals: {name} is a number of seconds"))
+}
+
+/// The functions the HTTP API invokes (a Lambda permission for apigateway.amazonaws.com), with
+/// the integration timeout (ms) the API's document gives each.
+fn api_functions(t: &Yaml) -> BTreeMap<String, u64> {
+    let r = resources(t);
+    let body = &r["HttpApi"]["Properties"]["DefinitionBody"];
+    assert!(
+        body["openapi"].is_string() && body["paths"].is_mapping(),
+        "HttpApi's DefinitionBody is the OpenAPI document itself (scripts/openapi_aws.py)"
+    );
+    let integrations = body["components"]["x-amazon-apigateway-integrations"]
+        .as_mapping()
+        .expect("integrations");
+    let fns = functions(t);
+    let mut out = BTreeMap::new();
+    for (_, p) in r.iter().filter(|(_, v)| {
+        v["Type"] == "AWS::Lambda::Permission"
+            && v["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    }) {
+        let id = target(&p["Properties"]["FunctionName"]);
+        let bin = fns
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| panic!("{id} is a function"));
+        let ms = integrations
+            .get(bin.as_str())
+            .and_then(|i| i["timeoutInMillis"].as_u64())
+            .unwrap_or_else(|| panic!("{bin}: an integration with timeoutInMillis"));
+        out.insert(id, ms);
+    }
+    assert_eq!(out.len(), 3, "send-sms, place-call, webhook-receiver");
+    out
+}
+
+#[test]
+fn api_functions_finish_within_the_http_apis_30_s_and_twilio_fits_in_them() {
+    let t = template();
+    let api = api_functions(&t);
+    for (id, integration_ms) in &api {
+        let timeout = timeout_of(&t, id);
         assert!(
-            unused.is_empty(),
-            "{function}: its trigger needs {unused:?}"
+            *integration_ms <= 30_000,
+            "{id}: integration timeout {integration_ms} ms"
+        );
+        assert!(
+            timeout * 1000 + 5000 <= 30_000,
+            "{id}: timeout {timeout} s leaves no margin under the HTTP API's 30 s"
+        );
+        assert!(
+            timeout * 1000 < *integration_ms,
+            "{id}: its {timeout} s timeout outlasts its integration's {integration_ms} ms"
+        );
+    }
+    // One attempt: up to three Twilio requests, each at most connect + request.
+    let connect = global_env_secs(&t, "TWILIO_CONNECT_TIMEOUT_SECS");
+    let request = global_env_secs(&t, "TWILIO_REQUEST_TIMEOUT_SECS");
+    let attempt = 3 * (connect + request);
+    let lease = global_env_secs(&t, "ATTEMPT_LEASE_SECS");
+    for id in ["SendSmsFunction", "PlaceCallFunction"] {
+        let timeout = timeout_of(&t, id);
+        assert!(
+            attempt < timeout,
+            "{id}: one attempt ({attempt} s) does not fit in {timeout} s"
+        );
+        assert!(
+            lease > timeout,
+            "ATTEMPT_LEASE_SECS {lease} <= {id}'s {timeout} s"
+        );
+    }
+    assert!(lease > connect + request);
+    for q in ["SendQueue", "RetryQueue"] {
+        let vis = resources(&t)[q]["Properties"]["VisibilityTimeout"]
+            .as_u64()
+            .expect("VisibilityTimeout");
+        assert!(
+            lease < vis,
+            "ATTEMPT_LEASE_SECS {lease} >= {q}'s visibility {vis}"
+        );
+    }
+}
+
+#[test]
+fn every_function_logs_json_as_its_code_writes() {
+    // herald::telemetry writes JSON lines.
+    assert!(include_str!("../../shared/src/telemetry.rs").contains(".json()"));
+    let t = template();
+    for (bin, id) in functions(&t) {
+        let lc = &resources(&t)[id.as_str()]["Properties"]["LoggingConfig"];
+        assert_eq!(lc["LogFormat"], "JSON", "{bin}: LogFormat");
+        assert_eq!(
+            target(&lc["LogGroup"]),
+            id.replace("Function", "Logs"),
+            "{bin}: its log group"
+        );
+        // EMF metric lines carry no level: Lambda reads them as INFO and would drop them above.
+        for level in ["ApplicationLogLevel", "SystemLogLevel"] {
+            assert!(
+                matches!(lc[level].as_str(), None | Some("TRACE" | "DEBUG" | "INFO")),
+                "{bin}: {level} above INFO drops the metrics"
+            );
+        }
+    }
+}
+
+fn tag_values(tags: &Yaml) -> BTreeMap<String, String> {
+    let show = |v: &Yaml| match v {
+        Yaml::Tagged(tag) => format!("{} {}", tag.tag, tag.value.as_str().unwrap_or_default()),
+        other => other.as_str().unwrap_or_default().to_owned(),
+    };
+    match tags {
+        // [{Key, Value}] (CloudFormation)
+        Yaml::Sequence(s) => s
+            .iter()
+            .map(|kv| {
+                (
+                    kv["Key"].as_str().unwrap_or_default().to_owned(),
+                    show(&kv["Value"]),
+                )
+            })
+            .collect(),
+        // {Key: Value} (SAM, API Gateway v2)
+        Yaml::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), show(v)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+#[test]
+fn every_taggable_resource_is_tagged() {
+    let t = template();
+    let want: BTreeMap<String, String> = [
+        ("Environment", "!Ref Stage"),
+        ("Service", "herald"),
+        ("Owner", "!Ref Owner"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert!(
+        t["Parameters"]["Owner"]["Default"].is_string(),
+        "Owner has a default"
+    );
+    let g = &t["Globals"]["Function"];
+    assert_eq!(tag_values(&g["Tags"]), want, "Globals.Function.Tags");
+    assert_eq!(g["PropagateTags"].as_bool(), Some(true));
+    let taggable = [
+        "AWS::KMS::Key",
+        "AWS::SecretsManager::Secret",
+        "AWS::DynamoDB::Table",
+        "AWS::SQS::Queue",
+        "AWS::Logs::LogGroup",
+        "AWS::IAM::Role",
+        "AWS::SNS::Topic",
+        "AWS::CloudWatch::Alarm",
+        "AWS::ApiGatewayV2::DomainName",
+        "AWS::Serverless::HttpApi",
+    ];
+    let mut seen = 0;
+    for (id, r) in resources(&t) {
+        let ty = r["Type"].as_str().unwrap_or_default();
+        if taggable.contains(&ty) {
+            seen += 1;
+            assert_eq!(
+                tag_values(&r["Properties"]["Tags"]),
+                want,
+                "{}: Tags",
+                id.as_str().unwrap_or_default()
+            );
+        } else if ty == "AWS::Serverless::Function" {
+            assert!(
+                r["Properties"]["Tags"].is_null(),
+                "functions take the Globals' tags"
+            );
+        }
+    }
+    assert!(seen > 30, "{seen} taggable resources");
+}
+
+/// The alarms that watch `metric` (in `namespace`), by the value of their one dimension.
+fn alarms_on<'a>(t: &'a Yaml, namespace: &str, metric: &str) -> Vec<(&'a Yaml, String)> {
+    resources(t)
+        .values()
+        .filter(|r| {
+            r["Type"] == "AWS::CloudWatch::Alarm"
+                && r["Properties"]["Namespace"] == namespace
+                && r["Properties"]["MetricName"] == metric
+        })
+        .map(|r| {
+            let p = &r["Properties"];
+            assert_eq!(target(&p["AlarmActions"][0]), "AlarmTopic");
+            (p, target(&p["Dimensions"][0]["Value"]))
+        })
+        .collect()
+}
+
+#[test]
+fn alarms_watch_queue_age_api_5xx_and_durations_near_the_timeout() {
+    let t = template();
+    let aged: BTreeSet<String> = alarms_on(&t, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+        .into_iter()
+        .map(|(_, q)| q.trim_end_matches(".QueueName").to_owned())
+        .collect();
+    assert_eq!(aged, ["RetryQueue", "SendQueue"].map(String::from).into());
+    let api = alarms_on(&t, "AWS/ApiGateway", "5xx");
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].0["Dimensions"][0]["Name"], "ApiId");
+    assert_eq!(api[0].1, "HttpApi");
+    let durations = alarms_on(&t, "AWS/Lambda", "Duration");
+    for (_, id) in functions(&t) {
+        let (p, _) = durations
+            .iter()
+            .find(|(_, f)| *f == id)
+            .unwrap_or_else(|| panic!("{id}: a Duration alarm"));
+        assert_eq!(p["Statistic"], "Maximum");
+        let ms = p["Threshold"].as_f64().expect("Threshold");
+        let timeout = timeout_of(&t, &id) as f64 * 1000.0;
+        assert!(
+            (0.8 * timeout..=0.9 * timeout).contains(&ms),
+            "{id}: Duration alarm at {ms} ms, not 80-90 % of {timeout} ms"
+        );
+    }
+    // CloudWatch must be able to publish to the (encrypted) topic: a key of the stack's whose
+    // policy lets cloudwatch.amazonaws.com use it, never the AWS managed alias/aws/sns.
+    let topic = &resources(&t)["AlarmTopic"]["Properties"];
+    let key = target(&topic["KmsMasterKeyId"]);
+    assert_ne!(key, "alias/aws/sns");
+    let statements = list(&resources(&t)[key.as_str()]["Properties"]["KeyPolicy"]["Statement"]);
+    assert!(
+        statements.iter().any(|s| {
+            let actions: BTreeSet<&str> = list(&s["Action"])
+                .iter()
+                .filter_map(|a| a.as_str())
+                .collect();
+            s["Principal"]["Service"] == "cloudwatch.amazonaws.com"
+                && actions == BTreeSet::from(["kms:Decrypt", "kms:GenerateDataKey*"])
+                && !s["Condition"].is_null()
+        }),
+        "{key}: CloudWatch may use it, under conditions"
+    );
+}
+
+#[test]
+fn sweep_schedule_is_named_per_stage() {
+    let t = template();
+    let sweep = &resources(&t)["RetryProcessorFunction"]["Properties"]["Events"]["Sweep"];
+    assert_eq!(sweep["Type"], "ScheduleV2");
+    let name = target(&sweep["Properties"]["Name"]);
+    assert!(
+        name.contains("${Stage}") || name.contains("Stage"),
+        "{name}"
+    );
+}
+
+#[test]
+fn the_stack_never_writes_the_secrets_value() {
+    // Either property in the template makes CloudFormation write a new AWSCURRENT version when
+    // it changes, over the real credentials.
+    let t = template();
+    let p = &resources(&t)["TwilioSecret"]["Properties"];
+    assert!(p["SecretString"].is_null(), "TwilioSecret: SecretString");
+    assert!(
+        p["GenerateSecretString"].is_null(),
+        "TwilioSecret: GenerateSecretString"
+    );
+}
+
+#[test]
+fn sam_builds_are_not_cached() {
+    // SAM's cache key for a provided.* function ignores shared/: a cached build ships stale code.
+    let config = include_str!("../../samconfig.toml");
+    assert!(config.contains("cached = false"));
+    assert!(
+        !config
+            .lines()
+            .any(|l| l.trim_start().starts_with("cached") && l.contains("true")),
+        "samconfig.toml caches builds"
+    );
+}
+
+#[test]
+fn every_file_the_template_cites_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = template_text();
+    let mut cited = BTreeSet::new();
+    for word in text.split(|c: char| c.is_whitespace() || "()`,;\"'[]{}".contains(c)) {
+        let word = word.trim_end_matches(['.', ':']);
+        let is_path = [
+            "infra/",
+            "scripts/",
+            "shared/",
+            "functions/",
+            "local/",
+            "events/",
+        ]
+        .iter()
+        .any(|p| word.starts_with(p))
+            || word == "BENCHMARKS.md"
+            || word == "README.md";
+        if is_path && !word.contains('<') && !word.contains('$') {
+            cited.insert(word.to_owned());
+        }
+    }
+    assert!(cited.contains("infra/openapi.yaml"), "{cited:?}");
+    for path in &cited {
+        assert!(
+            root.join(path).exists(),
+            "infra/template.yaml cites {path}, which does not exist"
         );
     }
 }

@@ -1,8 +1,10 @@
 //! `place-call`: the HTTP API for voice alerts. `POST /v1/calls` validates, records and places
 //! one call through Twilio (TwiML from a voice template or a message, `<Say>` with voice,
 //! language and loop, an optional `<Gather>` asking the callee to press 1); `GET /v1/calls/{id}`
-//! shows where it is, its attempts, duration, acknowledgement and timeline. Its SQS trigger
-//! takes call jobs, as the retry processor does.
+//! shows where it is, its attempts, duration, acknowledgement and timeline. The deployment
+//! (`infra/template.yaml`) gives it no queue trigger: a call's later attempts are jobs on the
+//! retry queue, which `retry-processor` consumes. [`handle_sqs`] takes a batch of such jobs
+//! only when one is handed to it directly (a local run, `cargo lambda invoke`).
 //!
 //! The handler knows nothing of where it runs: it gets [`Services`] built over AWS adapters in
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
@@ -68,8 +70,9 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     Ok(resp.map(Body::from))
 }
 
-/// Handles a batch of call jobs (the SQS trigger of this function); only the jobs that must
-/// come back are reported.
+/// Handles a batch of call jobs given directly to this function (no queue triggers it on AWS:
+/// call jobs go to the retry queue, consumed by `retry-processor`); only the jobs that must come
+/// back are reported.
 pub async fn handle_sqs(
     svc: &Services,
     event: SqsEvent,

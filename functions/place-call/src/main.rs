@@ -1,6 +1,7 @@
 //! The `place-call` Lambda: builds configuration and AWS clients once per cold start, then
-//! serves both of its triggers with `lib.rs`: API Gateway requests (the voice API) and SQS
-//! batches of call jobs.
+//! serves API Gateway requests (the voice API) with `lib.rs`, its only trigger on AWS. An SQS
+//! batch of call jobs given to it directly (a local run, `cargo lambda invoke`) is handled too;
+//! on AWS call jobs go to the retry queue, which `retry-processor` consumes.
 
 use lambda_http::Service;
 use lambda_http::request::LambdaRequest;
