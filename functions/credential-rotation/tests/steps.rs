@@ -316,6 +316,24 @@ async fn disabled_rotation_and_unknown_or_stale_tokens_change_nothing() {
     ));
 }
 
+/// Secrets Manager's configuration test (a rotation schedule with `RotateImmediatelyOnUpdate:
+/// false`): testSecret alone, on an empty AWSPENDING version, must pass and change nothing.
+#[tokio::test]
+async fn the_configuration_test_on_an_empty_pending_version_passes_and_changes_nothing() {
+    let fx = fixture().await;
+    let r = &fx.rotator;
+    fx.store.start_rotation(&token(1)).await.unwrap();
+    let meta = fx.store.describe().await.unwrap();
+    let keys = live_keys(&fx.sim);
+    let outcome = run_step(r, &fx.store, Step::Test, &token(1)).await.unwrap();
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert_eq!(fx.store.describe().await.unwrap(), meta, "nothing changed");
+    assert_eq!(live_keys(&fx.sim), keys, "no key made or revoked");
+    // A real rotation with that token still runs to the end.
+    rotate_twice_each(r, &fx.store, &token(1)).await;
+    assert_ne!(live_keys(&fx.sim), keys);
+}
+
 #[tokio::test]
 async fn the_event_drives_the_steps() {
     let fx = fixture().await;
