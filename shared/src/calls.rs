@@ -311,6 +311,12 @@ async fn record_failure(
     e: &TwilioError,
     started_ms: i64,
 ) -> Placement {
+    if let TwilioError::Credentials(se) = e {
+        // As for messages: Herald's own credentials are unreadable, nothing was placed, and
+        // the attempt is made again once they are.
+        tracing::error!(call_id = %call.id, attempt = call.attempt, error = %se, "Twilio credentials unavailable: nothing placed, the attempt will be made again");
+        return Placement::Interrupted;
+    }
     let class = e.retry_class();
     let code = e.code();
     let reason = e.to_string();

@@ -475,6 +475,13 @@ fn is_ambiguous(e: &TwilioError) -> bool {
 }
 
 async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms: i64) -> Delivery {
+    if let TwilioError::Credentials(se) = e {
+        // Herald cannot read its own credentials (a refused or unset secret): nothing was
+        // sent, and it is no fault of the message. The attempt is not used up: the claim
+        // expires and the attempt is made again once the secret can be read.
+        tracing::error!(message_id = %m.id, attempt = m.attempt, error = %se, "Twilio credentials unavailable: nothing sent, the attempt will be made again");
+        return Delivery::Interrupted;
+    }
     let class = e.retry_class();
     let code = e.code();
     let reason = e.to_string();

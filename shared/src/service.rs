@@ -122,6 +122,20 @@ impl Services {
         }
     }
 
+    /// Whether a send may be accepted now: `Some(problem)` (503) while the Twilio credentials
+    /// cannot be read (the secret unset, or refused to this function's role), so that nothing
+    /// is recorded that could not be sent; the caller retries. The credentials are cached, so
+    /// this costs a Secrets Manager call only when the send would make it anyway.
+    pub async fn refuse_unless_credentials(&self) -> Option<crate::problem::Problem> {
+        let e = self.credentials.get().await.err()?;
+        tracing::error!(error = %e, "Twilio credentials unavailable: request refused, nothing recorded");
+        Some(
+            crate::problem::Problem::new(crate::problem::ProblemKind::Unavailable).detail(
+                "Twilio credentials cannot be read now; nothing was recorded, please retry",
+            ),
+        )
+    }
+
     /// Builds the services over `adapters`. Nothing here does I/O: keys and credentials are
     /// fetched on first use.
     pub fn new(config: Config, adapters: Adapters) -> Result<Self, TwilioError> {

@@ -247,6 +247,9 @@ async fn place(svc: &Services, req: &Request, caller: &str) -> http::Response<St
     if let Err(p) = limits::check_recipient(svc, Channel::Voice, &v.to, &token).await {
         return p.into_response();
     }
+    if let Some(p) = svc.refuse_unless_credentials().await {
+        return p.into_response();
+    }
     let call = match record_new(svc, id, &v, caller.to_owned()).await {
         Ok(c) => c,
         Err(e) => return unavailable(&*e),

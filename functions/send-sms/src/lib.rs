@@ -309,6 +309,9 @@ async fn send(svc: &Services, req: &Request, caller: &str) -> http::Response<Str
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
+    if let Some(p) = svc.refuse_unless_credentials().await {
+        return p.into_response();
+    }
     let message = match record_new(svc, &v, caller, true).await {
         Ok(m) => m,
         Err(e) => return unavailable(&*e),

@@ -401,3 +401,57 @@ async fn a_batch_must_hold_one_to_a_thousand_messages() {
     }
     assert_eq!(env.store.count_messages().await.unwrap(), 0);
 }
+
+/// Herald's own Twilio credentials unreadable (the secret refused to the function's role, or
+/// not set yet): the API answers 503 problem+json and records nothing; a send job leaves its
+/// message waiting, never failed and with its attempt not used up, and sends it once the
+/// credentials can be read again.
+#[tokio::test]
+async fn unreadable_credentials_refuse_the_send_and_never_fail_a_message() {
+    let env = TestEnv::start().await;
+    env.secrets.withdraw();
+    let (status, answer) = post(&env, json!({"to": "+14155552671", "body": "Disk full"})).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["type"], "urn:herald:problem:unavailable");
+    let resp = send_sms::handle(&env.services, request("GET", "/v1/messages", &[], b""))
+        .await
+        .unwrap();
+    let (status, listed) = read(&resp);
+    assert_eq!(status, 200);
+    assert_eq!(listed["messages"], json!([]), "nothing recorded");
+
+    let resp = send_sms::handle(
+        &env.services,
+        json_request(
+            "POST",
+            "/v1/messages/batch",
+            &json!({"messages": [{"to": "+14155550101", "body": "one"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (status, batch) = read(&resp);
+    assert_eq!(status, 202, "{batch}");
+    let id = batch["messages"][0]["id"].as_str().unwrap().to_owned();
+    let run = || {
+        let svc = env.services.clone();
+        herald::test_env::drain(&env.send_queue, 61, move |e| {
+            let svc = svc.clone();
+            async move { send_sms::handle_sqs(&svc, e).await }
+        })
+    };
+    assert_eq!(run().await, 1);
+    let (_, view) = get(&env, &id).await;
+    assert_eq!(view["status"], "accepted", "waiting, not failed: {view}");
+    assert_eq!(view["attempts"], 1);
+    assert!(env.sim.requests().is_empty(), "nothing reached Twilio");
+
+    // The secret is readable again: the redelivered job (after its visibility timeout and the
+    // attempt's lease) sends the message.
+    env.secrets.set(env.creds.clone());
+    env.clock.advance(61_000);
+    assert_eq!(run().await, 1);
+    let (_, view) = get(&env, &id).await;
+    assert_eq!(view["status"], "queued", "{view}");
+    assert_eq!(env.sim.creates_for("+14155550101"), 1);
+}
