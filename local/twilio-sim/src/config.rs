@@ -126,6 +126,13 @@ pub struct SimConfig {
     pub json_callbacks: bool,
     /// Time (default: the wall clock).
     pub clock: SimClock,
+    /// Where webhooks really go: each `(prefix, local)` sends every status callback, TwiML
+    /// fetch and inbound webhook whose URL starts with `prefix` to `local` + the rest of the
+    /// URL instead, with the `Host` header of the original URL. The signature is still
+    /// computed over the original URL, as Twilio signs the URL it was given (e.g. an API
+    /// Gateway URL `https://abc.execute-api.us-east-1.amazonaws.com` played by a local gateway
+    /// `http://127.0.0.1:PORT`). The first matching prefix wins; default: none.
+    pub deliver_to: Vec<(String, String)>,
 }
 
 impl SimConfig {
@@ -143,6 +150,7 @@ impl SimConfig {
             faults: Faults::default(),
             json_callbacks: false,
             clock: SimClock::default(),
+            deliver_to: Vec::new(),
         }
     }
 }

@@ -64,6 +64,11 @@ struct Args {
     /// Send status callbacks as JSON, signed over the URL with `bodySHA256` added.
     #[arg(long)]
     json_callbacks: bool,
+    /// Send every webhook whose URL starts with PREFIX to LOCAL instead (the rest of the URL
+    /// appended), keeping the original Host header and signing the original URL (repeatable).
+    /// E.g. `https://abc.execute-api.us-east-1.amazonaws.com=http://127.0.0.1:8080`.
+    #[arg(long = "deliver-to", value_name = "PREFIX=LOCAL", value_parser = parse_deliver_to)]
+    deliver_to: Vec<(String, String)>,
 }
 
 fn parse_key(s: &str) -> Result<(String, String), String> {
@@ -71,6 +76,16 @@ fn parse_key(s: &str) -> Result<(String, String), String> {
         .filter(|(sid, secret)| !sid.is_empty() && !secret.is_empty())
         .map(|(sid, secret)| (sid.to_string(), secret.to_string()))
         .ok_or_else(|| format!("expected SID:SECRET, got {s:?}"))
+}
+
+fn parse_deliver_to(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(prefix, local)| {
+            prefix.contains("://")
+                && (local.starts_with("http://") || local.starts_with("https://"))
+        })
+        .map(|(prefix, local)| (prefix.to_string(), local.to_string()))
+        .ok_or_else(|| format!("expected PREFIX=http://HOST:PORT, got {s:?}"))
 }
 
 fn rate(name: &str, value: f64) -> Result<f64, String> {
@@ -89,6 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.seed = args.seed;
     config.callback_latency_ms = args.callback_latency_ms;
     config.json_callbacks = args.json_callbacks;
+    config.deliver_to = args.deliver_to;
     if args.manual_callbacks {
         config.callback_mode = CallbackMode::Manual;
     }

@@ -78,9 +78,28 @@ pub(crate) struct Inner {
     pub(crate) stopping: watch::Sender<bool>,
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) http: reqwest::Client,
+    /// [`SimConfig::deliver_to`](crate::SimConfig::deliver_to).
+    pub(crate) deliver_to: Vec<(String, String)>,
 }
 
 impl Inner {
+    /// Where a request for `url` really goes: `(url to request, Host header to send)`; the
+    /// Host is `None` when `url` matches no `deliver_to` prefix (it is requested as is).
+    pub(crate) fn delivery_target(&self, url: &str) -> (String, Option<String>) {
+        for (prefix, local) in &self.deliver_to {
+            if let Some(rest) = url.strip_prefix(prefix.as_str()) {
+                let host = url::Url::parse(url).ok().and_then(|u| {
+                    u.host_str().map(|h| match u.port() {
+                        Some(port) => format!("{h}:{port}"),
+                        None => h.to_string(),
+                    })
+                });
+                return (format!("{}{rest}", local.trim_end_matches('/')), host);
+            }
+        }
+        (url.to_string(), None)
+    }
+
     /// Now, with whole seconds.
     pub(crate) fn now(&self) -> time::OffsetDateTime {
         self.clock.now()
@@ -181,6 +200,7 @@ impl Simulator {
             stopping: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
             http,
+            deliver_to: config.deliver_to,
         });
         let app = crate::server::router(Arc::clone(&inner));
         let stop = Arc::clone(&inner);

@@ -121,11 +121,13 @@ pub(crate) fn prepare(
 
 /// Sends one attempt. `idempotency` is added as `I-Twilio-Idempotency-Token` (Twilio's retries).
 pub(crate) async fn send(inner: &Inner, s: &Signed, idempotency: Option<String>) -> Attempt {
+    // Signed over `signed_url`; requested where `deliver_to` says, with the original Host.
+    let (target, host) = inner.delivery_target(&s.signed_url);
     let mut req = match s.encoding {
-        Encoding::Get => inner.http.get(&s.signed_url),
+        Encoding::Get => inner.http.get(&target),
         Encoding::Form => inner
             .http
-            .post(&s.signed_url)
+            .post(&target)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded; charset=utf-8",
@@ -133,11 +135,14 @@ pub(crate) async fn send(inner: &Inner, s: &Signed, idempotency: Option<String>)
             .body(s.body.clone()),
         Encoding::Json => inner
             .http
-            .post(&s.signed_url)
+            .post(&target)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(s.body.clone()),
     };
     req = req.header("X-Twilio-Signature", &s.signature);
+    if let Some(host) = host {
+        req = req.header(reqwest::header::HOST, host);
+    }
     if let Some(token) = idempotency {
         req = req.header("I-Twilio-Idempotency-Token", token);
     }
