@@ -50,6 +50,15 @@ step "simulator and signature oracle against Twilio's official Python SDK"
 export TWILIO_SIM_BIN="$root/target/debug/twilio-sim"
 .venv/bin/python -m pytest -q local/twilio-sim/tests/python shared/tests/python
 
+step "the AWS emulation's own tests: stack translation and deploy into moto, the Lambda runtime, gateway and event sources, call recording and the IAM evaluator"
+if [ ! -d scripts/aws_e2e/node_modules ]; then
+  npm ci --prefix scripts/aws_e2e --no-audit --no-fund --loglevel=error
+fi
+(unset HERALD_TEST_AWS_ENDPOINT AWS_ENDPOINT_URL; .venv/bin/python -m pytest -q scripts/aws_e2e/tests)
+
+step "Herald as AWS runs it (scripts/aws-e2e.sh): the template created in moto with IAM enforced, the five binaries under their roles, every flow, the negative control, resource-level IAM"
+scripts/aws-e2e.sh
+
 step "herald demo (release build, as in the README)"
 cargo run --release --bin herald -- demo
 
