@@ -768,7 +768,14 @@ pub struct StoredResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begun {
     /// This request holds the key now: do the work, then complete or release it.
-    Started,
+    Started {
+        /// When this use of the key began: `now_ms` of the begin that created the record, kept
+        /// when a request with the same fingerprint takes over a record whose lease ended (the
+        /// first request died half-way), so that the retry derives the same ids the first one
+        /// recorded; a new use (no record, an expired or released one, or a dead one of another
+        /// fingerprint) begins at `now_ms`.
+        since_ms: i64,
+    },
     /// Another request with this key and payload is being handled.
     InProgress,
     /// A request with this key and payload finished; here is its response.
@@ -783,7 +790,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// Begins a request with `key` (already scoped to the caller) and the `fingerprint` of its
     /// payload. When no live record has the key (none, or one expired at `now_ms`, or an
     /// in-progress one whose lease ended), writes an in-progress record leased until
-    /// `lease_until_ms` and expiring at `expires_at_ms`, and answers [`Begun::Started`];
+    /// `lease_until_ms` and expiring at `expires_at_ms`, and answers [`Begun::Started`] with
+    /// the time this use of the key began (kept from the dead record when it had the same
+    /// fingerprint, else `now_ms`);
     /// otherwise [`Begun::Mismatch`] for another fingerprint, else [`Begun::InProgress`] or
     /// [`Begun::Completed`]. Atomic: of concurrent begins of one key, exactly one is
     /// [`Begun::Started`].

@@ -41,19 +41,58 @@ pub struct Adapters {
 
 /// Failure injection for the local runner's soak test: the probability that a sender "dies"
 /// after claiming an attempt (before Twilio is called), or after Twilio accepted the message
-/// (before the result is recorded). Always zero on AWS.
+/// (before the result is recorded); and, for tests, a point where a send request dies. Always
+/// zero (and `None`) on AWS.
 #[derive(Debug, Default)]
 pub struct Chaos {
     /// Crash after the claim, before Twilio.
     pub crash_after_claim: f64,
     /// Crash after Twilio accepted, before recording.
     pub crash_after_send: f64,
+    /// Where a `POST` that sends dies, deterministically (tests): nothing after that point
+    /// happens, not even keeping its answer under its `Idempotency-Key`, and the invocation
+    /// fails, as a Lambda timeout or a killed process leaves it.
+    pub crash_at: Option<CrashPoint>,
+}
+
+/// A point where a send request dies ([`Chaos::crash_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Once the request has recorded this many new messages or calls (a single send: `1`,
+    /// before Twilio is called; a batch: before any of its jobs is enqueued).
+    Recorded(usize),
+    /// Once a batch has put the jobs of this many messages on the send queue (jobs go in
+    /// chunks of ten: the chunk that reaches it is sent).
+    Enqueued(usize),
+    /// After the request's work, before its answer is kept under its `Idempotency-Key`.
+    Answered,
 }
 
 impl Chaos {
     /// Whether to crash now, with probability `p`.
     pub fn strike(p: f64) -> bool {
         p > 0.0 && rand::random::<f64>() < p
+    }
+
+    /// Whether a send request dies at `point` ([`Chaos::crash_at`]).
+    pub fn crashes_at(&self, point: CrashPoint) -> bool {
+        self.crash_at == Some(point)
+    }
+
+    /// What a request that died at a [`CrashPoint`] leaves: a response marked as a death, which
+    /// no one keeps and the handler turns into a failed invocation ([`Chaos::is_death`]).
+    pub fn death() -> http::Response<String> {
+        let mut resp = http::Response::new(String::new());
+        *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        resp.extensions_mut().insert(crate::delivery::Crashed);
+        resp
+    }
+
+    /// Whether `resp` is a request's death ([`Chaos::death`]).
+    pub fn is_death<B>(resp: &http::Response<B>) -> bool {
+        resp.extensions()
+            .get::<crate::delivery::Crashed>()
+            .is_some()
     }
 }
 

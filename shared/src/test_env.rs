@@ -126,11 +126,32 @@ impl TestEnv {
         crash_after_claim: f64,
         crash_after_send: f64,
     ) -> Arc<Services> {
+        self.services_failing(None, crash_after_claim, crash_after_send)
+    }
+
+    /// Services over the same adapters whose send requests die at `point` (failure injection;
+    /// with [`TestEnv::services_with_chaos`]'s probabilities too).
+    pub fn services_with_crash(
+        &self,
+        point: crate::service::CrashPoint,
+        crash_after_claim: f64,
+        crash_after_send: f64,
+    ) -> Arc<Services> {
+        self.services_failing(Some(point), crash_after_claim, crash_after_send)
+    }
+
+    fn services_failing(
+        &self,
+        crash_at: Option<crate::service::CrashPoint>,
+        crash_after_claim: f64,
+        crash_after_send: f64,
+    ) -> Arc<Services> {
         let mut s =
             Services::new(self.config.clone(), self.adapters.clone()).expect("services build");
         s.chaos = crate::service::Chaos {
             crash_after_claim,
             crash_after_send,
+            crash_at,
         };
         Arc::new(s)
     }

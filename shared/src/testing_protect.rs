@@ -127,13 +127,14 @@ fn response(body: &str) -> StoredResponse {
 }
 
 /// [`IdempotencyStore`]: start, in progress, mismatch, completion and replay, release,
-/// takeover after the lease, expiry.
+/// takeover after the lease (keeping when the use of the key began), expiry.
 pub async fn idempotency_contract(s: Arc<dyn IdempotencyStore>) {
+    let started = |since_ms| Begun::Started { since_ms };
     let (lease, exp) = (T0 + 60_000, T0 + 86_400_000);
     let key = unique("idem");
     assert_eq!(
         s.begin(&key, "fp1", T0, lease, exp).await.expect("begin"),
-        Begun::Started
+        started(T0)
     );
     assert_eq!(
         s.begin(&key, "fp1", T0 + 1, lease, exp)
@@ -184,19 +185,31 @@ pub async fn idempotency_contract(s: Arc<dyn IdempotencyStore>) {
             .expect("begin"),
         Begun::Mismatch
     );
-    // Expired: the key is free again, for any payload.
+    // Expired: the key is free again, for any payload, and a new use of it begins.
     assert_eq!(
         s.begin(&key, "fp2", exp, exp + 60_000, exp + 86_400_000)
             .await
             .expect("begin"),
-        Begun::Started
+        started(exp)
+    );
+    // Expired in progress, same payload: a new use too (its ids must not be the old ones').
+    let key = unique("idem");
+    assert_eq!(
+        s.begin(&key, "fp", T0, lease, lease).await.expect("begin"),
+        started(T0)
+    );
+    assert_eq!(
+        s.begin(&key, "fp", lease, lease + 60_000, exp)
+            .await
+            .expect("begin"),
+        started(lease)
     );
 
-    // Released: free again at once.
+    // Released: free again at once, as a new use.
     let key = unique("idem");
     assert_eq!(
         s.begin(&key, "fp", T0, lease, exp).await.expect("begin"),
-        Begun::Started
+        started(T0)
     );
     s.release(&key, "other").await.expect("release");
     assert_eq!(
@@ -205,15 +218,18 @@ pub async fn idempotency_contract(s: Arc<dyn IdempotencyStore>) {
     );
     s.release(&key, "fp").await.expect("release");
     assert_eq!(
-        s.begin(&key, "fp", T0, lease, exp).await.expect("begin"),
-        Begun::Started
+        s.begin(&key, "fp", T0 + 5, lease, exp)
+            .await
+            .expect("begin"),
+        started(T0 + 5)
     );
-    // In progress past its lease (the first request died): taken over.
+    // In progress past its lease (the first request died): taken over by the same payload,
+    // which goes on with the use of the key that began with the first request.
     assert_eq!(
         s.begin(&key, "fp", lease, lease + 60_000, exp)
             .await
             .expect("begin"),
-        Begun::Started
+        started(T0 + 5)
     );
     assert_eq!(
         s.begin(&key, "fp", lease + 1, lease + 60_000, exp)
@@ -221,9 +237,39 @@ pub async fn idempotency_contract(s: Arc<dyn IdempotencyStore>) {
             .expect("begin"),
         Begun::InProgress
     );
+    // ... and again, after that lease too.
+    assert_eq!(
+        s.begin(&key, "fp", lease + 60_000, lease + 120_000, exp)
+            .await
+            .expect("begin"),
+        started(T0 + 5)
+    );
+    // Past its lease, another payload: taken over as a new use of the key.
+    assert_eq!(
+        s.begin(&key, "fp2", lease + 120_000, lease + 180_000, exp)
+            .await
+            .expect("begin"),
+        started(lease + 120_000)
+    );
+    assert_eq!(
+        s.begin(&key, "fp", lease + 120_001, lease + 180_000, exp)
+            .await
+            .expect("begin"),
+        Begun::Mismatch
+    );
+    s.complete(&key, "fp2", &response("{}"))
+        .await
+        .expect("complete");
+    assert_eq!(
+        s.begin(&key, "fp2", lease + 180_001, lease + 240_000, exp)
+            .await
+            .expect("begin"),
+        Begun::Completed(response("{}"))
+    );
 }
 
-/// [`IdempotencyStore`] under concurrency: of N begins of one key, exactly one starts.
+/// [`IdempotencyStore`] under concurrency: of N begins of one key, exactly one starts; of N
+/// takeovers of a dead record, exactly one takes it over.
 pub async fn idempotency_races(s: Arc<dyn IdempotencyStore>) {
     let key = unique("idem-race");
     let results = race(12, |_| {
@@ -235,12 +281,43 @@ pub async fn idempotency_races(s: Arc<dyn IdempotencyStore>) {
         }
     })
     .await;
-    let started = results.iter().filter(|b| **b == Begun::Started).count();
+    let started = results
+        .iter()
+        .filter(|b| **b == Begun::Started { since_ms: T0 })
+        .count();
     assert_eq!(started, 1, "{results:?}");
     assert!(
         results
             .iter()
-            .all(|b| matches!(b, Begun::Started | Begun::InProgress))
+            .all(|b| matches!(b, Begun::Started { .. } | Begun::InProgress))
+    );
+    // Of N retries taking over a dead record at once, exactly one does, keeping its start.
+    let key = unique("idem-race");
+    assert_eq!(
+        s.begin(&key, "fp", T0, T0 + 60_000, T0 + 86_400_000)
+            .await
+            .expect("begin"),
+        Begun::Started { since_ms: T0 }
+    );
+    let later = T0 + 60_000;
+    let results = race(12, |_| {
+        let (s, key) = (s.clone(), key.clone());
+        async move {
+            s.begin(&key, "fp", later, later + 60_000, T0 + 86_400_000)
+                .await
+                .expect("begin")
+        }
+    })
+    .await;
+    let taken = results
+        .iter()
+        .filter(|b| **b == Begun::Started { since_ms: T0 })
+        .count();
+    assert_eq!(taken, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|b| matches!(b, Begun::Started { since_ms: T0 } | Begun::InProgress))
     );
 }
 

@@ -366,4 +366,61 @@ mod protection {
     async fn memory() {
         each("memory", false, true).await;
     }
+
+    /// A database made before idempotency records kept when their use began opens, gains the
+    /// column, and goes on: an old in-progress record taken over begins its use then.
+    #[tokio::test]
+    async fn a_database_from_before_started_at_is_migrated() {
+        use herald::ports::{Begun, IdempotencyStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.sqlite");
+        {
+            let c = rusqlite::Connection::open(&path).expect("open raw");
+            c.execute_batch(
+                "CREATE TABLE idempotency_keys (
+                    key TEXT PRIMARY KEY,
+                    fingerprint TEXT NOT NULL,
+                    lease_until_ms INTEGER,
+                    expires_at_ms INTEGER NOT NULL,
+                    response TEXT
+                );
+                INSERT INTO idempotency_keys VALUES ('old', 'fp', 1000, 100000, NULL);",
+            )
+            .expect("old schema");
+        }
+        let clock = testing::test_clock();
+        let store = SqliteStore::open(&path, clock as Arc<dyn Clock>).expect("open");
+        assert_eq!(
+            store
+                .begin("old", "fp", 2000, 62_000, 100_000)
+                .await
+                .expect("begin"),
+            Begun::Started { since_ms: 2000 }
+        );
+        assert_eq!(
+            store
+                .begin("old", "fp", 62_000, 122_000, 100_000)
+                .await
+                .expect("begin"),
+            Begun::Started { since_ms: 2000 }
+        );
+        assert_eq!(
+            store
+                .begin("new", "fp", 3000, 63_000, 100_000)
+                .await
+                .expect("begin"),
+            Begun::Started { since_ms: 3000 }
+        );
+        drop(store);
+        // Opening it again changes nothing.
+        let store =
+            SqliteStore::open(&path, testing::test_clock() as Arc<dyn Clock>).expect("reopen");
+        assert_eq!(
+            store
+                .begin("new", "fp", 3001, 63_000, 100_000)
+                .await
+                .expect("begin"),
+            Begun::InProgress
+        );
+    }
 }

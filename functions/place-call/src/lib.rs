@@ -13,12 +13,13 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::calls::{self, Placement};
 use herald::domain::rfc3339;
 use herald::domain::{Call, CallId, CallStatus, Event, EventKind, Speech, Subject};
-use herald::ports::StoreError;
+use herald::ports::{CallClaim, StoreError};
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
+use herald::protect::idempotency::Keyed;
 use herald::protect::limits::{self, Channel};
 use herald::request::{invalid, json_object, only_fields, recipient, str_field, text_or_template};
-use herald::service::Services;
+use herald::service::{Chaos, CrashPoint, Services};
 use herald::twilio::{MAX_TWIML_CHARS, describe_code, twiml};
 use herald::voice;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -50,8 +51,8 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         ("POST", "/v1/calls") => match limits::check_caller(svc, caller, Endpoint::Calls).await {
             Err(p) => p.into_response(),
             Ok(()) => {
-                herald::protect::idempotency::once(svc, &req, caller, &path, || {
-                    place(svc, &req, caller)
+                herald::protect::idempotency::once(svc, &req, caller, &path, |keyed| {
+                    place(svc, &req, caller, keyed)
                 })
                 .await
             }
@@ -67,6 +68,10 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .detail("no such route")
             .into_response(),
     };
+    if Chaos::is_death(&resp) {
+        // Failure injection: the invocation dies, as a Lambda timeout leaves it.
+        return Err(Box::new(herald::delivery::Crashed));
+    }
     Ok(resp.map(Body::from))
 }
 
@@ -177,13 +182,14 @@ fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
 }
 
 /// Seals and records a validated call, `accepted`, with its first attempt claimed by this
-/// request (the API places it at once).
+/// request (the API places it at once), only if no call has its id (`None`: one has, recorded
+/// by an earlier try of the request; nothing changed).
 async fn record_new(
     svc: &Services,
     id: CallId,
     v: &Validated,
     caller: String,
-) -> Result<Call, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Option<Call>, Box<dyn std::error::Error + Send + Sync>> {
     let now = svc.clock.now_ms();
     let aad = id.as_str();
     let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
@@ -212,7 +218,11 @@ async fn record_new(
         next_attempt_at_ms: None,
         id,
     };
-    svc.calls.insert_call(&call).await?;
+    match svc.calls.insert_call(&call).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     let ev = calls::call_event(
         svc,
         &call,
@@ -224,18 +234,39 @@ async fn record_new(
     );
     herald::delivery::record_event(svc, &ev).await;
     tracing::info!(call_id = %call.id, require_ack = call.require_ack, "call accepted");
-    Ok(call)
+    Ok(Some(call))
 }
 
-async fn place(svc: &Services, req: &Request, caller: &str) -> http::Response<String> {
+async fn place(
+    svc: &Services,
+    req: &Request,
+    caller: &str,
+    keyed: Option<Keyed>,
+) -> http::Response<String> {
     if !svc.config.voice_enabled {
         return Problem::new(ProblemKind::FeatureDisabled)
             .detail("voice calls are disabled")
             .into_response();
     }
     let now = svc.clock.now_ms();
-    let id = CallId::generate(u64::try_from(now).unwrap_or_default());
+    // Under an Idempotency-Key the call's id is derived from it: a retry of a request that
+    // died after recording the call goes on with that call (its checks and limits were passed
+    // then), never records and places another.
+    let id = match &keyed {
+        Some(k) => match k.call_id(svc).await {
+            Ok(id) => id,
+            Err(e) => return unavailable(&e),
+        },
+        None => CallId::generate(u64::try_from(now).unwrap_or_default()),
+    };
     herald::telemetry::record_call_id(&id);
+    if keyed.as_ref().is_some_and(Keyed::is_retry) {
+        match svc.calls.get_call(&id).await {
+            Ok(Some(c)) => return resume(svc, c).await,
+            Ok(None) => {}
+            Err(e) => return unavailable(&e),
+        }
+    }
     let v = match validate(svc, &id, req.body().as_ref()) {
         Ok(v) => v,
         Err(p) => return p.into_response(),
@@ -250,15 +281,69 @@ async fn place(svc: &Services, req: &Request, caller: &str) -> http::Response<St
     if let Some(p) = svc.refuse_unless_credentials().await {
         return p.into_response();
     }
-    let call = match record_new(svc, id, &v, caller.to_owned()).await {
-        Ok(c) => c,
+    let call = match record_new(svc, id.clone(), &v, caller.to_owned()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return match svc.calls.get_call(&id).await {
+                Ok(Some(c)) => resume(svc, c).await,
+                Ok(None) => unavailable(&StoreError::Conflict),
+                Err(e) => unavailable(&e),
+            };
+        }
         Err(e) => return unavailable(&*e),
     };
+    if svc.chaos.crashes_at(CrashPoint::Recorded(1)) {
+        return Chaos::death();
+    }
+    let placement = calls::attempt_call(svc, &call).await;
+    answer_place(&call, placement)
+}
+
+/// Goes on with a call an earlier try of this request recorded before it died: its first
+/// attempt is made now unless someone made it already (the claim decides, so the callee is
+/// never called twice for it; a claim its holder left is taken over as ambiguous, so Twilio is
+/// asked first); otherwise the answer says where it is.
+async fn resume(svc: &Services, c: Call) -> http::Response<String> {
+    if c.status != CallStatus::Accepted {
+        return answer_found(&c);
+    }
+    let now = svc.clock.now_ms();
+    let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
+    match svc
+        .calls
+        .claim_call_attempt(&c.id, c.attempt, now, lease)
+        .await
+    {
+        Ok(CallClaim::Claimed(claimed)) => {
+            let placement = calls::attempt_call(svc, &claimed).await;
+            answer_place(&claimed, placement)
+        }
+        // Someone is making the attempt now: recorded and on its way.
+        Ok(CallClaim::Busy { .. }) => answer_place(&c, Placement::Interrupted),
+        Ok(CallClaim::Stale(found)) => answer_found(&found),
+        Ok(CallClaim::NotFound) => unavailable(&StoreError::Corrupt("call vanished".into())),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// The answer to a call placed where `c` is.
+fn answer_found(c: &Call) -> http::Response<String> {
+    let placement = match c.status {
+        CallStatus::Accepted => Placement::Interrupted,
+        CallStatus::Retrying => Placement::Deferred,
+        CallStatus::Failed => Placement::Failed(c.error_code),
+        s => Placement::Placed(s),
+    };
+    answer_place(c, placement)
+}
+
+/// The answer to placing `call` whose attempt came to `placement`.
+fn answer_place(call: &Call, placement: Placement) -> http::Response<String> {
     let answer = |status| PlaceAnswer {
         id: &call.id,
         status,
     };
-    match calls::attempt_call(svc, &call).await {
+    match placement {
         Placement::Placed(status) => problem::json(201, &answer(status)),
         Placement::Deferred => problem::json(202, &answer(CallStatus::Retrying)),
         Placement::Interrupted | Placement::Crashed => {

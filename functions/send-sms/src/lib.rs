@@ -10,12 +10,13 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::delivery::{self, Delivery, Job};
 use herald::domain::rfc3339;
 use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Subject};
-use herald::ports::StoreError;
+use herald::ports::{Claim, StoreError};
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
+use herald::protect::idempotency::Keyed;
 use herald::protect::limits::{self, Channel};
 use herald::request::{invalid, json_object, only_fields, recipient, text_or_template};
-use herald::service::Services;
+use herald::service::{Chaos, CrashPoint, Services};
 use herald::templates::{self, Encoding, MAX_BODY_CHARS};
 use herald::twilio::describe_code;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -41,19 +42,19 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     let caller = caller.as_str();
     let resp = match (method, path.as_str()) {
         ("POST", "/v1/messages") => {
-            guarded(svc, &req, caller, Endpoint::Messages, &path, || {
-                send(svc, &req, caller)
+            guarded(svc, &req, caller, Endpoint::Messages, &path, |keyed| {
+                send(svc, &req, caller, keyed)
             })
             .await
         }
         ("POST", "/v1/messages/batch") => {
-            guarded(svc, &req, caller, Endpoint::Batch, &path, || {
-                send_batch(svc, &req, caller)
+            guarded(svc, &req, caller, Endpoint::Batch, &path, |keyed| {
+                send_batch(svc, &req, caller, keyed)
             })
             .await
         }
         ("POST", "/v1/verifications") => {
-            guarded(svc, &req, caller, Endpoint::Verifications, &path, || {
+            guarded(svc, &req, caller, Endpoint::Verifications, &path, |_| {
                 verify::start(svc, &req, caller)
             })
             .await
@@ -90,11 +91,15 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .detail("no such route")
             .into_response(),
     };
+    if Chaos::is_death(&resp) {
+        // Failure injection: the invocation dies, as a Lambda timeout leaves it.
+        return Err(Box::new(herald::delivery::Crashed));
+    }
     Ok(resp.map(Body::from))
 }
 
 /// A POST that sends: the caller's rate limit of `endpoint`, then `work` at most once per
-/// `Idempotency-Key`.
+/// `Idempotency-Key` (given the key's [`Keyed`] use, when there is one).
 async fn guarded<F, Fut>(
     svc: &Services,
     req: &Request,
@@ -104,7 +109,7 @@ async fn guarded<F, Fut>(
     work: F,
 ) -> http::Response<String>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<Keyed>) -> Fut,
     Fut: std::future::Future<Output = http::Response<String>>,
 {
     if let Err(p) = limits::check_caller(svc, caller, endpoint).await {
@@ -226,16 +231,28 @@ fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
         .into_response()
 }
 
-/// Seals and records a validated message, `accepted`; `claim` makes the caller hold its first
-/// attempt (the API path sends at once), otherwise a send job will claim it.
+/// What [`record_new`] came to.
+enum Recorded {
+    /// The message, recorded now.
+    New(Box<Message>),
+    /// A message with that id was recorded already (by an earlier try of the request); nothing
+    /// changed.
+    Exists,
+}
+
+/// Seals and records a validated message, `accepted`, under `id` (derived from an
+/// `Idempotency-Key`; a fresh id when `None`), only if no message has that id; `claim` makes
+/// the caller hold its first attempt (the API path sends at once), otherwise a send job will
+/// claim it.
 async fn record_new(
     svc: &Services,
     v: &Validated,
     caller: &str,
     claim: bool,
-) -> Result<Message, Box<dyn std::error::Error + Send + Sync>> {
+    id: Option<MessageId>,
+) -> Result<Recorded, Box<dyn std::error::Error + Send + Sync>> {
     let now = svc.clock.now_ms();
-    let id = MessageId::generate(u64::try_from(now).unwrap_or_default());
+    let id = id.unwrap_or_else(|| MessageId::generate(u64::try_from(now).unwrap_or_default()));
     if claim {
         // A request about this one message (a batch has many: each job's lines carry its id).
         herald::telemetry::record_message_id(&id);
@@ -246,7 +263,11 @@ async fn record_new(
         message.claimed_at_ms = Some(now);
         message.claimed_until_ms = Some(now + lease);
     }
-    svc.messages.insert_message(&message).await?;
+    match svc.messages.insert_message(&message).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Ok(Recorded::Exists),
+        Err(e) => return Err(e.into()),
+    }
     let ev = Event {
         key: format!("{id}:accepted:1"),
         subject: Subject::from(&id),
@@ -263,7 +284,7 @@ async fn record_new(
     };
     delivery::record_event(svc, &ev).await;
     tracing::info!(message_id = %id, segments = v.segments, encoding = v.encoding.as_str(), "message accepted");
-    Ok(message)
+    Ok(Recorded::New(Box::new(message)))
 }
 
 async fn seal_message(
@@ -299,11 +320,55 @@ async fn seal_message(
     })
 }
 
-async fn send(svc: &Services, req: &Request, caller: &str) -> http::Response<String> {
+/// The id a request's message at `index` takes: derived from the `Idempotency-Key`'s use when
+/// there is one (a retry of a request that died half-way finds what it recorded), else `None`
+/// (a fresh one).
+async fn keyed_id(
+    svc: &Services,
+    keyed: Option<&Keyed>,
+    index: usize,
+) -> Result<Option<MessageId>, herald::crypto::CryptoError> {
+    match keyed {
+        Some(k) => k.message_id(svc, index).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The message with the id of a keyed request, recorded by an earlier try of it, if any: looked
+/// up only by a retry of a request that died (`lookup`), or when recording found the id taken.
+async fn earlier(
+    svc: &Services,
+    lookup: bool,
+    id: Option<&MessageId>,
+) -> Result<Option<Message>, StoreError> {
+    match id {
+        Some(id) if lookup => svc.messages.get_message(id).await,
+        _ => Ok(None),
+    }
+}
+
+async fn send(
+    svc: &Services,
+    req: &Request,
+    caller: &str,
+    keyed: Option<Keyed>,
+) -> http::Response<String> {
     if !svc.config.sms_enabled {
         return Problem::new(ProblemKind::FeatureDisabled)
             .detail("SMS sending is disabled")
             .into_response();
+    }
+    let id = match keyed_id(svc, keyed.as_ref(), 0).await {
+        Ok(id) => id,
+        Err(e) => return unavailable(&e),
+    };
+    // A retry of a request that died after recording its message goes on with that message
+    // (its checks and limits were passed then), never records and sends another.
+    let retry = keyed.as_ref().is_some_and(Keyed::is_retry);
+    match earlier(svc, retry, id.as_ref()).await {
+        Ok(Some(m)) => return resume(svc, m).await,
+        Ok(None) => {}
+        Err(e) => return unavailable(&e),
     }
     let v = match checked(svc, req.body().as_ref()).await {
         Ok(v) => v,
@@ -312,18 +377,73 @@ async fn send(svc: &Services, req: &Request, caller: &str) -> http::Response<Str
     if let Some(p) = svc.refuse_unless_credentials().await {
         return p.into_response();
     }
-    let message = match record_new(svc, &v, caller, true).await {
-        Ok(m) => m,
+    let message = match record_new(svc, &v, caller, true, id.clone()).await {
+        Ok(Recorded::New(m)) => *m,
+        Ok(Recorded::Exists) => {
+            return match earlier(svc, true, id.as_ref()).await {
+                Ok(Some(m)) => resume(svc, m).await,
+                Ok(None) => unavailable(&StoreError::Conflict),
+                Err(e) => unavailable(&e),
+            };
+        }
         Err(e) => return unavailable(&*e),
     };
-    let id = &message.id;
+    if svc.chaos.crashes_at(CrashPoint::Recorded(1)) {
+        return Chaos::death();
+    }
+    let delivery = delivery::attempt_send(svc, &message).await;
+    answer_send(&message, delivery)
+}
+
+/// Goes on with a message an earlier try of this request recorded before it died: its first
+/// attempt is made now unless someone made it already (it waits for it, and no live claim
+/// holds it: the claim decides, so nothing is sent twice; a claim that its holder left is taken
+/// over as ambiguous, so Twilio is asked first); otherwise the answer says where it is.
+async fn resume(svc: &Services, m: Message) -> http::Response<String> {
+    herald::telemetry::record_message_id(&m.id);
+    if m.status != MessageStatus::Accepted {
+        return answer_found(&m);
+    }
+    let now = svc.clock.now_ms();
+    let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
+    match svc
+        .messages
+        .claim_attempt(&m.id, m.attempt, now, lease)
+        .await
+    {
+        Ok(Claim::Claimed(claimed)) => {
+            let delivery = delivery::attempt_send(svc, &claimed).await;
+            answer_send(&claimed, delivery)
+        }
+        // Someone is making the attempt now (the sweeper): recorded and on its way.
+        Ok(Claim::Busy { .. }) => answer_send(&m, Delivery::Interrupted),
+        Ok(Claim::Stale(found)) => answer_found(&found),
+        Ok(Claim::NotFound) => unavailable(&StoreError::Corrupt("message vanished".into())),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// The answer to a send whose message is where `m` is.
+fn answer_found(m: &Message) -> http::Response<String> {
+    let delivery = match m.status {
+        MessageStatus::Accepted => Delivery::Interrupted,
+        MessageStatus::Retrying => Delivery::Deferred,
+        MessageStatus::Failed | MessageStatus::Undelivered => Delivery::Failed(m.error_code),
+        s => Delivery::Submitted(s),
+    };
+    answer_send(m, delivery)
+}
+
+/// The answer to a send of `m` whose attempt came to `delivery`.
+fn answer_send(m: &Message, delivery: Delivery) -> http::Response<String> {
+    let id = &m.id;
     let answer = |status| SendAnswer {
         id,
         status,
-        segments: v.segments,
-        encoding: v.encoding,
+        segments: m.segments,
+        encoding: m.encoding,
     };
-    match delivery::attempt_send(svc, &message).await {
+    match delivery {
         Delivery::Submitted(status) => problem::json(201, &answer(status)),
         Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
         // Recorded and held: the claim expires and the sweeper makes the attempt again.
@@ -364,7 +484,15 @@ struct BatchRefused {
 
 /// `POST /v1/messages/batch`: validates every item, records the valid ones `accepted`, puts one
 /// send job per message on the send queue, answers `202` with the ids and the per-item errors.
-async fn send_batch(svc: &Services, req: &Request, caller: &str) -> http::Response<String> {
+/// Under an `Idempotency-Key` the key covers the batch whole: item `i`'s id is derived from the
+/// key's use and `i`, so a retry of a batch that died half-way answers with the same ids and
+/// records, queues and sends only what the first try did not.
+async fn send_batch(
+    svc: &Services,
+    req: &Request,
+    caller: &str,
+    keyed: Option<Keyed>,
+) -> http::Response<String> {
     if !svc.config.sms_enabled {
         return Problem::new(ProblemKind::FeatureDisabled)
             .detail("SMS sending is disabled")
@@ -399,41 +527,60 @@ async fn send_batch(svc: &Services, req: &Request, caller: &str) -> http::Respon
     let mut accepted = Vec::new();
     let mut errors = Vec::new();
     let mut jobs = Vec::new();
+    let unavailable_item = |index, e: &dyn std::error::Error| {
+        tracing::error!(error = %e, "store unavailable");
+        BatchRefused {
+            index,
+            problem: Problem::new(ProblemKind::Unavailable).detail("please retry"),
+        }
+    };
+    let mut recorded = 0;
+    let retry = keyed.as_ref().is_some_and(Keyed::is_retry);
     for (index, item) in items.iter().enumerate() {
+        let id = match keyed_id(svc, keyed.as_ref(), index).await {
+            Ok(id) => id,
+            Err(e) => {
+                errors.push(unavailable_item(index, &e));
+                continue;
+            }
+        };
+        // Recorded by an earlier try of this request (it died half-way): kept as it is (its
+        // checks and limits were passed then), answered with its id as then.
+        match earlier(svc, retry, id.as_ref()).await {
+            Ok(Some(m)) => {
+                accept_found(index, m, &mut accepted, &mut jobs);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                errors.push(unavailable_item(index, &e));
+                continue;
+            }
+        }
         let raw = serde_json::to_vec(item).unwrap_or_default();
         match checked(svc, &raw).await {
             Err(mut problem) => {
                 problem.field = problem.field.map(|f| format!("messages[{index}].{f}"));
                 errors.push(BatchRefused { index, problem });
             }
-            Ok(v) => match record_new(svc, &v, caller, false).await {
-                Ok(m) => {
-                    jobs.push(
-                        Job::Message {
-                            id: m.id.clone(),
-                            attempt: 1,
-                            not_before_ms: None,
-                        }
-                        .to_body(),
-                    );
-                    accepted.push(BatchAccepted {
-                        index,
-                        id: m.id,
-                        status: MessageStatus::Accepted,
-                        segments: v.segments,
-                        encoding: v.encoding,
-                    });
+            Ok(v) => match record_new(svc, &v, caller, false, id.clone()).await {
+                Ok(Recorded::New(m)) => {
+                    accept_found(index, *m, &mut accepted, &mut jobs);
+                    recorded += 1;
+                    if svc.chaos.crashes_at(CrashPoint::Recorded(recorded)) {
+                        return Chaos::death();
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "store unavailable");
-                    errors.push(BatchRefused {
-                        index,
-                        problem: Problem::new(ProblemKind::Unavailable).detail("please retry"),
-                    });
-                }
+                Ok(Recorded::Exists) => match earlier(svc, true, id.as_ref()).await {
+                    Ok(Some(m)) => accept_found(index, m, &mut accepted, &mut jobs),
+                    Ok(None) => errors.push(unavailable_item(index, &StoreError::Conflict)),
+                    Err(e) => errors.push(unavailable_item(index, &e)),
+                },
+                Err(e) => errors.push(unavailable_item(index, &*e)),
             },
         }
     }
+    let mut enqueued = 0;
     for chunk in jobs.chunks(10) {
         let batch: Vec<(String, u32)> = chunk.iter().map(|b| (b.clone(), 0)).collect();
         let failed = match svc.send_queue.send_batch(&batch).await {
@@ -444,11 +591,44 @@ async fn send_batch(svc: &Services, req: &Request, caller: &str) -> http::Respon
             // Recorded `accepted`: the sweeper enqueues them once they are overdue.
             tracing::error!(failed, "could not enqueue send jobs; the sweeper will");
         }
+        enqueued += batch.len();
+        if matches!(svc.chaos.crash_at, Some(CrashPoint::Enqueued(n)) if enqueued >= n) {
+            return Chaos::death();
+        }
     }
     problem::json(
         202,
         &serde_json::json!({ "messages": accepted, "errors": errors }),
     )
+}
+
+/// Answers a batch item with its recorded message `m` (`accepted`, as every item of a batch),
+/// and queues the job of its first attempt while it still waits for that attempt (a message
+/// an earlier try recorded may have been sent since: its job is not queued again; a duplicate
+/// job of one still waiting is harmless, the claim decides).
+fn accept_found(
+    index: usize,
+    m: Message,
+    accepted: &mut Vec<BatchAccepted>,
+    jobs: &mut Vec<String>,
+) {
+    if m.status == MessageStatus::Accepted {
+        jobs.push(
+            Job::Message {
+                id: m.id.clone(),
+                attempt: m.attempt,
+                not_before_ms: None,
+            }
+            .to_body(),
+        );
+    }
+    accepted.push(BatchAccepted {
+        index,
+        id: m.id,
+        status: MessageStatus::Accepted,
+        segments: m.segments,
+        encoding: m.encoding,
+    });
 }
 
 /// Handles a batch of send jobs from the send queue (the SQS trigger of this function); only

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use herald::delivery::{self, Delivery};
 use herald::domain::verification::CheckOutcome;
 use herald::domain::{Verification, VerificationId, VerificationStatus};
-use herald::ports::{Acquired, VerificationApplied};
+use herald::ports::{Acquired, StoreError, VerificationApplied};
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::limits;
 use herald::service::Services;
@@ -196,8 +196,10 @@ pub async fn start(svc: &Services, req: &Request, caller: &str) -> http::Respons
         encoding: info.encoding,
         segments: info.segments,
     };
-    let message = match crate::record_new(svc, &v, caller, true).await {
-        Ok(m) => m,
+    let message = match crate::record_new(svc, &v, caller, true, None).await {
+        Ok(crate::Recorded::New(m)) => *m,
+        // A fresh id is never taken.
+        Ok(crate::Recorded::Exists) => return unavailable(&StoreError::Conflict),
         Err(e) => return unavailable(&*e),
     };
     drop(v);

@@ -290,6 +290,7 @@ impl LocalStack {
         services.chaos = Chaos {
             crash_after_claim: opts.crash_after_claim,
             crash_after_send: opts.crash_after_send,
+            crash_at: None,
         };
         let services = Arc::new(services);
 

@@ -30,6 +30,15 @@ macro_rules! prefixed_id {
                 Self(format!("{}{}", $prefix, ulid.to_string().to_ascii_lowercase()))
             }
 
+            /// The id ordered by `at_ms` whose other 80 bits are the low bits of `seed`: the
+            /// same inputs give the same id (an id derived from an idempotency key, so that a
+            /// retried request finds what the first one recorded). `seed` must be
+            /// unpredictable (a keyed hash) for the ids to stay unguessable.
+            pub fn derived(at_ms: u64, seed: u128) -> Self {
+                let ulid = ulid::Ulid::from_parts(at_ms, seed);
+                Self(format!("{}{}", $prefix, ulid.to_string().to_ascii_lowercase()))
+            }
+
             /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -97,6 +106,20 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.as_str().parse::<MessageId>().unwrap(), a);
         assert!(a.as_str().starts_with("msg_"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_valid_and_ordered_by_time() {
+        let a = MessageId::derived(1_700_000_000_000, 0xfeed_u128 << 64 | 7);
+        assert_eq!(
+            a,
+            MessageId::derived(1_700_000_000_000, 0xfeed_u128 << 64 | 7)
+        );
+        assert_ne!(a, MessageId::derived(1_700_000_000_000, 8));
+        assert_eq!(a.as_str().parse::<MessageId>().unwrap(), a);
+        assert!(a < MessageId::derived(1_700_000_000_001, 0));
+        let c = CallId::derived(1_700_000_000_000, u128::MAX);
+        assert_eq!(c.as_str().parse::<CallId>().unwrap(), c);
     }
 
     #[test]

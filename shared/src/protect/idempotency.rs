@@ -4,14 +4,22 @@
 //! and while the first is still being handled, `409`. Keys expire after
 //! `IDEMPOTENCY_KEY_TTL_SECS`. Responses that changed nothing (`429`, `5xx`) are not kept, so
 //! a retry with the key starts again.
+//!
+//! A request that dies half-way (a Lambda timeout, a killed process) keeps no response; once its
+//! lease ends, a retry with the same key and payload does the work again. So that it does not
+//! record and send again what the first one did, the work gets a [`Keyed`]: the records it
+//! creates take ids derived from the caller, the key, the payload and when this use of the key
+//! began, and the retry finds them and goes on with them.
 
 use std::future::Future;
 
 use sha2::{Digest, Sha256};
 
+use crate::crypto::CryptoError;
+use crate::domain::{CallId, MessageId};
 use crate::ports::{Begun, StoredResponse};
 use crate::problem::{Problem, ProblemKind};
-use crate::service::Services;
+use crate::service::{Chaos, CrashPoint, Services};
 
 /// The request header.
 pub const HEADER: &str = "idempotency-key";
@@ -31,8 +39,82 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(h.finalize())
 }
 
+/// The keyed-hash purpose of ids derived from an idempotency key.
+const ID_PURPOSE: &str = "idempotent-record-id-v1";
+
+/// One use of an `Idempotency-Key` by one caller, with one payload, that the work of [`once`]
+/// runs under. The ids of what the work records are derived from it ([`Keyed::message_id`],
+/// [`Keyed::call_id`]): the first request and every retry of it (after it died) derive the same
+/// ids, another caller, key or payload, or a later use of the key (after it expired), others.
+/// It holds hashes and a time only; `Debug` shows the time.
+#[derive(Clone)]
+pub struct Keyed {
+    /// SHA-256 of the caller and the key.
+    scoped: String,
+    /// SHA-256 of the method, path and body.
+    fingerprint: String,
+    /// When this use of the key began (the first request of it).
+    since_ms: i64,
+    /// Whether this request took the key over from an earlier one that died.
+    retry: bool,
+}
+
+impl std::fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyed")
+            .field("since_ms", &self.since_ms)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyed {
+    /// Whether an earlier request of this use of the key died half-way (this one took the key
+    /// over once its lease ended): only then may records with the derived ids exist already, so
+    /// only then are they looked up.
+    pub fn is_retry(&self) -> bool {
+        self.retry
+    }
+
+    /// The id of the message at `index` of the request (`0` for a single send): ordered by when
+    /// this use of the key began, the rest a keyed hash (unguessable without Herald's key).
+    pub async fn message_id(&self, svc: &Services, index: usize) -> Result<MessageId, CryptoError> {
+        let seed = self.seed(svc, MessageId::PREFIX, index).await?;
+        Ok(MessageId::derived(self.at(), seed))
+    }
+
+    /// The id of the call the request places.
+    pub async fn call_id(&self, svc: &Services) -> Result<CallId, CryptoError> {
+        let seed = self.seed(svc, CallId::PREFIX, 0).await?;
+        Ok(CallId::derived(self.at(), seed))
+    }
+
+    fn at(&self) -> u64 {
+        u64::try_from(self.since_ms).unwrap_or_default()
+    }
+
+    async fn seed(&self, svc: &Services, kind: &str, index: usize) -> Result<u128, CryptoError> {
+        let mut data = Vec::with_capacity(160);
+        for part in [
+            self.scoped.as_bytes(),
+            self.fingerprint.as_bytes(),
+            &self.since_ms.to_be_bytes(),
+            kind.as_bytes(),
+            &(index as u64).to_be_bytes(),
+        ] {
+            data.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            data.extend_from_slice(part);
+        }
+        let hash = svc.vault.keyed_hash(ID_PURPOSE, &data).await?;
+        hash.get(..32)
+            .and_then(|h| u128::from_str_radix(h, 16).ok())
+            .ok_or(CryptoError::Corrupt)
+    }
+}
+
 /// Runs `work` at most once per (caller, `Idempotency-Key`) with this payload: the request's
-/// method, path and body. Without the header, `work` simply runs.
+/// method, path and body. Without the header, `work` simply runs, given `None`; with it, `work`
+/// is given the [`Keyed`] use of the key to derive the ids of what it records from.
 pub async fn once<F, Fut>(
     svc: &Services,
     req: &lambda_http::Request,
@@ -41,11 +123,15 @@ pub async fn once<F, Fut>(
     work: F,
 ) -> http::Response<String>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<Keyed>) -> Fut,
     Fut: Future<Output = http::Response<String>>,
 {
     let Some(raw) = req.headers().get(HEADER) else {
-        return work().await;
+        let resp = work(None).await;
+        if svc.chaos.crashes_at(CrashPoint::Answered) {
+            return Chaos::death();
+        }
+        return resp;
     };
     let key = match raw.to_str() {
         Ok(k)
@@ -73,8 +159,8 @@ where
         .idempotency
         .begin(&scoped, &fingerprint, now, lease, expires)
         .await;
-    match begun {
-        Ok(Begun::Started) => {}
+    let since_ms = match begun {
+        Ok(Begun::Started { since_ms }) => since_ms,
         Ok(Begun::Completed(stored)) => {
             let mut resp =
                 crate::problem::respond(stored.status, &stored.content_type, stored.body);
@@ -100,8 +186,18 @@ where
                 .detail("please retry")
                 .into_response();
         }
+    };
+    let resp = work(Some(Keyed {
+        scoped: scoped.clone(),
+        fingerprint: fingerprint.clone(),
+        since_ms,
+        retry: since_ms < now,
+    }))
+    .await;
+    if Chaos::is_death(&resp) || svc.chaos.crashes_at(CrashPoint::Answered) {
+        // The request died: nothing is kept, and the key's lease runs out.
+        return Chaos::death();
     }
-    let resp = work().await;
     let status = resp.status().as_u16();
     let kept = if status >= 500 || status == 429 {
         svc.idempotency.release(&scoped, &fingerprint).await

@@ -96,6 +96,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.execute_batch(calls::SCHEMA).map_err(backend)?;
         conn.execute_batch(protect::SCHEMA).map_err(backend)?;
+        protect::migrate(&conn).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,

@@ -6,8 +6,10 @@
 //! - `rate#<key>#<window start>`: `used` (N), `expires_at_ms` (N). One conditional update adds
 //!   one while `used < limit`.
 //! - `idem#<scoped key>`: `fingerprint` (S), `lease_until_ms` (N, while in progress),
-//!   `expires_at_ms` (N), `response` (S, once completed). Created by a conditional put that
-//!   succeeds only over no live record.
+//!   `expires_at_ms` (N), `response` (S, once completed), `started_at_ms` (N: when this use of
+//!   the key began). Created by a conditional put that succeeds only over no live record; an
+//!   in-progress record of the same fingerprint whose lease ended is taken over by a conditional
+//!   update that keeps `started_at_ms`.
 //! - `verification#<id>`: `caller` (S), `created_at_ms` (N), `version` (N), `doc` (S: the
 //!   verification as JSON: a keyed hash of the code, a lookup token, a masked number). Changed
 //!   by an optimistic write conditioned on `version`.
@@ -104,6 +106,56 @@ impl DynamoStore {
             .map_err(transient)?;
         Ok(out.item)
     }
+
+    /// Takes over the in-progress record of `key` whose lease ended, when it has this
+    /// `fingerprint` (the same request, retried after the first died): a new lease, and the time
+    /// the use of the key began, kept (`None`: the record is not that any more).
+    async fn take_over(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.state)
+            .key("pk", idem_pk(key))
+            .update_expression(
+                "SET #lease = :lease, #exp = :exp, #ttl = :ttl, \
+                 #since = if_not_exists(#since, :now)",
+            )
+            .condition_expression(
+                "#fp = :fp AND attribute_not_exists(#resp) AND #lease <= :now AND #exp > :now",
+            )
+            .expression_attribute_names("#lease", "lease_until_ms")
+            .expression_attribute_names("#exp", "expires_at_ms")
+            .expression_attribute_names("#ttl", "expires_at")
+            .expression_attribute_names("#since", "started_at_ms")
+            .expression_attribute_names("#fp", "fingerprint")
+            .expression_attribute_names("#resp", "response")
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .expression_attribute_values(":exp", n(expires_at_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms)))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":fp", s(fingerprint))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(Some(
+                out.attributes
+                    .as_ref()
+                    .map(|a| get_n(a, "started_at_ms"))
+                    .transpose()?
+                    .unwrap_or(now_ms),
+            )),
+            Err(e) if is_conditional(&e) => Ok(None),
+            Err(e) => Err(transient(e)),
+        }
+    }
 }
 
 #[async_trait]
@@ -117,6 +169,8 @@ impl IdempotencyStore for DynamoStore {
         expires_at_ms: i64,
     ) -> Result<Begun, StoreError> {
         for _ in 0..MAX_RETRIES {
+            // A new use of the key: no record, an expired one, or one in progress past its
+            // lease with another payload.
             let res = self
                 .client
                 .put_item()
@@ -126,19 +180,22 @@ impl IdempotencyStore for DynamoStore {
                 .item("lease_until_ms", n(lease_until_ms))
                 .item("expires_at_ms", n(expires_at_ms))
                 .item("expires_at", n(ttl_seconds(expires_at_ms)))
+                .item("started_at_ms", n(now_ms))
                 .condition_expression(
                     "attribute_not_exists(#pk) OR #exp <= :now \
-                     OR (attribute_not_exists(#resp) AND #lease <= :now)",
+                     OR (attribute_not_exists(#resp) AND #lease <= :now AND #fp <> :fp)",
                 )
                 .expression_attribute_names("#pk", "pk")
                 .expression_attribute_names("#exp", "expires_at_ms")
                 .expression_attribute_names("#resp", "response")
                 .expression_attribute_names("#lease", "lease_until_ms")
+                .expression_attribute_names("#fp", "fingerprint")
                 .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":fp", s(fingerprint))
                 .send()
                 .await;
             match res {
-                Ok(_) => return Ok(Begun::Started),
+                Ok(_) => return Ok(Begun::Started { since_ms: now_ms }),
                 Err(e) if is_conditional(&e) => {}
                 Err(e) => return Err(transient(e)),
             }
@@ -148,7 +205,13 @@ impl IdempotencyStore for DynamoStore {
             let live = get_n(&item, "expires_at_ms")? > now_ms
                 && (item.contains_key("response") || get_n(&item, "lease_until_ms")? > now_ms);
             if !live {
-                continue;
+                if let Some(since_ms) = self
+                    .take_over(key, fingerprint, now_ms, lease_until_ms, expires_at_ms)
+                    .await?
+                {
+                    return Ok(Begun::Started { since_ms });
+                }
+                continue; // changed in between: decide again
             }
             if get_s(&item, "fingerprint")? != fingerprint {
                 return Ok(Begun::Mismatch);

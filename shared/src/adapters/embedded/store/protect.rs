@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     fingerprint TEXT NOT NULL,
     lease_until_ms INTEGER,
     expires_at_ms INTEGER NOT NULL,
-    response TEXT
+    response TEXT,
+    started_at_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS verifications (
     id TEXT PRIMARY KEY,
@@ -37,6 +38,20 @@ CREATE TABLE IF NOT EXISTS verifications (
     doc TEXT NOT NULL
 );
 ";
+
+/// Brings a database made before a column was added up to [`SCHEMA`] (`CREATE TABLE IF NOT
+/// EXISTS` leaves an existing table as it was).
+pub(super) fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_started: bool = c
+        .prepare(
+            "SELECT 1 FROM pragma_table_info('idempotency_keys') WHERE name = 'started_at_ms'",
+        )?
+        .exists([])?;
+    if !has_started {
+        c.execute_batch("ALTER TABLE idempotency_keys ADD COLUMN started_at_ms INTEGER")?;
+    }
+    Ok(())
+}
 
 #[async_trait]
 impl RateLimiter for SqliteStore {
@@ -106,34 +121,58 @@ impl IdempotencyStore for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            // A dead record (expired, or in progress past its lease) frees the key.
-            tx.execute(
-                "DELETE FROM idempotency_keys WHERE key = ?1 AND (expires_at_ms <= ?2
-                 OR (response IS NULL AND lease_until_ms <= ?2))",
-                params![key, now_ms],
-            )
-            .map_err(backend)?;
-            let n = tx
-                .execute(
-                    "INSERT INTO idempotency_keys (key, fingerprint, lease_until_ms, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
-                    params![key, fingerprint, lease_until_ms, expires_at_ms],
+            let stored: Option<(String, i64, Option<i64>, Option<String>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT fingerprint, expires_at_ms, lease_until_ms, response, started_at_ms
+                     FROM idempotency_keys WHERE key = ?1",
+                    params![key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
+                .optional()
                 .map_err(backend)?;
-            let begun = if n == 1 {
-                Begun::Started
-            } else {
-                let (stored_fp, response): (String, Option<String>) = tx
-                    .query_row(
-                        "SELECT fingerprint, response FROM idempotency_keys WHERE key = ?1",
-                        params![key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+            let begun = match stored {
+                // Live and completed: replayed, or another payload.
+                Some((fp, exp, _, Some(r), _)) if exp > now_ms => {
+                    if fp == fingerprint {
+                        Begun::Completed(serde_json::from_str(&r).map_err(corrupt)?)
+                    } else {
+                        Begun::Mismatch
+                    }
+                }
+                // Live and in progress.
+                Some((fp, exp, Some(lease), None, _)) if exp > now_ms && lease > now_ms => {
+                    if fp == fingerprint {
+                        Begun::InProgress
+                    } else {
+                        Begun::Mismatch
+                    }
+                }
+                // In progress past its lease (the first request died), same payload: taken
+                // over, and this use of the key goes on from when it began.
+                Some((fp, exp, _, None, since)) if exp > now_ms && fp == fingerprint => {
+                    let since_ms = since.unwrap_or(now_ms);
+                    tx.execute(
+                        "UPDATE idempotency_keys SET lease_until_ms = ?2, expires_at_ms = ?3,
+                         started_at_ms = ?4 WHERE key = ?1",
+                        params![key, lease_until_ms, expires_at_ms, since_ms],
                     )
                     .map_err(backend)?;
-                match response {
-                    _ if stored_fp != fingerprint => Begun::Mismatch,
-                    None => Begun::InProgress,
-                    Some(r) => Begun::Completed(serde_json::from_str(&r).map_err(corrupt)?),
+                    Begun::Started { since_ms }
+                }
+                // None, expired, or dead with another payload: a new use of the key.
+                _ => {
+                    tx.execute(
+                        "INSERT INTO idempotency_keys
+                         (key, fingerprint, lease_until_ms, expires_at_ms, response, started_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, NULL, ?5)
+                         ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                         lease_until_ms = excluded.lease_until_ms,
+                         expires_at_ms = excluded.expires_at_ms, response = NULL,
+                         started_at_ms = excluded.started_at_ms",
+                        params![key, fingerprint, lease_until_ms, expires_at_ms, now_ms],
+                    )
+                    .map_err(backend)?;
+                    Begun::Started { since_ms: now_ms }
                 }
             };
             tx.commit().map_err(backend)?;
