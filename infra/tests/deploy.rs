@@ -27,8 +27,8 @@ use herald::ports::{
     DecideCall, DecideVerification, EventStore, IdempotencyStore, KeyError, KeyService, Keyring,
     ManualClock, MessagePage, MessageQueries, MessageQuery, MessageStore, OptOutStore,
     ProtectionStore, Queue, QueueDepth, QueueError, RateLimiter, ReceivedJob, SecretError,
-    SecretMetadata, SecretSource, SecretValue, SecretVersions, StoreError, StoredResponse,
-    TwilioCredentials, VerificationApplied, VerificationStore,
+    SecretMetadata, SecretSource, SecretValue, SecretVersions, SidClaim, SidOwner, SidOwners,
+    StoreError, StoredResponse, TwilioCredentials, VerificationApplied, VerificationStore,
 };
 use herald::service::Services;
 use herald::test_env::TestEnv;
@@ -396,10 +396,11 @@ fn every_variable_set_on_a_function_is_one_its_code_reads() {
 // What the AWS adapters call, from their source
 // ------------------------------------------------------------------------------------------
 
-const DYNAMO: [&str; 3] = [
+const DYNAMO: [&str; 4] = [
     include_str!("../../shared/src/adapters/aws/dynamo.rs"),
     include_str!("../../shared/src/adapters/aws/dynamo/calls.rs"),
     include_str!("../../shared/src/adapters/aws/dynamo/protect.rs"),
+    include_str!("../../shared/src/adapters/aws/dynamo/sids.rs"),
 ];
 const SQS: &str = include_str!("../../shared/src/adapters/aws/sqs.rs");
 const KMS: &str = include_str!("../../shared/src/adapters/aws/kms.rs");
@@ -484,7 +485,7 @@ fn sdk_actions(body: &str) -> BTreeSet<&'static str> {
 fn needs(port: &str, method: &str) -> Grants {
     let mut out = Grants::new();
     match port {
-        "messages" | "calls" | "events" | "opt_outs" | "keyring" | "protection" => {
+        "messages" | "calls" | "events" | "opt_outs" | "keyring" | "protection" | "sid_owners" => {
             let body = with_helpers(&bodies(&DYNAMO), method);
             let tables: Vec<&str> = [
                 ("tables.messages", "MessagesTable"),
@@ -799,6 +800,23 @@ impl MessageQueries for Rec<dyn ProtectionStore> {
 }
 
 #[async_trait]
+impl SidOwners for Rec<dyn SidOwners> {
+    async fn own_twilio_sid(
+        &self,
+        sid: &str,
+        owner: &SidOwner,
+        at_ms: i64,
+    ) -> Result<SidClaim, StoreError> {
+        self.note("own_twilio_sid");
+        self.inner.own_twilio_sid(sid, owner, at_ms).await
+    }
+    async fn twilio_sid_owner(&self, sid: &str) -> Result<Option<SidOwner>, StoreError> {
+        self.note("twilio_sid_owner");
+        self.inner.twilio_sid_owner(sid).await
+    }
+}
+
+#[async_trait]
 impl Queue for Rec<dyn Queue> {
     async fn send(&self, body: &str, delay: u32) -> Result<String, QueueError> {
         self.note("send");
@@ -850,6 +868,7 @@ fn recording(env: &TestEnv, log: &Log) -> Arc<Services> {
         a.send_queue = rec("send_queue", log, a.send_queue);
         a.retry_queue = rec("retry_queue", log, a.retry_queue);
         a.protection = rec("protection", log, a.protection);
+        a.sid_owners = rec("sid_owners", log, a.sid_owners);
         a
     })
 }
@@ -1159,6 +1178,20 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
         "events_for",
         "GET of an existing record shows its timeline; the fixture asks for an unknown id",
     );
+    // herald::reconcile: an attempt after one whose outcome is unknown reads whose each matching
+    // Twilio resource is, and claims the one it adopts; every create's answer registers its SID.
+    let reconcile = [
+        (
+            "sid_owners",
+            "twilio_sid_owner",
+            "reconciling an ambiguous attempt reads the owner of each matching Twilio resource",
+        ),
+        (
+            "sid_owners",
+            "own_twilio_sid",
+            "a create's SID is registered for its record, and an adopted one claimed",
+        ),
+    ];
     // herald::protect::idempotency::once: a POST with an Idempotency-Key (the fixtures send
     // none) takes the key, stores the response, or releases the key when the work fails.
     let idempotency = [
@@ -1178,6 +1211,7 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
         "send-sms" => [retry, timeline]
             .into_iter()
             .chain(idempotency)
+            .chain(reconcile)
             .chain([
                 (
                     "protection",
@@ -1201,7 +1235,11 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
                 ),
             ])
             .collect(),
-        "place-call" => [retry, timeline].into_iter().chain(idempotency).collect(),
+        "place-call" => [retry, timeline]
+            .into_iter()
+            .chain(idempotency)
+            .chain(reconcile)
+            .collect(),
         "webhook-receiver" => vec![retry],
         // The fixtures' jobs find nothing waiting; a job for a waiting message or call opens its
         // number and text (delivery.rs/calls.rs: vault.open_string), reads the credentials,
@@ -1215,6 +1253,13 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             ("secrets", "current", "the Twilio credentials"),
             ("events", "record_event", "the attempt's event"),
             retry,
+            reconcile[0],
+            reconcile[1],
+            (
+                "keyring",
+                "get_key",
+                "the sweeper checks a fetched message's recipient against the record's lookup token",
+            ),
         ],
         // The fixtures rotate the API key; an auth-token rotation also takes AWSPENDING off
         // the token's version once its promoted version is current.

@@ -1,8 +1,12 @@
 //! Placing voice alerts, attempt by attempt, with the same guarantees as
 //! [`crate::delivery`] gives messages: an attempt is claimed (a lease) before Twilio is called,
 //! its result recorded before the job is acknowledged, an ambiguous attempt reconciled against
-//! Twilio's call list before calling again, and every next attempt scheduled in the store
-//! *then* queued on the retry queue as a [`Job::Call`], with delivery's full-jitter backoff.
+//! Twilio's call list before calling again (by [`crate::reconcile`]'s rule: a call is adopted
+//! only when its `To` and `From` match, it was created within that attempt's window and no other
+//! record owns it; Twilio's Call resource shows no TwiML, so the text cannot be compared), every
+//! created call's SID registered for its record before the result is recorded, and every next
+//! attempt scheduled in the store *then* queued on the retry queue as a [`Job::Call`], with
+//! delivery's full-jitter backoff.
 //!
 //! What ends an alert: answered (or acknowledged, when the alert asks for it), or
 //! `VOICE_MAX_ATTEMPTS` calls placed. Busy, no-answer and failed calls, and answered calls whose
@@ -11,9 +15,12 @@
 use crate::delivery::{self, Job, JobOutcome, MAX_QUEUE_DELAY_SECS};
 use crate::domain::event::EVENT_RETENTION_MS;
 use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Event, EventKind, Subject};
-use crate::ports::{CallApplied, CallClaim, QueueError, StoreError};
+use crate::ports::{CallApplied, CallClaim, QueueError, SidOwner, StoreError};
+use crate::reconcile::{self, Decision, LookupError};
 use crate::service::Services;
-use crate::twilio::{CallResource, NewCall, RetryClass, TwilioError, describe_code, twiml};
+use crate::twilio::{
+    CallResource, LIST_MAX, NewCall, RetryClass, TwilioError, describe_code, twiml,
+};
 
 /// What became of one attempt to place a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,13 +198,26 @@ pub async fn attempt_call(svc: &Services, call: &Call) -> Placement {
         return Placement::Crashed;
     }
     let started = svc.clock.now_ms();
-    if let Some(since) = call.ambiguous_since_ms {
-        match find_earlier(svc, to.expose(), since).await {
-            Ok(Some(found)) => {
+    if let Some(window) = call.ambiguous_window(lease_ms(svc)) {
+        match find_earlier(svc, call, to.expose(), window).await {
+            Ok(Decision::Adopt(found)) => {
                 tracing::info!(call_id = %call.id, attempt = call.attempt, "an earlier attempt reached Twilio: adopted, not called again");
-                return record_placed(svc, call, &found).await;
+                return record_placed(svc, call, &found, true).await;
             }
-            Ok(None) => {}
+            Ok(Decision::Settling) => return Placement::Interrupted,
+            Ok(Decision::SendAmbiguous(_)) => {
+                let ev = call_event(
+                    svc,
+                    call,
+                    EventKind::AmbiguousReconcile,
+                    None,
+                    None,
+                    None,
+                    false,
+                );
+                delivery::record_event(svc, &ev).await;
+            }
+            Ok(Decision::Send) => {}
             Err(e) => {
                 tracing::warn!(call_id = %call.id, error = %e, "could not check Twilio for an earlier attempt");
                 return Placement::Interrupted;
@@ -206,8 +226,12 @@ pub async fn attempt_call(svc: &Services, call: &Call) -> Placement {
     }
     match place(svc, call, to.expose(), text.expose()).await {
         Ok(_) if crate::service::Chaos::strike(svc.chaos.crash_after_send) => Placement::Crashed,
-        Ok(resource) => record_placed(svc, call, &resource).await,
-        Err(e) => record_failure(svc, call, &e, started).await,
+        Ok(resource) => record_placed(svc, call, &resource, false).await,
+        Err(e) => {
+            // An answer that may hide a placed call leaves this attempt's window behind.
+            let window = is_ambiguous(&e).then(|| (started, svc.clock.now_ms()));
+            record_failure(svc, call, &e, window).await
+        }
     }
 }
 
@@ -239,24 +263,60 @@ async fn place(
     .await
 }
 
-/// A call Twilio created to `to` since `since_ms` (Twilio's calls carry no id of ours: the
-/// callee and the time tell them apart).
+/// What Twilio holds of `call`'s ambiguous attempt: the calls to `to` from Herald's caller ID
+/// created within `window`, decided on by [`reconcile::decide`]. Twilio's calls carry no id of
+/// ours and show no TwiML: the callee, the caller ID, the time and the SID's owner tell them
+/// apart.
 async fn find_earlier(
     svc: &Services,
+    call: &Call,
     to: &str,
-    since_ms: i64,
-) -> Result<Option<CallResource>, TwilioError> {
-    let creds = svc.credentials.get().await?;
-    let listed = svc.twilio.list_calls_to(&creds, to, 200).await?;
-    let earliest = since_ms - 2_000;
-    Ok(listed
+    window: (i64, i64),
+) -> Result<Decision<CallResource>, LookupError> {
+    let Some(from) = NewCall::caller_id(&svc.config.sender) else {
+        // No caller ID: no call can have been placed.
+        return Ok(Decision::Send);
+    };
+    let creds = svc.credentials.get().await.map_err(TwilioError::from)?;
+    let listed = svc.twilio.list_calls(&creds, to, from, LIST_MAX).await?;
+    if listed.truncated {
+        reconcile::note_truncated("voice", call.id.as_str());
+    }
+    let candidates: Vec<CallResource> = listed
+        .items
         .into_iter()
-        .filter(|r| r.to.as_deref() == Some(to))
-        .filter(|r| r.created_at_ms().is_some_and(|t| t >= earliest))
-        .min_by_key(CallResource::created_at_ms))
+        .filter(|r| r.to.as_deref() == Some(to) && r.from.as_deref() == Some(from))
+        .filter(|r| reconcile::in_window(r.created_at_ms(), window))
+        .collect();
+    Ok(reconcile::decide(
+        svc,
+        "voice",
+        &sid_owner(call),
+        candidates,
+        svc.clock.now_ms(),
+    )
+    .await?)
 }
 
-async fn record_placed(svc: &Services, call: &Call, r: &CallResource) -> Placement {
+/// Who owns the SIDs of `call`'s current attempt.
+fn sid_owner(call: &Call) -> SidOwner {
+    SidOwner {
+        record_id: call.id.to_string(),
+        attempt: call.attempt,
+    }
+}
+
+async fn record_placed(svc: &Services, call: &Call, r: &CallResource, adopted: bool) -> Placement {
+    if !adopted
+        && let Err(e) =
+            reconcile::register_created(svc, "voice", &sid_owner(call), &r.sid, svc.clock.now_ms())
+                .await
+    {
+        // Twilio has the call but it is not registered: record nothing, so the claim expires
+        // and the next attempt reconciles, finds it unowned and adopts it.
+        tracing::error!(call_id = %call.id, error = %e, "could not register the Twilio SID; the attempt will reconcile");
+        return Placement::Interrupted;
+    }
     let status = CallStatus::from_twilio(&r.status).unwrap_or(CallStatus::Queued);
     let mut report = CallReport::new(call.attempt, status, svc.clock.now_ms());
     report.twilio_sid = Some(r.sid.clone());
@@ -305,11 +365,13 @@ fn is_ambiguous(e: &TwilioError) -> bool {
     }
 }
 
+/// Records a failed attempt. `ambiguity` is the window in which the attempt may nevertheless
+/// have reached Twilio (`None`: it surely did not), kept for the next attempt.
 async fn record_failure(
     svc: &Services,
     call: &Call,
     e: &TwilioError,
-    started_ms: i64,
+    ambiguity: Option<(i64, i64)>,
 ) -> Placement {
     if let TwilioError::Credentials(se) = e {
         // As for messages: Herald's own credentials are unreadable, nothing was placed, and
@@ -334,7 +396,8 @@ async fn record_failure(
             attempt: call.attempt,
             error_code: code,
             error_reason: Some(reason.clone()),
-            ambiguous_since_ms: is_ambiguous(e).then_some(started_ms),
+            ambiguous_since_ms: ambiguity.map(|(since, _)| since),
+            ambiguous_until_ms: ambiguity.map(|(_, until)| until),
             next_attempt_at_ms: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
             at_ms: now,
         };

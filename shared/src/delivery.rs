@@ -5,9 +5,12 @@
 //! duplicated job finds it taken or done); its result is recorded before the job is
 //! acknowledged; a failure for now schedules the next attempt in the store *then* puts its job on
 //! the retry queue (a crash in between is repaired by the redelivered job, or by the sweeper).
-//! When an attempt's outcome is unknown (a timeout, a dropped connection, a claim whose holder
-//! died) the next attempt first asks Twilio for messages created since, and adopts the one it
-//! finds instead of sending again.
+//! When an attempt's outcome is unknown (a timeout, a dropped connection, a 5xx, a claim whose
+//! holder died) the next attempt first asks Twilio for the messages to that recipient from that
+//! sender, and adopts one only when it is surely the record's own: the same body, created
+//! within that attempt's window, owned by no other record ([`crate::reconcile`] has the rule).
+//! Every Twilio SID a create answers with is registered for its record before the result is
+//! recorded, so no two records ever hold one Twilio message.
 
 use std::time::Duration;
 
@@ -17,9 +20,12 @@ use crate::domain::event::EVENT_RETENTION_MS;
 use crate::domain::{
     Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
 };
-use crate::ports::{Applied, Claim, QueueError};
+use crate::ports::{Applied, Claim, QueueError, SidOwner};
+use crate::reconcile::{self, Decision, LookupError};
 use crate::service::Services;
-use crate::twilio::{MessageResource, NewMessage, RetryClass, TwilioError, describe_code};
+use crate::twilio::{
+    LIST_MAX, MessageResource, NewMessage, RetryClass, Sender, TwilioError, describe_code,
+};
 
 /// SQS's longest delay; longer waits are re-enqueued on arrival.
 pub const MAX_QUEUE_DELAY_SECS: u32 = 900;
@@ -271,26 +277,51 @@ pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
         return Delivery::Crashed;
     }
     let started = svc.clock.now_ms();
-    if let Some(since) = m.ambiguous_since_ms {
-        match find_earlier(svc, m, to.expose(), body.expose(), since).await {
-            Ok(Some(found)) => {
+    if let Some(window) = m.ambiguous_window(lease_ms(svc)) {
+        match find_earlier(svc, m, to.expose(), body.expose(), window).await {
+            Ok(Decision::Adopt(found)) => {
                 tracing::info!(message_id = %m.id, attempt = m.attempt, "an earlier attempt reached Twilio: adopted, not sent again");
                 return record_submitted(svc, m, &found, true).await;
             }
-            Ok(None) => {}
-            Err(e) => {
+            Ok(Decision::Settling) => return Delivery::Interrupted,
+            Ok(Decision::SendAmbiguous(_)) => {
+                let ev = event(
+                    svc,
+                    m,
+                    EventKind::AmbiguousReconcile,
+                    m.status,
+                    None,
+                    None,
+                    false,
+                );
+                record_event(svc, &ev).await;
+            }
+            Ok(Decision::Send) => {}
+            Err(LookupError::Twilio(e)) => {
                 // Twilio cannot be asked now: this attempt fails for now and uses up one of
                 // the attempts (so a long outage still ends), keeping the ambiguity for the next.
                 tracing::warn!(message_id = %m.id, error = %e, "could not check Twilio for an earlier attempt");
-                return record_failure(svc, m, &e, since).await;
+                return record_failure(svc, m, &e, Some(window)).await;
+            }
+            Err(LookupError::Store(e)) => {
+                tracing::error!(message_id = %m.id, error = %e, "could not read Twilio SID ownership; the attempt will be made again");
+                return Delivery::Interrupted;
             }
         }
     }
     match submit(svc, m, to.expose(), body.expose()).await {
         Ok(_) if crate::service::Chaos::strike(svc.chaos.crash_after_send) => Delivery::Crashed,
         Ok(resource) => record_submitted(svc, m, &resource, false).await,
-        Err(e) => record_failure(svc, m, &e, started).await,
+        Err(e) => {
+            // An answer that may hide an accepted message leaves this attempt's window behind.
+            let window = is_ambiguous(&e).then(|| (started, svc.clock.now_ms()));
+            record_failure(svc, m, &e, window).await
+        }
     }
+}
+
+fn lease_ms(svc: &Services) -> i64 {
+    i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 async fn submit(
@@ -313,27 +344,49 @@ async fn submit(
     .await
 }
 
-/// A message Twilio created for `m` since `since_ms`: same recipient, same body.
+/// What Twilio holds of `m`'s ambiguous attempt: the messages to `to` from Herald's sender with
+/// `body`, created within `window`, decided on by [`reconcile::decide`].
 async fn find_earlier(
     svc: &Services,
     m: &Message,
     to: &str,
     body: &str,
-    since_ms: i64,
-) -> Result<Option<MessageResource>, TwilioError> {
-    let creds = svc.credentials.get().await?;
-    let listed = svc
-        .twilio
-        .list_messages_to(&creds, to, since_ms, 200)
-        .await?;
-    // Twilio's times have whole seconds: allow for the truncation.
-    let earliest = since_ms - 2_000;
-    Ok(listed
+    window: (i64, i64),
+) -> Result<Decision<MessageResource>, LookupError> {
+    let creds = svc.credentials.get().await.map_err(TwilioError::from)?;
+    // A Messaging Service picks the number itself: list by recipient, match the service.
+    let from = match &svc.config.sender {
+        Sender::From(n) => Some(n.as_str()),
+        Sender::MessagingService(_) => None,
+    };
+    let listed = svc.twilio.list_messages(&creds, to, from, LIST_MAX).await?;
+    if listed.truncated {
+        reconcile::note_truncated("sms", m.id.as_str());
+    }
+    let candidates: Vec<MessageResource> = listed
+        .items
         .into_iter()
         .filter(|r| r.to.as_deref() == Some(to) && r.body.as_deref() == Some(body))
-        .filter(|r| r.created_at_ms().is_some_and(|t| t >= earliest))
-        .min_by_key(|r| r.created_at_ms())
-        .inspect(|_| tracing::debug!(message_id = %m.id, "earlier attempt found")))
+        .filter(|r| sent_by(r, &svc.config.sender))
+        .filter(|r| reconcile::in_window(r.created_at_ms(), window))
+        .collect();
+    Ok(reconcile::decide(svc, "sms", &sid_owner(m), candidates, svc.clock.now_ms()).await?)
+}
+
+/// Who owns the SIDs of `m`'s current attempt.
+fn sid_owner(m: &Message) -> SidOwner {
+    SidOwner {
+        record_id: m.id.to_string(),
+        attempt: m.attempt,
+    }
+}
+
+/// Whether Twilio's message came from Herald's sender.
+fn sent_by(r: &MessageResource, sender: &Sender) -> bool {
+    match sender {
+        Sender::From(n) => r.from.as_deref() == Some(n.as_str()),
+        Sender::MessagingService(s) => r.messaging_service_sid.as_deref() == Some(s.as_str()),
+    }
 }
 
 async fn record_submitted(
@@ -342,6 +395,15 @@ async fn record_submitted(
     r: &MessageResource,
     adopted: bool,
 ) -> Delivery {
+    if !adopted
+        && let Err(e) =
+            reconcile::register_created(svc, "sms", &sid_owner(m), &r.sid, svc.clock.now_ms()).await
+    {
+        // Twilio has it but it is not registered: record nothing, so the claim expires and the
+        // next attempt reconciles, finds it unowned and adopts it.
+        tracing::error!(message_id = %m.id, error = %e, "could not register the Twilio SID; the attempt will reconcile");
+        return Delivery::Interrupted;
+    }
     let status = MessageStatus::from_twilio(&r.status).unwrap_or(MessageStatus::Queued);
     let report = Report {
         attempt: m.attempt,
@@ -445,6 +507,7 @@ pub async fn apply_report(
                 error_code: code,
                 error_reason: reason.clone(),
                 ambiguous_since_ms: None,
+                ambiguous_until_ms: None,
                 next_attempt_at_ms: report.at_ms
                     + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
                 at_ms: report.at_ms,
@@ -474,7 +537,14 @@ fn is_ambiguous(e: &TwilioError) -> bool {
     }
 }
 
-async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms: i64) -> Delivery {
+/// Records a failed attempt. `ambiguity` is the window in which the attempt may nevertheless
+/// have reached Twilio (`None`: it surely did not), kept for the next attempt.
+async fn record_failure(
+    svc: &Services,
+    m: &Message,
+    e: &TwilioError,
+    ambiguity: Option<(i64, i64)>,
+) -> Delivery {
     if let TwilioError::Credentials(se) = e {
         // Herald cannot read its own credentials (a refused or unset secret): nothing was
         // sent, and it is no fault of the message. The attempt is not used up: the claim
@@ -498,7 +568,8 @@ async fn record_failure(svc: &Services, m: &Message, e: &TwilioError, started_ms
             attempt: m.attempt,
             error_code: code,
             error_reason: Some(reason.clone()),
-            ambiguous_since_ms: is_ambiguous(e).then_some(started_ms),
+            ambiguous_since_ms: ambiguity.map(|(since, _)| since),
+            ambiguous_until_ms: ambiguity.map(|(_, until)| until),
             next_attempt_at_ms: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
             at_ms: now,
         };
@@ -616,7 +687,9 @@ pub async fn handle_sqs_batch(
 /// job lost to a crash between the store and the queue) and enqueues their attempt again
 /// (duplicated jobs are harmless: the claim decides); and asks Twilio where messages are that
 /// it accepted more than `grace_ms` ago without reporting a final status (callbacks are best
-/// effort). Returns how many messages it moved or enqueued.
+/// effort). What Twilio answers for a record's SID is applied only when it is the record's own
+/// message (its recipient has the record's lookup token); either way the record's timeline
+/// says what the sweeper did. Returns how many messages it moved or enqueued.
 pub async fn sweep(
     svc: &Services,
     grace_ms: i64,
@@ -659,19 +732,59 @@ pub async fn sweep(
             };
             match fetched {
                 Ok(r) => {
+                    match is_recipient_of(svc, &m, r.to.as_deref()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(message_id = %m.id, twilio_sid = %sid, "the sweeper fetched a Twilio message that is not this record's (another recipient): nothing applied");
+                            crate::telemetry::metric("SweepMismatch", 1.0, "Count", &[]);
+                            let mut ev = event(
+                                svc,
+                                &m,
+                                EventKind::SweepMismatch,
+                                m.status,
+                                None,
+                                Some(sid),
+                                false,
+                            );
+                            ev.status = None;
+                            record_event(svc, &ev).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(message_id = %m.id, error = %e, "could not check the fetched message's recipient: nothing applied");
+                            continue;
+                        }
+                    }
                     let Some(reported) = MessageStatus::from_twilio(&r.status) else {
                         continue;
                     };
                     let report = Report {
                         attempt: m.attempt,
                         status: reported,
-                        twilio_sid: Some(sid),
+                        twilio_sid: Some(sid.clone()),
                         error_code: r.error_code,
                         at_ms: now,
                     };
-                    if let Ok(Applied::Applied(_)) = apply_report(svc, &m.id, &report).await {
+                    let applied = matches!(
+                        apply_report(svc, &m.id, &report).await,
+                        Ok(Applied::Applied(_))
+                    );
+                    if applied {
                         enqueued += 1;
                     }
+                    let mut ev = event(
+                        svc,
+                        &m,
+                        EventKind::Swept,
+                        reported,
+                        r.error_code,
+                        Some(sid),
+                        applied,
+                    );
+                    // One event per status the sweeper found, however often it looks.
+                    ev.key.push(':');
+                    ev.key.push_str(reported.as_str());
+                    record_event(svc, &ev).await;
                 }
                 Err(e) => {
                     tracing::warn!(message_id = %m.id, error = %e, "could not fetch a message from Twilio")
@@ -684,6 +797,19 @@ pub async fn sweep(
         crate::telemetry::metric("SweeperEnqueued", f64::from(enqueued), "Count", &[]);
     }
     Ok(enqueued)
+}
+
+/// Whether `to`, the recipient of a Twilio resource fetched by the SID `m` holds, is `m`'s own
+/// recipient: compared through the lookup token, never as plaintext in the record.
+async fn is_recipient_of(
+    svc: &Services,
+    m: &Message,
+    to: Option<&str>,
+) -> Result<bool, crate::crypto::CryptoError> {
+    let Some(to) = to else {
+        return Ok(false);
+    };
+    Ok(svc.vault.lookup_token(to).await? == m.to_token)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod phone;
 pub mod ports;
 pub mod problem;
 pub mod protect;
+pub mod reconcile;
 pub mod request;
 pub mod secret;
 pub mod service;
@@ -33,6 +34,8 @@ pub mod testing_protect;
 pub mod testing_queue;
 #[cfg(feature = "test-util")]
 pub mod testing_secrets;
+#[cfg(feature = "test-util")]
+pub mod testing_sids;
 pub mod twilio;
 pub mod voice;
 

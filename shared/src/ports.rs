@@ -278,6 +278,53 @@ pub trait CallStore: Send + Sync {
     }
 }
 
+/// Who owns a Twilio SID: one record (a message or a call), at the attempt that created or
+/// adopted it. Herald's ids and a number: never personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SidOwner {
+    /// The message or call id.
+    pub record_id: String,
+    /// The attempt of that record the SID belongs to.
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for SidOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.record_id, self.attempt)
+    }
+}
+
+/// The result of [`SidOwners::own_twilio_sid`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SidClaim {
+    /// The SID belongs to the owner asked for (now, or already).
+    Owned,
+    /// Another owner has the SID (another record, or another attempt of the same record); here
+    /// it is.
+    OwnedByOther(SidOwner),
+}
+
+/// Which record owns each Twilio SID (`SM…`, `CA…`): a SID belongs to at most one record (at
+/// one of its attempts), so no two records can ever report the same Twilio message or call as
+/// theirs.
+#[async_trait]
+pub trait SidOwners: Send + Sync {
+    /// Makes `owner` the owner of `sid` unless another owner has it, atomically, at `at_ms`
+    /// (the ownership is kept at least as long as the records, 90 days). Idempotent for the
+    /// same owner (same record and attempt). Of concurrent claims of one SID by different
+    /// owners, exactly one is [`SidClaim::Owned`]; the others get [`SidClaim::OwnedByOther`]
+    /// naming it. A refused claim changes nothing.
+    async fn own_twilio_sid(
+        &self,
+        sid: &str,
+        owner: &SidOwner,
+        at_ms: i64,
+    ) -> Result<SidClaim, StoreError>;
+
+    /// The owner of `sid`, if any (strongly consistent: a claim that returned is seen).
+    async fn twilio_sid_owner(&self, sid: &str) -> Result<Option<SidOwner>, StoreError>;
+}
+
 /// Sanitized events: the timelines of messages and calls, and the webhook dedupe log.
 #[async_trait]
 pub trait EventStore: Send + Sync {

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::crypto::Vault;
 use crate::ports::{
     CallStore, Clock, EventStore, KeyService, Keyring, MessageStore, OptOutStore, Queue,
-    SecretSource,
+    SecretSource, SidOwners,
 };
 use crate::templates::Templates;
 use crate::twilio::{Client, CredentialCache, TwilioError};
@@ -37,6 +37,8 @@ pub struct Adapters {
     pub clock: Arc<dyn Clock>,
     /// Rate limits, idempotency keys, verifications and queries by caller.
     pub protection: Arc<dyn crate::ports::ProtectionStore>,
+    /// Which record owns each Twilio SID.
+    pub sid_owners: Arc<dyn SidOwners>,
 }
 
 /// Failure injection for the local runner's soak test: the probability that a sender "dies"
@@ -132,6 +134,8 @@ pub struct Services {
     pub verifications: Arc<dyn crate::ports::VerificationStore>,
     /// Messages by caller.
     pub queries: Arc<dyn crate::ports::MessageQueries>,
+    /// Which record owns each Twilio SID: an adoption or a create registers it here first.
+    pub sid_owners: Arc<dyn SidOwners>,
 }
 
 /// Which features are switched on (`SMS_ENABLED`, `VOICE_ENABLED`), as `/health` shows them.
@@ -197,6 +201,7 @@ impl Services {
             idempotency: adapters.protection.clone(),
             verifications: adapters.protection.clone(),
             queries: adapters.protection,
+            sid_owners: adapters.sid_owners,
             config,
         })
     }

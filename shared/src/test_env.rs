@@ -102,6 +102,7 @@ impl TestEnv {
             retry_queue: Arc::new(retry_queue.clone()),
             clock: clock.clone(),
             protection: Arc::new(store.clone()),
+            sid_owners: Arc::new(store.clone()),
         };
         let services =
             Arc::new(Services::new(config.clone(), adapters.clone()).expect("services build"));

@@ -139,6 +139,7 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
         claimed_at_ms: None,
         claimed_until_ms: None,
         ambiguous_since_ms: None,
+        ambiguous_until_ms: None,
         next_attempt_at_ms: None,
     }
 }
@@ -808,12 +809,18 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         panic!("an expired claim is taken over");
     };
     assert_eq!(again.ambiguous_since_ms, Some(t));
+    assert_eq!(
+        again.ambiguous_until_ms,
+        Some(t + 1000),
+        "the dead holder's window ends with its lease"
+    );
 
     let retry = RetryChange {
         attempt: 1,
         error_code: Some(30001),
         error_reason: Some("queue overflow".into()),
         ambiguous_since_ms: None,
+        ambiguous_until_ms: None,
         next_attempt_at_ms: t + 5000,
         at_ms: t + 1100,
     };
@@ -958,6 +965,7 @@ pub async fn attempt_races(store: Arc<dyn MessageStore>, vault: &Vault) {
             error_code: None,
             error_reason: None,
             ambiguous_since_ms: Some(t),
+            ambiguous_until_ms: Some(t + 1),
             next_attempt_at_ms: t + 10,
             at_ms: t + 1,
         };

@@ -54,6 +54,7 @@ pub async fn sample_call(
         claimed_at_ms: None,
         claimed_until_ms: None,
         ambiguous_since_ms: None,
+        ambiguous_until_ms: None,
         next_attempt_at_ms: None,
     }
 }
@@ -275,6 +276,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         error_code: Some(20500),
         error_reason: Some("Twilio answered 500".to_owned()),
         ambiguous_since_ms: Some(T0),
+        ambiguous_until_ms: Some(T0 + 1),
         next_attempt_at_ms: T0 + 2_000,
         at_ms: T0 + 1,
     };
@@ -285,8 +287,13 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .expect("retry"),
     );
     assert_eq!(
-        (moved.attempt, moved.ambiguous_since_ms, moved.error_code),
-        (2, Some(T0), Some(20500))
+        (
+            moved.attempt,
+            moved.ambiguous_since_ms,
+            moved.ambiguous_until_ms,
+            moved.error_code
+        ),
+        (2, Some(T0), Some(T0 + 1), Some(20500))
     );
     ignored(
         store

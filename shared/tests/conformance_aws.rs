@@ -589,3 +589,66 @@ async fn protection() {
     let vault = f.ports().vault();
     herald::testing_protect::run_all(store.clone(), store, &vault).await;
 }
+
+/// Twilio SID ownership on DynamoDB: two clients used in turn, as two Lambda instances, and the
+/// store as a Lambda builds it; ownership items are state items keyed by SID.
+mod sids {
+    use super::*;
+    use herald::ports::{SidClaim, SidOwner, SidOwners};
+    use herald::testing_sids;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sid_owners_two_clients() {
+        let f = Fixture::new().await;
+        let store: Arc<dyn SidOwners> = Arc::new(Alternate::new(vec![
+            Arc::new(f.small_page_store()),
+            Arc::new(f.small_page_store()),
+        ]));
+        testing_sids::run_all(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sid_owners_as_built_for_lambda() {
+        let f = Fixture::new().await;
+        let store: Arc<dyn SidOwners> = f.adapters().store;
+        testing_sids::run_all(store.clone()).await;
+
+        let sid = "SMabcdef0123456789abcdef0123456789";
+        let owner = SidOwner {
+            record_id: "msg_owner".to_owned(),
+            attempt: 2,
+        };
+        assert_eq!(
+            store
+                .own_twilio_sid(sid, &owner, 1_731_600_000_000)
+                .await
+                .expect("own"),
+            SidClaim::Owned
+        );
+        let item = f
+            .ddb()
+            .get_item()
+            .table_name(&f.resources.tables.state)
+            .key("pk", AttributeValue::S(format!("sid#{sid}")))
+            .send()
+            .await
+            .expect("get")
+            .item
+            .expect("present");
+        assert_eq!(
+            item.get("owner"),
+            Some(&AttributeValue::S("msg_owner".into()))
+        );
+        assert_eq!(item.get("attempt"), Some(&AttributeValue::N("2".into())));
+        // It expires with the records, in epoch seconds (the state table's TTL attribute).
+        let ttl: i64 = item
+            .get("expires_at")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .expect("expires_at");
+        assert_eq!(
+            ttl,
+            (1_731_600_000_000 + herald::domain::event::EVENT_RETENTION_MS) / 1000
+        );
+    }
+}

@@ -424,3 +424,48 @@ mod protection {
         );
     }
 }
+
+/// Twilio SID ownership on a file, on two connections to one file, and in memory.
+mod sids {
+    use super::*;
+    use herald::ports::SidOwners;
+    use herald::testing_sids;
+
+    fn stores() -> Vec<(&'static str, Arc<dyn SidOwners>, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = testing::test_clock();
+        let path = dir.path().join("herald.sqlite");
+        let a = Arc::new(SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open"));
+        let b = Arc::new(SqliteStore::open(&path, clock.clone() as Arc<dyn Clock>).expect("open"));
+        let mem = Arc::new(SqliteStore::in_memory(clock as Arc<dyn Clock>).expect("open"));
+        vec![
+            (
+                "file",
+                a.clone() as Arc<dyn SidOwners>,
+                tempfile::tempdir().expect("tempdir"),
+            ),
+            ("two connections", Arc::new(Alternate::new(vec![a, b])), dir),
+            (
+                "memory",
+                mem as Arc<dyn SidOwners>,
+                tempfile::tempdir().expect("tempdir"),
+            ),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sid_owners() {
+        for (what, store, _dir) in stores() {
+            eprintln!("{what}");
+            testing_sids::sid_owner_contract(store).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sid_owner_races() {
+        for (what, store, _dir) in stores() {
+            eprintln!("{what}");
+            testing_sids::sid_owner_races(store).await;
+        }
+    }
+}

@@ -221,3 +221,52 @@ async fn fetch_refuses_what_is_not_a_message_sid() {
     assert!(matches!(e, TwilioError::Decode(_)));
     assert!(sim.requests().is_empty());
 }
+
+#[tokio::test]
+async fn listing_finds_queued_messages_by_to_and_from_within_its_bound() {
+    let sim = sim().await;
+    let c = client(sim.base_url(), 2000);
+    let from = Sender::From("+15005550006".into());
+    let other = Sender::From("+15005550010".into());
+    let to = "+14155552671";
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.push(send(&c, "key-secret", to, &from).await.unwrap().sid);
+    }
+    send(&c, "key-secret", to, &other).await.unwrap();
+    send(&c, "key-secret", "+14155552672", &from).await.unwrap();
+    // Held callbacks: every message is still queued, with no date_sent, and is listed all the same.
+    assert!(sim.messages().iter().all(|m| m.date_sent.is_none()));
+    let creds = creds("key-secret");
+    let listed = c
+        .list_messages(&creds, to, Some("+15005550006"), herald::twilio::LIST_MAX)
+        .await
+        .unwrap();
+    let mut sids: Vec<String> = listed.items.iter().map(|m| m.sid.clone()).collect();
+    sids.sort();
+    mine.sort();
+    assert_eq!(sids, mine);
+    assert!(!listed.truncated);
+    assert!(listed.items.iter().all(|m| m.status == "queued"
+        && m.from.as_deref() == Some("+15005550006")
+        && m.to.as_deref() == Some(to)));
+    // No DateSent filter, and pages as large as the bound (Twilio's most is 1000).
+    let query = sim
+        .requests()
+        .iter()
+        .rev()
+        .find(|r| r.method == "GET")
+        .and_then(|r| r.query.clone())
+        .unwrap();
+    assert!(!query.contains("DateSent"), "{query}");
+    assert!(query.contains("PageSize=1000"), "{query}");
+    // The bound: two of three, read in pages of two, and the cut is reported.
+    let bounded = c
+        .list_messages(&creds, to, Some("+15005550006"), 2)
+        .await
+        .unwrap();
+    assert_eq!((bounded.items.len(), bounded.truncated), (2, true));
+    // By recipient only (a Messaging Service picks its own From): all four to that number.
+    let all = c.list_messages(&creds, to, None, 1000).await.unwrap();
+    assert_eq!(all.items.len(), 4);
+}

@@ -215,6 +215,7 @@ async fn record_new(
         claimed_at_ms: Some(now),
         claimed_until_ms: Some(now + lease),
         ambiguous_since_ms: None,
+        ambiguous_until_ms: None,
         next_attempt_at_ms: None,
         id,
     };

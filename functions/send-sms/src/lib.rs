@@ -316,6 +316,7 @@ async fn seal_message(
         claimed_at_ms: None,
         claimed_until_ms: None,
         ambiguous_since_ms: None,
+        ambiguous_until_ms: None,
         next_attempt_at_ms: None,
     })
 }

@@ -275,6 +275,7 @@ impl LocalStack {
             retry_queue: Arc::new(retry_queue.clone()),
             clock: clock.clone(),
             protection: Arc::new(store.clone()),
+            sid_owners: Arc::new(store.clone()),
         };
         let rotator = credential_rotation::Rotator::new(
             &credential_rotation::RotationConfig {

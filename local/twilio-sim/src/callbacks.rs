@@ -108,6 +108,15 @@ fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Signed> {
         msg.error_code = step.error_code;
         msg.error_message = step.error_code.map(delivery_error_message);
         msg.date_updated = now;
+        // Handed to the carrier now (a message that failed at Twilio never was).
+        if msg.date_sent.is_none()
+            && matches!(
+                step.status,
+                MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Undelivered
+            )
+        {
+            msg.date_sent = Some(now);
+        }
     }
     let url = msg.status_callback.clone()?;
     let mut params = vec![

@@ -109,7 +109,7 @@ pub struct SimMessage {
     /// Last change.
     #[serde(serialize_with = "ser_time")]
     pub date_updated: OffsetDateTime,
-    /// Send time (set at creation, as Twilio's create responses show).
+    /// Send time: `None` while queued, set when the message is sent (or delivered).
     #[serde(serialize_with = "ser_opt_time")]
     pub date_sent: Option<OffsetDateTime>,
 }

@@ -762,7 +762,9 @@ fn create(
         principal: principal.clone().unwrap_or_default(),
         date_created: now,
         date_updated: now,
-        date_sent: Some(now),
+        // Not sent yet: Twilio sets `date_sent` when it hands the message on (a queued message
+        // has none, so a `DateSent` filter does not list it).
+        date_sent: None,
     };
     state.messages.push(msg.clone());
     let job = CallbackJob::plan(&mut state, &sid, outcome);

@@ -55,7 +55,9 @@ async fn create_returns_twilio_message_and_fetch_returns_it() {
         m["subresource_uris"]["media"],
         format!("/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}/Media.json")
     );
-    for field in ["date_created", "date_updated", "date_sent"] {
+    // Queued: not sent yet, so no date_sent (set when the message is sent).
+    assert_eq!(m["date_sent"], Value::Null);
+    for field in ["date_created", "date_updated"] {
         let d = m[field].as_str().unwrap();
         time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc2822)
             .unwrap_or_else(|e| panic!("{field} {d:?} is not RFC 2822: {e}"));
@@ -418,6 +420,8 @@ async fn list_filters_and_pages() {
     let (_, page) = list("To=%2B15551230001&From=%2B15005550006".into()).await;
     assert_eq!(sids_of(&page), vec![sids[2].clone(), sids[0].clone()]);
 
+    // Send them all (date_sent is set when a message is sent), then filter on it.
+    assert_eq!(sim.flush_callbacks().await, 5);
     let today = sim.messages()[0].date_sent.unwrap().date();
     let yesterday = today.previous_day().unwrap();
     let tomorrow = today.next_day().unwrap();
@@ -459,6 +463,61 @@ async fn list_filters_and_pages() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, newest_first);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_queued_message_has_no_date_sent_and_only_date_filters_skip_it() {
+    let sim = start(manual()).await;
+    let (status, m) = create(
+        &sim,
+        &[("To", "+15551230001"), ("From", FROM), ("Body", "held")],
+    )
+    .await;
+    assert_eq!(status, 201, "{m}");
+    let sid = m["sid"].as_str().unwrap().to_string();
+    let list = |query: String| {
+        let url = format!("{}?{query}", messages_url(&sim));
+        async move { get_json(&url).await.1 }
+    };
+    let sids_of = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["sid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, fetched) = get_json(&message_url(&sim, &sid)).await;
+    assert_eq!(
+        (&fetched["status"], &fetched["date_sent"]),
+        (&Value::from("queued"), &Value::Null)
+    );
+    let today = sim.messages()[0].date_created.date();
+    let yesterday = today.previous_day().unwrap();
+    // To and From list it; no DateSent filter does, whatever its bound.
+    let by_sender = format!("To=%2B15551230001&From={}", FROM.replace('+', "%2B"));
+    assert_eq!(sids_of(&list(by_sender.clone()).await), [sid.as_str()]);
+    for filter in [
+        format!("DateSent={today}"),
+        format!("DateSent%3E={yesterday}"),
+        format!("DateSent%3C={today}"),
+    ] {
+        assert!(
+            sids_of(&list(format!("{by_sender}&{filter}")).await).is_empty(),
+            "{filter} lists a queued message"
+        );
+    }
+    // Once sent it has a date_sent, and the filters list it.
+    assert_eq!(sim.flush_callbacks().await, 1);
+    let sent = sim.messages()[0].date_sent.expect("date_sent once sent");
+    assert_eq!(sent.date(), today);
+    let (_, fetched) = get_json(&message_url(&sim, &sid)).await;
+    assert!(fetched["date_sent"].is_string());
+    assert_eq!(
+        sids_of(&list(format!("{by_sender}&DateSent={today}")).await),
+        [sid]
+    );
     sim.shutdown().await;
 }
 

@@ -184,9 +184,16 @@ pub struct Call {
     pub claimed_at_ms: Option<i64>,
     /// Until when that claim holds.
     pub claimed_until_ms: Option<i64>,
-    /// Set when an earlier attempt may have reached Twilio without Herald learning of it: the
-    /// next attempt first asks Twilio for calls created since then.
+    /// Set when an earlier attempt may have reached Twilio without Herald learning of it: when
+    /// that attempt started. The next attempt first asks Twilio for this call created between
+    /// this time and [`ambiguous_until_ms`](Self::ambiguous_until_ms).
+    #[serde(default)]
     pub ambiguous_since_ms: Option<i64>,
+    /// When the ambiguous attempt (or the latest of several) ended. Records stored before this
+    /// field have none: their window ends at `ambiguous_since_ms` plus the attempt lease
+    /// ([`Call::ambiguous_window`]).
+    #[serde(default)]
+    pub ambiguous_until_ms: Option<i64>,
     /// When the next attempt is due, while `retrying`.
     pub next_attempt_at_ms: Option<i64>,
 }
@@ -237,6 +244,8 @@ pub struct CallRetry {
     pub error_reason: Option<String>,
     /// When the failed attempt may nevertheless have reached Twilio, the time it started.
     pub ambiguous_since_ms: Option<i64>,
+    /// And then the time it ended (its failure was seen).
+    pub ambiguous_until_ms: Option<i64>,
     /// When the next attempt is due.
     pub next_attempt_at_ms: i64,
     /// When it happened.
@@ -278,7 +287,9 @@ impl Call {
         }
         let mut c = self.clone();
         if self.claimed_until_ms.is_some() {
+            // The dead holder may have reached Twilio at any time while it held the claim.
             c.ambiguous_since_ms = self.ambiguous_since_ms.or(self.claimed_at_ms);
+            c.ambiguous_until_ms = self.ambiguous_until_ms.max(self.claimed_until_ms);
         }
         c.claimed_at_ms = Some(now_ms);
         c.claimed_until_ms = Some(now_ms + lease_ms);
@@ -297,14 +308,29 @@ impl Call {
         c.status = CallStatus::Retrying;
         c.error_code = change.error_code;
         c.error_reason.clone_from(&change.error_reason);
+        // The windows of several ambiguous attempts merge: the earliest start, the latest end.
         c.ambiguous_since_ms = change
             .ambiguous_since_ms
             .map(|t| self.ambiguous_since_ms.map_or(t, |e| e.min(t)));
+        c.ambiguous_until_ms = c
+            .ambiguous_since_ms
+            .and(change.ambiguous_until_ms.max(self.ambiguous_until_ms));
         c.claimed_at_ms = None;
         c.claimed_until_ms = None;
         c.next_attempt_at_ms = Some(change.next_attempt_at_ms);
         c.updated_at_ms = change.at_ms;
         Some(c)
+    }
+
+    /// The window in which an ambiguous earlier attempt may have reached Twilio, `(since,
+    /// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without
+    /// `ambiguous_until_ms` ends its window one attempt lease after it began.
+    pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
+        let since = self.ambiguous_since_ms?;
+        let until = self
+            .ambiguous_until_ms
+            .unwrap_or_else(|| since.saturating_add(lease_ms));
+        Some((since, until.max(since)))
     }
 
     /// Whether `report` would move this record, by attempt and by the transition rule.
@@ -338,6 +364,7 @@ impl Call {
             c.claimed_at_ms = None;
             c.claimed_until_ms = None;
             c.ambiguous_since_ms = None;
+            c.ambiguous_until_ms = None;
             c.next_attempt_at_ms = None;
         }
         Some(c)
@@ -372,6 +399,7 @@ impl Call {
                     }
                 })),
                 ambiguous_since_ms: None,
+                ambiguous_until_ms: None,
                 next_attempt_at_ms: retry_at_ms,
                 at_ms: report.at_ms,
             })?;
@@ -404,6 +432,7 @@ impl Call {
             c.error_reason = None;
             c.next_attempt_at_ms = None;
             c.ambiguous_since_ms = None;
+            c.ambiguous_until_ms = None;
         }
         Some(c)
     }
@@ -442,6 +471,7 @@ mod tests {
             claimed_at_ms: None,
             claimed_until_ms: None,
             ambiguous_since_ms: None,
+            ambiguous_until_ms: None,
             next_attempt_at_ms: None,
         }
     }
@@ -526,6 +556,34 @@ mod tests {
         let acked = held.acknowledged(1, 620).unwrap();
         assert_eq!((acked.status, acked.attempt), (Retrying, 2));
         assert!(acked.acknowledged_at_ms.is_some());
+    }
+
+    #[test]
+    fn ambiguous_windows_merge_and_an_expired_claim_opens_one() {
+        let c = record(Accepted, 1, false).claimed(1, 100, 50).unwrap();
+        let taken = c.claimed(1, 160, 50).unwrap();
+        assert_eq!(taken.ambiguous_window(50), Some((100, 150)));
+        let r = taken
+            .retried(&CallRetry {
+                attempt: 1,
+                error_code: None,
+                error_reason: None,
+                ambiguous_since_ms: Some(160),
+                ambiguous_until_ms: Some(175),
+                next_attempt_at_ms: 400,
+                at_ms: 175,
+            })
+            .unwrap();
+        assert_eq!(r.ambiguous_window(50), Some((100, 175)));
+        let mut report = CallReport::new(2, Queued, 420);
+        report.twilio_sid = Some("CA1".into());
+        let q = r.changed(&report).unwrap();
+        assert_eq!(q.ambiguous_window(50), None);
+        // A record stored before the window had an end ends it one lease after its start.
+        let mut doc = serde_json::to_value(&r).unwrap();
+        doc.as_object_mut().unwrap().remove("ambiguous_until_ms");
+        let old: Call = serde_json::from_value(doc).unwrap();
+        assert_eq!(old.ambiguous_window(50), Some((100, 150)));
     }
 
     #[test]

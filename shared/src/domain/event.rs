@@ -35,6 +35,15 @@ pub enum EventKind {
     HelpRequest,
     /// The callee pressed 1 to acknowledge a voice alert.
     Acknowledged,
+    /// An attempt whose earlier outcome was unknown found more than one Twilio resource that
+    /// could be its own: it adopted none and sent again (a possible duplicate, counted).
+    AmbiguousReconcile,
+    /// The sweeper asked Twilio for the record's resource and applied what it reported (or
+    /// found nothing new: `applied` is false).
+    Swept,
+    /// The sweeper fetched the record's Twilio SID and the resource is not the record's own (its
+    /// recipient differs): nothing was applied.
+    SweepMismatch,
 }
 
 impl EventKind {
@@ -52,6 +61,9 @@ impl EventKind {
             Self::OptIn => "opt_in",
             Self::HelpRequest => "help_request",
             Self::Acknowledged => "acknowledged",
+            Self::AmbiguousReconcile => "ambiguous_reconcile",
+            Self::Swept => "swept",
+            Self::SweepMismatch => "sweep_mismatch",
         }
     }
 }
@@ -71,6 +83,9 @@ impl std::str::FromStr for EventKind {
             Self::OptIn,
             Self::HelpRequest,
             Self::Acknowledged,
+            Self::AmbiguousReconcile,
+            Self::Swept,
+            Self::SweepMismatch,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -181,10 +181,16 @@ pub struct Message {
     #[serde(default)]
     pub claimed_until_ms: Option<i64>,
     /// Set when an earlier attempt may have reached Twilio without Herald learning of it (a
-    /// timeout, a dropped connection, a crash): the next attempt first asks Twilio for messages
-    /// created since then, so a retry never sends twice.
+    /// timeout, a dropped connection, a 5xx, a crash): when that attempt started. The next
+    /// attempt first asks Twilio for this message created between this time and
+    /// [`ambiguous_until_ms`](Self::ambiguous_until_ms), so a retry never sends twice.
     #[serde(default)]
     pub ambiguous_since_ms: Option<i64>,
+    /// When the ambiguous attempt (or the latest of several) ended: its failure was seen, or its
+    /// lease ran out. Records stored before this field have none: their window ends at
+    /// `ambiguous_since_ms` plus the attempt lease ([`Message::ambiguous_window`]).
+    #[serde(default)]
+    pub ambiguous_until_ms: Option<i64>,
     /// When the next attempt is due, while `retrying`.
     #[serde(default)]
     pub next_attempt_at_ms: Option<i64>,
@@ -230,6 +236,8 @@ pub struct RetryChange {
     pub error_reason: Option<String>,
     /// When the failed attempt may nevertheless have reached Twilio, the time it started.
     pub ambiguous_since_ms: Option<i64>,
+    /// And then the time it ended (its failure was seen).
+    pub ambiguous_until_ms: Option<i64>,
     /// When the next attempt is due.
     pub next_attempt_at_ms: i64,
     /// When it happened.
@@ -264,7 +272,9 @@ impl Message {
         }
         let mut m = self.clone();
         if self.claimed_until_ms.is_some() {
+            // The dead holder may have reached Twilio at any time while it held the claim.
             m.ambiguous_since_ms = self.ambiguous_since_ms.or(self.claimed_at_ms);
+            m.ambiguous_until_ms = self.ambiguous_until_ms.max(self.claimed_until_ms);
         }
         m.claimed_at_ms = Some(now_ms);
         m.claimed_until_ms = Some(now_ms + lease_ms);
@@ -285,14 +295,29 @@ impl Message {
         m.twilio_sid = None;
         m.error_code = change.error_code;
         m.error_reason.clone_from(&change.error_reason);
+        // The windows of several ambiguous attempts merge: the earliest start, the latest end.
         m.ambiguous_since_ms = change
             .ambiguous_since_ms
             .map(|t| self.ambiguous_since_ms.map_or(t, |e| e.min(t)));
+        m.ambiguous_until_ms = m
+            .ambiguous_since_ms
+            .and(change.ambiguous_until_ms.max(self.ambiguous_until_ms));
         m.claimed_at_ms = None;
         m.claimed_until_ms = None;
         m.next_attempt_at_ms = Some(change.next_attempt_at_ms);
         m.updated_at_ms = change.at_ms;
         Some(m)
+    }
+
+    /// The window in which an ambiguous earlier attempt may have reached Twilio, `(since,
+    /// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without
+    /// `ambiguous_until_ms` ends its window one attempt lease after it began.
+    pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
+        let since = self.ambiguous_since_ms?;
+        let until = self
+            .ambiguous_until_ms
+            .unwrap_or_else(|| since.saturating_add(lease_ms));
+        Some((since, until.max(since)))
     }
 
     /// Whether `change` would move this record, by attempt and by the transition rule.
@@ -329,6 +354,7 @@ impl Message {
             self.claimed_at_ms = None;
             self.claimed_until_ms = None;
             self.ambiguous_since_ms = None;
+            self.ambiguous_until_ms = None;
             self.next_attempt_at_ms = None;
         }
     }
@@ -370,6 +396,7 @@ mod tests {
             claimed_at_ms: None,
             claimed_until_ms: None,
             ambiguous_since_ms: None,
+            ambiguous_until_ms: None,
             next_attempt_at_ms: None,
         }
     }
@@ -399,6 +426,8 @@ mod tests {
         let taken = c.claimed(1, 150, 50).unwrap();
         assert_eq!(taken.ambiguous_since_ms, Some(100));
         assert_eq!(taken.claimed_until_ms, Some(200));
+        // The dead holder may have reached Twilio any time within its lease.
+        assert_eq!(taken.ambiguous_window(50), Some((100, 150)));
     }
 
     #[test]
@@ -409,6 +438,7 @@ mod tests {
             error_code: Some(30001),
             error_reason: Some("queue overflow".into()),
             ambiguous_since_ms: Some(100),
+            ambiguous_until_ms: Some(120),
             next_attempt_at_ms: 400,
             at_ms: 120,
         };
@@ -423,6 +453,27 @@ mod tests {
             (Retrying, 2, None, Some(100))
         );
         assert_eq!(r.next_attempt_at_ms, Some(400));
+        assert_eq!(r.ambiguous_window(50), Some((100, 120)));
+        // A second ambiguous attempt widens the window: the earliest start, the latest end.
+        let wider = r
+            .retried(&RetryChange {
+                attempt: 2,
+                ambiguous_since_ms: Some(300),
+                ambiguous_until_ms: Some(330),
+                ..change.clone()
+            })
+            .unwrap();
+        assert_eq!(wider.ambiguous_window(50), Some((100, 330)));
+        // A failure Twilio surely did not accept ends the ambiguity (the attempt checked first).
+        let clear = r
+            .retried(&RetryChange {
+                attempt: 2,
+                ambiguous_since_ms: None,
+                ambiguous_until_ms: None,
+                ..change.clone()
+            })
+            .unwrap();
+        assert_eq!(clear.ambiguous_window(50), None);
         // Not at that attempt any more, or final: no change.
         assert!(r.retried(&change).is_none());
         assert!(record(Delivered, 1).retried(&change).is_none());
@@ -441,10 +492,22 @@ mod tests {
             (
                 q.claimed_until_ms,
                 q.ambiguous_since_ms,
+                q.ambiguous_until_ms,
                 q.next_attempt_at_ms
             ),
-            (None, None, None)
+            (None, None, None, None)
         );
+    }
+
+    #[test]
+    fn a_record_stored_without_the_window_s_end_loads_and_ends_it_one_lease_later() {
+        let mut m = record(Retrying, 2);
+        m.ambiguous_since_ms = Some(1_000);
+        let mut doc = serde_json::to_value(&m).unwrap();
+        doc.as_object_mut().unwrap().remove("ambiguous_until_ms");
+        let old: Message = serde_json::from_value(doc).unwrap();
+        assert_eq!(old.ambiguous_until_ms, None);
+        assert_eq!(old.ambiguous_window(60_000), Some((1_000, 61_000)));
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub struct MessageResource {
     /// The recipient (personal data).
     #[serde(default)]
     pub to: Option<String>,
+    /// The sender number (`null` under a Messaging Service until Twilio picks one).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The Messaging Service it was sent through, if any (`MG…`).
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
     /// The text (personal data).
     #[serde(default)]
     pub body: Option<String>,
@@ -77,6 +83,7 @@ impl std::fmt::Debug for MessageResource {
         f.debug_struct("MessageResource")
             .field("sid", &self.sid)
             .field("status", &self.status)
+            .field("messaging_service_sid", &self.messaging_service_sid)
             .field("error_code", &self.error_code)
             .field("date_created", &self.date_created)
             .finish_non_exhaustive()
@@ -99,6 +106,33 @@ impl MessageResource {
 struct MessagePage {
     messages: Vec<MessageResource>,
     next_page_uri: Option<String>,
+}
+
+impl ListPage for MessagePage {
+    type Item = MessageResource;
+    fn into_parts(self) -> (Vec<MessageResource>, Option<String>) {
+        (self.messages, self.next_page_uri)
+    }
+}
+
+/// One page of a Twilio list resource: its items and where the next page is.
+pub(crate) trait ListPage: for<'de> Deserialize<'de> {
+    /// The resource listed.
+    type Item;
+    /// The items and `next_page_uri`.
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
+}
+
+/// The most resources a list read for reconciling reads: one page of Twilio's largest size.
+pub const LIST_MAX: usize = 1000;
+
+/// What a bounded list read found.
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    /// The resources read, in Twilio's order (which the API does not promise).
+    pub items: Vec<T>,
+    /// Whether the bound stopped the read before the last page: a resource may be unread.
+    pub truncated: bool,
 }
 
 #[derive(Deserialize)]
@@ -206,47 +240,62 @@ impl Client {
         self.send(req).await
     }
 
-    /// `GET Messages.json?To=…&DateSent>=…`: the messages sent to `to` on or after `since_ms`'s
-    /// UTC day, newest first, at most `max` (pages followed).
-    pub async fn list_messages_to(
+    /// `GET Messages.json?To=…&From=…`: the messages to `to` (from `from`, when given), at most
+    /// `max` (pages of up to [`LIST_MAX`] followed). No `DateSent` filter: a message still
+    /// queued at Twilio has no `date_sent` yet, and must be found as surely as a sent one.
+    pub async fn list_messages(
         &self,
         creds: &TwilioCredentials,
         to: &str,
-        since_ms: i64,
+        from: Option<&str>,
         max: usize,
-    ) -> Result<Vec<MessageResource>, TwilioError> {
-        let day = time::OffsetDateTime::from_unix_timestamp(since_ms.div_euclid(1000))
-            .map_err(|_| TwilioError::Decode("time out of range".into()))?
-            .date();
+    ) -> Result<Listing<MessageResource>, TwilioError> {
+        let mut filters = vec![("To", to)];
+        filters.extend(from.map(|f| ("From", f)));
+        self.list::<MessagePage>(creds, "Messages.json", &filters, max)
+            .await
+    }
+
+    /// Reads the list resource `tail` with `filters`, page by page, until `max` resources or
+    /// the last page.
+    pub(crate) async fn list<P: ListPage>(
+        &self,
+        creds: &TwilioCredentials,
+        tail: &str,
+        filters: &[(&str, &str)],
+        max: usize,
+    ) -> Result<Listing<P::Item>, TwilioError> {
+        let max = max.max(1);
+        let page_size = max.min(LIST_MAX).to_string();
+        let mut query: Vec<(&str, &str)> = filters.to_vec();
+        query.push(("PageSize", &page_size));
         let first = format!(
             "{}?{}",
-            self.account_url(creds, "Messages.json"),
-            serde_urlencoded::to_string([
-                ("To", to.to_owned()),
-                ("DateSent>", day.to_string()),
-                ("PageSize", "50".to_owned()),
-            ])
-            .map_err(|e| TwilioError::Decode(e.to_string()))?
+            self.account_url(creds, tail),
+            serde_urlencoded::to_string(&query).map_err(|e| TwilioError::Decode(e.to_string()))?
         );
         let mut url = Some(first);
-        let mut found = Vec::new();
+        let mut items = Vec::new();
+        let mut truncated = false;
         while let Some(u) = url.take() {
             let req = self
                 .http
                 .get(&u)
                 .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
-            let page: MessagePage = self.send(req).await?;
-            found.extend(page.messages);
-            if found.len() >= max {
-                found.truncate(max);
-                break;
-            }
-            url = page
-                .next_page_uri
+            let page: P = self.send(req).await?;
+            let (found, next) = page.into_parts();
+            items.extend(found);
+            let next = next
                 .filter(|n| n.starts_with('/'))
                 .map(|n| format!("{}{n}", self.base_url));
+            if items.len() >= max {
+                truncated = items.len() > max || next.is_some();
+                items.truncate(max);
+                break;
+            }
+            url = next;
         }
-        Ok(found)
+        Ok(Listing { items, truncated })
     }
 
     async fn send<T: for<'de> Deserialize<'de>>(

@@ -107,6 +107,8 @@ def test_list_with_filters_and_paging(sim):
     assert [m.sid for m in client.messages.list(page_size=2)] == newest_first
     assert [m.sid for m in client.messages.list(limit=3, page_size=2)] == newest_first[:3]
 
+    # date_sent is set once a message is sent: let the simulator move them on first.
+    sim.post("/_sim/idle")
     sent = client.messages(sids[0]).fetch().date_sent
     day = sent.date()
     assert len(client.messages.list(date_sent=day)) == 5
@@ -198,9 +200,14 @@ def test_manual_mode_flush(manual_sim, receiver):
     msg = client.messages.create(
         to="+15551230001", from_=FROM, body="held", status_callback=receiver.base + "/m"
     )
-    # Held: nothing sent, the message stays queued.
+    # Held: nothing sent, the message stays queued, with no date_sent, so a DateSent filter
+    # does not list it (a To filter does).
     assert manual_sim.get("/_sim/callbacks") == []
-    assert client.messages(msg.sid).fetch().status == "queued"
+    queued = client.messages(msg.sid).fetch()
+    assert (queued.status, queued.date_sent) == ("queued", None)
+    today = queued.date_created.date()
+    assert client.messages.list(date_sent=today) == []
+    assert [m.sid for m in client.messages.list(to="+15551230001")] == [msg.sid]
     assert receiver.snapshot() == []
     assert manual_sim.post("/_sim/flush") == {"flushed": 1}
     # The flush answers after every POST was answered.
@@ -208,3 +215,4 @@ def test_manual_mode_flush(manual_sim, receiver):
     assert [r["params"]["MessageStatus"] for r in got] == ["sent", "delivered"]
     assert all(_validate(receiver, r) for r in got)
     assert client.messages(msg.sid).fetch().status == "delivered"
+    assert [m.sid for m in client.messages.list(date_sent=today)] == [msg.sid]

@@ -14,8 +14,9 @@
 //!   (`subject`, `at_ms`).
 //! - state: partition key `pk` (S); keyring items are `pk = "keyring#<name>"` with `wrapped` (B);
 //!   opt-outs are `pk = "optout#<lookup token>"` with `opted_out` (BOOL) and `at_ms` (N); rate
-//!   windows, idempotency keys and verifications are described in `dynamo/protect.rs`. Its TTL
-//!   attribute is `expires_at` ([`STATE_TTL_ATTRIBUTE`]).
+//!   windows, idempotency keys and verifications are described in `dynamo/protect.rs`, Twilio
+//!   SID ownership (`sid#<SID>`) in `dynamo/sids.rs`. Its TTL attribute is `expires_at`
+//!   ([`STATE_TTL_ATTRIBUTE`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use crate::ports::{
 
 mod calls;
 mod protect;
+mod sids;
 pub use calls::CALL_RECORD_KIND;
 
 /// GSI of the messages table by status and creation time.

@@ -162,6 +162,7 @@ impl AwsAdapters {
             retry_queue: self.retry_queue.clone(),
             clock,
             protection: self.store.clone(),
+            sid_owners: self.store.clone(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The SQLite store: messages, events, opt-outs and the keyring in one database file (WAL mode).
+//! The SQLite store: messages, events, opt-outs, the keyring and Twilio SID ownership in one
+//! database file (WAL mode).
 //!
 //! Each record is a JSON document plus the columns its conditions and indexes need; every
 //! decision (create-if-absent, update-if-rank-is-lower) runs inside one immediate transaction.
@@ -15,6 +16,7 @@ use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, OptOutSto
 
 mod calls;
 mod protect;
+mod sids;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -97,6 +99,7 @@ impl SqliteStore {
         conn.execute_batch(calls::SCHEMA).map_err(backend)?;
         conn.execute_batch(protect::SCHEMA).map_err(backend)?;
         protect::migrate(&conn).map_err(backend)?;
+        conn.execute_batch(sids::SCHEMA).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,

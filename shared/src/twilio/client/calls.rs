@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Client, Sender, is_sid};
+use super::{Client, ListPage, Listing, Sender, is_sid};
 use crate::ports::TwilioCredentials;
 use crate::twilio::TwilioError;
 
@@ -66,6 +66,9 @@ pub struct CallResource {
     /// The callee (personal data).
     #[serde(default)]
     pub to: Option<String>,
+    /// The caller ID it was placed from.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Talk time in seconds, as a decimal string, once ended.
     #[serde(default)]
     pub duration: Option<String>,
@@ -103,6 +106,13 @@ struct CallPage {
     next_page_uri: Option<String>,
 }
 
+impl ListPage for CallPage {
+    type Item = CallResource;
+    fn into_parts(self) -> (Vec<CallResource>, Option<String>) {
+        (self.calls, self.next_page_uri)
+    }
+}
+
 impl Client {
     /// `POST Calls.json` with inline TwiML and the four call-progress status callbacks.
     pub async fn create_call(
@@ -134,38 +144,18 @@ impl Client {
         self.send(req).await
     }
 
-    /// `GET Calls.json?To=…`: the calls to `to`, newest first, at most `max` (pages followed).
-    pub async fn list_calls_to(
+    /// `GET Calls.json?To=…&From=…`: the calls to `to` from `from`, at most `max` (pages of up
+    /// to [`LIST_MAX`](super::LIST_MAX) followed). No `StartTime` filter: a call still queued
+    /// has not started.
+    pub async fn list_calls(
         &self,
         creds: &TwilioCredentials,
         to: &str,
+        from: &str,
         max: usize,
-    ) -> Result<Vec<CallResource>, TwilioError> {
-        let first = format!(
-            "{}?{}",
-            self.account_url(creds, "Calls.json"),
-            serde_urlencoded::to_string([("To", to), ("PageSize", "50")])
-                .map_err(|e| TwilioError::Decode(e.to_string()))?
-        );
-        let mut url = Some(first);
-        let mut found = Vec::new();
-        while let Some(u) = url.take() {
-            let req = self
-                .http
-                .get(&u)
-                .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
-            let page: CallPage = self.send(req).await?;
-            found.extend(page.calls);
-            if found.len() >= max {
-                found.truncate(max);
-                break;
-            }
-            url = page
-                .next_page_uri
-                .filter(|n| n.starts_with('/'))
-                .map(|n| format!("{}{n}", self.base_url));
-        }
-        Ok(found)
+    ) -> Result<Listing<CallResource>, TwilioError> {
+        self.list::<CallPage>(creds, "Calls.json", &[("To", to), ("From", from)], max)
+            .await
     }
 }
 

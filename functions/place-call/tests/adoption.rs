@@ -1,0 +1,166 @@
+//! Reconciling a call attempt whose outcome is unknown, on the embedded adapters with the
+//! Twilio simulator and a manual clock: a call is adopted only when it is the record's own
+//! (same To and From, created within the ambiguous attempt's window, owned by no other record;
+//! Twilio's Call resource shows no TwiML, so the text cannot be compared); an identical alert's
+//! call is never taken for it.
+
+use std::sync::Arc;
+
+use herald::domain::{CallId, CallStatus};
+use herald::service::Services;
+use herald::test_env::{TestEnv, drain, json_request, read};
+use serde_json::json;
+
+const TO: &str = "+14155550123";
+/// Visibility timeout of the test event source: longer than the attempt lease.
+const VISIBILITY: u32 = 61;
+
+async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
+    let resp = place_call::handle(
+        &env.services,
+        json_request(
+            "POST",
+            "/v1/calls",
+            &json!({"to": TO, "message": "Disk full"}),
+        ),
+    )
+    .await
+    .unwrap();
+    read(&resp)
+}
+
+async fn call(env: &TestEnv, id: &str) -> herald::domain::Call {
+    let id: CallId = id.parse().unwrap();
+    env.services.calls.get_call(&id).await.unwrap().unwrap()
+}
+
+async fn run_retries(env: &TestEnv) -> usize {
+    let svc: Arc<Services> = env.services.clone();
+    drain(&env.retry_queue, VISIBILITY, |e| {
+        let svc = svc.clone();
+        async move { place_call::handle_sqs(&svc, e).await }
+    })
+    .await
+}
+
+/// The defect of issue 2/8 for calls: B's create is answered 500, then A, to the same number,
+/// is placed; B's next attempt must place its own call, not adopt A's.
+#[tokio::test]
+async fn an_identical_alert_s_call_is_not_adopted() {
+    let env = TestEnv::start().await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    });
+    let (status, b) = place(&env).await;
+    assert_eq!(status, 202, "{b}");
+    let b = b["id"].as_str().unwrap().to_owned();
+    assert!(call(&env, &b).await.ambiguous_since_ms.is_some());
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let (status, a) = place(&env).await;
+    assert_eq!(status, 201, "{a}");
+    let a_sid = call(&env, a["id"].as_str().unwrap())
+        .await
+        .twilio_sid
+        .expect("A was placed");
+
+    env.clock.advance(10_000);
+    assert_eq!(run_retries(&env).await, 1);
+    let b = call(&env, &b).await;
+    assert_eq!(b.status, CallStatus::Queued);
+    let b_sid = b.twilio_sid.clone().expect("B was placed");
+    assert_ne!(b_sid, a_sid, "B has its own Twilio call, not A's");
+    assert_eq!(env.sim.creates_for_call(TO), 2, "one call per alert");
+}
+
+/// B's own call reached Twilio but the answer was lost (a timeout after Twilio accepted): B's
+/// next attempt adopts it (unowned, same To and From, in the window) and calls no one again.
+#[tokio::test]
+async fn a_lost_answer_s_call_is_still_adopted() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = place(&env).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = b["id"].as_str().unwrap().to_owned();
+    let c = call(&env, &b).await;
+    assert!(c.ambiguous_since_ms.is_some() && c.ambiguous_until_ms.is_some());
+    assert_eq!(env.sim.creates_for_call(TO), 1, "Twilio has it");
+
+    env.clock.advance(10_000);
+    assert_eq!(run_retries(&env).await, 1);
+    let c = call(&env, &b).await;
+    assert_eq!(c.status, CallStatus::Queued);
+    let sid = env.sim.calls()[0].sid.clone();
+    assert_eq!(c.twilio_sid.as_deref(), Some(sid.as_str()), "adopted");
+    assert_eq!(env.sim.creates_for_call(TO), 1, "never called twice");
+    assert_eq!(
+        env.services
+            .sid_owners
+            .twilio_sid_owner(&sid)
+            .await
+            .unwrap(),
+        Some(herald::ports::SidOwner {
+            record_id: b,
+            attempt: 2
+        })
+    );
+}
+
+/// Two unowned calls to the callee in B's window (B's own, whose answer was lost, and one of a
+/// caller that died before recording it): B cannot tell which is its own and calls again.
+#[tokio::test]
+async fn two_candidate_calls_call_again_and_are_counted() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = place(&env).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = b["id"].as_str().unwrap().to_owned();
+    let dying = env.services_with_chaos(0.0, 1.0);
+    let resp = place_call::handle(
+        &dying,
+        json_request(
+            "POST",
+            "/v1/calls",
+            &json!({"to": TO, "message": "Disk full"}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(&resp).0, 202);
+    assert_eq!(env.sim.creates_for_call(TO), 2);
+
+    env.clock.advance(10_000);
+    run_retries(&env).await;
+    let c = call(&env, &b).await;
+    assert_eq!(c.status, CallStatus::Queued);
+    assert_eq!(env.sim.creates_for_call(TO), 3, "called again");
+    assert_eq!(
+        env.sim.calls().last().map(|r| r.sid.clone()),
+        c.twilio_sid,
+        "B holds the call it placed now"
+    );
+    let timeline = env
+        .services
+        .events
+        .events_for(&herald::domain::Subject(b))
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile),
+        "{timeline:?}"
+    );
+}

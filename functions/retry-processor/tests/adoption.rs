@@ -1,0 +1,454 @@
+//! Reconciling an attempt whose outcome is unknown, on the embedded adapters with the Twilio
+//! simulator and a manual clock: a message is adopted only when it is the record's own (same
+//! To, sender and body, created within the ambiguous attempt's window, owned by no other
+//! record); an identical alert's message is never taken for it.
+
+use std::sync::Arc;
+
+use herald::domain::{MessageStatus, Subject};
+use herald::ports::Clock;
+use herald::service::Services;
+use herald::test_env::{TestEnv, drain, json_request, read};
+use serde_json::json;
+
+const TO: &str = "+14155550100";
+const BODY: &str = "Pager: db-1 is down";
+/// Visibility timeout of the test event source: longer than the attempt lease.
+const VISIBILITY: u32 = 61;
+
+async fn post(env: &TestEnv) -> (u16, serde_json::Value) {
+    let resp = send_sms::handle(
+        &env.services,
+        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
+    )
+    .await
+    .unwrap();
+    read(&resp)
+}
+
+async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
+    env.services
+        .messages
+        .get_message(&id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn run_retries(env: &TestEnv) -> usize {
+    let svc: Arc<Services> = env.services.clone();
+    drain(&env.retry_queue, VISIBILITY, |e| {
+        let svc = svc.clone();
+        async move { retry_processor::handle(&svc, e).await }
+    })
+    .await
+}
+
+fn faults_500() -> twilio_sim::Faults {
+    twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    }
+}
+
+/// The defect of issue 2/8: B's create is answered 500 (its outcome unknown), then A, with the
+/// same number and text, is sent; B's next attempt must not take A's message for its own.
+#[tokio::test]
+async fn an_identical_alert_s_message_is_not_adopted() {
+    let env = TestEnv::start().await;
+    env.sim.set_faults(faults_500());
+    let (status, b) = post(&env).await;
+    assert_eq!(status, 202, "{b}");
+    let b = b["id"].as_str().unwrap().to_owned();
+    assert!(record(&env, &b).await.ambiguous_since_ms.is_some());
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let (status, a) = post(&env).await;
+    assert_eq!(status, 201, "{a}");
+    let a = record(&env, a["id"].as_str().unwrap()).await;
+    let a_sid = a.twilio_sid.clone().expect("A was sent");
+
+    env.clock.advance(10_000);
+    assert_eq!(run_retries(&env).await, 1);
+    let b = record(&env, &b).await;
+    assert_eq!(b.status, MessageStatus::Queued);
+    let b_sid = b.twilio_sid.clone().expect("B was sent");
+    assert_ne!(b_sid, a_sid, "B has its own Twilio message, not A's");
+    assert_eq!(
+        env.sim.creates_for(TO),
+        2,
+        "Twilio received one message per alert"
+    );
+    let sids: Vec<String> = env.sim.messages().iter().map(|m| m.sid.clone()).collect();
+    assert!(sids.contains(&a_sid) && sids.contains(&b_sid));
+}
+
+/// B's own create reached Twilio but its answer was lost (a timeout after Twilio accepted): B's
+/// next attempt finds its message (unowned, matching, in the window) and adopts it.
+#[tokio::test]
+async fn a_lost_answer_s_message_is_still_adopted() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = post(&env).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = b["id"].as_str().unwrap().to_owned();
+    let m = record(&env, &b).await;
+    let (since, until) = (
+        m.ambiguous_since_ms.expect("ambiguous"),
+        m.ambiguous_until_ms.expect("with its end"),
+    );
+    assert!(since <= until);
+    assert_eq!(env.sim.creates_for(TO), 1, "Twilio has it");
+
+    env.clock.advance(10_000);
+    assert_eq!(run_retries(&env).await, 1);
+    let m = record(&env, &b).await;
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(
+        m.twilio_sid.as_deref(),
+        Some(env.sim.messages()[0].sid.as_str()),
+        "adopted"
+    );
+    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+    // The SID is B's attempt 2's now: another record cannot take it.
+    let owner = env
+        .services
+        .sid_owners
+        .twilio_sid_owner(m.twilio_sid.as_deref().unwrap())
+        .await
+        .unwrap()
+        .expect("owned");
+    assert_eq!((owner.record_id.as_str(), owner.attempt), (b.as_str(), 2));
+}
+
+/// Two unowned messages match B's window (B's own, whose answer was lost, and one of a sender
+/// that died before recording it): which is B's cannot be told, so B sends again and the
+/// timeline says so.
+#[tokio::test]
+async fn two_candidates_send_again_and_are_counted() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = post(&env).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = b["id"].as_str().unwrap().to_owned();
+    // A, identical, reaches Twilio in the same second, and its sender dies before recording.
+    let dying = env.services_with_chaos(0.0, 1.0);
+    let resp = send_sms::handle(
+        &dying,
+        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read(&resp).0,
+        202,
+        "recorded, not sent as far as Herald knows"
+    );
+    assert_eq!(env.sim.creates_for(TO), 2);
+
+    env.clock.advance(10_000);
+    run_retries(&env).await;
+    let m = record(&env, &b).await;
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(
+        env.sim.creates_for(TO),
+        3,
+        "sent again: neither was surely B's"
+    );
+    let sid = m.twilio_sid.clone().unwrap();
+    assert_eq!(
+        env.sim.messages().last().map(|r| r.sid.clone()),
+        Some(sid),
+        "B holds the message it sent now"
+    );
+    let timeline = env
+        .services
+        .events
+        .events_for(&Subject(b.clone()))
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile),
+        "{timeline:?}"
+    );
+}
+
+/// An unowned match created less than the settle margin ago may be another record's whose
+/// answer is on its way: the attempt decides nothing now, and is not used up.
+#[tokio::test]
+async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = post(&env).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let id: herald::domain::MessageId = b["id"].as_str().unwrap().parse().unwrap();
+    let m = record(&env, id.as_str()).await;
+    assert_eq!((m.status, m.attempt), (MessageStatus::Retrying, 2));
+
+    // Attempt 2 is made half a second later, well inside the settle margin.
+    env.clock.advance(500);
+    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
+    let herald::ports::Claim::Claimed(claimed) = env
+        .services
+        .messages
+        .claim_attempt(&id, 2, env.clock.now_ms(), lease)
+        .await
+        .unwrap()
+    else {
+        panic!("attempt 2 can be claimed");
+    };
+    let outcome = herald::delivery::attempt_send(&env.services, &claimed).await;
+    assert_eq!(outcome, herald::delivery::Delivery::Interrupted);
+    let m = record(&env, id.as_str()).await;
+    assert_eq!(
+        (m.status, m.attempt),
+        (MessageStatus::Retrying, 2),
+        "not used up"
+    );
+    assert!(m.twilio_sid.is_none());
+    assert_eq!(env.sim.creates_for(TO), 1, "nothing sent");
+    let owner = env
+        .services
+        .sid_owners
+        .twilio_sid_owner(&env.sim.messages()[0].sid)
+        .await
+        .unwrap();
+    assert_eq!(owner, None, "nothing owned");
+
+    // Once the lease is over, the attempt is made again and adopts the settled message.
+    env.clock.advance(lease + 10_000);
+    run_retries(&env).await;
+    let m = record(&env, id.as_str()).await;
+    assert_eq!((m.status, m.attempt), (MessageStatus::Queued, 2));
+    assert_eq!(
+        m.twilio_sid.as_deref(),
+        Some(env.sim.messages()[0].sid.as_str())
+    );
+    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+}
+
+/// The sweeper asks Twilio about messages whose callbacks never came. It applies what Twilio
+/// reports only for the record's own message (the recipient's lookup token is the record's),
+/// and the timeline says what it did either way.
+#[tokio::test]
+async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
+    // Callbacks go to a closed port: Twilio moves the messages on, Herald never hears of it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let base = format!("http://{closed}");
+    let env = TestEnv::start_with(&[("TWILIO_WEBHOOK_BASE_URL", base.as_str())]).await;
+    let send_to = |to: &'static str| {
+        let svc = env.services.clone();
+        async move {
+            let resp = send_sms::handle(
+                &svc,
+                json_request("POST", "/v1/messages", &json!({"to": to, "body": BODY})),
+            )
+            .await
+            .unwrap();
+            let (status, answer) = read(&resp);
+            assert_eq!(status, 201, "{answer}");
+            answer["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let a = send_to(TO).await;
+    let c = send_to("+14155550177").await;
+    env.sim.flush_callbacks().await;
+    let a_sid = record(&env, &a).await.twilio_sid.unwrap();
+    // C's record holds A's SID: a record must never take another recipient's status for its own.
+    let c_id: herald::domain::MessageId = c.parse().unwrap();
+    let held = a_sid.clone();
+    env.services
+        .messages
+        .update_message(&c_id, &move |m| {
+            let mut next = m.clone();
+            next.twilio_sid = Some(held.clone());
+            Some(next)
+        })
+        .await
+        .unwrap();
+
+    env.clock.advance(retry_processor::SWEEP_GRACE_MS * 2);
+    assert_eq!(retry_processor::sweep(&env.services).await.unwrap(), 1);
+    assert_eq!(record(&env, &a).await.status, MessageStatus::Delivered);
+    let c_now = record(&env, &c).await;
+    assert_eq!(c_now.status, MessageStatus::Queued, "not applied");
+    let timeline = |id: String| {
+        let svc = env.services.clone();
+        async move { svc.events.events_for(&Subject(id)).await.unwrap() }
+    };
+    let kinds = |events: &[herald::domain::Event]| -> Vec<(herald::domain::EventKind, bool)> {
+        events.iter().map(|e| (e.kind, e.applied)).collect()
+    };
+    let a_events = timeline(a.clone()).await;
+    assert!(
+        a_events
+            .iter()
+            .any(|e| e.kind == herald::domain::EventKind::Swept
+                && e.applied
+                && e.status.as_deref() == Some("delivered")
+                && e.twilio_sid.as_deref() == Some(a_sid.as_str())),
+        "{:?}",
+        kinds(&a_events)
+    );
+    let c_events = timeline(c.clone()).await;
+    assert!(
+        c_events
+            .iter()
+            .any(|e| e.kind == herald::domain::EventKind::SweepMismatch && !e.applied),
+        "{:?}",
+        kinds(&c_events)
+    );
+    assert!(
+        !c_events
+            .iter()
+            .any(|e| e.kind == herald::domain::EventKind::Swept),
+        "nothing swept into C"
+    );
+    // Sweeping again adds nothing: one event per status found, one per mismatch and attempt.
+    let before = (a_events.len(), c_events.len());
+    retry_processor::sweep(&env.services).await.unwrap();
+    assert_eq!((timeline(a).await.len(), timeline(c).await.len()), before);
+}
+
+/// Twilio's answer to a create is proof the message is this record's: when its SID is owned by
+/// another record already, that is logged and counted, the answer is kept for this record, and
+/// nothing fails.
+#[tokio::test]
+async fn a_create_answered_with_a_sid_another_record_owns_is_kept() {
+    let env = TestEnv::start().await;
+    // The simulator draws SIDs from its seed: a twin with the same seed shows the next one.
+    let mut twin_cfg = twilio_sim::SimConfig::new(
+        env.creds.account_sid.clone(),
+        env.creds.auth_token.expose().clone(),
+    );
+    twin_cfg.api_keys = vec![(
+        env.creds.api_key_sid.clone(),
+        env.creds.api_key_secret.expose().clone(),
+    )];
+    twin_cfg.callback_mode = twilio_sim::CallbackMode::Manual;
+    twin_cfg.seed = 42;
+    let twin = twilio_sim::Simulator::start(twin_cfg).await.unwrap();
+    let twin_client = herald::twilio::Client::new(&herald::twilio::ClientOptions {
+        base_url: twin.base_url(),
+        connect_timeout: std::time::Duration::from_secs(1),
+        request_timeout: std::time::Duration::from_secs(2),
+    })
+    .unwrap();
+    let next_sid = twin_client
+        .create_message(
+            &env.creds,
+            &herald::twilio::NewMessage {
+                to: TO,
+                sender: &env.services.config.sender,
+                body: BODY,
+                status_callback: "https://hooks.example.test/cb",
+            },
+        )
+        .await
+        .unwrap()
+        .sid;
+    twin.shutdown().await;
+    let someone_else = herald::ports::SidOwner {
+        record_id: "msg_someone_else".to_owned(),
+        attempt: 1,
+    };
+    env.services
+        .sid_owners
+        .own_twilio_sid(&next_sid, &someone_else, env.clock.now_ms())
+        .await
+        .unwrap();
+
+    let (status, a) = post(&env).await;
+    assert_eq!(status, 201, "{a}");
+    let m = record(&env, a["id"].as_str().unwrap()).await;
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(
+        m.twilio_sid.as_deref(),
+        Some(next_sid.as_str()),
+        "the answer is kept"
+    );
+    assert_eq!(
+        env.services
+            .sid_owners
+            .twilio_sid_owner(&next_sid)
+            .await
+            .unwrap(),
+        Some(someone_else),
+        "ownership is not taken over"
+    );
+}
+
+/// A record's earlier attempt's message (its outcome recorded: undelivered, retried) is history,
+/// not the next attempt's: even inside a later ambiguous attempt's window it is never adopted.
+#[tokio::test]
+async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
+    let env = TestEnv::start().await;
+    let (status, answer) = post(&env).await;
+    assert_eq!(status, 201, "{answer}");
+    let id: herald::domain::MessageId = answer["id"].as_str().unwrap().parse().unwrap();
+    let first = record(&env, id.as_str()).await.twilio_sid.unwrap();
+    // Attempt 1 ends undelivered with a code Twilio may get past: attempt 2 is due.
+    let report = herald::delivery::Report {
+        attempt: 1,
+        status: MessageStatus::Undelivered,
+        twilio_sid: Some(first.clone()),
+        error_code: Some(30003),
+        at_ms: env.clock.now_ms(),
+    };
+    herald::delivery::apply_report(&env.services, &id, &report)
+        .await
+        .unwrap();
+    assert_eq!(record(&env, id.as_str()).await.attempt, 2);
+
+    // Attempt 2, half a second later, is answered 500: its outcome is unknown.
+    env.sim.set_faults(faults_500());
+    env.clock.advance(500);
+    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
+    let herald::ports::Claim::Claimed(claimed) = env
+        .services
+        .messages
+        .claim_attempt(&id, 2, env.clock.now_ms(), lease)
+        .await
+        .unwrap()
+    else {
+        panic!("attempt 2 can be claimed");
+    };
+    assert_eq!(
+        herald::delivery::attempt_send(&env.services, &claimed).await,
+        herald::delivery::Delivery::Deferred
+    );
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let m = record(&env, id.as_str()).await;
+    let (since, _) = m.ambiguous_window(lease).expect("ambiguous");
+    assert!(since - 2_000 <= env.sim.messages()[0].date_created.unix_timestamp() * 1000);
+
+    // Attempt 3 finds attempt 1's message in the window, owned by attempt 1: it sends its own.
+    env.clock.advance(10_000);
+    run_retries(&env).await;
+    let m = record(&env, id.as_str()).await;
+    assert_eq!((m.status, m.attempt), (MessageStatus::Queued, 3));
+    assert_ne!(m.twilio_sid.as_deref(), Some(first.as_str()));
+    assert_eq!(env.sim.creates_for(TO), 2);
+}

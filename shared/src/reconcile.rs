@@ -1,0 +1,246 @@
+//! Resolving an attempt whose outcome is unknown: the rule messages ([`crate::delivery`]) and
+//! calls ([`crate::calls`]) share.
+//!
+//! When an attempt may have reached Twilio without Herald learning of it (a timeout, a dropped
+//! connection, a 5xx, a sender that died holding its claim), the record keeps that attempt's
+//! window ([`crate::domain::Message::ambiguous_window`]), and the next attempt lists what Twilio
+//! holds for the recipient before it sends again. The rule:
+//!
+//! 1. **Candidates** are the listed resources that match the record: the same `To`, the same
+//!    sender (`From`, or the Messaging Service a message went through) and, for a message, the
+//!    same body. Twilio's Call resource exposes no TwiML (nor anything else of what was said),
+//!    so a call matches on `To`, `From` and time only. A candidate was created within the
+//!    window: from the ambiguous attempt's start minus [`TWILIO_TIME_SLACK_MS`] to its end plus
+//!    [`TWILIO_TIME_SLACK_MS`] (Twilio's times have whole seconds).
+//! 2. A candidate **this attempt owns** already (its create was answered and registered, but the
+//!    result not recorded before the claim was lost) is adopted.
+//! 3. A candidate **another record owns** is that record's (a SID belongs to at most one record,
+//!    [`crate::ports::SidOwners`]): it is left out, however well it matches. So is one an
+//!    earlier attempt of this record owns: that attempt's outcome was recorded, it is history.
+//! 4. **Settle**: if an unowned candidate was created less than [`settle_ms`] ago (the Twilio
+//!    request timeout plus the slack), another record's create may have just reached Twilio,
+//!    its answer on its way to be registered: nothing is decided now. The attempt is
+//!    interrupted without being used up (its claim expires and it is made again).
+//! 5. Exactly **one** unowned candidate: this record claims its SID, atomically; if it wins, it
+//!    adopts the resource. If another record won in between, the resource is that record's,
+//!    and this one sends.
+//! 6. **More than one** unowned candidate: which one is this record's cannot be told. None is
+//!    adopted; the record sends again, and the possible duplicate is counted (metric
+//!    `AmbiguousReconcile`, a warning, an event in the record's timeline).
+//! 7. **None**: the earlier attempt never reached Twilio; the record sends.
+//!
+//! A lost alert reported as delivered is the worst outcome Herald can have; a duplicate alert is
+//! the lesser one. The rule adopts only what is surely the record's own, and sends otherwise.
+
+use crate::ports::{SidClaim, SidOwner, StoreError};
+use crate::service::Services;
+use crate::twilio::{CallResource, MessageResource, TwilioError};
+
+/// Twilio's timestamps have whole seconds, and clocks differ a little: the window and the settle
+/// margin are widened by this much.
+pub const TWILIO_TIME_SLACK_MS: i64 = 2_000;
+
+/// The metric of a reconcile that could not tell the record's resource (dimension `Reason`:
+/// `candidates`, several matched; `truncated`, the list was longer than its bound).
+pub const AMBIGUOUS_RECONCILE_METRIC: &str = "AmbiguousReconcile";
+
+/// The metric of a create answered with a SID another record owns.
+pub const SID_OWNED_BY_OTHER_METRIC: &str = "SidOwnedByOther";
+
+/// A Twilio resource a record may own: its SID and when Twilio created it.
+pub trait TwilioResource {
+    /// `SM…` or `CA…`.
+    fn sid(&self) -> &str;
+    /// When Twilio created it, Unix milliseconds (`None` when Twilio gave no readable time).
+    fn created_at_ms(&self) -> Option<i64>;
+}
+
+impl TwilioResource for MessageResource {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+    fn created_at_ms(&self) -> Option<i64> {
+        MessageResource::created_at_ms(self)
+    }
+}
+
+impl TwilioResource for CallResource {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+    fn created_at_ms(&self) -> Option<i64> {
+        CallResource::created_at_ms(self)
+    }
+}
+
+/// What the next attempt does about an ambiguous earlier one.
+#[derive(Debug)]
+pub enum Decision<R> {
+    /// This resource is the record's own (owned by it now): adopt it, do not send.
+    Adopt(R),
+    /// Nothing at Twilio is the record's: send.
+    Send,
+    /// This many unowned candidates: none can be told to be the record's. Send again (a
+    /// possible duplicate, already counted and logged).
+    SendAmbiguous(usize),
+    /// An unowned candidate is too recent to decide: interrupt the attempt without using it up.
+    Settling,
+}
+
+/// Why the earlier attempt could not be looked for.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// Twilio could not be asked.
+    #[error(transparent)]
+    Twilio(#[from] TwilioError),
+    /// Ownership could not be read or claimed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether a resource created at `created_at_ms` falls within the ambiguous window `(since,
+/// until)`, widened by [`TWILIO_TIME_SLACK_MS`] on both sides. A resource without a readable
+/// time is never in it.
+pub fn in_window(created_at_ms: Option<i64>, (since, until): (i64, i64)) -> bool {
+    created_at_ms.is_some_and(|t| {
+        t >= since.saturating_sub(TWILIO_TIME_SLACK_MS)
+            && t <= until.saturating_add(TWILIO_TIME_SLACK_MS)
+    })
+}
+
+/// How old an unowned candidate must be before it is decided on: the Twilio request timeout
+/// (no create answer comes later than that) plus [`TWILIO_TIME_SLACK_MS`].
+pub fn settle_ms(svc: &Services) -> i64 {
+    i64::try_from(svc.config.request_timeout.as_millis())
+        .unwrap_or(i64::MAX)
+        .saturating_add(TWILIO_TIME_SLACK_MS)
+}
+
+/// Logs and counts a list read that stopped at its bound: a resource may have gone unread.
+pub fn note_truncated(channel: &str, record_id: &str) {
+    tracing::warn!(
+        record_id,
+        channel,
+        "Twilio's list for this recipient is longer than the reconcile bound: unread resources cannot be adopted"
+    );
+    crate::telemetry::metric(
+        AMBIGUOUS_RECONCILE_METRIC,
+        1.0,
+        "Count",
+        &[("Channel", channel), ("Reason", "truncated")],
+    );
+}
+
+/// Applies the rule (module docs, steps 2 to 7) to `candidates`, resources that already match
+/// the record and fall within its window (step 1), for `owner` (the record at the attempt being
+/// made) at `now_ms`. `channel` (`sms`, `voice`) names the metric's dimension.
+pub async fn decide<R: TwilioResource>(
+    svc: &Services,
+    channel: &str,
+    owner: &SidOwner,
+    mut candidates: Vec<R>,
+    now_ms: i64,
+) -> Result<Decision<R>, StoreError> {
+    candidates.sort_by_key(TwilioResource::created_at_ms);
+    let record_id = owner.record_id.as_str();
+    let mut unowned = Vec::new();
+    for r in candidates {
+        match svc.sid_owners.twilio_sid_owner(r.sid()).await? {
+            Some(o) if o == *owner => return Ok(Decision::Adopt(r)),
+            Some(_) => {}
+            None => unowned.push(r),
+        }
+    }
+    let settle = settle_ms(svc);
+    if unowned.iter().any(|r| {
+        r.created_at_ms()
+            .is_some_and(|t| now_ms < t.saturating_add(settle))
+    }) {
+        tracing::info!(
+            record_id,
+            channel,
+            candidates = unowned.len(),
+            "a matching resource at Twilio is too recent to tell whose it is: the attempt will be made again"
+        );
+        return Ok(Decision::Settling);
+    }
+    if unowned.len() > 1 {
+        tracing::warn!(
+            record_id,
+            channel,
+            candidates = unowned.len(),
+            "several resources at Twilio could be this record's: none adopted, sending again (a possible duplicate)"
+        );
+        crate::telemetry::metric(
+            AMBIGUOUS_RECONCILE_METRIC,
+            1.0,
+            "Count",
+            &[("Channel", channel), ("Reason", "candidates")],
+        );
+        return Ok(Decision::SendAmbiguous(unowned.len()));
+    }
+    let Some(only) = unowned.pop() else {
+        return Ok(Decision::Send);
+    };
+    match svc
+        .sid_owners
+        .own_twilio_sid(only.sid(), owner, now_ms)
+        .await?
+    {
+        SidClaim::Owned => Ok(Decision::Adopt(only)),
+        SidClaim::OwnedByOther(_) => {
+            tracing::info!(
+                record_id,
+                channel,
+                "the one matching resource was just registered by another record: sending"
+            );
+            Ok(Decision::Send)
+        }
+    }
+}
+
+/// Registers `sid`, which Twilio's answer to `owner`'s create named, as `owner`'s, before the
+/// result is recorded. When another owner has it already, the answer is still the truth for
+/// `owner` (Twilio created it for this request): that is logged and counted, and the caller goes
+/// on. Only a store failure is an error.
+pub async fn register_created(
+    svc: &Services,
+    channel: &str,
+    owner: &SidOwner,
+    sid: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if let SidClaim::OwnedByOther(other) = svc.sid_owners.own_twilio_sid(sid, owner, now_ms).await?
+    {
+        tracing::error!(
+            record_id = %owner.record_id,
+            attempt = owner.attempt,
+            other_owner = %other,
+            twilio_sid = sid,
+            channel,
+            "Twilio answered this record's create with a SID another record owns: the answer is kept for this record"
+        );
+        crate::telemetry::metric(
+            SID_OWNED_BY_OTHER_METRIC,
+            1.0,
+            "Count",
+            &[("Channel", channel)],
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_widened_by_the_slack_and_needs_a_time() {
+        let w = (10_000, 12_000);
+        assert!(in_window(Some(8_000), w));
+        assert!(in_window(Some(14_000), w));
+        assert!(!in_window(Some(7_999), w));
+        assert!(!in_window(Some(14_001), w));
+        assert!(!in_window(None, w));
+    }
+}
