@@ -3,53 +3,15 @@
 //! To, sender and body, created within the ambiguous attempt's window, owned by no other
 //! record); an identical alert's message is never taken for it.
 
-use std::sync::Arc;
-
 use herald::domain::{MessageStatus, Subject};
 use herald::ports::Clock;
-use herald::service::Services;
-use herald::test_env::{TestEnv, drain, json_request, read};
+use herald::test_env::{TestEnv, json_request, read};
 use serde_json::json;
 
+mod common;
+use common::{BODY, faults_500, post, record, run_retries};
+
 const TO: &str = "+14155550100";
-const BODY: &str = "Pager: db-1 is down";
-/// Visibility timeout of the test event source: longer than the attempt lease.
-const VISIBILITY: u32 = 61;
-
-async fn post(env: &TestEnv) -> (u16, serde_json::Value) {
-    let resp = send_sms::handle(
-        &env.services,
-        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
-    )
-    .await
-    .unwrap();
-    read(&resp)
-}
-
-async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
-    env.services
-        .messages
-        .get_message(&id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await
-}
-
-fn faults_500() -> twilio_sim::Faults {
-    twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    }
-}
 
 /// The defect of issue 2/8: B's create is answered 500 (its outcome unknown), then A, with the
 /// same number and text, is sent; B's next attempt must not take A's message for its own.
@@ -57,12 +19,12 @@ fn faults_500() -> twilio_sim::Faults {
 async fn an_identical_alert_s_message_is_not_adopted() {
     let env = TestEnv::start().await;
     env.sim.set_faults(faults_500());
-    let (status, b) = post(&env).await;
+    let (status, b) = post(&env, TO).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     assert!(record(&env, &b).await.ambiguous_since_ms.is_some());
     env.sim.set_faults(twilio_sim::Faults::default());
-    let (status, a) = post(&env).await;
+    let (status, a) = post(&env, TO).await;
     assert_eq!(status, 201, "{a}");
     let a = record(&env, a["id"].as_str().unwrap()).await;
     let a_sid = a.twilio_sid.clone().expect("A was sent");
@@ -93,7 +55,7 @@ async fn a_lost_answer_s_message_is_still_adopted() {
         timeout_after_accept: true,
         ..Default::default()
     });
-    let (status, b) = post(&env).await;
+    let (status, b) = post(&env, TO).await;
     assert_eq!(status, 202, "{b}");
     env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
@@ -138,7 +100,7 @@ async fn two_candidates_send_again_and_are_counted() {
         timeout_after_accept: true,
         ..Default::default()
     });
-    let (status, b) = post(&env).await;
+    let (status, b) = post(&env, TO).await;
     assert_eq!(status, 202, "{b}");
     env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
@@ -197,7 +159,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
         timeout_after_accept: true,
         ..Default::default()
     });
-    let (status, b) = post(&env).await;
+    let (status, b) = post(&env, TO).await;
     assert_eq!(status, 202, "{b}");
     env.sim.set_faults(twilio_sim::Faults::default());
     let id: herald::domain::MessageId = b["id"].as_str().unwrap().parse().unwrap();
@@ -380,7 +342,7 @@ async fn a_create_answered_with_a_sid_another_record_owns_is_kept() {
         .await
         .unwrap();
 
-    let (status, a) = post(&env).await;
+    let (status, a) = post(&env, TO).await;
     assert_eq!(status, 201, "{a}");
     let m = record(&env, a["id"].as_str().unwrap()).await;
     assert_eq!(m.status, MessageStatus::Queued);
@@ -405,7 +367,7 @@ async fn a_create_answered_with_a_sid_another_record_owns_is_kept() {
 #[tokio::test]
 async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     let env = TestEnv::start().await;
-    let (status, answer) = post(&env).await;
+    let (status, answer) = post(&env, TO).await;
     assert_eq!(status, 201, "{answer}");
     let id: herald::domain::MessageId = answer["id"].as_str().unwrap().parse().unwrap();
     let first = record(&env, id.as_str()).await.twilio_sid.unwrap();

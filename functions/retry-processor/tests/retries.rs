@@ -2,62 +2,20 @@
 //! accepted message reaches a final state, and no job, duplicate, redelivery or crash ever makes
 //! Twilio accept a message twice.
 
-use std::sync::Arc;
-
 use herald::delivery::Job;
 use herald::domain::{MessageId, MessageStatus};
 use herald::ports::{Clock, Queue};
-use herald::service::Services;
-use herald::test_env::{TestEnv, drain, json_request, read};
-use serde_json::json;
+use herald::test_env::{TestEnv, drain, read};
+
+mod common;
+use common::{VISIBILITY, faults_500, post, record, run_retries};
 
 const TO: &str = "+14155550100";
-/// Visibility timeout of the test event source: longer than the attempt lease.
-const VISIBILITY: u32 = 61;
-
-async fn post(env: &TestEnv, to: &str) -> (u16, serde_json::Value) {
-    let resp = send_sms::handle(
-        &env.services,
-        json_request(
-            "POST",
-            "/v1/messages",
-            &json!({"to": to, "body": "Pager: db-1 is down"}),
-        ),
-    )
-    .await
-    .unwrap();
-    read(&resp)
-}
-
-async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
-    env.services
-        .messages
-        .get_message(&id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await
-}
 
 /// Moves time past every delay and lease, then runs the retry queue.
 async fn later(env: &TestEnv, ms: i64) -> usize {
     env.clock.advance(ms);
     run_retries(env).await
-}
-
-fn faults_500() -> twilio_sim::Faults {
-    twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    }
 }
 
 #[tokio::test]

@@ -309,12 +309,10 @@ impl Call {
         c.error_code = change.error_code;
         c.error_reason.clone_from(&change.error_reason);
         // The windows of several ambiguous attempts merge: the earliest start, the latest end.
-        c.ambiguous_since_ms = change
-            .ambiguous_since_ms
-            .map(|t| self.ambiguous_since_ms.map_or(t, |e| e.min(t)));
-        c.ambiguous_until_ms = c
-            .ambiguous_since_ms
-            .and(change.ambiguous_until_ms.max(self.ambiguous_until_ms));
+        (c.ambiguous_since_ms, c.ambiguous_until_ms) = super::merged_ambiguity(
+            (self.ambiguous_since_ms, self.ambiguous_until_ms),
+            (change.ambiguous_since_ms, change.ambiguous_until_ms),
+        );
         c.claimed_at_ms = None;
         c.claimed_until_ms = None;
         c.next_attempt_at_ms = Some(change.next_attempt_at_ms);
@@ -326,11 +324,7 @@ impl Call {
     /// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without
     /// `ambiguous_until_ms` ends its window one attempt lease after it began.
     pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
-        let since = self.ambiguous_since_ms?;
-        let until = self
-            .ambiguous_until_ms
-            .unwrap_or_else(|| since.saturating_add(lease_ms));
-        Some((since, until.max(since)))
+        super::ambiguity_window(self.ambiguous_since_ms, self.ambiguous_until_ms, lease_ms)
     }
 
     /// Whether `report` would move this record, by attempt and by the transition rule.

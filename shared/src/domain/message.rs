@@ -296,12 +296,10 @@ impl Message {
         m.error_code = change.error_code;
         m.error_reason.clone_from(&change.error_reason);
         // The windows of several ambiguous attempts merge: the earliest start, the latest end.
-        m.ambiguous_since_ms = change
-            .ambiguous_since_ms
-            .map(|t| self.ambiguous_since_ms.map_or(t, |e| e.min(t)));
-        m.ambiguous_until_ms = m
-            .ambiguous_since_ms
-            .and(change.ambiguous_until_ms.max(self.ambiguous_until_ms));
+        (m.ambiguous_since_ms, m.ambiguous_until_ms) = super::merged_ambiguity(
+            (self.ambiguous_since_ms, self.ambiguous_until_ms),
+            (change.ambiguous_since_ms, change.ambiguous_until_ms),
+        );
         m.claimed_at_ms = None;
         m.claimed_until_ms = None;
         m.next_attempt_at_ms = Some(change.next_attempt_at_ms);
@@ -313,11 +311,7 @@ impl Message {
     /// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without
     /// `ambiguous_until_ms` ends its window one attempt lease after it began.
     pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
-        let since = self.ambiguous_since_ms?;
-        let until = self
-            .ambiguous_until_ms
-            .unwrap_or_else(|| since.saturating_add(lease_ms));
-        Some((since, until.max(since)))
+        super::ambiguity_window(self.ambiguous_since_ms, self.ambiguous_until_ms, lease_ms)
     }
 
     /// Whether `change` would move this record, by attempt and by the transition rule.

@@ -1,0 +1,53 @@
+//! What the retry path's tests share: the API send, the stored record, the retry queue run as
+//! its event source would, and Twilio's outage. (Each test file uses part of it.)
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use herald::service::Services;
+use herald::test_env::{TestEnv, drain, json_request, read};
+use serde_json::json;
+
+/// The alert's text.
+pub const BODY: &str = "Pager: db-1 is down";
+/// Visibility timeout of the test event source: longer than the attempt lease.
+pub const VISIBILITY: u32 = 61;
+
+/// `POST /v1/messages` of [`BODY`] to `to`.
+pub async fn post(env: &TestEnv, to: &str) -> (u16, serde_json::Value) {
+    let resp = send_sms::handle(
+        &env.services,
+        json_request("POST", "/v1/messages", &json!({"to": to, "body": BODY})),
+    )
+    .await
+    .unwrap();
+    read(&resp)
+}
+
+/// The stored message `id`.
+pub async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
+    env.services
+        .messages
+        .get_message(&id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Runs the retry queue until it is empty; returns how many jobs ran.
+pub async fn run_retries(env: &TestEnv) -> usize {
+    let svc: Arc<Services> = env.services.clone();
+    drain(&env.retry_queue, VISIBILITY, |e| {
+        let svc = svc.clone();
+        async move { retry_processor::handle(&svc, e).await }
+    })
+    .await
+}
+
+/// Twilio answers every request 500.
+pub fn faults_500() -> twilio_sim::Faults {
+    twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    }
+}
