@@ -433,18 +433,27 @@ fn bodies(sources: &[&str]) -> BTreeMap<String, String> {
     out
 }
 
-/// A body with the bodies of the `self.helper(` methods it calls appended (one level).
+/// A body with the bodies of the `self.helper(` methods it calls appended, and of those they
+/// call in turn.
 fn with_helpers(all: &BTreeMap<String, String>, name: &str) -> String {
     let body = all
         .get(name)
         .unwrap_or_else(|| panic!("no fn {name} in the AWS adapters"));
     let mut text = body.clone();
-    for (helper, b) in all {
-        if helper != name && body.contains(&format!("self.{helper}(")) {
-            text.push_str(b);
+    let mut seen = std::collections::BTreeSet::from([name.to_owned()]);
+    loop {
+        let more: Vec<&String> = all
+            .keys()
+            .filter(|h| !seen.contains(*h) && text.contains(&format!("self.{h}(")))
+            .collect();
+        if more.is_empty() {
+            return text;
+        }
+        for h in more {
+            seen.insert(h.clone());
+            text.push_str(&all[h]);
         }
     }
-    text
 }
 
 const SDK_ACTIONS: [(&str, &str); 17] = [
@@ -628,6 +637,17 @@ impl CallStore for Rec<dyn CallStore> {
     ) -> Result<CallApplied, StoreError> {
         self.note("update_call");
         self.inner.update_call(id, decide).await
+    }
+    async fn list_calls_by_status(
+        &self,
+        status: herald::domain::CallStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.note("list_calls_by_status");
+        self.inner
+            .list_calls_by_status(status, created_before_ms, limit)
+            .await
     }
 }
 

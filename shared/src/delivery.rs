@@ -1,30 +1,24 @@
 //! Handing messages to Twilio, attempt by attempt, so that every accepted message reaches a
-//! final state and no attempt ever sends twice.
-//!
-//! An attempt is *claimed* in the store before Twilio is called (a lease: a redelivered or
-//! duplicated job finds it taken or done); its result is recorded before the job is
-//! acknowledged; a failure for now schedules the next attempt in the store *then* puts its job on
-//! the retry queue (a crash in between is repaired by the redelivered job, or by the sweeper).
-//! When an attempt's outcome is unknown (a timeout, a dropped connection, a 5xx, a claim whose
-//! holder died) the next attempt first asks Twilio for the messages to that recipient from that
-//! sender, and adopts one only when it is surely the record's own: the same body, created
-//! within that attempt's window, owned by no other record ([`crate::reconcile`] has the rule).
-//! Every Twilio SID a create answers with is registered for its record before the result is
-//! recorded, so no two records ever hold one Twilio message.
+//! final state and no attempt ever sends twice: the [`Sms`] channel of the attempt engine
+//! ([`crate::engine`], which has the guarantees and the choices every channel shares), and what
+//! is a message's own: its Twilio resource, what matches (the same `To`, sender and body), its
+//! retry policy (a failure Twilio may get past on another try, such as 30001 or 30003, is sent
+//! again while attempts remain). The queue jobs of every channel and their batch handler live
+//! here too.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::event::EVENT_RETENTION_MS;
-use crate::domain::{
-    Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
-};
-use crate::ports::{Applied, Claim, QueueError, SidOwner};
-use crate::reconcile::{self, Decision, LookupError};
+use async_trait::async_trait;
+
+use crate::crypto::{LookupToken, Sealed};
+use crate::domain::{Event, Message, MessageId, MessageStatus, RetryChange, StatusChange};
+use crate::engine::{self, Channel, Opened, Outcome};
+use crate::ports::{Applied, MessageStore, QueueError, TwilioCredentials};
 use crate::service::Services;
 use crate::twilio::{
-    LIST_MAX, MessageResource, NewMessage, RetryClass, Sender, TwilioError, describe_code,
+    LIST_MAX, Listing, MessageResource, NewMessage, RetryClass, Sender, TwilioError, describe_code,
 };
 
 /// SQS's longest delay; longer waits are re-enqueued on arrival.
@@ -75,20 +69,7 @@ pub enum JobOutcome {
 }
 
 /// What became of one attempt to hand a message to Twilio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Twilio has it (accepted now, or found from an earlier attempt); its status.
-    Submitted(MessageStatus),
-    /// Twilio or the network failed for now; another attempt is scheduled.
-    Deferred,
-    /// Twilio refused it for good, or every attempt was used; the code.
-    Failed(Option<u32>),
-    /// The attempt could not be finished (store or queue unavailable); the claim will expire
-    /// and the attempt be made again.
-    Interrupted,
-    /// The sender died mid-attempt (failure injection): nothing after this point happened.
-    Crashed,
-}
+pub type Delivery = Outcome<MessageStatus>;
 
 /// A handler invocation that died (failure injection): the event source acknowledges nothing
 /// of its batch, as Lambda does when an invocation fails.
@@ -132,53 +113,14 @@ pub fn attempts_allowed(svc: &Services, class: RetryClass) -> u32 {
     }
 }
 
-fn event(
-    svc: &Services,
-    m: &Message,
-    kind: EventKind,
-    status: MessageStatus,
-    code: Option<u32>,
-    sid: Option<String>,
-    applied: bool,
-) -> Event {
-    let at_ms = svc.clock.now_ms();
-    Event {
-        key: format!("{}:{}:{}", m.id, kind.as_str(), m.attempt),
-        subject: Subject::from(&m.id),
-        kind,
-        status: Some(status.as_str().to_owned()),
-        twilio_sid: sid,
-        error_code: code,
-        attempt: m.attempt,
-        applied,
-        at_ms,
-        expires_at_ms: at_ms + EVENT_RETENTION_MS,
-        country: m.country.clone(),
-        sealed: None,
-    }
-}
-
 /// Records an event; a failure is logged, never fatal (the record is the truth).
 pub async fn record_event(svc: &Services, ev: &Event) {
-    if let Err(e) = svc.events.record_event(ev).await {
-        tracing::error!(event_kind = ev.kind.as_str(), error = %e, "could not record an event");
-    }
+    engine::record_event(svc, ev).await;
 }
 
 /// Puts the job for `m`'s current attempt on the retry queue, due at `m.next_attempt_at_ms`.
 pub async fn enqueue_attempt(svc: &Services, m: &Message) -> Result<(), QueueError> {
-    let now = svc.clock.now_ms();
-    let due = m.next_attempt_at_ms.unwrap_or(now);
-    let wait_secs = u32::try_from(((due - now).max(0) + 999) / 1000).unwrap_or(u32::MAX);
-    let job = Job::Message {
-        id: m.id.clone(),
-        attempt: m.attempt,
-        not_before_ms: (wait_secs > MAX_QUEUE_DELAY_SECS).then_some(due),
-    };
-    svc.retry_queue
-        .send(&job.to_body(), wait_secs.min(MAX_QUEUE_DELAY_SECS))
-        .await?;
-    Ok(())
+    engine::enqueue::<Sms>(svc, m).await
 }
 
 /// Handles one job from the send or retry queue.
@@ -205,245 +147,13 @@ async fn process_message_job(
     attempt: u32,
     not_before_ms: Option<i64>,
 ) -> JobOutcome {
-    let now = svc.clock.now_ms();
-    if let Some(nb) = not_before_ms
-        && nb > now
-    {
-        let wait = u32::try_from((nb - now + 999) / 1000).unwrap_or(u32::MAX);
-        let again = Job::Message {
-            id: id.clone(),
-            attempt,
-            not_before_ms: (wait > MAX_QUEUE_DELAY_SECS).then_some(nb),
-        };
-        return match svc
-            .retry_queue
-            .send(&again.to_body(), wait.min(MAX_QUEUE_DELAY_SECS))
-            .await
-        {
-            Ok(_) => JobOutcome::Done,
-            Err(_) => JobOutcome::Again,
-        };
-    }
-    let lease_ms = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-    match svc.messages.claim_attempt(id, attempt, now, lease_ms).await {
-        Ok(Claim::Claimed(m)) => match attempt_send(svc, &m).await {
-            Delivery::Interrupted => JobOutcome::Again,
-            Delivery::Crashed => JobOutcome::Crashed,
-            _ => JobOutcome::Done,
-        },
-        Ok(Claim::Busy { .. }) => JobOutcome::Again,
-        Ok(Claim::Stale(m)) => {
-            // Already done, or already moved on. If it waits for the next attempt, make sure
-            // that attempt's job exists (this job may be the redelivery of one that crashed
-            // before enqueueing it); a duplicate job is harmless, the claim decides.
-            if m.status == MessageStatus::Retrying
-                && m.attempt == attempt + 1
-                && enqueue_attempt(svc, &m).await.is_err()
-            {
-                return JobOutcome::Again;
-            }
-            JobOutcome::Done
-        }
-        Ok(Claim::NotFound) => {
-            tracing::warn!(message_id = %id, "job for an unknown message");
-            JobOutcome::Done
-        }
-        Err(e) => {
-            tracing::error!(message_id = %id, error = %e, "store unavailable");
-            JobOutcome::Again
-        }
-    }
+    engine::process::<Sms>(svc, id, attempt, not_before_ms).await
 }
 
-/// Makes the attempt `m` was claimed for: reconciles an ambiguous earlier attempt, hands the
-/// message to Twilio, records the result and schedules what follows.
+/// Makes the attempt `m` was claimed for ([`engine::make_attempt`]).
 #[tracing::instrument(name = "message", skip_all, fields(message_id = %m.id))]
 pub async fn attempt_send(svc: &Services, m: &Message) -> Delivery {
-    let aad = m.id.as_str();
-    let opened = async {
-        let to = svc.vault.open_string(aad, &m.to).await?;
-        let body = svc.vault.open_string(aad, &m.body).await?;
-        Ok::<_, crate::crypto::CryptoError>((to, body))
-    }
-    .await;
-    let (to, body) = match opened {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(message_id = %m.id, error = %e, "cannot open the message");
-            return Delivery::Interrupted;
-        }
-    };
-    if crate::service::Chaos::strike(svc.chaos.crash_after_claim) {
-        return Delivery::Crashed;
-    }
-    let started = svc.clock.now_ms();
-    if let Some(window) = m.ambiguous_window(lease_ms(svc)) {
-        match find_earlier(svc, m, to.expose(), body.expose(), window).await {
-            Ok(Decision::Adopt(found)) => {
-                tracing::info!(message_id = %m.id, attempt = m.attempt, "an earlier attempt reached Twilio: adopted, not sent again");
-                return record_submitted(svc, m, &found, true).await;
-            }
-            Ok(Decision::Settling) => return Delivery::Interrupted,
-            Ok(Decision::SendAmbiguous(_)) => {
-                let ev = event(
-                    svc,
-                    m,
-                    EventKind::AmbiguousReconcile,
-                    m.status,
-                    None,
-                    None,
-                    false,
-                );
-                record_event(svc, &ev).await;
-            }
-            Ok(Decision::Send) => {}
-            Err(LookupError::Twilio(e)) => {
-                // Twilio cannot be asked now: this attempt fails for now and uses up one of
-                // the attempts (so a long outage still ends), keeping the ambiguity for the next.
-                tracing::warn!(message_id = %m.id, error = %e, "could not check Twilio for an earlier attempt");
-                return record_failure(svc, m, &e, Some(window)).await;
-            }
-            Err(LookupError::Store(e)) => {
-                tracing::error!(message_id = %m.id, error = %e, "could not read Twilio SID ownership; the attempt will be made again");
-                return Delivery::Interrupted;
-            }
-        }
-    }
-    match submit(svc, m, to.expose(), body.expose()).await {
-        Ok(_) if crate::service::Chaos::strike(svc.chaos.crash_after_send) => Delivery::Crashed,
-        Ok(resource) => record_submitted(svc, m, &resource, false).await,
-        Err(e) => {
-            // An answer that may hide an accepted message leaves this attempt's window behind.
-            let window = is_ambiguous(&e).then(|| (started, svc.clock.now_ms()));
-            record_failure(svc, m, &e, window).await
-        }
-    }
-}
-
-fn lease_ms(svc: &Services) -> i64 {
-    i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX)
-}
-
-async fn submit(
-    svc: &Services,
-    m: &Message,
-    to: &str,
-    body: &str,
-) -> Result<MessageResource, TwilioError> {
-    let callback = svc.message_status_callback(&m.id, m.attempt);
-    let new = NewMessage {
-        to,
-        sender: &svc.config.sender,
-        body,
-        status_callback: &callback,
-    };
-    svc.with_twilio(|creds| {
-        let new = &new;
-        async move { svc.twilio.create_message(&creds, new).await }
-    })
-    .await
-}
-
-/// What Twilio holds of `m`'s ambiguous attempt: the messages to `to` from Herald's sender with
-/// `body`, created within `window`, decided on by [`reconcile::decide`].
-async fn find_earlier(
-    svc: &Services,
-    m: &Message,
-    to: &str,
-    body: &str,
-    window: (i64, i64),
-) -> Result<Decision<MessageResource>, LookupError> {
-    let creds = svc.credentials.get().await.map_err(TwilioError::from)?;
-    // A Messaging Service picks the number itself: list by recipient, match the service.
-    let from = match &svc.config.sender {
-        Sender::From(n) => Some(n.as_str()),
-        Sender::MessagingService(_) => None,
-    };
-    let listed = svc.twilio.list_messages(&creds, to, from, LIST_MAX).await?;
-    if listed.truncated {
-        reconcile::note_truncated("sms", m.id.as_str());
-    }
-    let candidates: Vec<MessageResource> = listed
-        .items
-        .into_iter()
-        .filter(|r| r.to.as_deref() == Some(to) && r.body.as_deref() == Some(body))
-        .filter(|r| sent_by(r, &svc.config.sender))
-        .filter(|r| reconcile::in_window(r.created_at_ms(), window))
-        .collect();
-    Ok(reconcile::decide(svc, "sms", &sid_owner(m), candidates, svc.clock.now_ms()).await?)
-}
-
-/// Who owns the SIDs of `m`'s current attempt.
-fn sid_owner(m: &Message) -> SidOwner {
-    SidOwner {
-        record_id: m.id.to_string(),
-        attempt: m.attempt,
-    }
-}
-
-/// Whether Twilio's message came from Herald's sender.
-fn sent_by(r: &MessageResource, sender: &Sender) -> bool {
-    match sender {
-        Sender::From(n) => r.from.as_deref() == Some(n.as_str()),
-        Sender::MessagingService(s) => r.messaging_service_sid.as_deref() == Some(s.as_str()),
-    }
-}
-
-async fn record_submitted(
-    svc: &Services,
-    m: &Message,
-    r: &MessageResource,
-    adopted: bool,
-) -> Delivery {
-    if !adopted
-        && let Err(e) =
-            reconcile::register_created(svc, "sms", &sid_owner(m), &r.sid, svc.clock.now_ms()).await
-    {
-        // Twilio has it but it is not registered: record nothing, so the claim expires and the
-        // next attempt reconciles, finds it unowned and adopts it.
-        tracing::error!(message_id = %m.id, error = %e, "could not register the Twilio SID; the attempt will reconcile");
-        return Delivery::Interrupted;
-    }
-    let status = MessageStatus::from_twilio(&r.status).unwrap_or(MessageStatus::Queued);
-    let report = Report {
-        attempt: m.attempt,
-        status,
-        twilio_sid: Some(r.sid.clone()),
-        error_code: r.error_code,
-        at_ms: svc.clock.now_ms(),
-    };
-    match apply_report(svc, &m.id, &report).await {
-        Ok(Applied::Applied(now)) => {
-            let mut ev = event(
-                svc,
-                m,
-                EventKind::Submitted,
-                status,
-                r.error_code,
-                Some(r.sid.clone()),
-                true,
-            );
-            if adopted {
-                ev.key.push_str(":adopted");
-            }
-            record_event(svc, &ev).await;
-            crate::telemetry::metric("MessagesSubmitted", 1.0, "Count", &[]);
-            match now.status {
-                MessageStatus::Retrying => Delivery::Deferred,
-                MessageStatus::Failed | MessageStatus::Undelivered => {
-                    Delivery::Failed(now.error_code)
-                }
-                s => Delivery::Submitted(s),
-            }
-        }
-        Ok(_) => Delivery::Submitted(status),
-        Err(e) => {
-            // Twilio has it; its callbacks will move the record on, and a claim taken over
-            // later finds it by reconciling.
-            tracing::error!(message_id = %m.id, error = %e, "could not record the send result");
-            Delivery::Interrupted
-        }
-    }
+    engine::make_attempt::<Sms>(svc, m).await
 }
 
 /// A report of a message's status at Twilio: a status callback, an answer to a create, or what a
@@ -462,190 +172,186 @@ pub struct Report {
     pub at_ms: i64,
 }
 
-/// Applies a report atomically: the status moves forward by the transition rule; a failure
-/// Twilio may get past on another try (30001, 30003 …) instead moves the message to its next
-/// attempt while attempts remain, and queues that attempt.
+/// Applies a report atomically ([`engine::apply_report`] under the [`Sms`] rules): the status
+/// moves forward by the transition rule; a failure Twilio may get past on another try (30001,
+/// 30003 …) instead moves the message to its next attempt while attempts remain, and queues that
+/// attempt.
 #[tracing::instrument(name = "message", skip_all, fields(message_id = %id))]
 pub async fn apply_report(
     svc: &Services,
     id: &MessageId,
     report: &Report,
 ) -> Result<Applied, crate::ports::StoreError> {
-    let code = report.error_code;
-    let failure = matches!(
-        report.status,
-        MessageStatus::Failed | MessageStatus::Undelivered
-    );
-    let retry_class = code
-        .map(crate::twilio::class_of_code)
-        .filter(|c| failure && c.is_retryable());
-    let reason = code.map(|c| format!("Twilio error {c} ({})", describe_code(c)));
-    let change = StatusChange {
-        attempt: report.attempt,
-        status: report.status,
-        twilio_sid: report.twilio_sid.clone(),
-        error_code: code,
-        error_reason: reason.clone(),
-        at_ms: report.at_ms,
-    };
-    let decide = |m: &Message| {
+    engine::apply_report::<Sms>(svc, id, report).await
+}
+
+/// The message channel of the attempt engine.
+pub struct Sms;
+
+#[async_trait]
+impl Channel for Sms {
+    type Record = Message;
+    type Store = dyn MessageStore;
+    type Resource = MessageResource;
+    type Report = Report;
+
+    const NAME: &'static str = "sms";
+    const SUBMITTED_METRIC: &'static str = "MessagesSubmitted";
+    const RETRIES_METRIC: &'static str = "SendRetries";
+    const FAILURES_METRIC: &'static str = "SendFailures";
+    const IN_FLIGHT: &'static [MessageStatus] = &[
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+    ];
+
+    fn store(svc: &Services) -> &Self::Store {
+        &*svc.messages
+    }
+    fn job(id: &MessageId, attempt: u32, not_before_ms: Option<i64>) -> Job {
+        Job::Message {
+            id: id.clone(),
+            attempt,
+            not_before_ms,
+        }
+    }
+    fn sealed(m: &Message) -> (&Sealed, &Sealed) {
+        (&m.to, &m.body)
+    }
+    fn to_token(m: &Message) -> &LookupToken {
+        &m.to_token
+    }
+    fn country(m: &Message) -> Option<String> {
+        m.country.clone()
+    }
+    fn twilio_sid(m: &Message) -> Option<&str> {
+        m.twilio_sid.as_deref()
+    }
+    fn error_code(m: &Message) -> Option<u32> {
+        m.error_code
+    }
+    fn is_failure(status: MessageStatus) -> bool {
+        matches!(status, MessageStatus::Failed | MessageStatus::Undelivered)
+    }
+    fn attempts_allowed(svc: &Services, class: RetryClass) -> u32 {
+        attempts_allowed(svc, class)
+    }
+
+    async fn create(
+        svc: &Services,
+        m: &Message,
+        o: &Opened,
+    ) -> Result<MessageResource, TwilioError> {
+        let callback = svc.message_status_callback(&m.id, m.attempt);
+        let new = NewMessage {
+            to: o.to.expose(),
+            sender: &svc.config.sender,
+            body: o.text.expose(),
+            status_callback: &callback,
+        };
+        svc.with_twilio(|creds| {
+            let new = &new;
+            async move { svc.twilio.create_message(&creds, new).await }
+        })
+        .await
+    }
+
+    async fn list(
+        svc: &Services,
+        creds: &TwilioCredentials,
+        o: &Opened,
+    ) -> Result<Option<Listing<MessageResource>>, TwilioError> {
+        // A Messaging Service picks the number itself: list by recipient, match the service.
+        let from = match &svc.config.sender {
+            Sender::From(n) => Some(n.as_str()),
+            Sender::MessagingService(_) => None,
+        };
+        let listed = svc
+            .twilio
+            .list_messages(creds, o.to.expose(), from, LIST_MAX)
+            .await?;
+        Ok(Some(listed))
+    }
+
+    fn matches(svc: &Services, o: &Opened, r: &MessageResource) -> bool {
+        let sent_by = match &svc.config.sender {
+            Sender::From(n) => r.from.as_deref() == Some(n.as_str()),
+            Sender::MessagingService(s) => r.messaging_service_sid.as_deref() == Some(s.as_str()),
+        };
+        sent_by
+            && r.to.as_deref() == Some(o.to.expose().as_str())
+            && r.body.as_deref() == Some(o.text.expose().as_str())
+    }
+
+    async fn fetch(
+        svc: &Services,
+        creds: &TwilioCredentials,
+        sid: &str,
+    ) -> Result<MessageResource, TwilioError> {
+        svc.twilio.fetch_message(creds, sid).await
+    }
+    fn resource_to(r: &MessageResource) -> Option<&str> {
+        r.to.as_deref()
+    }
+
+    fn report_of(m: &Message, r: &MessageResource, at_ms: i64) -> Option<Report> {
+        Some(Report {
+            attempt: m.attempt,
+            status: MessageStatus::from_twilio(&r.status).unwrap_or(MessageStatus::Queued),
+            twilio_sid: Some(r.sid.clone()),
+            error_code: r.error_code,
+            at_ms,
+        })
+    }
+    fn report_attempt(rep: &Report) -> u32 {
+        rep.attempt
+    }
+    fn report_summary(rep: &Report) -> (&'static str, Option<u32>) {
+        (rep.status.as_str(), rep.error_code)
+    }
+
+    fn reported(svc: &Services, m: &Message, report: &Report) -> Option<Message> {
+        let code = report.error_code;
+        let failure = Self::is_failure(report.status);
+        let reason = code.map(|c| format!("Twilio error {c} ({})", describe_code(c)));
+        let change = StatusChange {
+            attempt: report.attempt,
+            status: report.status,
+            twilio_sid: report.twilio_sid.clone(),
+            error_code: code,
+            error_reason: reason.clone(),
+            at_ms: report.at_ms,
+        };
         if !m.accepts(&change) {
             return None;
         }
-        if let Some(class) = retry_class
+        if let Some(class) = code
+            .map(crate::twilio::class_of_code)
+            .filter(|c| failure && c.is_retryable())
             && m.attempt < attempts_allowed(svc, class)
         {
-            let wait = backoff(
-                m.attempt,
-                class,
-                None,
-                svc.config.retry_base_delay,
-                svc.config.retry_max_delay,
-            );
             return m.retried(&RetryChange {
                 attempt: m.attempt,
                 error_code: code,
-                error_reason: reason.clone(),
+                error_reason: reason,
                 ambiguous_since_ms: None,
                 ambiguous_until_ms: None,
-                next_attempt_at_ms: report.at_ms
-                    + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                next_attempt_at_ms: engine::retry_at_ms(svc, m.attempt, class, None, report.at_ms),
                 at_ms: report.at_ms,
             });
         }
         m.changed(&change)
-    };
-    let result = svc.messages.update_message(id, &decide).await?;
-    if let Applied::Applied(next) = &result
-        && next.status == MessageStatus::Retrying
-    {
-        tracing::info!(message_id = %id, attempt = next.attempt, twilio_code = ?code, "retrying after a reported failure");
-        crate::telemetry::metric("SendRetries", 1.0, "Count", &[]);
-        if let Err(e) = enqueue_attempt(svc, next).await {
-            tracing::error!(message_id = %id, error = %e, "could not enqueue the next attempt; the sweeper will");
-        }
     }
-    Ok(result)
-}
 
-/// Whether Twilio may have created the message although the request failed.
-fn is_ambiguous(e: &TwilioError) -> bool {
-    match e {
-        TwilioError::Timeout | TwilioError::Transport(_) | TwilioError::Decode(_) => true,
-        TwilioError::Api { status, .. } => *status >= 500,
-        TwilioError::Connect(_) | TwilioError::Credentials(_) => false,
-    }
-}
-
-/// Records a failed attempt. `ambiguity` is the window in which the attempt may nevertheless
-/// have reached Twilio (`None`: it surely did not), kept for the next attempt.
-async fn record_failure(
-    svc: &Services,
-    m: &Message,
-    e: &TwilioError,
-    ambiguity: Option<(i64, i64)>,
-) -> Delivery {
-    if let TwilioError::Credentials(se) = e {
-        // Herald cannot read its own credentials (a refused or unset secret): nothing was
-        // sent, and it is no fault of the message. The attempt is not used up: the claim
-        // expires and the attempt is made again once the secret can be read.
-        tracing::error!(message_id = %m.id, attempt = m.attempt, error = %se, "Twilio credentials unavailable: nothing sent, the attempt will be made again");
-        return Delivery::Interrupted;
-    }
-    let class = e.retry_class();
-    let code = e.code();
-    let reason = e.to_string();
-    let now = svc.clock.now_ms();
-    if class.is_retryable() && m.attempt < attempts_allowed(svc, class) {
-        let wait = backoff(
-            m.attempt,
-            class,
-            e.retry_after(),
-            svc.config.retry_base_delay,
-            svc.config.retry_max_delay,
-        );
-        let change = RetryChange {
+    fn failed(m: &Message, code: Option<u32>, reason: String, at_ms: i64) -> Option<Message> {
+        m.changed(&StatusChange {
             attempt: m.attempt,
+            status: MessageStatus::Failed,
+            twilio_sid: None,
             error_code: code,
-            error_reason: Some(reason.clone()),
-            ambiguous_since_ms: ambiguity.map(|(since, _)| since),
-            ambiguous_until_ms: ambiguity.map(|(_, until)| until),
-            next_attempt_at_ms: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
-            at_ms: now,
-        };
-        tracing::warn!(message_id = %m.id, attempt = m.attempt, twilio_code = ?code, error = %reason, retry_in_ms = wait.as_millis() as u64, "send deferred");
-        crate::telemetry::metric("SendRetries", 1.0, "Count", &[]);
-        return match svc.messages.schedule_retry(&m.id, &change).await {
-            Ok(Applied::Applied(next)) => {
-                record_event(
-                    svc,
-                    &event(
-                        svc,
-                        m,
-                        EventKind::Deferred,
-                        MessageStatus::Retrying,
-                        code,
-                        None,
-                        true,
-                    ),
-                )
-                .await;
-                if let Err(qe) = enqueue_attempt(svc, &next).await {
-                    // The record waits for the next attempt: the redelivered job, or the
-                    // sweeper, enqueues it again.
-                    tracing::error!(message_id = %m.id, error = %qe, "could not enqueue the next attempt");
-                    return Delivery::Interrupted;
-                }
-                Delivery::Deferred
-            }
-            Ok(_) => Delivery::Deferred,
-            Err(se) => {
-                tracing::error!(message_id = %m.id, error = %se, "could not record the failed attempt");
-                Delivery::Interrupted
-            }
-        };
-    }
-    let final_code = code;
-    tracing::warn!(message_id = %m.id, attempt = m.attempt, twilio_code = ?code, error = %reason, "message failed");
-    crate::telemetry::metric(
-        "SendFailures",
-        1.0,
-        "Count",
-        &[(
-            "TwilioCode",
-            &code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
-        )],
-    );
-    let change = StatusChange {
-        attempt: m.attempt,
-        status: MessageStatus::Failed,
-        twilio_sid: None,
-        error_code: code,
-        error_reason: Some(match code {
-            Some(c) if !class.is_retryable() => format!("Twilio error {c} ({})", describe_code(c)),
-            _ => reason,
-        }),
-        at_ms: now,
-    };
-    match svc.messages.apply_message_status(&m.id, &change).await {
-        Ok(applied) => {
-            let kind = if class.is_retryable() {
-                EventKind::Deferred
-            } else {
-                EventKind::Rejected
-            };
-            let done = matches!(applied, Applied::Applied(_));
-            record_event(
-                svc,
-                &event(svc, m, kind, MessageStatus::Failed, code, None, done),
-            )
-            .await;
-            Delivery::Failed(final_code)
-        }
-        Err(se) => {
-            tracing::error!(message_id = %m.id, error = %se, "could not record the failure");
-            Delivery::Interrupted
-        }
+            error_reason: Some(reason),
+            at_ms,
+        })
     }
 }
 
@@ -683,133 +389,19 @@ pub async fn handle_sqs_batch(
     Ok(response)
 }
 
-/// The sweeper: finds messages that wait longer than `grace_ms` past when they were due (their
-/// job lost to a crash between the store and the queue) and enqueues their attempt again
-/// (duplicated jobs are harmless: the claim decides); and asks Twilio where messages are that
-/// it accepted more than `grace_ms` ago without reporting a final status (callbacks are best
-/// effort). What Twilio answers for a record's SID is applied only when it is the record's own
-/// message (its recipient has the record's lookup token); either way the record's timeline
-/// says what the sweeper did. Returns how many messages it moved or enqueued.
+/// The sweeper ([`engine::sweep`]), for messages and for calls: re-enqueues records whose job
+/// was lost or whose attempt's holder died, and asks Twilio about resources whose final report
+/// never came. Returns how many records it moved or enqueued.
 pub async fn sweep(
     svc: &Services,
     grace_ms: i64,
     limit: u32,
 ) -> Result<u32, crate::ports::StoreError> {
-    let now = svc.clock.now_ms();
-    let mut enqueued = 0;
-    for status in [MessageStatus::Accepted, MessageStatus::Retrying] {
-        for m in svc
-            .messages
-            .list_messages_by_status(status, now - grace_ms, limit)
-            .await?
-        {
-            let due = m.next_attempt_at_ms.unwrap_or(m.created_at_ms);
-            let held = m.claimed_until_ms.is_some_and(|u| u > now);
-            if !held && due + grace_ms <= now && enqueue_attempt(svc, &m).await.is_ok() {
-                enqueued += 1;
-            }
-        }
-    }
-    for status in [
-        MessageStatus::Queued,
-        MessageStatus::Sending,
-        MessageStatus::Sent,
-    ] {
-        for m in svc
-            .messages
-            .list_messages_by_status(status, now - grace_ms, limit)
-            .await?
-        {
-            if m.updated_at_ms + grace_ms > now {
-                continue;
-            }
-            let Some(sid) = m.twilio_sid.clone() else {
-                continue;
-            };
-            let fetched = match svc.credentials.get().await {
-                Ok(creds) => svc.twilio.fetch_message(&creds, &sid).await,
-                Err(e) => Err(e.into()),
-            };
-            match fetched {
-                Ok(r) => {
-                    match is_recipient_of(svc, &m, r.to.as_deref()).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(message_id = %m.id, twilio_sid = %sid, "the sweeper fetched a Twilio message that is not this record's (another recipient): nothing applied");
-                            crate::telemetry::metric("SweepMismatch", 1.0, "Count", &[]);
-                            let mut ev = event(
-                                svc,
-                                &m,
-                                EventKind::SweepMismatch,
-                                m.status,
-                                None,
-                                Some(sid),
-                                false,
-                            );
-                            ev.status = None;
-                            record_event(svc, &ev).await;
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(message_id = %m.id, error = %e, "could not check the fetched message's recipient: nothing applied");
-                            continue;
-                        }
-                    }
-                    let Some(reported) = MessageStatus::from_twilio(&r.status) else {
-                        continue;
-                    };
-                    let report = Report {
-                        attempt: m.attempt,
-                        status: reported,
-                        twilio_sid: Some(sid.clone()),
-                        error_code: r.error_code,
-                        at_ms: now,
-                    };
-                    let applied = matches!(
-                        apply_report(svc, &m.id, &report).await,
-                        Ok(Applied::Applied(_))
-                    );
-                    if applied {
-                        enqueued += 1;
-                    }
-                    let mut ev = event(
-                        svc,
-                        &m,
-                        EventKind::Swept,
-                        reported,
-                        r.error_code,
-                        Some(sid),
-                        applied,
-                    );
-                    // One event per status the sweeper found, however often it looks.
-                    ev.key.push(':');
-                    ev.key.push_str(reported.as_str());
-                    record_event(svc, &ev).await;
-                }
-                Err(e) => {
-                    tracing::warn!(message_id = %m.id, error = %e, "could not fetch a message from Twilio")
-                }
-            }
-        }
-    }
-    if enqueued > 0 {
-        tracing::warn!(enqueued, "sweeper moved or re-enqueued messages");
-        crate::telemetry::metric("SweeperEnqueued", f64::from(enqueued), "Count", &[]);
-    }
-    Ok(enqueued)
-}
-
-/// Whether `to`, the recipient of a Twilio resource fetched by the SID `m` holds, is `m`'s own
-/// recipient: compared through the lookup token, never as plaintext in the record.
-async fn is_recipient_of(
-    svc: &Services,
-    m: &Message,
-    to: Option<&str>,
-) -> Result<bool, crate::crypto::CryptoError> {
-    let Some(to) = to else {
-        return Ok(false);
-    };
-    Ok(svc.vault.lookup_token(to).await? == m.to_token)
+    let (messages, calls) = tokio::join!(
+        engine::sweep::<Sms>(svc, grace_ms, limit),
+        engine::sweep::<crate::calls::Voice>(svc, grace_ms, limit)
+    );
+    Ok(messages? + calls?)
 }
 
 #[cfg(test)]

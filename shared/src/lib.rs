@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod domain;
+pub mod engine;
 #[cfg(feature = "aws")]
 pub mod lambda;
 pub mod phone;

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use crate::crypto::{DataKey, LookupToken};
 use crate::domain::{
-    Call, CallId, CallReport, CallRetry, ClaimRefusal, Event, Message, MessageId, MessageStatus,
-    RetryChange, StatusChange, Subject,
+    Attempted, Call, CallId, CallReport, CallRetry, CallStatus, ClaimRefusal, Event, Message,
+    MessageId, MessageStatus, RetryChange, StatusChange, Subject,
 };
 use crate::secret::Secret;
 
@@ -44,15 +44,138 @@ pub enum KeyError {
     Refused,
 }
 
-/// The result of a conditional status change.
+/// The result of a conditional change of a record (a message by default, or a call).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
+pub enum Applied<R = Message> {
     /// The record moved; here it is after the change.
-    Applied(Message),
+    Applied(R),
     /// The record did not move (wrong attempt, terminal, or not a higher rank); here it is as is.
-    Ignored(Message),
+    Ignored(R),
     /// No record has that id.
     NotFound,
+}
+
+/// How many times a store's read-decide-write reads and decides again when another writer
+/// changed the record in between, before it gives up with a transient error (every backend
+/// stops: a record that hot is better retried by the caller than spun on).
+pub const MAX_UPDATE_ROUNDS: usize = 100;
+
+/// How a store's read-decide-write ([`MessageStore::update_message`],
+/// [`CallStore::update_call`]) decides a record's next version (`None`: leave it).
+pub type Decide<'a, R = Message> = dyn for<'m> Fn(&'m R) -> Option<R> + Send + Sync + 'a;
+
+/// The result of claiming an attempt ([`Records::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim<R = Message> {
+    /// This caller holds the attempt; the record as claimed.
+    Claimed(R),
+    /// Another caller holds it until then.
+    Busy {
+        /// Unix milliseconds.
+        until_ms: i64,
+    },
+    /// The record does not wait for this attempt any more (done, final, or moved on); here it
+    /// is.
+    Stale(R),
+    /// No such record.
+    NotFound,
+}
+
+/// What the attempt engine ([`crate::engine`]) needs of any record kind's store, written once
+/// over the kind's atomic read-decide-write: every store of messages and every store of calls
+/// has it.
+#[async_trait]
+pub trait Records<R: Attempted>: Send + Sync {
+    /// The kind's atomic read-decide-write ([`MessageStore::update_message`]).
+    async fn update_record(
+        &self,
+        id: &R::Id,
+        decide: &Decide<'_, R>,
+    ) -> Result<Applied<R>, StoreError>;
+
+    /// Up to `limit` records with `status`, created before `created_before_ms`, oldest first.
+    async fn records_by_status(
+        &self,
+        status: R::Status,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<R>, StoreError>;
+
+    /// Claims `attempt` for a sender until `now_ms + lease_ms`
+    /// ([`crate::domain::attempt::claimed`]): of concurrent claims of one attempt exactly one
+    /// succeeds, so a duplicated or redelivered job never sends twice.
+    async fn claim(
+        &self,
+        id: &R::Id,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Claim<R>, StoreError> {
+        let refusal = std::sync::Mutex::new(None);
+        let decide = |r: &R| match crate::domain::attempt::claimed(r, attempt, now_ms, lease_ms) {
+            Ok(next) => Some(next),
+            Err(e) => {
+                *refusal.lock().expect("claim lock") = Some(e);
+                None
+            }
+        };
+        Ok(match self.update_record(id, &decide).await? {
+            Applied::Applied(r) => Claim::Claimed(r),
+            Applied::Ignored(r) => match refusal.lock().expect("claim lock").take() {
+                Some(ClaimRefusal::Busy { until_ms }) => Claim::Busy { until_ms },
+                _ => Claim::Stale(r),
+            },
+            Applied::NotFound => Claim::NotFound,
+        })
+    }
+
+    /// Moves the record from `change.attempt` to the next attempt, `retrying`
+    /// ([`crate::domain::attempt::retried`]); ignored when the record is at another attempt or
+    /// takes no more.
+    async fn schedule(&self, id: &R::Id, change: &RetryChange) -> Result<Applied<R>, StoreError> {
+        self.update_record(id, &|r: &R| crate::domain::attempt::retried(r, change))
+            .await
+    }
+}
+
+#[async_trait]
+impl<T: MessageStore + ?Sized> Records<Message> for T {
+    async fn update_record(
+        &self,
+        id: &MessageId,
+        decide: &Decide<'_, Message>,
+    ) -> Result<Applied<Message>, StoreError> {
+        self.update_message(id, decide).await
+    }
+    async fn records_by_status(
+        &self,
+        status: MessageStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.list_messages_by_status(status, created_before_ms, limit)
+            .await
+    }
+}
+
+#[async_trait]
+impl<T: CallStore + ?Sized> Records<Call> for T {
+    async fn update_record(
+        &self,
+        id: &CallId,
+        decide: &Decide<'_, Call>,
+    ) -> Result<Applied<Call>, StoreError> {
+        self.update_call(id, decide).await
+    }
+    async fn records_by_status(
+        &self,
+        status: CallStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.list_calls_by_status(status, created_before_ms, limit)
+            .await
+    }
 }
 
 /// Messages, stored with their personal data sealed.
@@ -100,9 +223,7 @@ pub trait MessageStore: Send + Sync {
             .await
     }
 
-    /// Claims `attempt` for a sender until `now_ms + lease_ms` ([`Message::claimed`]): of
-    /// concurrent claims of one attempt exactly one succeeds, so a duplicated or redelivered job
-    /// never sends twice.
+    /// Claims `attempt` of a message ([`Records::claim`]).
     async fn claim_attempt(
         &self,
         id: &MessageId,
@@ -110,84 +231,27 @@ pub trait MessageStore: Send + Sync {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Claim, StoreError> {
-        let refusal = std::sync::Mutex::new(None);
-        let decide = |m: &Message| match m.claimed(attempt, now_ms, lease_ms) {
-            Ok(next) => Some(next),
-            Err(r) => {
-                *refusal.lock().expect("claim lock") = Some(r);
-                None
-            }
-        };
-        Ok(match self.update_message(id, &decide).await? {
-            Applied::Applied(m) => Claim::Claimed(m),
-            Applied::Ignored(m) => match refusal.lock().expect("claim lock").take() {
-                Some(ClaimRefusal::Busy { until_ms }) => Claim::Busy { until_ms },
-                _ => Claim::Stale(m),
-            },
-            Applied::NotFound => Claim::NotFound,
-        })
+        Records::<Message>::claim(self, id, attempt, now_ms, lease_ms).await
     }
 
-    /// Moves the record from `change.attempt` to the next attempt, `retrying`
-    /// ([`Message::retried`]); ignored when the record is final or at another attempt.
+    /// Schedules a message's next attempt ([`Records::schedule`]).
     async fn schedule_retry(
         &self,
         id: &MessageId,
         change: &RetryChange,
     ) -> Result<Applied, StoreError> {
-        self.update_message(id, &|m: &Message| m.retried(change))
-            .await
+        Records::<Message>::schedule(self, id, change).await
     }
 }
 
-/// How [`MessageStore::update_message`] decides a record's next version (`None`: leave it).
-pub type Decide<'a> = dyn for<'m> Fn(&'m Message) -> Option<Message> + Send + Sync + 'a;
-
-/// The result of [`MessageStore::claim_attempt`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This caller holds the attempt; the record as claimed.
-    Claimed(Message),
-    /// Another caller holds it until then.
-    Busy {
-        /// Unix milliseconds.
-        until_ms: i64,
-    },
-    /// The record does not wait for this attempt any more; here it is.
-    Stale(Message),
-    /// No such message.
-    NotFound,
-}
-
 /// The result of a conditional change of a call ([`CallStore::update_call`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallApplied {
-    /// The record moved; here it is after the change.
-    Applied(Call),
-    /// The record did not move; here it is as is.
-    Ignored(Call),
-    /// No call has that id.
-    NotFound,
-}
+pub type CallApplied = Applied<Call>;
 
 /// How [`CallStore::update_call`] decides a record's next version (`None`: leave it).
-pub type DecideCall<'a> = dyn for<'c> Fn(&'c Call) -> Option<Call> + Send + Sync + 'a;
+pub type DecideCall<'a> = Decide<'a, Call>;
 
-/// The result of [`CallStore::claim_call_attempt`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallClaim {
-    /// This caller holds the attempt; the record as claimed.
-    Claimed(Call),
-    /// Another caller holds it until then.
-    Busy {
-        /// Unix milliseconds.
-        until_ms: i64,
-    },
-    /// The record does not wait for this attempt any more (or the alert is done); here it is.
-    Stale(Call),
-    /// No such call.
-    NotFound,
-}
+/// The result of claiming a call's attempt.
+pub type CallClaim = Claim<Call>;
 
 /// Voice calls, stored with their personal data sealed. The same contract as
 /// [`MessageStore`]: one atomic read-decide-write primitive, and the decisions built on it.
@@ -212,6 +276,15 @@ pub trait CallStore: Send + Sync {
         decide: &DecideCall<'_>,
     ) -> Result<CallApplied, StoreError>;
 
+    /// Up to `limit` calls with `status`, created before `created_before_ms`, oldest first (the
+    /// sweeper's query). Eventually consistent on DynamoDB.
+    async fn list_calls_by_status(
+        &self,
+        status: CallStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError>;
+
     /// Applies `report` under the retry policy ([`Call::reported`]): the next attempt, due at
     /// `retry_at_ms`, for an unanswered or unacknowledged attempt while `attempt <
     /// max_attempts`, else the status by the transition rule.
@@ -228,8 +301,7 @@ pub trait CallStore: Send + Sync {
         .await
     }
 
-    /// Claims `attempt` until `now_ms + lease_ms` ([`Call::claimed`]): of concurrent claims of
-    /// one attempt exactly one succeeds, so a duplicated or redelivered job never calls twice.
+    /// Claims `attempt` of a call ([`Records::claim`]): a done call is never claimed.
     async fn claim_call_attempt(
         &self,
         id: &CallId,
@@ -237,32 +309,16 @@ pub trait CallStore: Send + Sync {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<CallClaim, StoreError> {
-        let refusal = std::sync::Mutex::new(None);
-        let decide = |c: &Call| match c.claimed(attempt, now_ms, lease_ms) {
-            Ok(next) => Some(next),
-            Err(r) => {
-                *refusal.lock().expect("claim lock") = Some(r);
-                None
-            }
-        };
-        Ok(match self.update_call(id, &decide).await? {
-            CallApplied::Applied(c) => CallClaim::Claimed(c),
-            CallApplied::Ignored(c) => match refusal.lock().expect("claim lock").take() {
-                Some(ClaimRefusal::Busy { until_ms }) => CallClaim::Busy { until_ms },
-                _ => CallClaim::Stale(c),
-            },
-            CallApplied::NotFound => CallClaim::NotFound,
-        })
+        Records::<Call>::claim(self, id, attempt, now_ms, lease_ms).await
     }
 
-    /// Moves the record from `change.attempt` to the next attempt, `retrying`
-    /// ([`Call::retried`]); ignored when the record is final, done or at another attempt.
+    /// Schedules a call's next attempt ([`Records::schedule`]).
     async fn schedule_call_retry(
         &self,
         id: &CallId,
         change: &CallRetry,
     ) -> Result<CallApplied, StoreError> {
-        self.update_call(id, &|c: &Call| c.retried(change)).await
+        Records::<Call>::schedule(self, id, change).await
     }
 
     /// Records the callee's acknowledgement of `attempt` ([`Call::acknowledged`]); ignored when

@@ -486,4 +486,15 @@ impl<S: CallStore + 'static> CallStore for Alternate<S> {
     ) -> Result<CallApplied, StoreError> {
         self.pick().update_call(id, decide).await
     }
+
+    async fn list_calls_by_status(
+        &self,
+        status: CallStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.pick()
+            .list_calls_by_status(status, created_before_ms, limit)
+            .await
+    }
 }

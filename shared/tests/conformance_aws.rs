@@ -537,7 +537,7 @@ mod calls {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn calls_are_sealed_and_stay_out_of_the_message_indexes() {
+    async fn calls_are_sealed_and_listed_apart_from_messages() {
         let f = Fixture::new().await;
         let p = f.production_ports();
         let vault = p.vault();
@@ -566,14 +566,24 @@ mod calls {
             s("call_status").as_deref(),
             Some(CallStatus::Queued.as_str())
         );
-        assert!(!item.contains_key("status") && !item.contains_key("caller"));
-        // The sweeper's index never sees calls: queued messages only.
+        // The status index lists calls under statuses no message has; the caller index never
+        // sees them.
+        assert_eq!(s("status").as_deref(), Some("call:queued"));
+        assert!(!item.contains_key("caller"));
         let listed = p
             .messages
             .list_messages_by_status(MessageStatus::Queued, i64::MAX, 100)
             .await
             .expect("list");
         assert!(listed.is_empty(), "{listed:?}");
+        let calls = calls
+            .list_calls_by_status(CallStatus::Queued, i64::MAX, 100)
+            .await
+            .expect("list calls");
+        assert_eq!(
+            calls.iter().map(|c| &c.id).collect::<Vec<_>>(),
+            vec![&data.id]
+        );
     }
 }
 

@@ -10,10 +10,11 @@
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use herald::calls::{self, Placement};
+use herald::calls::{self, Placement, Voice};
 use herald::domain::rfc3339;
 use herald::domain::{Call, CallId, CallStatus, Event, EventKind, Speech, Subject};
-use herald::ports::{CallClaim, StoreError};
+use herald::engine;
+use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
 use herald::protect::idempotency::Keyed;
@@ -305,37 +306,10 @@ async fn place(
 /// never called twice for it; a claim its holder left is taken over as ambiguous, so Twilio is
 /// asked first); otherwise the answer says where it is.
 async fn resume(svc: &Services, c: Call) -> http::Response<String> {
-    if c.status != CallStatus::Accepted {
-        return answer_found(&c);
-    }
-    let now = svc.clock.now_ms();
-    let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-    match svc
-        .calls
-        .claim_call_attempt(&c.id, c.attempt, now, lease)
-        .await
-    {
-        Ok(CallClaim::Claimed(claimed)) => {
-            let placement = calls::attempt_call(svc, &claimed).await;
-            answer_place(&claimed, placement)
-        }
-        // Someone is making the attempt now: recorded and on its way.
-        Ok(CallClaim::Busy { .. }) => answer_place(&c, Placement::Interrupted),
-        Ok(CallClaim::Stale(found)) => answer_found(&found),
-        Ok(CallClaim::NotFound) => unavailable(&StoreError::Corrupt("call vanished".into())),
+    match engine::resume::<Voice>(svc, c).await {
+        Ok((now, placement)) => answer_place(&now, placement),
         Err(e) => unavailable(&e),
     }
-}
-
-/// The answer to a call placed where `c` is.
-fn answer_found(c: &Call) -> http::Response<String> {
-    let placement = match c.status {
-        CallStatus::Accepted => Placement::Interrupted,
-        CallStatus::Retrying => Placement::Deferred,
-        CallStatus::Failed => Placement::Failed(c.error_code),
-        s => Placement::Placed(s),
-    };
-    answer_place(c, placement)
 }
 
 /// The answer to placing `call` whose attempt came to `placement`.
@@ -345,7 +319,7 @@ fn answer_place(call: &Call, placement: Placement) -> http::Response<String> {
         status,
     };
     match placement {
-        Placement::Placed(status) => problem::json(201, &answer(status)),
+        Placement::Submitted(status) => problem::json(201, &answer(status)),
         Placement::Deferred => problem::json(202, &answer(CallStatus::Retrying)),
         Placement::Interrupted | Placement::Crashed => {
             problem::json(202, &answer(CallStatus::Accepted))

@@ -7,10 +7,11 @@
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use herald::delivery::{self, Delivery, Job};
+use herald::delivery::{self, Delivery, Job, Sms};
 use herald::domain::rfc3339;
 use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Subject};
-use herald::ports::{Claim, StoreError};
+use herald::engine;
+use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
 use herald::protect::idempotency::Keyed;
@@ -402,37 +403,10 @@ async fn send(
 /// over as ambiguous, so Twilio is asked first); otherwise the answer says where it is.
 async fn resume(svc: &Services, m: Message) -> http::Response<String> {
     herald::telemetry::record_message_id(&m.id);
-    if m.status != MessageStatus::Accepted {
-        return answer_found(&m);
-    }
-    let now = svc.clock.now_ms();
-    let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-    match svc
-        .messages
-        .claim_attempt(&m.id, m.attempt, now, lease)
-        .await
-    {
-        Ok(Claim::Claimed(claimed)) => {
-            let delivery = delivery::attempt_send(svc, &claimed).await;
-            answer_send(&claimed, delivery)
-        }
-        // Someone is making the attempt now (the sweeper): recorded and on its way.
-        Ok(Claim::Busy { .. }) => answer_send(&m, Delivery::Interrupted),
-        Ok(Claim::Stale(found)) => answer_found(&found),
-        Ok(Claim::NotFound) => unavailable(&StoreError::Corrupt("message vanished".into())),
+    match engine::resume::<Sms>(svc, m).await {
+        Ok((now, delivery)) => answer_send(&now, delivery),
         Err(e) => unavailable(&e),
     }
-}
-
-/// The answer to a send whose message is where `m` is.
-fn answer_found(m: &Message) -> http::Response<String> {
-    let delivery = match m.status {
-        MessageStatus::Accepted => Delivery::Interrupted,
-        MessageStatus::Retrying => Delivery::Deferred,
-        MessageStatus::Failed | MessageStatus::Undelivered => Delivery::Failed(m.error_code),
-        s => Delivery::Submitted(s),
-    };
-    answer_send(m, delivery)
 }
 
 /// The answer to a send of `m` whose attempt came to `delivery`.

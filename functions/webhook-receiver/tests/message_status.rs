@@ -209,13 +209,20 @@ async fn a_retryable_failure_schedules_the_next_attempt_until_attempts_run_out()
     );
     let depth = env.retry_queue.depth().await.unwrap();
     assert_eq!(depth.visible + depth.delayed, 1, "one job for attempt 2");
-    // A duplicate of that callback changes nothing and queues nothing more.
+    // A duplicate of that callback changes nothing; it finds attempt 2 waiting unclaimed and
+    // queues its job again (the first one may have been lost with the first callback's answer;
+    // a duplicate job is harmless, the claim decides).
     assert_eq!(
         deliver(&env, callback(&format!("mid={id}&a=1"), &p, &token, None)).await,
         200
     );
+    let again = status_of(&env, &id).await;
+    assert_eq!(
+        (again["status"].as_str(), again["attempts"].as_u64()),
+        (Some("retrying"), Some(2))
+    );
     let depth = env.retry_queue.depth().await.unwrap();
-    assert_eq!(depth.visible + depth.delayed, 1);
+    assert_eq!(depth.visible + depth.delayed, 2);
 
     // 30003 may be retried a few times only (3 attempts in all): at attempt 3 it is final.
     let env = TestEnv::start().await;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::attempt::{Attempted, RecordStatus};
 use super::ids::CallId;
 use super::message::{ClaimRefusal, Transition};
 use crate::crypto::{LookupToken, Sealed};
@@ -233,29 +234,14 @@ impl CallReport {
     }
 }
 
-/// A failed or unacknowledged attempt that will be tried again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallRetry {
-    /// The attempt that failed: the change applies only while the record is at it.
-    pub attempt: u32,
-    /// Twilio's error code, if any.
-    pub error_code: Option<u32>,
-    /// Sanitized reason.
-    pub error_reason: Option<String>,
-    /// When the failed attempt may nevertheless have reached Twilio, the time it started.
-    pub ambiguous_since_ms: Option<i64>,
-    /// And then the time it ended (its failure was seen).
-    pub ambiguous_until_ms: Option<i64>,
-    /// When the next attempt is due.
-    pub next_attempt_at_ms: i64,
-    /// When it happened.
-    pub at_ms: i64,
-}
+/// A failed or unacknowledged attempt that will be tried again: the same change as a
+/// message's.
+pub type CallRetry = super::attempt::RetryChange;
 
 impl Call {
     /// Whether the record waits for a caller to make an attempt.
     pub fn is_waiting(&self) -> bool {
-        matches!(self.status, CallStatus::Accepted | CallStatus::Retrying)
+        Attempted::is_waiting(self)
     }
 
     /// Whether the alert reached its callee: acknowledged, or (when no acknowledgement is asked
@@ -273,58 +259,21 @@ impl Call {
             && (status.is_unanswered() || (status == CallStatus::Completed && self.require_ack))
     }
 
-    /// The record after claiming `attempt` at `now_ms` for `lease_ms`: only a waiting record at
-    /// exactly that attempt, not done and not held by a live claim, can be claimed. Taking over
-    /// an expired claim marks the attempt ambiguous.
+    /// The record after claiming `attempt` at `now_ms` for `lease_ms`
+    /// ([`super::attempt::claimed`]): a done call is never claimed.
     pub fn claimed(&self, attempt: u32, now_ms: i64, lease_ms: i64) -> Result<Call, ClaimRefusal> {
-        if self.attempt != attempt || !self.is_waiting() || self.is_done() {
-            return Err(ClaimRefusal::Stale);
-        }
-        if let Some(until_ms) = self.claimed_until_ms
-            && until_ms > now_ms
-        {
-            return Err(ClaimRefusal::Busy { until_ms });
-        }
-        let mut c = self.clone();
-        if self.claimed_until_ms.is_some() {
-            // The dead holder may have reached Twilio at any time while it held the claim.
-            c.ambiguous_since_ms = self.ambiguous_since_ms.or(self.claimed_at_ms);
-            c.ambiguous_until_ms = self.ambiguous_until_ms.max(self.claimed_until_ms);
-        }
-        c.claimed_at_ms = Some(now_ms);
-        c.claimed_until_ms = Some(now_ms + lease_ms);
-        c.updated_at_ms = now_ms;
-        Ok(c)
+        super::attempt::claimed(self, attempt, now_ms, lease_ms)
     }
 
-    /// The record after `change` schedules the next attempt, or `None` when the record is not at
-    /// that attempt, is final, or is done.
+    /// The record after `change` schedules the next attempt ([`super::attempt::retried`]); a
+    /// done call takes none.
     pub fn retried(&self, change: &CallRetry) -> Option<Call> {
-        if self.attempt != change.attempt || self.status.is_terminal() || self.is_done() {
-            return None;
-        }
-        let mut c = self.clone();
-        c.attempt += 1;
-        c.status = CallStatus::Retrying;
-        c.error_code = change.error_code;
-        c.error_reason.clone_from(&change.error_reason);
-        // The windows of several ambiguous attempts merge: the earliest start, the latest end.
-        (c.ambiguous_since_ms, c.ambiguous_until_ms) = super::merged_ambiguity(
-            (self.ambiguous_since_ms, self.ambiguous_until_ms),
-            (change.ambiguous_since_ms, change.ambiguous_until_ms),
-        );
-        c.claimed_at_ms = None;
-        c.claimed_until_ms = None;
-        c.next_attempt_at_ms = Some(change.next_attempt_at_ms);
-        c.updated_at_ms = change.at_ms;
-        Some(c)
+        super::attempt::retried(self, change)
     }
 
-    /// The window in which an ambiguous earlier attempt may have reached Twilio, `(since,
-    /// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without
-    /// `ambiguous_until_ms` ends its window one attempt lease after it began.
+    /// The window of an ambiguous earlier attempt ([`super::attempt::ambiguous_window`]).
     pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
-        super::ambiguity_window(self.ambiguous_since_ms, self.ambiguous_until_ms, lease_ms)
+        super::attempt::ambiguous_window(self, lease_ms)
     }
 
     /// Whether `report` would move this record, by attempt and by the transition rule.
@@ -355,11 +304,9 @@ impl Call {
         }
         c.updated_at_ms = report.at_ms;
         if report.status != CallStatus::Retrying {
-            c.claimed_at_ms = None;
-            c.claimed_until_ms = None;
-            c.ambiguous_since_ms = None;
-            c.ambiguous_until_ms = None;
-            c.next_attempt_at_ms = None;
+            let mut a = c.attempts();
+            a.settle();
+            c.set_attempts(a);
         }
         Some(c)
     }
@@ -429,6 +376,41 @@ impl Call {
             c.ambiguous_until_ms = None;
         }
         Some(c)
+    }
+}
+
+impl RecordStatus for CallStatus {
+    const ACCEPTED: Self = Self::Accepted;
+    const RETRYING: Self = Self::Retrying;
+    fn is_terminal(self) -> bool {
+        CallStatus::is_terminal(self)
+    }
+    fn as_str(self) -> &'static str {
+        CallStatus::as_str(self)
+    }
+    fn rank(self) -> u8 {
+        CallStatus::rank(self)
+    }
+}
+
+impl Attempted for Call {
+    type Status = CallStatus;
+    type Id = CallId;
+    fn record_id(&self) -> &CallId {
+        &self.id
+    }
+    fn status(&self) -> CallStatus {
+        self.status
+    }
+    super::attempt::attempt_fields!();
+    fn is_open(&self) -> bool {
+        !self.status.is_terminal() && !self.is_done()
+    }
+    fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
+        self.status = CallStatus::Retrying;
+        self.twilio_sid = None;
+        self.error_code = error_code;
+        self.error_reason = error_reason;
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::attempt::{Attempted, RecordStatus, RetryChange};
 use super::ids::MessageId;
 use crate::crypto::{LookupToken, Sealed};
 use crate::templates::Encoding;
@@ -225,93 +226,31 @@ pub enum ClaimRefusal {
     },
 }
 
-/// A failed attempt that will be tried again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryChange {
-    /// The attempt that failed: the change applies only while the record is at it.
-    pub attempt: u32,
-    /// Twilio's error code, if any.
-    pub error_code: Option<u32>,
-    /// Sanitized reason.
-    pub error_reason: Option<String>,
-    /// When the failed attempt may nevertheless have reached Twilio, the time it started.
-    pub ambiguous_since_ms: Option<i64>,
-    /// And then the time it ended (its failure was seen).
-    pub ambiguous_until_ms: Option<i64>,
-    /// When the next attempt is due.
-    pub next_attempt_at_ms: i64,
-    /// When it happened.
-    pub at_ms: i64,
-}
-
 impl Message {
     /// Whether the record waits for a sender to make an attempt.
     pub fn is_waiting(&self) -> bool {
-        matches!(
-            self.status,
-            MessageStatus::Accepted | MessageStatus::Retrying
-        )
+        Attempted::is_waiting(self)
     }
 
-    /// The record after claiming `attempt` at `now_ms` for `lease_ms`: only a waiting record at
-    /// exactly that attempt, not held by a live claim, can be claimed. Taking over an expired
-    /// claim marks the attempt ambiguous (its holder may have reached Twilio).
+    /// The record after claiming `attempt` at `now_ms` for `lease_ms`
+    /// ([`super::attempt::claimed`]).
     pub fn claimed(
         &self,
         attempt: u32,
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Message, ClaimRefusal> {
-        if self.attempt != attempt || !self.is_waiting() {
-            return Err(ClaimRefusal::Stale);
-        }
-        if let Some(until_ms) = self.claimed_until_ms
-            && until_ms > now_ms
-        {
-            return Err(ClaimRefusal::Busy { until_ms });
-        }
-        let mut m = self.clone();
-        if self.claimed_until_ms.is_some() {
-            // The dead holder may have reached Twilio at any time while it held the claim.
-            m.ambiguous_since_ms = self.ambiguous_since_ms.or(self.claimed_at_ms);
-            m.ambiguous_until_ms = self.ambiguous_until_ms.max(self.claimed_until_ms);
-        }
-        m.claimed_at_ms = Some(now_ms);
-        m.claimed_until_ms = Some(now_ms + lease_ms);
-        m.updated_at_ms = now_ms;
-        Ok(m)
+        super::attempt::claimed(self, attempt, now_ms, lease_ms)
     }
 
-    /// The record after `change` schedules the next attempt, or `None` when the record is not at
-    /// that attempt or is final.
+    /// The record after `change` schedules the next attempt ([`super::attempt::retried`]).
     pub fn retried(&self, change: &RetryChange) -> Option<Message> {
-        if self.attempt != change.attempt || self.status.is_terminal() {
-            return None;
-        }
-        let mut m = self.clone();
-        m.attempt += 1;
-        m.status = MessageStatus::Retrying;
-        // The failed attempt's Twilio message is history: its late reports must not match.
-        m.twilio_sid = None;
-        m.error_code = change.error_code;
-        m.error_reason.clone_from(&change.error_reason);
-        // The windows of several ambiguous attempts merge: the earliest start, the latest end.
-        (m.ambiguous_since_ms, m.ambiguous_until_ms) = super::merged_ambiguity(
-            (self.ambiguous_since_ms, self.ambiguous_until_ms),
-            (change.ambiguous_since_ms, change.ambiguous_until_ms),
-        );
-        m.claimed_at_ms = None;
-        m.claimed_until_ms = None;
-        m.next_attempt_at_ms = Some(change.next_attempt_at_ms);
-        m.updated_at_ms = change.at_ms;
-        Some(m)
+        super::attempt::retried(self, change)
     }
 
-    /// The window in which an ambiguous earlier attempt may have reached Twilio, `(since,
-    /// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without
-    /// `ambiguous_until_ms` ends its window one attempt lease after it began.
+    /// The window of an ambiguous earlier attempt ([`super::attempt::ambiguous_window`]).
     pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
-        super::ambiguity_window(self.ambiguous_since_ms, self.ambiguous_until_ms, lease_ms)
+        super::attempt::ambiguous_window(self, lease_ms)
     }
 
     /// Whether `change` would move this record, by attempt and by the transition rule.
@@ -344,12 +283,9 @@ impl Message {
         }
         self.updated_at_ms = change.at_ms;
         if change.status != MessageStatus::Retrying {
-            // Twilio has the message, or it is final: nothing is in flight or unknown any more.
-            self.claimed_at_ms = None;
-            self.claimed_until_ms = None;
-            self.ambiguous_since_ms = None;
-            self.ambiguous_until_ms = None;
-            self.next_attempt_at_ms = None;
+            let mut a = self.attempts();
+            a.settle();
+            self.set_attempts(a);
         }
     }
 
@@ -360,6 +296,38 @@ impl Message {
             m.apply(change);
             m
         })
+    }
+}
+
+impl RecordStatus for MessageStatus {
+    const ACCEPTED: Self = Self::Accepted;
+    const RETRYING: Self = Self::Retrying;
+    fn is_terminal(self) -> bool {
+        MessageStatus::is_terminal(self)
+    }
+    fn as_str(self) -> &'static str {
+        MessageStatus::as_str(self)
+    }
+    fn rank(self) -> u8 {
+        MessageStatus::rank(self)
+    }
+}
+
+impl Attempted for Message {
+    type Status = MessageStatus;
+    type Id = MessageId;
+    fn record_id(&self) -> &MessageId {
+        &self.id
+    }
+    fn status(&self) -> MessageStatus {
+        self.status
+    }
+    super::attempt::attempt_fields!();
+    fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
+        self.status = MessageStatus::Retrying;
+        self.twilio_sid = None;
+        self.error_code = error_code;
+        self.error_reason = error_reason;
     }
 }
 

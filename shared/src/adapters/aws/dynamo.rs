@@ -7,8 +7,9 @@
 //!   status change), `doc` (S, the message as JSON, personal data sealed); GSIs `by_status`
 //!   (`status`, `created_at_ms`) and `by_caller` (`caller`, `created_at_ms`).
 //!   Voice calls are items of this table too, keyed `call_…` (messages are `msg_…`), with
-//!   `record_kind = "call"` and `call_status` instead of `status`, and no `caller`: the sparse
-//!   indexes above never list them (module `dynamo/calls.rs` has their attributes).
+//!   `record_kind = "call"`, `call_status`, a `status` of `call:<status>` (so `by_status`
+//!   lists them for the sweeper apart from messages) and no `caller` (so `by_caller` never
+//!   does); module `dynamo/calls.rs` has their attributes.
 //! - events: partition key `key` (S); attributes `subject` (S), `at_ms` (N), `expires_at_ms`
 //!   (N), `expires_at` (N, epoch seconds: the TTL attribute), `doc` (S); GSI `by_subject`
 //!   (`subject`, `at_ms`).
@@ -32,9 +33,10 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::crypto::LookupToken;
-use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
+use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
-    Applied, Clock, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError,
+    Applied, Clock, Decide, EventStore, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore,
+    StoreError,
 };
 
 mod calls;
@@ -221,6 +223,126 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// The one compare-and-set every record kind's change goes through: decide on a consistent
+    /// read, write the new document (with its `status_rank`, `attempt` and the kind's own
+    /// index attributes, `indexed`) only if the item's `version` is still the one read, and
+    /// read and decide again otherwise, at most [`MAX_UPDATE_ROUNDS`] times.
+    async fn update_doc<R>(
+        &self,
+        id: &R::Id,
+        decide: &Decide<'_, R>,
+        indexed: fn(&R) -> Vec<(&'static str, AttributeValue)>,
+    ) -> Result<Applied<R>, StoreError>
+    where
+        R: Attempted + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let key = id.to_string();
+        for _ in 0..MAX_UPDATE_ROUNDS {
+            let Some(item) = self.read_message(&key).await? else {
+                return Ok(Applied::NotFound);
+            };
+            let current: R = doc(&item)?;
+            let Some(mut next) = decide(&current) else {
+                return Ok(Applied::Ignored(current));
+            };
+            next.keep_identity(&current);
+            // Items written before `version` existed have none.
+            let version = match item.get("version") {
+                None => None,
+                Some(_) => Some(get_n(&item, "version")?),
+            };
+            let mut set = vec![
+                "#rank = :rank".to_owned(),
+                "#attempt = :attempt".to_owned(),
+                "#doc = :doc".to_owned(),
+                "#version = :next".to_owned(),
+            ];
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.tables.messages)
+                .key("id", s(&key))
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#rank", "status_rank")
+                .expression_attribute_names("#attempt", "attempt")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":rank", n(next.status().rank()))
+                .expression_attribute_values(":attempt", n(next.attempts().attempt))
+                .expression_attribute_values(":doc", s(to_doc(&next)?))
+                .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
+            for (i, (name, value)) in indexed(&next).into_iter().enumerate() {
+                set.push(format!("#ix{i} = :ix{i}"));
+                update = update
+                    .expression_attribute_names(format!("#ix{i}"), name)
+                    .expression_attribute_values(format!(":ix{i}"), value);
+            }
+            update = update.update_expression(format!("SET {}", set.join(", ")));
+            update = match version {
+                Some(v) => update
+                    .condition_expression("attribute_exists(#id) AND #version = :read")
+                    .expression_attribute_values(":read", n(v)),
+                None => update.condition_expression(
+                    "attribute_exists(#id) AND attribute_not_exists(#version)",
+                ),
+            };
+            match update.send().await {
+                Ok(_) => return Ok(Applied::Applied(next)),
+                Err(e) if is_conditional(&e) => continue,
+                Err(e) => return Err(transient(e)),
+            }
+        }
+        Err(StoreError::transient(StoreFailure(
+            "too much contention on one record",
+        )))
+    }
+
+    /// Up to `limit` items of the messages table whose `status` attribute is `status`, created
+    /// before `created_before_ms`, oldest first (the `by_status` index).
+    async fn docs_by_status<R: serde::de::DeserializeOwned>(
+        &self,
+        status: &str,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<R>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        while found.len() < limit as usize {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.messages)
+                .index_name(MESSAGES_BY_STATUS)
+                .key_condition_expression("#status = :status AND #created < :before")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#created", "created_at_ms")
+                .expression_attribute_values(":status", s(status))
+                .expression_attribute_values(":before", n(created_before_ms))
+                .scan_index_forward(true)
+                .limit(
+                    i32::try_from(limit)
+                        .unwrap_or(i32::MAX)
+                        .min(self.page_size.unwrap_or(i32::MAX)),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(transient)?;
+            for item in out.items.unwrap_or_default() {
+                if found.len() < limit as usize {
+                    found.push(doc(&item)?);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl MessageStore for DynamoStore {
     async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
@@ -261,59 +383,10 @@ impl MessageStore for DynamoStore {
         id: &MessageId,
         decide: &Decide<'_>,
     ) -> Result<Applied, StoreError> {
-        // Optimistic read-modify-write: decide on a consistent read, write only if the record is
-        // still the version that was read, and decide again against the newer record otherwise.
-        for _ in 0..MAX_RETRIES {
-            let Some(item) = self.read_message(id.as_str()).await? else {
-                return Ok(Applied::NotFound);
-            };
-            let current: Message = doc(&item)?;
-            let Some(mut message) = decide(&current) else {
-                return Ok(Applied::Ignored(current));
-            };
-            message.id = current.id.clone();
-            message.created_at_ms = current.created_at_ms;
-            let version = match item.get("version") {
-                None => None,
-                Some(_) => Some(get_n(&item, "version")?),
-            };
-            let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.tables.messages)
-                .key("id", s(id.as_str()))
-                .update_expression(
-                    "SET #status = :status, #rank = :rank, #attempt = :attempt, #doc = :doc, \
-                     #version = :next",
-                )
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_names("#rank", "status_rank")
-                .expression_attribute_names("#attempt", "attempt")
-                .expression_attribute_names("#doc", "doc")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":status", s(message.status.as_str()))
-                .expression_attribute_values(":rank", n(message.status.rank()))
-                .expression_attribute_values(":attempt", n(message.attempt))
-                .expression_attribute_values(":doc", s(to_doc(&message)?))
-                .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
-            update = match version {
-                Some(v) => update
-                    .condition_expression("attribute_exists(#id) AND #version = :read")
-                    .expression_attribute_values(":read", n(v)),
-                None => update.condition_expression(
-                    "attribute_exists(#id) AND attribute_not_exists(#version)",
-                ),
-            };
-            match update.send().await {
-                Ok(_) => return Ok(Applied::Applied(message)),
-                Err(e) if is_conditional(&e) => continue,
-                Err(e) => return Err(transient(e)),
-            }
-        }
-        Err(StoreError::transient(StoreFailure(
-            "too much contention on one message",
-        )))
+        self.update_doc(id, decide, |m: &Message| {
+            vec![("status", s(m.status.as_str()))]
+        })
+        .await
     }
 
     async fn list_messages_by_status(
@@ -322,40 +395,8 @@ impl MessageStore for DynamoStore {
         created_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        while found.len() < limit as usize {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.messages)
-                .index_name(MESSAGES_BY_STATUS)
-                .key_condition_expression("#status = :status AND #created < :before")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_names("#created", "created_at_ms")
-                .expression_attribute_values(":status", s(status.as_str()))
-                .expression_attribute_values(":before", n(created_before_ms))
-                .scan_index_forward(true)
-                .limit(
-                    i32::try_from(limit)
-                        .unwrap_or(i32::MAX)
-                        .min(self.page_size.unwrap_or(i32::MAX)),
-                )
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(transient)?;
-            for item in out.items.unwrap_or_default() {
-                if found.len() < limit as usize {
-                    found.push(doc(&item)?);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(found)
+        self.docs_by_status(status.as_str(), created_before_ms, limit)
+            .await
     }
 }
 

@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::crypto::LookupToken;
-use crate::domain::{Event, Message, MessageId, MessageStatus, Subject};
-use crate::ports::{Applied, Decide, EventStore, Keyring, MessageStore, OptOutStore, StoreError};
+use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
+use crate::ports::{
+    Applied, Decide, EventStore, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore, StoreError,
+};
 
 mod calls;
 mod protect;
@@ -107,6 +109,96 @@ impl SqliteStore {
     }
 
     /// Runs `f` with the connection on the blocking pool.
+    /// The one compare-and-set every record kind's change goes through (`table`: `messages` or
+    /// `calls`, which have the same columns): decide outside the connection on the document
+    /// read, write only if the stored document is still that one (another connection to the
+    /// file may have changed it), else read and decide again, at most
+    /// [`MAX_UPDATE_ROUNDS`] times.
+    pub(super) async fn update_doc<R>(
+        &self,
+        table: &'static str,
+        id: &R::Id,
+        decide: &Decide<'_, R>,
+    ) -> Result<Applied<R>, StoreError>
+    where
+        R: Attempted + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for _ in 0..MAX_UPDATE_ROUNDS {
+            let key = id.to_string();
+            let read = self
+                .with(move |c| {
+                    c.query_row(
+                        &format!("SELECT doc FROM {table} WHERE id = ?1"),
+                        params![key],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(backend)
+                })
+                .await?;
+            let Some(old_doc) = read else {
+                return Ok(Applied::NotFound);
+            };
+            let current: R = serde_json::from_str(&old_doc).map_err(corrupt)?;
+            let Some(mut next) = decide(&current) else {
+                return Ok(Applied::Ignored(current));
+            };
+            next.keep_identity(&current);
+            let new_doc = serde_json::to_string(&next).map_err(corrupt)?;
+            let key = id.to_string();
+            let status = next.status();
+            let (status, rank, attempt) = (status.as_str(), status.rank(), next.attempts().attempt);
+            let written = self
+                .with(move |c| {
+                    c.execute(
+                        &format!(
+                            "UPDATE {table} SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5
+                             WHERE id = ?1 AND doc = ?6"
+                        ),
+                        params![key, status, rank, attempt, new_doc, old_doc],
+                    )
+                    .map_err(backend)
+                })
+                .await?;
+            if written == 1 {
+                return Ok(Applied::Applied(next));
+            }
+        }
+        Err(StoreError::Transient(
+            format!("too much contention on one record of {table}").into(),
+        ))
+    }
+
+    /// Up to `limit` documents of `table` with `status`, created before `created_before_ms`,
+    /// oldest first.
+    pub(super) async fn docs_by_status<R>(
+        &self,
+        table: &'static str,
+        status: &'static str,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT doc FROM {table} WHERE status = ?1 AND created_at_ms < ?2
+                     ORDER BY created_at_ms LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![status, created_before_ms, limit], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(backend)?;
+            rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
+                .collect()
+        })
+        .await
+    }
+
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -182,47 +274,7 @@ impl MessageStore for SqliteStore {
         id: &MessageId,
         decide: &Decide<'_>,
     ) -> Result<Applied, StoreError> {
-        // Optimistic: decide outside the connection, write only if the stored document is still
-        // the one read (another connection to the file may have changed it), else decide again.
-        loop {
-            let key = id.to_string();
-            let read = self
-                .with(move |c| {
-                    c.query_row(
-                        "SELECT doc FROM messages WHERE id = ?1",
-                        params![key],
-                        |r| r.get::<_, String>(0),
-                    )
-                    .optional()
-                    .map_err(backend)
-                })
-                .await?;
-            let Some(old_doc) = read else {
-                return Ok(Applied::NotFound);
-            };
-            let current: Message = serde_json::from_str(&old_doc).map_err(corrupt)?;
-            let Some(mut next) = decide(&current) else {
-                return Ok(Applied::Ignored(current));
-            };
-            next.id = current.id.clone();
-            next.created_at_ms = current.created_at_ms;
-            let new_doc = serde_json::to_string(&next).map_err(corrupt)?;
-            let key = id.to_string();
-            let (status, rank, attempt) = (next.status.as_str(), next.status.rank(), next.attempt);
-            let written = self
-                .with(move |c| {
-                    c.execute(
-                        "UPDATE messages SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5
-                         WHERE id = ?1 AND doc = ?6",
-                        params![key, status, rank, attempt, new_doc, old_doc],
-                    )
-                    .map_err(backend)
-                })
-                .await?;
-            if written == 1 {
-                return Ok(Applied::Applied(next));
-            }
-        }
+        self.update_doc("messages", id, decide).await
     }
 
     async fn list_messages_by_status(
@@ -231,22 +283,8 @@ impl MessageStore for SqliteStore {
         created_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
-        self.with(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT doc FROM messages WHERE status = ?1 AND created_at_ms < ?2
-                     ORDER BY created_at_ms LIMIT ?3",
-                )
-                .map_err(backend)?;
-            let rows = st
-                .query_map(params![status.as_str(), created_before_ms, limit], |r| {
-                    r.get::<_, String>(0)
-                })
-                .map_err(backend)?;
-            rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
-                .collect()
-        })
-        .await
+        self.docs_by_status("messages", status.as_str(), created_before_ms, limit)
+            .await
     }
 }
 

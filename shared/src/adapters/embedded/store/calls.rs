@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, backend, corrupt};
-use crate::domain::{Call, CallId};
+use crate::domain::{Call, CallId, CallStatus};
 use crate::ports::{CallApplied, CallStore, DecideCall, StoreError};
 
 /// The calls table, created with the rest of the schema.
@@ -64,35 +64,17 @@ impl CallStore for SqliteStore {
         id: &CallId,
         decide: &DecideCall<'_>,
     ) -> Result<CallApplied, StoreError> {
-        // Optimistic, as for messages: write only if the stored document is still the one read.
-        loop {
-            let key = id.to_string();
-            let Some(old_doc) = self.with(move |c| read_doc(c, &key)).await? else {
-                return Ok(CallApplied::NotFound);
-            };
-            let current: Call = serde_json::from_str(&old_doc).map_err(corrupt)?;
-            let Some(mut next) = decide(&current) else {
-                return Ok(CallApplied::Ignored(current));
-            };
-            next.id = current.id.clone();
-            next.created_at_ms = current.created_at_ms;
-            let new_doc = serde_json::to_string(&next).map_err(corrupt)?;
-            let key = id.to_string();
-            let (status, rank, attempt) = (next.status.as_str(), next.status.rank(), next.attempt);
-            let written = self
-                .with(move |c| {
-                    c.execute(
-                        "UPDATE calls SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5
-                         WHERE id = ?1 AND doc = ?6",
-                        params![key, status, rank, attempt, new_doc, old_doc],
-                    )
-                    .map_err(backend)
-                })
-                .await?;
-            if written == 1 {
-                return Ok(CallApplied::Applied(next));
-            }
-        }
+        self.update_doc("calls", id, decide).await
+    }
+
+    async fn list_calls_by_status(
+        &self,
+        status: CallStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.docs_by_status("calls", status.as_str(), created_before_ms, limit)
+            .await
     }
 }
 

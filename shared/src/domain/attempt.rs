@@ -1,0 +1,217 @@
+//! What every record kind (a message, a call, and the channels to come) shares about its
+//! attempts: the claim with its lease, the window of an attempt whose outcome is unknown, and the
+//! move to the next attempt. Written once here, over [`Attempted`]; a kind says only what its
+//! statuses are and what "open" means for it.
+
+use super::message::ClaimRefusal;
+
+/// A record kind's status: Herald's own `accepted` and `retrying`, then what Twilio reports.
+pub trait RecordStatus: Copy + Eq + std::fmt::Debug + Send + Sync + 'static {
+    /// Recorded, no attempt made yet.
+    const ACCEPTED: Self;
+    /// Waiting for its next attempt.
+    const RETRYING: Self;
+    /// Whether the status is final.
+    fn is_terminal(self) -> bool;
+    /// Its rank: a record only moves to a status of a higher rank (stored beside the record).
+    fn rank(self) -> u8;
+    /// The status as the API spells it.
+    fn as_str(self) -> &'static str;
+}
+
+/// The attempt bookkeeping of a record, copied out of it and back ([`Attempted::attempts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// The attempt the record waits for or has made (1 for the first).
+    pub attempt: u32,
+    /// When the attempt in flight was claimed.
+    pub claimed_at_ms: Option<i64>,
+    /// Until when that claim holds; a later claim means its holder died mid-attempt.
+    pub claimed_until_ms: Option<i64>,
+    /// When an earlier attempt whose outcome is unknown started.
+    pub ambiguous_since_ms: Option<i64>,
+    /// When it (or the latest of several) ended.
+    pub ambiguous_until_ms: Option<i64>,
+    /// When the next attempt is due, while retrying.
+    pub next_attempt_at_ms: Option<i64>,
+    /// When the record last changed.
+    pub updated_at_ms: i64,
+    /// When the record was accepted (never changed by [`Attempted::set_attempts`]).
+    pub created_at_ms: i64,
+}
+
+impl Attempts {
+    /// Twilio has the record's resource, or the record is final: nothing is in flight, unknown
+    /// or due any more.
+    pub fn settle(&mut self) {
+        self.claimed_at_ms = None;
+        self.claimed_until_ms = None;
+        self.ambiguous_since_ms = None;
+        self.ambiguous_until_ms = None;
+        self.next_attempt_at_ms = None;
+    }
+}
+
+/// A failed attempt that will be tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryChange {
+    /// The attempt that failed: the change applies only while the record is at it.
+    pub attempt: u32,
+    /// Twilio's error code, if any.
+    pub error_code: Option<u32>,
+    /// Sanitized reason.
+    pub error_reason: Option<String>,
+    /// When the failed attempt may nevertheless have reached Twilio, the time it started.
+    pub ambiguous_since_ms: Option<i64>,
+    /// And then the time it ended (its failure was seen).
+    pub ambiguous_until_ms: Option<i64>,
+    /// When the next attempt is due.
+    pub next_attempt_at_ms: i64,
+    /// When it happened.
+    pub at_ms: i64,
+}
+
+/// A record that is sent attempt by attempt.
+pub trait Attempted: Clone + Send + Sync + 'static {
+    /// Its status.
+    type Status: RecordStatus;
+    /// Its id (`msg_…`, `call_…`).
+    type Id: Clone + std::fmt::Display + Send + Sync + 'static;
+    /// Its id.
+    fn record_id(&self) -> &Self::Id;
+    /// Where it is now.
+    fn status(&self) -> Self::Status;
+    /// Its attempt bookkeeping.
+    fn attempts(&self) -> Attempts;
+    /// Writes the bookkeeping back.
+    fn set_attempts(&mut self, a: Attempts);
+    /// Gives the record `of`'s id and creation time (a store's read-decide-write never lets a
+    /// decision change them).
+    fn keep_identity(&mut self, of: &Self);
+    /// Whether another attempt may still be made: not final, and (for a call) not done.
+    fn is_open(&self) -> bool {
+        !self.status().is_terminal()
+    }
+    /// Moves the record to `retrying` after a failed attempt: its error kept, the failed
+    /// attempt's Twilio SID forgotten (that resource is history; its late reports must not
+    /// match the next attempt).
+    fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>);
+
+    /// Whether the record waits for a sender to make an attempt.
+    fn is_waiting(&self) -> bool {
+        let s = self.status();
+        s == Self::Status::ACCEPTED || s == Self::Status::RETRYING
+    }
+}
+
+/// Implements [`Attempted::attempts`] and [`Attempted::set_attempts`] for a record whose fields
+/// have the names of [`Attempts`]'.
+macro_rules! attempt_fields {
+    () => {
+        fn attempts(&self) -> $crate::domain::attempt::Attempts {
+            $crate::domain::attempt::Attempts {
+                attempt: self.attempt,
+                claimed_at_ms: self.claimed_at_ms,
+                claimed_until_ms: self.claimed_until_ms,
+                ambiguous_since_ms: self.ambiguous_since_ms,
+                ambiguous_until_ms: self.ambiguous_until_ms,
+                next_attempt_at_ms: self.next_attempt_at_ms,
+                updated_at_ms: self.updated_at_ms,
+                created_at_ms: self.created_at_ms,
+            }
+        }
+        fn keep_identity(&mut self, of: &Self) {
+            self.id = of.id.clone();
+            self.created_at_ms = of.created_at_ms;
+        }
+        fn set_attempts(&mut self, a: $crate::domain::attempt::Attempts) {
+            self.attempt = a.attempt;
+            self.claimed_at_ms = a.claimed_at_ms;
+            self.claimed_until_ms = a.claimed_until_ms;
+            self.ambiguous_since_ms = a.ambiguous_since_ms;
+            self.ambiguous_until_ms = a.ambiguous_until_ms;
+            self.next_attempt_at_ms = a.next_attempt_at_ms;
+            self.updated_at_ms = a.updated_at_ms;
+        }
+    };
+}
+pub(crate) use attempt_fields;
+
+/// The record after claiming `attempt` at `now_ms` for `lease_ms`: only an open, waiting record
+/// at exactly that attempt, not held by a live claim, can be claimed. Taking over an expired
+/// claim marks the attempt ambiguous (its holder may have reached Twilio at any time while it
+/// held the claim).
+pub fn claimed<R: Attempted>(
+    r: &R,
+    attempt: u32,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<R, ClaimRefusal> {
+    let held = r.attempts();
+    if held.attempt != attempt || !r.is_waiting() || !r.is_open() {
+        return Err(ClaimRefusal::Stale);
+    }
+    if let Some(until_ms) = held.claimed_until_ms
+        && until_ms > now_ms
+    {
+        return Err(ClaimRefusal::Busy { until_ms });
+    }
+    let mut a = held;
+    if held.claimed_until_ms.is_some() {
+        a.ambiguous_since_ms = held.ambiguous_since_ms.or(held.claimed_at_ms);
+        a.ambiguous_until_ms = held.ambiguous_until_ms.max(held.claimed_until_ms);
+    }
+    a.claimed_at_ms = Some(now_ms);
+    a.claimed_until_ms = Some(now_ms.saturating_add(lease_ms));
+    a.updated_at_ms = now_ms;
+    let mut next = r.clone();
+    next.set_attempts(a);
+    Ok(next)
+}
+
+/// The record after `change` schedules the next attempt, or `None` when the record is not at
+/// that attempt or cannot take another (final, or a call that is done).
+pub fn retried<R: Attempted>(r: &R, change: &RetryChange) -> Option<R> {
+    let held = r.attempts();
+    if held.attempt != change.attempt || !r.is_open() {
+        return None;
+    }
+    let mut next = r.clone();
+    next.enter_retrying(change.error_code, change.error_reason.clone());
+    let mut a = held;
+    a.attempt += 1;
+    // The windows of several ambiguous attempts merge: the earliest start, the latest end.
+    (a.ambiguous_since_ms, a.ambiguous_until_ms) = merged_ambiguity(
+        (held.ambiguous_since_ms, held.ambiguous_until_ms),
+        (change.ambiguous_since_ms, change.ambiguous_until_ms),
+    );
+    a.claimed_at_ms = None;
+    a.claimed_until_ms = None;
+    a.next_attempt_at_ms = Some(change.next_attempt_at_ms);
+    a.updated_at_ms = change.at_ms;
+    next.set_attempts(a);
+    Some(next)
+}
+
+/// The window in which an ambiguous earlier attempt of `r` may have reached Twilio, `(since,
+/// until)` in Unix ms, or `None` when no attempt is ambiguous. A record stored without an end
+/// ends its window one attempt lease after it began.
+pub fn ambiguous_window<R: Attempted>(r: &R, lease_ms: i64) -> Option<(i64, i64)> {
+    let a = r.attempts();
+    let since = a.ambiguous_since_ms?;
+    let until = a
+        .ambiguous_until_ms
+        .unwrap_or_else(|| since.saturating_add(lease_ms));
+    Some((since, until.max(since)))
+}
+
+/// The window `(since, until)` of the ambiguous attempts of a record after another one, `new`,
+/// ends: the windows merge (the earliest start, the latest end); no ambiguity when `new` has
+/// none (its attempt's outcome is known).
+fn merged_ambiguity(
+    held: (Option<i64>, Option<i64>),
+    new: (Option<i64>, Option<i64>),
+) -> (Option<i64>, Option<i64>) {
+    let since = new.0.map(|t| held.0.map_or(t, |e| e.min(t)));
+    (since, since.and(new.1.max(held.1)))
+}
