@@ -333,8 +333,16 @@ pub async fn resume<K: Channel>(
             let outcome = make_attempt::<K>(svc, &claimed).await;
             Ok((claimed, outcome))
         }
-        // Someone is making the attempt now (the sweeper): recorded and on its way.
-        Claim::Busy { .. } => Ok((r, Outcome::Interrupted)),
+        // Someone holds the attempt (a sender, or a try of the request that recorded it and
+        // answered an error, or died): recorded, and its job is queued for when that claim
+        // ends, so the attempt is made then if the holder did not make it (the claim decides;
+        // the sweeper would, later).
+        Claim::Busy { until_ms } => {
+            if let Err(e) = enqueue_due::<K>(svc, id_of::<K>(&r), a.attempt, Some(until_ms)).await {
+                tracing::error!(record_id = %id_of::<K>(&r), error = %e, "could not enqueue the held attempt; the sweeper will");
+            }
+            Ok((r, Outcome::Interrupted))
+        }
         Claim::Stale(found) => {
             let outcome = outcome_of::<K>(&found);
             Ok((found, outcome))

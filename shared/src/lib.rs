@@ -30,6 +30,8 @@ pub mod testing;
 #[cfg(feature = "test-util")]
 pub mod testing_calls;
 #[cfg(feature = "test-util")]
+pub mod testing_faults;
+#[cfg(feature = "test-util")]
 pub mod testing_protect;
 #[cfg(feature = "test-util")]
 pub mod testing_queue;

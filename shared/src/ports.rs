@@ -874,9 +874,9 @@ pub enum Begun {
     Started {
         /// When this use of the key began: `now_ms` of the begin that created the record, kept
         /// when a request with the same fingerprint takes over a record whose lease ended (the
-        /// first request died half-way), so that the retry derives the same ids the first one
-        /// recorded; a new use (no record, an expired or released one, or a dead one of another
-        /// fingerprint) begins at `now_ms`.
+        /// first request died half-way, or let go of the key with [`IdempotencyStore::release`]),
+        /// so that the retry derives the same ids the first one recorded; a new use (no record,
+        /// an expired one, or a dead or released one of another fingerprint) begins at `now_ms`.
         since_ms: i64,
     },
     /// Another request with this key and payload is being handled.
@@ -917,8 +917,13 @@ pub trait IdempotencyStore: Send + Sync {
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
 
-    /// Deletes the in-progress record of `key` and `fingerprint` (the request failed without
-    /// effect, so a retry with the key may start again). Completed records are kept.
+    /// Lets go of the in-progress record of `key` and `fingerprint` (the request answered
+    /// something that is not kept, `429` or `5xx`): its lease ends now, so a retry with the key
+    /// starts again at once, and the record stays with when its use began. A retry with the
+    /// same fingerprint takes it over as [`Begun::Started`] with that start (and so derives the
+    /// ids the request did: a write the store committed though it answered an error is found,
+    /// not made twice); another fingerprint begins a new use over it. Completed records, and
+    /// records of another fingerprint, are not touched.
     async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError>;
 }
 

@@ -60,8 +60,10 @@ pub struct Chaos {
 /// A point where a send request dies ([`Chaos::crash_at`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// Once the request has recorded this many new messages or calls (a single send: `1`,
-    /// before Twilio is called; a batch: before any of its jobs is enqueued).
+    /// Once the request has recorded this many new messages, calls or verifications (a single
+    /// send: `1`, before Twilio is called; a batch: before any of its jobs is enqueued; a
+    /// verification: `1` once the verification is recorded, `2` once its SMS is too, before
+    /// Twilio is called).
     Recorded(usize),
     /// Once a batch has put the jobs of this many messages on the send queue (jobs go in
     /// chunks of ten: the chunk that reaches it is sent).
@@ -167,8 +169,9 @@ impl Services {
 
     /// Whether a send may be accepted now: `Some(problem)` (503) while the Twilio credentials
     /// cannot be read (the secret unset, or refused to this function's role), so that nothing
-    /// is recorded that could not be sent; the caller retries. The credentials are cached, so
-    /// this costs a Secrets Manager call only when the send would make it anyway.
+    /// is recorded that could not be sent; the caller retries. Asked before any rate-limit unit
+    /// is taken ([`crate::protect::limits::admit_send`]). The credentials are cached, so this
+    /// costs a Secrets Manager call only when the send would make it anyway.
     pub async fn refuse_unless_credentials(&self) -> Option<crate::problem::Problem> {
         let e = self.credentials.get().await.err()?;
         tracing::error!(error = %e, "Twilio credentials unavailable: request refused, nothing recorded");

@@ -205,7 +205,9 @@ pub async fn idempotency_contract(s: Arc<dyn IdempotencyStore>) {
         started(lease)
     );
 
-    // Released: free again at once, as a new use.
+    // Released: free again at once. The same payload goes on with the use of the key that
+    // began (a write the store committed though it answered an error is then found by the
+    // retry, not made again); another payload begins a new use.
     let key = unique("idem");
     assert_eq!(
         s.begin(&key, "fp", T0, lease, exp).await.expect("begin"),
@@ -217,6 +219,43 @@ pub async fn idempotency_contract(s: Arc<dyn IdempotencyStore>) {
         Begun::InProgress
     );
     s.release(&key, "fp").await.expect("release");
+    assert_eq!(
+        s.begin(&key, "fp", T0 + 5, lease, exp)
+            .await
+            .expect("begin"),
+        started(T0),
+        "a released key, retried with its payload, keeps its start"
+    );
+    assert_eq!(
+        s.begin(&key, "fp", T0 + 6, lease, exp)
+            .await
+            .expect("begin"),
+        Begun::InProgress,
+        "the retry holds it now"
+    );
+    s.release(&key, "fp").await.expect("release");
+    assert_eq!(
+        s.begin(&key, "fp2", T0 + 7, lease, exp)
+            .await
+            .expect("begin"),
+        started(T0 + 7),
+        "another payload over a released key: a new use"
+    );
+    assert_eq!(
+        s.begin(&key, "fp", T0 + 8, lease, exp)
+            .await
+            .expect("begin"),
+        Begun::Mismatch
+    );
+    s.release(&key, "fp2").await.expect("release");
+    assert_eq!(
+        s.begin(&key, "fp2", T0 + 9, lease, exp)
+            .await
+            .expect("begin"),
+        started(T0 + 7)
+    );
+
+    let key = unique("idem");
     assert_eq!(
         s.begin(&key, "fp", T0 + 5, lease, exp)
             .await

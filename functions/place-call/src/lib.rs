@@ -41,7 +41,8 @@ pub const FIELDS: [&str; 8] = [
 
 /// Handles one API Gateway request for the voice API. Every route needs a caller identity
 /// (`401` without one) and takes a unit of the caller's per-minute budget (`429`);
-/// `POST /v1/calls` honours `Idempotency-Key` and the recipient rules.
+/// `POST /v1/calls` is refused first (`503`, no unit taken) while the Twilio credentials cannot
+/// be read, and honours `Idempotency-Key` and the recipient rules.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     let path = api_path(req.raw_http_path());
     let Some(caller) = herald::protect::caller(&req) else {
@@ -49,7 +50,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     };
     let caller = caller.as_str();
     let resp = match (req.method().as_str(), path.as_str()) {
-        ("POST", "/v1/calls") => match limits::check_caller(svc, caller, Endpoint::Calls).await {
+        ("POST", "/v1/calls") => match limits::admit_send(svc, caller, Endpoint::Calls).await {
             Err(p) => p.into_response(),
             Ok(()) => {
                 herald::protect::idempotency::once(svc, &req, caller, &path, |keyed| {
@@ -278,9 +279,6 @@ async fn place(
         Err(e) => return unavailable(&e),
     };
     if let Err(p) = limits::check_recipient(svc, Channel::Voice, &v.to, &token).await {
-        return p.into_response();
-    }
-    if let Some(p) = svc.refuse_unless_credentials().await {
         return p.into_response();
     }
     let call = match record_new(svc, id.clone(), &v, caller.to_owned()).await {

@@ -55,8 +55,8 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .await
         }
         ("POST", "/v1/verifications") => {
-            guarded(svc, &req, caller, Endpoint::Verifications, &path, |_| {
-                verify::start(svc, &req, caller)
+            guarded(svc, &req, caller, Endpoint::Verifications, &path, |keyed| {
+                verify::start(svc, &req, caller, keyed)
             })
             .await
         }
@@ -99,8 +99,10 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
     Ok(resp.map(Body::from))
 }
 
-/// A POST that sends: the caller's rate limit of `endpoint`, then `work` at most once per
-/// `Idempotency-Key` (given the key's [`Keyed`] use, when there is one).
+/// A POST that sends: readable Twilio credentials where it sends at once (checked before any
+/// rate-limit unit is taken: [`limits::admit_send`]), the caller's rate limit of `endpoint`,
+/// then `work` at most once per `Idempotency-Key` (given the key's [`Keyed`] use, when there is
+/// one). A batch only records and queues: its jobs wait for the credentials.
 async fn guarded<F, Fut>(
     svc: &Services,
     req: &Request,
@@ -113,7 +115,11 @@ where
     F: FnOnce(Option<Keyed>) -> Fut,
     Fut: std::future::Future<Output = http::Response<String>>,
 {
-    if let Err(p) = limits::check_caller(svc, caller, endpoint).await {
+    let admitted = match endpoint {
+        Endpoint::Batch => limits::check_caller(svc, caller, endpoint).await,
+        _ => limits::admit_send(svc, caller, endpoint).await,
+    };
+    if let Err(p) = admitted {
         return p.into_response();
     }
     herald::protect::idempotency::once(svc, req, caller, path, work).await
@@ -376,9 +382,6 @@ async fn send(
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
-    if let Some(p) = svc.refuse_unless_credentials().await {
-        return p.into_response();
-    }
     let message = match record_new(svc, &v, caller, true, id.clone()).await {
         Ok(Recorded::New(m)) => *m,
         Ok(Recorded::Exists) => {
@@ -402,11 +405,19 @@ async fn send(
 /// holds it: the claim decides, so nothing is sent twice; a claim that its holder left is taken
 /// over as ambiguous, so Twilio is asked first); otherwise the answer says where it is.
 async fn resume(svc: &Services, m: Message) -> http::Response<String> {
-    herald::telemetry::record_message_id(&m.id);
-    match engine::resume::<Sms>(svc, m).await {
-        Ok((now, delivery)) => answer_send(&now, delivery),
+    match go_on(svc, m).await {
+        Ok((m, delivery)) => answer_send(&m, delivery),
         Err(e) => unavailable(&e),
     }
+}
+
+/// Goes on with message `m` that an earlier try of a request recorded ([`resume`]; the SMS of a
+/// verification too): its first attempt is made now if it still waits for it and no live claim
+/// holds it. Returns the message as it is afterwards and what its attempt came to (or, when
+/// none was made now, where it is).
+pub(crate) async fn go_on(svc: &Services, m: Message) -> Result<(Message, Delivery), StoreError> {
+    herald::telemetry::record_message_id(&m.id);
+    engine::resume::<Sms>(svc, m).await
 }
 
 /// The answer to a send of `m` whose attempt came to `delivery`.
@@ -511,16 +522,35 @@ async fn send_batch(
     };
     let mut recorded = 0;
     let retry = keyed.as_ref().is_some_and(Keyed::is_retry);
+    // Under a key, an item whose record is in doubt (the store failed while recording it or
+    // looking it up, and may have committed all the same) is not refused on its own: the caller
+    // would send it again under another key, and the sweeper the one recorded. The batch stops
+    // there and answers 503 instead, which is not kept: its retry with the key derives the
+    // same ids and finds what was recorded. Without a key, the item is refused as before.
+    let mut in_doubt = false;
+    let doubt = |index, e: &dyn std::error::Error, errors: &mut Vec<BatchRefused>| {
+        if keyed.is_some() {
+            tracing::error!(error = %e, index, "store failed recording a batch item: the batch stops, and its retry with the key goes on");
+            true
+        } else {
+            errors.push(unavailable_item(index, e));
+            false
+        }
+    };
     for (index, item) in items.iter().enumerate() {
         let id = match keyed_id(svc, keyed.as_ref(), index).await {
             Ok(id) => id,
             Err(e) => {
-                errors.push(unavailable_item(index, &e));
+                in_doubt = doubt(index, &e, &mut errors);
+                if in_doubt {
+                    break;
+                }
                 continue;
             }
         };
-        // Recorded by an earlier try of this request (it died half-way): kept as it is (its
-        // checks and limits were passed then), answered with its id as then.
+        // Recorded by an earlier try of this request (it died half-way, or answered an error
+        // though the store had committed): kept as it is (its checks and limits were passed
+        // then), answered with its id as then.
         match earlier(svc, retry, id.as_ref()).await {
             Ok(Some(m)) => {
                 accept_found(index, m, &mut accepted, &mut jobs);
@@ -528,31 +558,46 @@ async fn send_batch(
             }
             Ok(None) => {}
             Err(e) => {
-                errors.push(unavailable_item(index, &e));
+                in_doubt = doubt(index, &e, &mut errors);
+                if in_doubt {
+                    break;
+                }
                 continue;
             }
         }
         let raw = serde_json::to_vec(item).unwrap_or_default();
-        match checked(svc, &raw).await {
+        let v = match checked(svc, &raw).await {
+            Ok(v) => v,
             Err(mut problem) => {
                 problem.field = problem.field.map(|f| format!("messages[{index}].{f}"));
                 errors.push(BatchRefused { index, problem });
+                continue;
             }
-            Ok(v) => match record_new(svc, &v, caller, false, id.clone()).await {
+        };
+        let failure: Box<dyn std::error::Error + Send + Sync> =
+            match record_new(svc, &v, caller, false, id.clone()).await {
                 Ok(Recorded::New(m)) => {
                     accept_found(index, *m, &mut accepted, &mut jobs);
                     recorded += 1;
                     if svc.chaos.crashes_at(CrashPoint::Recorded(recorded)) {
                         return Chaos::death();
                     }
+                    continue;
                 }
+                // The id is this request's own: an earlier try of it recorded the item.
                 Ok(Recorded::Exists) => match earlier(svc, true, id.as_ref()).await {
-                    Ok(Some(m)) => accept_found(index, m, &mut accepted, &mut jobs),
-                    Ok(None) => errors.push(unavailable_item(index, &StoreError::Conflict)),
-                    Err(e) => errors.push(unavailable_item(index, &e)),
+                    Ok(Some(m)) => {
+                        accept_found(index, m, &mut accepted, &mut jobs);
+                        continue;
+                    }
+                    Ok(None) => Box::new(StoreError::Conflict),
+                    Err(e) => Box::new(e),
                 },
-                Err(e) => errors.push(unavailable_item(index, &*e)),
-            },
+                Err(e) => e,
+            };
+        in_doubt = doubt(index, &*failure, &mut errors);
+        if in_doubt {
+            break;
         }
     }
     let mut enqueued = 0;
@@ -570,6 +615,14 @@ async fn send_batch(
         if matches!(svc.chaos.crash_at, Some(CrashPoint::Enqueued(n)) if enqueued >= n) {
             return Chaos::death();
         }
+    }
+    if in_doubt {
+        return Problem::new(ProblemKind::Unavailable)
+            .detail(
+                "the store failed while recording the batch; retry it with the same \
+                 Idempotency-Key: what was recorded is kept and sent once",
+            )
+            .into_response();
     }
     problem::json(
         202,

@@ -37,6 +37,19 @@ fn limited(kind: ProblemKind, retry_after_ms: i64, detail: String) -> Problem {
     p
 }
 
+/// Admits a `POST` that sends at once through Twilio (`POST /v1/messages`, `/v1/calls`,
+/// `/v1/verifications`): `503` while the Twilio credentials cannot be read
+/// ([`Services::refuse_unless_credentials`]), before any rate-limit unit is taken, so that a
+/// request refused for them uses up none of the caller's, the number's or the country's
+/// budget; then [`check_caller`]. The credentials are cached: checking them first costs no AWS
+/// call a send would not make anyway.
+pub async fn admit_send(svc: &Services, caller: &str, endpoint: Endpoint) -> Result<(), Problem> {
+    if let Some(p) = svc.refuse_unless_credentials().await {
+        return Err(p);
+    }
+    check_caller(svc, caller, endpoint).await
+}
+
 /// Takes one request of `caller` on `endpoint` from its per-minute budget; `429`
 /// `caller-rate-limit` with `Retry-After` when it is spent.
 pub async fn check_caller(svc: &Services, caller: &str, endpoint: Endpoint) -> Result<(), Problem> {

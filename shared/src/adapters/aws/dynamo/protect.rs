@@ -8,8 +8,8 @@
 //! - `idem#<scoped key>`: `fingerprint` (S), `lease_until_ms` (N, while in progress),
 //!   `expires_at_ms` (N), `response` (S, once completed), `started_at_ms` (N: when this use of
 //!   the key began). Created by a conditional put that succeeds only over no live record; an
-//!   in-progress record of the same fingerprint whose lease ended is taken over by a conditional
-//!   update that keeps `started_at_ms`.
+//!   in-progress record of the same fingerprint whose lease ended (or was ended by a release,
+//!   which sets it to 0) is taken over by a conditional update that keeps `started_at_ms`.
 //! - `verification#<id>`: `caller` (S), `created_at_ms` (N), `version` (N), `doc` (S: the
 //!   verification as JSON: a keyed hash of the code, a lookup token, a masked number). Changed
 //!   by an optimistic write conditioned on `version`.
@@ -257,14 +257,18 @@ impl IdempotencyStore for DynamoStore {
     }
 
     async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError> {
+        // The lease ends; the start stays (a retry of this payload goes on with this use).
         let res = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.tables.state)
             .key("pk", idem_pk(key))
+            .update_expression("SET #lease = :zero")
             .condition_expression("#fp = :fp AND attribute_not_exists(#resp)")
+            .expression_attribute_names("#lease", "lease_until_ms")
             .expression_attribute_names("#resp", "response")
             .expression_attribute_names("#fp", "fingerprint")
+            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":fp", s(fingerprint))
             .send()
             .await;

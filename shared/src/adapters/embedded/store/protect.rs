@@ -204,8 +204,10 @@ impl IdempotencyStore for SqliteStore {
     async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError> {
         let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
         self.with(move |c| {
+            // The lease ends; the start stays (a retry of this payload goes on with this use).
             c.execute(
-                "DELETE FROM idempotency_keys WHERE key = ?1 AND fingerprint = ?2 AND response IS NULL",
+                "UPDATE idempotency_keys SET lease_until_ms = 0
+                 WHERE key = ?1 AND fingerprint = ?2 AND response IS NULL",
                 params![key, fingerprint],
             )
             .map_err(backend)?;
@@ -343,6 +345,15 @@ impl MessageQueries for SqliteStore {
 }
 
 impl SqliteStore {
+    /// How many verifications are stored (tests and tools).
+    pub async fn count_verifications(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM verifications", [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
     /// Every text and blob value of every table, for tests that search the raw database for
     /// personal data or secrets (one-time codes).
     pub async fn dump_values(&self) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -1,0 +1,234 @@
+//! A fault-injecting wrapper of a real store (feature `test-util`): [`CommitThenFail`] makes a
+//! chosen write really happen and then answer an error, once, as a DynamoDB call whose answer
+//! timed out after the write committed leaves it. Every other call, and the write itself, is the
+//! wrapped adapter's: nothing of a port's behaviour is imitated.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Call, CallId, Message, MessageId, MessageStatus, Verification, VerificationId,
+};
+use crate::ports::{
+    Acquired, Applied, Begun, CallApplied, CallStore, Decide, DecideCall, DecideVerification,
+    IdempotencyStore, MessagePage, MessageQueries, MessageQuery, MessageStore, RateLimiter,
+    StoreError, StoredResponse, VerificationApplied, VerificationStore,
+};
+
+/// A write [`CommitThenFail`] can make fail after it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Write {
+    /// [`MessageStore::insert_message`].
+    InsertMessage,
+    /// [`CallStore::insert_call`].
+    InsertCall,
+    /// [`VerificationStore::insert_verification`].
+    InsertVerification,
+    /// [`IdempotencyStore::complete`].
+    CompleteIdempotency,
+}
+
+/// The error a write that committed answers.
+#[derive(Debug, thiserror::Error)]
+#[error("injected: the write committed, its answer was lost (a timeout)")]
+pub struct LostAnswer;
+
+/// A store over `S` whose armed writes commit and then answer [`StoreError::Transient`], each
+/// once ([`CommitThenFail::arm`]); `skip` earlier writes of that kind go through first.
+pub struct CommitThenFail<S> {
+    inner: Arc<S>,
+    /// The armed writes, each with how many of its kind still go through first.
+    armed: Mutex<HashMap<Write, usize>>,
+    fired: Mutex<Vec<Write>>,
+}
+
+impl<S> CommitThenFail<S> {
+    /// A wrapper over `inner` with nothing armed.
+    pub fn new(inner: Arc<S>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            armed: Mutex::new(HashMap::new()),
+            fired: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Arms `write`: the next one commits and then answers an error.
+    pub fn arm(&self, write: Write) {
+        self.arm_after(write, 0);
+    }
+
+    /// Arms `write` after `skip` more of them went through as usual.
+    pub fn arm_after(&self, write: Write, skip: usize) {
+        self.armed.lock().expect("faults lock").insert(write, skip);
+    }
+
+    /// The writes that committed and answered an error, in order.
+    pub fn fired(&self) -> Vec<Write> {
+        self.fired.lock().expect("faults lock").clone()
+    }
+
+    /// Runs `op` (the real write); when `write` is armed, disarms it and answers an error once
+    /// the write has committed.
+    async fn write<F>(&self, write: Write, op: F) -> Result<(), StoreError>
+    where
+        F: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        op.await?;
+        let strike = {
+            let mut armed = self.armed.lock().expect("faults lock");
+            match armed.get_mut(&write) {
+                Some(0) => armed.remove(&write).is_some(),
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
+            }
+        };
+        if strike {
+            self.fired.lock().expect("faults lock").push(write);
+            return Err(StoreError::transient(LostAnswer));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: MessageStore> MessageStore for CommitThenFail<S> {
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        self.write(Write::InsertMessage, self.inner.insert_message(message))
+            .await
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.inner.get_message(id).await
+    }
+
+    async fn update_message(
+        &self,
+        id: &MessageId,
+        decide: &Decide<'_>,
+    ) -> Result<Applied, StoreError> {
+        self.inner.update_message(id, decide).await
+    }
+
+    async fn list_messages_by_status(
+        &self,
+        status: MessageStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.inner
+            .list_messages_by_status(status, created_before_ms, limit)
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: CallStore> CallStore for CommitThenFail<S> {
+    async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
+        self.write(Write::InsertCall, self.inner.insert_call(call))
+            .await
+    }
+
+    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        self.inner.get_call(id).await
+    }
+
+    async fn update_call(
+        &self,
+        id: &CallId,
+        decide: &DecideCall<'_>,
+    ) -> Result<CallApplied, StoreError> {
+        self.inner.update_call(id, decide).await
+    }
+
+    async fn list_calls_by_status(
+        &self,
+        status: crate::domain::CallStatus,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.inner
+            .list_calls_by_status(status, created_before_ms, limit)
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: RateLimiter> RateLimiter for CommitThenFail<S> {
+    async fn acquire(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> Result<Acquired, StoreError> {
+        self.inner.acquire(key, limit, window_ms, now_ms).await
+    }
+}
+
+#[async_trait]
+impl<S: IdempotencyStore> IdempotencyStore for CommitThenFail<S> {
+    async fn begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Begun, StoreError> {
+        self.inner
+            .begin(key, fingerprint, now_ms, lease_until_ms, expires_at_ms)
+            .await
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        self.write(
+            Write::CompleteIdempotency,
+            self.inner.complete(key, fingerprint, response),
+        )
+        .await
+    }
+
+    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), StoreError> {
+        self.inner.release(key, fingerprint).await
+    }
+}
+
+#[async_trait]
+impl<S: VerificationStore> VerificationStore for CommitThenFail<S> {
+    async fn insert_verification(&self, v: &Verification) -> Result<(), StoreError> {
+        self.write(Write::InsertVerification, self.inner.insert_verification(v))
+            .await
+    }
+
+    async fn get_verification(
+        &self,
+        id: &VerificationId,
+    ) -> Result<Option<Verification>, StoreError> {
+        self.inner.get_verification(id).await
+    }
+
+    async fn update_verification(
+        &self,
+        id: &VerificationId,
+        decide: &DecideVerification<'_>,
+    ) -> Result<VerificationApplied, StoreError> {
+        self.inner.update_verification(id, decide).await
+    }
+}
+
+#[async_trait]
+impl<S: MessageQueries> MessageQueries for CommitThenFail<S> {
+    async fn list_messages_by_caller(&self, q: &MessageQuery) -> Result<MessagePage, StoreError> {
+        self.inner.list_messages_by_caller(q).await
+    }
+}
