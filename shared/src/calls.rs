@@ -88,6 +88,7 @@ impl Channel for Voice {
     type Report = CallReport;
 
     const NAME: &'static str = "voice";
+    const SPAN_ID_FIELD: &'static str = "call_id";
     const SUBMITTED_METRIC: &'static str = "CallsPlaced";
     const RETRIES_METRIC: &'static str = "CallRetries";
     const FAILURES_METRIC: &'static str = "CallFailures";
@@ -110,6 +111,9 @@ impl Channel for Voice {
     }
     fn sealed(c: &Call) -> (&Sealed, &Sealed) {
         (&c.to, &c.message)
+    }
+    fn caller(c: &Call) -> &str {
+        &c.caller
     }
     fn to_token(c: &Call) -> &LookupToken {
         &c.to_token

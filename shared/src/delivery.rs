@@ -196,6 +196,7 @@ impl Channel for Sms {
     type Report = Report;
 
     const NAME: &'static str = "sms";
+    const SPAN_ID_FIELD: &'static str = "message_id";
     const SUBMITTED_METRIC: &'static str = "MessagesSubmitted";
     const RETRIES_METRIC: &'static str = "SendRetries";
     const FAILURES_METRIC: &'static str = "SendFailures";
@@ -217,6 +218,9 @@ impl Channel for Sms {
     }
     fn sealed(m: &Message) -> (&Sealed, &Sealed) {
         (&m.to, &m.body)
+    }
+    fn caller(m: &Message) -> &str {
+        &m.caller
     }
     fn to_token(m: &Message) -> &LookupToken {
         &m.to_token

@@ -75,6 +75,8 @@ pub trait Channel: Send + Sync + 'static {
 
     /// `sms`, `voice`: logs, and the reconcile metrics' `Channel` dimension.
     const NAME: &'static str;
+    /// The log field that carries the record's id (`message_id`, `call_id`).
+    const SPAN_ID_FIELD: &'static str;
     /// The metric of a resource created (or adopted).
     const SUBMITTED_METRIC: &'static str;
     /// The metric of an attempt that will be made again.
@@ -89,6 +91,8 @@ pub trait Channel: Send + Sync + 'static {
     fn store(svc: &Services) -> &Self::Store;
     /// The queue job of attempt `attempt` of record `id`.
     fn job(id: &<Self::Record as Attempted>::Id, attempt: u32, not_before_ms: Option<i64>) -> Job;
+    /// Who asked for the record (the API caller's identity).
+    fn caller(r: &Self::Record) -> &str;
     /// The record's recipient's lookup token.
     fn to_token(r: &Self::Record) -> &LookupToken;
     /// The record's country (events carry it).

@@ -40,6 +40,7 @@ pub mod testing_secrets;
 #[cfg(feature = "test-util")]
 pub mod testing_sids;
 pub mod twilio;
+pub mod views;
 pub mod voice;
 
 pub use config::{Config, ConfigError};

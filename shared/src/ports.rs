@@ -93,6 +93,9 @@ pub trait Records<R: Attempted>: Send + Sync {
         decide: &Decide<'_, R>,
     ) -> Result<Applied<R>, StoreError>;
 
+    /// The record with this id, if any.
+    async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError>;
+
     /// Up to `limit` records with `status`, created before `created_before_ms`, oldest first.
     async fn records_by_status(
         &self,
@@ -147,6 +150,9 @@ impl<T: MessageStore + ?Sized> Records<Message> for T {
     ) -> Result<Applied<Message>, StoreError> {
         self.update_message(id, decide).await
     }
+    async fn get_record(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.get_message(id).await
+    }
     async fn records_by_status(
         &self,
         status: MessageStatus,
@@ -166,6 +172,9 @@ impl<T: CallStore + ?Sized> Records<Call> for T {
         decide: &Decide<'_, Call>,
     ) -> Result<Applied<Call>, StoreError> {
         self.update_call(id, decide).await
+    }
+    async fn get_record(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        self.get_call(id).await
     }
     async fn records_by_status(
         &self,

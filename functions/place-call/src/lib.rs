@@ -12,7 +12,7 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::calls::{self, Placement, Voice};
 use herald::domain::rfc3339;
-use herald::domain::{Call, CallId, CallStatus, Event, EventKind, Speech, Subject};
+use herald::domain::{Call, CallId, CallStatus, EventKind, Speech};
 use herald::engine;
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -22,6 +22,7 @@ use herald::protect::limits::{self, Channel};
 use herald::request::{invalid, json_object, only_fields, recipient, str_field, text_or_template};
 use herald::service::{Chaos, CrashPoint, Services};
 use herald::twilio::{MAX_TWIML_CHARS, describe_code, twiml};
+use herald::views::{self, RecordView};
 use herald::voice;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
@@ -335,19 +336,6 @@ fn answer_place(call: &Call, placement: Placement) -> http::Response<String> {
     }
 }
 
-/// One entry of a call's timeline.
-#[derive(Debug, Serialize)]
-struct TimelineEntry {
-    at: String,
-    kind: EventKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<u32>,
-    attempt: u32,
-    applied: bool,
-}
-
 /// The acknowledgement of a call.
 #[derive(Debug, Serialize)]
 struct Acknowledgement {
@@ -360,10 +348,8 @@ struct Acknowledgement {
 /// `GET /v1/calls/{id}`.
 #[derive(Debug, Serialize)]
 struct CallView {
-    id: CallId,
-    to: String,
-    status: CallStatus,
-    attempts: u32,
+    #[serde(flatten)]
+    record: RecordView<CallId, CallStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_seconds: Option<u32>,
     acknowledgement: Acknowledgement,
@@ -371,43 +357,15 @@ struct CallView {
     language: String,
     #[serde(rename = "loop")]
     loop_count: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    twilio_sid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    created_at: String,
-    updated_at: String,
-    timeline: Vec<TimelineEntry>,
 }
 
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
-    let not_found = || {
-        Problem::new(ProblemKind::NotFound)
-            .detail("no call with that id")
-            .into_response()
-    };
-    let Ok(id) = raw_id.parse::<CallId>() else {
-        return not_found();
-    };
-    herald::telemetry::record_call_id(&id);
-    let c = match svc.calls.get_call(&id).await {
-        // Another caller's call is not found, as if it did not exist.
-        Ok(Some(c)) if c.caller == caller => c,
-        Ok(_) => return not_found(),
-        Err(e) => return unavailable(&e),
-    };
-    let events: Vec<Event> = match svc.events.events_for(&Subject::from(&id)).await {
-        Ok(e) => e,
-        Err(e) => return unavailable(&e as &StoreError),
+    let (c, timeline) = match views::find::<Voice>(svc, caller, raw_id, "call").await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let view = CallView {
-        to: c.to_masked.clone(),
-        status: c.status,
-        attempts: c.attempt,
+        record: herald::record_view!(c, timeline),
         duration_seconds: c.duration_seconds,
         acknowledgement: Acknowledgement {
             required: c.require_ack,
@@ -417,24 +375,6 @@ async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<Strin
         voice: c.speech.voice.clone(),
         language: c.speech.language.clone(),
         loop_count: c.speech.loop_count,
-        template: c.template.clone(),
-        twilio_sid: c.twilio_sid.clone(),
-        error_code: c.error_code,
-        error: c.error_reason.clone(),
-        created_at: rfc3339(c.created_at_ms),
-        updated_at: rfc3339(c.updated_at_ms),
-        timeline: events
-            .into_iter()
-            .map(|e| TimelineEntry {
-                at: rfc3339(e.at_ms),
-                kind: e.kind,
-                status: e.status,
-                error_code: e.error_code,
-                attempt: e.attempt,
-                applied: e.applied,
-            })
-            .collect(),
-        id: c.id,
     };
     problem::json(200, &view)
 }

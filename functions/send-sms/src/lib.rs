@@ -20,6 +20,7 @@ use herald::request::{invalid, json_object, only_fields, recipient, text_or_temp
 use herald::service::{Chaos, CrashPoint, Services};
 use herald::templates::{self, Encoding, MAX_BODY_CHARS};
 use herald::twilio::describe_code;
+use herald::views::{self, RecordView};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -668,85 +669,24 @@ pub async fn handle_sqs(
     Ok(delivery::handle_sqs_batch(svc, event).await?)
 }
 
-/// One entry of a message's timeline.
-#[derive(Debug, Serialize)]
-struct TimelineEntry {
-    at: String,
-    kind: EventKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<u32>,
-    attempt: u32,
-    applied: bool,
-}
-
 /// `GET /v1/messages/{id}`.
 #[derive(Debug, Serialize)]
 struct MessageView {
-    id: MessageId,
-    to: String,
-    status: MessageStatus,
+    #[serde(flatten)]
+    record: RecordView<MessageId, MessageStatus>,
     segments: u32,
     encoding: Encoding,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    template: Option<String>,
-    attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    twilio_sid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    created_at: String,
-    updated_at: String,
-    timeline: Vec<TimelineEntry>,
 }
 
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
-    let not_found = || {
-        Problem::new(ProblemKind::NotFound)
-            .detail("no message with that id")
-            .into_response()
-    };
-    let Ok(id) = raw_id.parse::<MessageId>() else {
-        return not_found();
-    };
-    herald::telemetry::record_message_id(&id);
-    let m = match svc.messages.get_message(&id).await {
-        // Another caller's message is not found, as if it did not exist.
-        Ok(Some(m)) if m.caller == caller => m,
-        Ok(_) => return not_found(),
-        Err(e) => return unavailable(&e),
-    };
-    let events = match svc.events.events_for(&Subject::from(&id)).await {
-        Ok(e) => e,
-        Err(e) => return unavailable(&e as &StoreError),
+    let (m, timeline) = match views::find::<Sms>(svc, caller, raw_id, "message").await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let view = MessageView {
-        to: m.to_masked.clone(),
-        status: m.status,
+        record: herald::record_view!(m, timeline),
         segments: m.segments,
         encoding: m.encoding,
-        template: m.template.clone(),
-        attempts: m.attempt,
-        twilio_sid: m.twilio_sid.clone(),
-        error_code: m.error_code,
-        error: m.error_reason.clone(),
-        created_at: rfc3339(m.created_at_ms),
-        updated_at: rfc3339(m.updated_at_ms),
-        timeline: events
-            .into_iter()
-            .map(|e| TimelineEntry {
-                at: rfc3339(e.at_ms),
-                kind: e.kind,
-                status: e.status,
-                error_code: e.error_code,
-                attempt: e.attempt,
-                applied: e.applied,
-            })
-            .collect(),
-        id: m.id,
     };
     problem::json(200, &view)
 }
