@@ -230,6 +230,26 @@ pub async fn register_created(
     Ok(())
 }
 
+/// Registers `sid`, named by a genuine (signed) status callback for `record_id`'s attempt
+/// `attempt`, as that attempt's: the callback's URL is the one Herald gave that attempt's create,
+/// so the resource is surely that record's, even when the sender died before it could register
+/// the create's answer. Registered before another record's reconcile can take the resource for
+/// its own (a lost alert reported as delivered). Only a store failure is an error.
+pub async fn register_reported(
+    svc: &Services,
+    channel: &str,
+    record_id: &str,
+    attempt: u32,
+    sid: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let owner = SidOwner {
+        record_id: record_id.to_owned(),
+        attempt,
+    };
+    register_created(svc, channel, &owner, sid, now_ms).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

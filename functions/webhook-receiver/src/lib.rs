@@ -280,6 +280,14 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
             error_code,
             at_ms: now,
         };
+        if let Some(sid) = event.twilio_sid.as_deref()
+            && let Err(e) =
+                herald::reconcile::register_reported(svc, "sms", id.as_str(), attempt, sid, now)
+                    .await
+        {
+            tracing::error!(message_id = %id, error = %e, "store unavailable");
+            return Problem::new(ProblemKind::Unavailable).into_response();
+        }
         match delivery::apply_report(svc, id, &report).await {
             Ok(Applied::Applied(m)) => {
                 event.subject = Subject::from(id);

@@ -422,3 +422,55 @@ async fn events_never_hold_the_numbers_or_body() {
         "{text}"
     );
 }
+
+/// A sender died after Twilio accepted A's message, before registering its SID; A's signed
+/// status callback names A and its attempt, so it registers the SID as A's. B, an identical
+/// alert whose attempt was answered 500 at the same moment, reconciles next: A's message is
+/// A's, and B sends its own instead of reporting A's delivery as its own.
+#[tokio::test]
+async fn a_reported_sid_is_its_record_s_and_never_adopted_by_an_identical_alert() {
+    let env = TestEnv::start().await;
+    let body = json!({"to": "+14155552671", "body": "hi"});
+    let post = |svc: std::sync::Arc<herald::service::Services>| {
+        let body = body.clone();
+        async move {
+            let resp = send_sms::handle(&svc, json_request("POST", "/v1/messages", &body))
+                .await
+                .unwrap();
+            read(&resp)
+        }
+    };
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    });
+    let (status, b) = post(env.services.clone()).await;
+    assert_eq!(status, 202, "{b}");
+    let b = b["id"].as_str().unwrap().to_owned();
+    env.sim.set_faults(twilio_sim::Faults::default());
+    // A's sender dies once Twilio accepted it: its SID is not registered by the send.
+    let (_, a) = post(env.services_with_chaos(0.0, 1.0)).await;
+    let a = a["id"].as_str().unwrap().to_owned();
+    let a_sid = env.sim.messages()[0].sid.clone();
+    let token = env.creds.auth_token.expose().clone();
+    let p = status_params(&a_sid, "sent");
+    assert_eq!(
+        deliver(&env, callback(&format!("mid={a}&a=1"), &p, &token, None)).await,
+        200
+    );
+
+    env.clock.advance(10_000);
+    let svc = env.services.clone();
+    herald::test_env::drain(&env.retry_queue, 61, |e| {
+        let svc = svc.clone();
+        async move { herald::delivery::handle_sqs_batch(&svc, e).await }
+    })
+    .await;
+    let b_view = status_of(&env, &b).await;
+    let b_sid = b_view["twilio_sid"]
+        .as_str()
+        .expect("B was sent")
+        .to_owned();
+    assert_ne!(b_sid, a_sid, "B holds its own Twilio message, not A's");
+    assert_eq!(env.sim.creates_for("+14155552671"), 2, "one per alert");
+}
