@@ -234,15 +234,19 @@ pub async fn register_created(
 /// `attempt`, as that attempt's: the callback's URL is the one Herald gave that attempt's create,
 /// so the resource is surely that record's, even when the sender died before it could register
 /// the create's answer. Registered before another record's reconcile can take the resource for
-/// its own (a lost alert reported as delivered). Only a store failure is an error.
+/// its own (a lost alert reported as delivered). A callback without a usable SID registers
+/// nothing. Only a store failure is an error.
 pub async fn register_reported(
     svc: &Services,
     channel: &str,
     record_id: &str,
     attempt: u32,
-    sid: &str,
+    sid: Option<&str>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let Some(sid) = sid else {
+        return Ok(());
+    };
     let owner = SidOwner {
         record_id: record_id.to_owned(),
         attempt,

@@ -118,15 +118,23 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
                 .map(|c| format!("Twilio error {c} ({})", herald::twilio::describe_code(c))),
             at_ms: now,
         };
-        if let Some(sid) = event.twilio_sid.as_deref()
-            && let Err(e) =
-                herald::reconcile::register_reported(svc, "voice", id.as_str(), attempt, sid, now)
-                    .await
-        {
+        // The SID's owner is registered beside the report, not before it: neither waits.
+        let (registered, applied) = tokio::join!(
+            herald::reconcile::register_reported(
+                svc,
+                "voice",
+                id.as_str(),
+                attempt,
+                event.twilio_sid.as_deref(),
+                now
+            ),
+            calls::apply_report(svc, id, &report)
+        );
+        if let Err(e) = registered {
             tracing::error!(call_id = %id, error = %e, "store unavailable");
             return Problem::new(ProblemKind::Unavailable).into_response();
         }
-        match calls::apply_report(svc, id, &report).await {
+        match applied {
             Ok(CallApplied::Applied(c)) => {
                 event.subject = Subject::from(id);
                 event.kind = EventKind::StatusCallback;

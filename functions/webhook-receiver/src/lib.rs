@@ -280,15 +280,23 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
             error_code,
             at_ms: now,
         };
-        if let Some(sid) = event.twilio_sid.as_deref()
-            && let Err(e) =
-                herald::reconcile::register_reported(svc, "sms", id.as_str(), attempt, sid, now)
-                    .await
-        {
+        // The SID's owner is registered beside the report, not before it: neither waits.
+        let (registered, applied) = tokio::join!(
+            herald::reconcile::register_reported(
+                svc,
+                "sms",
+                id.as_str(),
+                attempt,
+                event.twilio_sid.as_deref(),
+                now
+            ),
+            delivery::apply_report(svc, id, &report)
+        );
+        if let Err(e) = registered {
             tracing::error!(message_id = %id, error = %e, "store unavailable");
             return Problem::new(ProblemKind::Unavailable).into_response();
         }
-        match delivery::apply_report(svc, id, &report).await {
+        match applied {
             Ok(Applied::Applied(m)) => {
                 event.subject = Subject::from(id);
                 event.kind = EventKind::StatusCallback;
