@@ -522,6 +522,10 @@ fn needs(port: &str, method: &str) -> Grants {
                                 "EVENTS_BY_SUBJECT",
                                 herald::adapters::aws::EVENTS_BY_SUBJECT,
                             ),
+                            (
+                                "MESSAGES_IN_DOUBT",
+                                herald::adapters::aws::MESSAGES_IN_DOUBT,
+                            ),
                         ] {
                             if body.contains(constant) {
                                 out.insert((action.into(), format!("{table}/index/{index}")));
@@ -618,6 +622,17 @@ impl MessageStore for Rec<dyn MessageStore> {
             .list_messages_by_status(status, before, limit)
             .await
     }
+    async fn messages_in_doubt(
+        &self,
+        token: &herald::crypto::LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<herald::ports::InDoubt>, StoreError> {
+        self.note("messages_in_doubt");
+        self.inner
+            .messages_in_doubt(token, until_from_ms, limit)
+            .await
+    }
 }
 
 #[async_trait]
@@ -648,6 +663,15 @@ impl CallStore for Rec<dyn CallStore> {
         self.inner
             .list_calls_by_status(status, created_before_ms, limit)
             .await
+    }
+    async fn calls_in_doubt(
+        &self,
+        token: &herald::crypto::LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<herald::ports::InDoubt>, StoreError> {
+        self.note("calls_in_doubt");
+        self.inner.calls_in_doubt(token, until_from_ms, limit).await
     }
 }
 
@@ -1212,6 +1236,15 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             "a create's SID is registered for its record, and an adopted one claimed",
         ),
     ];
+    // herald::reconcile, step 5: one unowned match is adopted only when no identical record is
+    // in doubt (the in_doubt index).
+    let siblings = |port: &'static str, method: &'static str| {
+        (
+            port,
+            method,
+            "reconciling an ambiguous attempt with one unowned match reads the identical records in doubt",
+        )
+    };
     // herald::protect::idempotency::once: a POST with an Idempotency-Key (the fixtures send
     // none) takes the key, stores the response, or releases the key when the work fails.
     let idempotency = [
@@ -1233,6 +1266,7 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             .chain(idempotency)
             .chain(reconcile)
             .chain([
+                siblings("messages", "messages_in_doubt"),
                 (
                     "protection",
                     "list_messages_by_caller",
@@ -1255,7 +1289,7 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
                 ),
             ])
             .collect(),
-        "place-call" => [retry, timeline]
+        "place-call" => [retry, timeline, siblings("calls", "calls_in_doubt")]
             .into_iter()
             .chain(idempotency)
             .chain(reconcile)
@@ -1275,6 +1309,8 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             retry,
             reconcile[0],
             reconcile[1],
+            siblings("messages", "messages_in_doubt"),
+            siblings("calls", "calls_in_doubt"),
             (
                 "keyring",
                 "get_key",

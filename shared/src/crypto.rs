@@ -288,4 +288,15 @@ impl Vault {
         mac.update(data);
         Ok(hex::encode(mac.finalize().into_bytes()))
     }
+
+    /// The token shared by the messages whose Twilio resources would match each other's: a
+    /// keyed hash of the recipient (E.164) and the body, so that identical alerts can be found
+    /// without either being stored in plain text.
+    pub async fn match_token(&self, e164: &str, body: &str) -> Result<LookupToken, CryptoError> {
+        let mut data = Vec::with_capacity(e164.len() + body.len() + 8);
+        data.extend_from_slice(&(e164.len() as u64).to_be_bytes());
+        data.extend_from_slice(e164.as_bytes());
+        data.extend_from_slice(body.as_bytes());
+        Ok(LookupToken(self.keyed_hash("sms-match", &data).await?))
+    }
 }

@@ -382,6 +382,9 @@ pub async fn make_attempt<K: Channel>(
             }
             Ok(Decision::Settling) => return Outcome::Interrupted,
             Ok(Decision::SendAmbiguous(_)) => {
+                if !put_in_doubt::<K>(svc, r, window).await {
+                    return Outcome::Interrupted;
+                }
                 let status = r.status().as_str();
                 let ev = event::<K>(
                     svc,
@@ -439,14 +442,66 @@ async fn find_earlier<K: Channel>(
         .filter(|res| K::matches(svc, o, res))
         .filter(|res| reconcile::in_window(res.created_at_ms(), window))
         .collect();
+    let own = id_of::<K>(r).to_string();
+    let sibling_in_doubt = |t: i64| async move {
+        let Some(token) = r.match_token() else {
+            // Stored before match tokens: its siblings cannot be looked for.
+            return Ok(true);
+        };
+        let found = K::store(svc)
+            .records_in_doubt(
+                token,
+                t.saturating_sub(reconcile::TWILIO_TIME_SLACK_MS),
+                reconcile::SIBLINGS_READ,
+            )
+            .await?;
+        Ok(reconcile::covered_by_sibling(
+            &found,
+            reconcile::SIBLINGS_READ,
+            &own,
+            t,
+        ))
+    };
     Ok(reconcile::decide(
         svc,
         K::NAME,
         &sid_owner::<K>(r),
+        crate::domain::attempt::ambiguous_attempts(r),
         candidates,
         svc.clock.now_ms(),
+        sibling_in_doubt,
     )
     .await?)
+}
+
+/// Puts `window`, the ambiguous attempt's of `r` that is sent again without knowing which
+/// resource was its own, in doubt for good before the send: a resource it may have left is then
+/// never adopted by an identical record ([`reconcile`], step 5). Only while `r`'s claim holds;
+/// `false` when it could not be written (the attempt is interrupted, nothing sent).
+async fn put_in_doubt<K: Channel>(svc: &Services, r: &K::Record, window: (i64, i64)) -> bool {
+    let held = r.attempts();
+    let decide = |cur: &K::Record| {
+        let a = cur.attempts();
+        (a.attempt == held.attempt && a.claimed_at_ms == held.claimed_at_ms && cur.is_waiting())
+            .then(|| {
+                let mut next = cur.clone();
+                let mut a = a;
+                a.doubt(window);
+                next.set_attempts(a);
+                next
+            })
+    };
+    match K::store(svc).update_record(id_of::<K>(r), &decide).await {
+        Ok(Applied::Applied(_)) => true,
+        Ok(_) => {
+            tracing::info!(record_id = %id_of::<K>(r), "the claim was lost before the attempt was put in doubt: not sent");
+            false
+        }
+        Err(e) => {
+            tracing::error!(record_id = %id_of::<K>(r), error = %e, "could not put the attempt in doubt; it will be made again");
+            false
+        }
+    }
 }
 
 /// Whether Twilio may have created the resource although the request failed.
@@ -612,7 +667,16 @@ async fn record_failure<K: Channel>(
     let failed_status = K::failed(r, code, reason.clone(), now).map(|f| f.status().as_str());
     match K::store(svc)
         .update_record(id, &|rec: &K::Record| {
-            K::failed(rec, code, reason.clone(), now)
+            let mut next = K::failed(rec, code, reason.clone(), now)?;
+            // An attempt whose outcome stays unknown stays in doubt for good: a resource it
+            // may have left is never adopted by an identical record.
+            let mut a = next.attempts();
+            let held = crate::domain::attempt::ambiguous_window(rec, lease_ms(svc));
+            for w in [held, ambiguity].into_iter().flatten() {
+                a.doubt(w);
+            }
+            next.set_attempts(a);
+            Some(next)
         })
         .await
     {

@@ -81,6 +81,19 @@ pub enum Claim<R = Message> {
     NotFound,
 }
 
+/// A record whose attempts may have created a Twilio resource it does not own, as the doubt
+/// index holds it: its id and its span in doubt
+/// ([`crate::domain::attempt::Attempts::in_doubt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    /// The record's id.
+    pub record_id: String,
+    /// When the span starts, Unix ms.
+    pub since_ms: i64,
+    /// When it ends.
+    pub until_ms: i64,
+}
+
 /// What the attempt engine ([`crate::engine`]) needs of any record kind's store, written once
 /// over the kind's atomic read-decide-write: every store of messages and every store of calls
 /// has it.
@@ -103,6 +116,17 @@ pub trait Records<R: Attempted>: Send + Sync {
         created_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<R>, StoreError>;
+
+    /// Up to `limit` records with the match token `token` whose span in doubt
+    /// ([`crate::domain::attempt::Attempts::in_doubt`]) ends at or after `until_from_ms`,
+    /// earliest end first (the doubt index: only records with a span in doubt are in it).
+    /// Eventually consistent on DynamoDB.
+    async fn records_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError>;
 
     /// Claims `attempt` for a sender until `now_ms + lease_ms`
     /// ([`crate::domain::attempt::claimed`]): of concurrent claims of one attempt exactly one
@@ -162,6 +186,14 @@ impl<T: MessageStore + ?Sized> Records<Message> for T {
         self.list_messages_by_status(status, created_before_ms, limit)
             .await
     }
+    async fn records_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.messages_in_doubt(token, until_from_ms, limit).await
+    }
 }
 
 #[async_trait]
@@ -184,6 +216,14 @@ impl<T: CallStore + ?Sized> Records<Call> for T {
     ) -> Result<Vec<Call>, StoreError> {
         self.list_calls_by_status(status, created_before_ms, limit)
             .await
+    }
+    async fn records_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.calls_in_doubt(token, until_from_ms, limit).await
     }
 }
 
@@ -218,6 +258,15 @@ pub trait MessageStore: Send + Sync {
         created_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError>;
+
+    /// Up to `limit` messages whose match token is `token` and whose span in doubt ends at or
+    /// after `until_from_ms`, earliest end first ([`Records::records_in_doubt`]).
+    async fn messages_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError>;
 
     /// Applies `change` atomically, only if the stored record is at `change.attempt` and the
     /// transition rule ([`crate::domain::MessageStatus::transition`]) allows it. Of concurrent
@@ -293,6 +342,15 @@ pub trait CallStore: Send + Sync {
         created_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError>;
+
+    /// Up to `limit` calls whose match token is `token` and whose span in doubt ends at or
+    /// after `until_from_ms`, earliest end first ([`Records::records_in_doubt`]).
+    async fn calls_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError>;
 
     /// Applies `report` under the retry policy ([`Call::reported`]): the next attempt, due at
     /// `retry_at_ms`, for an unanswered or unacknowledged attempt while `attempt <

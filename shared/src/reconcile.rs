@@ -14,23 +14,39 @@
 //!    [`TWILIO_TIME_SLACK_MS`] (Twilio's times have whole seconds).
 //! 2. A candidate **this attempt owns** already (its create was answered and registered, but the
 //!    result not recorded before the claim was lost) is adopted.
+//!    So is one an earlier attempt of this record owns whose outcome is unknown too
+//!    ([`crate::domain::attempt::ambiguous_attempts`]): a signed status callback registered it
+//!    ([`register_reported`]) while the create's answer was lost.
 //! 3. A candidate **another record owns** is that record's (a SID belongs to at most one record,
 //!    [`crate::ports::SidOwners`]): it is left out, however well it matches. So is one an
-//!    earlier attempt of this record owns: that attempt's outcome was recorded, it is history.
+//!    earlier attempt of this record owns whose outcome was recorded: it is history.
 //! 4. **Settle**: if an unowned candidate was created less than [`settle_ms`] ago (the Twilio
 //!    request timeout plus the slack), another record's create may have just reached Twilio,
 //!    its answer on its way to be registered: nothing is decided now. The attempt is
 //!    interrupted without being used up (its claim expires and it is made again).
-//! 5. Exactly **one** unowned candidate: this record claims its SID, atomically; if it wins, it
-//!    adopts the resource. If another record won in between, the resource is that record's,
-//!    and this one sends.
-//! 6. **More than one** unowned candidate: which one is this record's cannot be told. None is
-//!    adopted; the record sends again, and the possible duplicate is counted (metric
-//!    `AmbiguousReconcile`, a warning, an event in the record's timeline).
-//! 7. **None**: the earlier attempt never reached Twilio; the record sends.
+//! 5. **Siblings.** One unowned candidate could still be another record's: an identical alert
+//!    (same recipient and text; for a call, the same callee) whose own attempt may have
+//!    created it and died before it could say so (its answer and its callbacks lost). The
+//!    stores index every record with a span in doubt ([`crate::ports::Records::records_in_doubt`]:
+//!    an ambiguous attempt not resolved yet, an attempt whose claim is held, an attempt the
+//!    record sent again after without knowing which resource was its own) by its match token.
+//!    When another record's span covers the candidate's creation time (widened by the slack),
+//!    whose it is cannot be told: as in step 7. A record stored before its match token was kept
+//!    cannot look for siblings, and sends again too.
+//! 6. Exactly **one** unowned candidate and no sibling in doubt: this record claims its SID,
+//!    atomically; if it wins, it adopts the resource. If another record won in between, the
+//!    resource is that record's, and this one sends.
+//! 7. **More than one** unowned candidate: which one is this record's cannot be told. None is
+//!    adopted; the record puts the ambiguous attempt's window in doubt for good (so no sibling
+//!    adopts the resource it may have left either), sends again, and the possible duplicate is
+//!    counted (metric `AmbiguousReconcile`, a warning, an event in the record's timeline).
+//! 8. **None**: the earlier attempt never reached Twilio; the record sends.
 //!
 //! A lost alert reported as delivered is the worst outcome Herald can have; a duplicate alert is
 //! the lesser one. The rule adopts only what is surely the record's own, and sends otherwise.
+//! Step 5 reads a DynamoDB index, which is eventually consistent: a sibling's span is written
+//! before its create is sent (the claim) or within the request timeout after it (its
+//! failure), so it is readable long before the candidate has settled (step 4).
 
 use crate::ports::{SidClaim, SidOwner, StoreError};
 use crate::service::Services;
@@ -41,7 +57,8 @@ use crate::twilio::{CallResource, MessageResource, TwilioError};
 pub const TWILIO_TIME_SLACK_MS: i64 = 2_000;
 
 /// The metric of a reconcile that could not tell the record's resource (dimension `Reason`:
-/// `candidates`, several matched; `truncated`, the list was longer than its bound).
+/// `candidates`, several matched; `siblings`, an identical record may have made the one that
+/// matched; `truncated`, the list was longer than its bound).
 pub const AMBIGUOUS_RECONCILE_METRIC: &str = "AmbiguousReconcile";
 
 /// The metric of a create answered with a SID another record owns.
@@ -116,6 +133,27 @@ pub fn settle_ms(svc: &Services) -> i64 {
         .saturating_add(TWILIO_TIME_SLACK_MS)
 }
 
+/// How many records in doubt step 5 reads at most; more than that, and the resource is taken
+/// to be possibly a sibling's.
+pub const SIBLINGS_READ: u32 = 100;
+
+/// Whether a record other than `own` among `in_doubt` (as [`crate::ports::Records::records_in_doubt`]
+/// read them, at most `read` of them) has a span covering `t`, widened by
+/// [`TWILIO_TIME_SLACK_MS`]. A read that stopped at its bound counts as covering.
+pub fn covered_by_sibling(
+    in_doubt: &[crate::ports::InDoubt],
+    read: u32,
+    own: &str,
+    t: i64,
+) -> bool {
+    in_doubt.len() >= read as usize
+        || in_doubt.iter().any(|d| {
+            d.record_id != own
+                && d.since_ms <= t.saturating_add(TWILIO_TIME_SLACK_MS)
+                && d.until_ms >= t.saturating_sub(TWILIO_TIME_SLACK_MS)
+        })
+}
+
 /// Logs and counts a list read that stopped at its bound: a resource may have gone unread.
 pub fn note_truncated(channel: &str, record_id: &str) {
     tracing::warn!(
@@ -131,22 +169,36 @@ pub fn note_truncated(channel: &str, record_id: &str) {
     );
 }
 
-/// Applies the rule (module docs, steps 2 to 7) to `candidates`, resources that already match
+/// Applies the rule (module docs, steps 2 to 8) to `candidates`, resources that already match
 /// the record and fall within its window (step 1), for `owner` (the record at the attempt being
-/// made) at `now_ms`. `channel` (`sms`, `voice`) names the metric's dimension.
-pub async fn decide<R: TwilioResource>(
+/// made, `unknown` its earlier attempts whose outcome is unknown) at `now_ms`. `sibling_in_doubt(t)` says whether another record with the record's match
+/// token may have created a resource at `t` (step 5). `channel` (`sms`, `voice`) names the
+/// metric's dimension.
+pub async fn decide<R, F, Fut>(
     svc: &Services,
     channel: &str,
     owner: &SidOwner,
+    unknown: std::ops::Range<u32>,
     mut candidates: Vec<R>,
     now_ms: i64,
-) -> Result<Decision<R>, StoreError> {
+    sibling_in_doubt: F,
+) -> Result<Decision<R>, StoreError>
+where
+    R: TwilioResource,
+    F: FnOnce(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StoreError>>,
+{
     candidates.sort_by_key(TwilioResource::created_at_ms);
     let record_id = owner.record_id.as_str();
     let mut unowned = Vec::new();
     for r in candidates {
         match svc.sid_owners.twilio_sid_owner(r.sid()).await? {
-            Some(o) if o == *owner => return Ok(Decision::Adopt(r)),
+            Some(o)
+                if o.record_id == owner.record_id
+                    && (o.attempt == owner.attempt || unknown.contains(&o.attempt)) =>
+            {
+                return Ok(Decision::Adopt(r));
+            }
             Some(_) => {}
             None => unowned.push(r),
         }
@@ -182,6 +234,21 @@ pub async fn decide<R: TwilioResource>(
     let Some(only) = unowned.pop() else {
         return Ok(Decision::Send);
     };
+    let created = only.created_at_ms().unwrap_or(now_ms);
+    if sibling_in_doubt(created).await? {
+        tracing::warn!(
+            record_id,
+            channel,
+            "an identical record may have made the one matching resource at Twilio: not adopted, sending again (a possible duplicate)"
+        );
+        crate::telemetry::metric(
+            AMBIGUOUS_RECONCILE_METRIC,
+            1.0,
+            "Count",
+            &[("Channel", channel), ("Reason", "siblings")],
+        );
+        return Ok(Decision::SendAmbiguous(1));
+    }
     match svc
         .sid_owners
         .own_twilio_sid(only.sid(), owner, now_ms)

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::crypto::{CryptoError, Sealed, Vault};
+use crate::crypto::{CryptoError, LookupToken, Sealed, Vault};
 use crate::domain::{
     Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
 };
 use crate::phone::Masked;
 use crate::ports::{
-    Applied, Claim, Clock, Decide, EventStore, KeyError, KeyService, Keyring, ManualClock,
+    Applied, Claim, Clock, Decide, EventStore, InDoubt, KeyError, KeyService, Keyring, ManualClock,
     MessageStore, OptOutStore, StoreError,
 };
 use crate::templates::Encoding;
@@ -78,6 +78,7 @@ pub async fn run_all(ports: &Ports) {
     message_store_races(ports.messages.clone(), &vault).await;
     attempt_contract(ports.messages.clone(), &vault).await;
     attempt_races(ports.messages.clone(), &vault).await;
+    message_in_doubt_contract(ports.messages.clone(), &vault).await;
     event_store_contract(ports.events.clone(), ports.clock.clone()).await;
     event_store_races(ports.events.clone(), ports.clock.clone()).await;
     opt_out_contract(ports.opt_outs.clone(), &vault).await;
@@ -140,7 +141,11 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
         claimed_until_ms: None,
         ambiguous_since_ms: None,
         ambiguous_until_ms: None,
+        ambiguous_from_attempt: None,
         next_attempt_at_ms: None,
+        doubt_since_ms: None,
+        doubt_until_ms: None,
+        match_token: Some(vault.match_token(to_e164, body).await.expect("match token")),
     }
 }
 
@@ -1408,6 +1413,16 @@ impl<S: MessageStore + 'static> MessageStore for Alternate<S> {
             .list_messages_by_status(status, created_before_ms, limit)
             .await
     }
+    async fn messages_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.pick()
+            .messages_in_doubt(token, until_from_ms, limit)
+            .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -1512,4 +1527,129 @@ fn start_or_find_moto() -> Result<String, String> {
     // Kept, with its stdin open, for the life of this process.
     let _ = SERVER.set(std::sync::Mutex::new(child));
     Ok(format!("http://127.0.0.1:{port}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The doubt index
+
+/// The doubt index ([`crate::ports::Records::records_in_doubt`]) of any record kind: `same`,
+/// three records with one match token, and `other`, one with another, all stored by the caller
+/// at `t`, waiting and unclaimed. Only records with a span in doubt are listed (a held claim, an
+/// ambiguous window, a doubt kept after the outcome is known), by their token, from a span end
+/// on, earliest end first, up to the limit; a record whose outcome is known leaves the index
+/// unless it keeps a doubt.
+pub async fn in_doubt_contract<R, S>(store: &S, same: [R; 3], other: R, t: i64)
+where
+    R: crate::domain::Attempted,
+    S: crate::ports::Records<R> + ?Sized,
+{
+    let token = same[0].match_token().expect("a match token").clone();
+    let ids = |v: Vec<InDoubt>| -> Vec<(String, i64, i64)> {
+        v.into_iter()
+            .map(|d| (d.record_id, d.since_ms, d.until_ms))
+            .collect()
+    };
+    let id = |r: &R| r.record_id().to_string();
+    assert!(
+        store
+            .records_in_doubt(&token, 0, 10)
+            .await
+            .expect("read")
+            .is_empty(),
+        "no record in doubt yet"
+    );
+    for (r, at) in [(&same[0], t), (&other, t), (&same[1], t + 500)] {
+        assert!(matches!(
+            store
+                .claim(r.record_id(), 1, at, 1000)
+                .await
+                .expect("claim"),
+            Claim::Claimed(_)
+        ));
+    }
+    let both = vec![
+        (id(&same[0]), t, t + 1000),
+        (id(&same[1]), t + 500, t + 1500),
+    ];
+    assert_eq!(
+        ids(store.records_in_doubt(&token, 0, 10).await.expect("read")),
+        both,
+        "held claims, by token, earliest end first"
+    );
+    assert_eq!(
+        ids(store
+            .records_in_doubt(&token, t + 1200, 10)
+            .await
+            .expect("read")),
+        both[1..],
+        "from a span end on"
+    );
+    assert_eq!(
+        ids(store.records_in_doubt(&token, 0, 1).await.expect("read")),
+        both[..1],
+        "up to the limit"
+    );
+    // The outcome of same[0]'s attempt is known: it leaves the index.
+    let settle = |r: &R| {
+        let mut next = r.clone();
+        let mut a = r.attempts();
+        a.settle();
+        next.set_attempts(a);
+        Some(next)
+    };
+    assert!(matches!(
+        store
+            .update_record(same[0].record_id(), &settle)
+            .await
+            .expect("settle"),
+        Applied::Applied(_)
+    ));
+    // same[2] keeps a doubt after its outcome is known.
+    let doubted = |r: &R| {
+        let mut next = r.clone();
+        let mut a = r.attempts();
+        a.doubt((t - 100, t + 100));
+        a.settle();
+        next.set_attempts(a);
+        Some(next)
+    };
+    store
+        .update_record(same[2].record_id(), &doubted)
+        .await
+        .expect("doubt");
+    assert_eq!(
+        ids(store.records_in_doubt(&token, 0, 10).await.expect("read")),
+        vec![(id(&same[2]), t - 100, t + 100), both[1].clone()],
+        "a settled record leaves, a doubt stays"
+    );
+    assert_eq!(
+        ids(store
+            .records_in_doubt(&token, t + 101, 10)
+            .await
+            .expect("read")),
+        both[1..]
+    );
+}
+
+/// A number in E.164 form no other run of a contract is likely to share (stores under test may
+/// be shared by several): ten random digits, for stores only (it need not be a valid number).
+pub fn unique_number() -> String {
+    format!("+1{:010}", ulid::Ulid::new().random() % 10_000_000_000)
+}
+
+/// [`in_doubt_contract`] for messages: three identical ones and one with another body.
+pub async fn message_in_doubt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
+    let t =
+        1_731_800_000_000 + i64::try_from(ulid::Ulid::new().random() % 1_000_000).expect("small");
+    let to = &unique_number();
+    let mut same = Vec::new();
+    for i in 0..3 {
+        let m = sample_message(vault, t + i, to, "Pager: db-1 is down").await;
+        store.insert_message(&m).await.expect("insert");
+        same.push(m);
+    }
+    let other = sample_message(vault, t + 3, to, "Pager: db-2 is down").await;
+    store.insert_message(&other).await.expect("insert");
+    let same: [Message; 3] = same.try_into().expect("three");
+    in_doubt_contract::<Message, _>(store.as_ref(), same, other, t).await;
 }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::crypto::Vault;
+use crate::crypto::{LookupToken, Vault};
 use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Speech};
 use crate::phone::Masked;
-use crate::ports::{CallApplied, CallClaim, CallStore, DecideCall, StoreError};
+use crate::ports::{CallApplied, CallClaim, CallStore, DecideCall, InDoubt, StoreError};
 use crate::testing::{Alternate, contains, race};
 
 /// A call accepted at `id_ms` for `to_e164` speaking `text`, both sealed through `vault`, at
@@ -55,7 +55,10 @@ pub async fn sample_call(
         claimed_until_ms: None,
         ambiguous_since_ms: None,
         ambiguous_until_ms: None,
+        ambiguous_from_attempt: None,
         next_attempt_at_ms: None,
+        doubt_since_ms: None,
+        doubt_until_ms: None,
     }
 }
 
@@ -497,4 +500,41 @@ impl<S: CallStore + 'static> CallStore for Alternate<S> {
             .list_calls_by_status(status, created_before_ms, limit)
             .await
     }
+    async fn calls_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.pick()
+            .calls_in_doubt(token, until_from_ms, limit)
+            .await
+    }
+}
+
+/// [`crate::testing::in_doubt_contract`] for calls: three to one callee (calls match on their
+/// callee alone), one to another.
+pub async fn call_in_doubt_contract(store: Arc<dyn CallStore>, vault: &Vault) {
+    let t = 1_731_800_000_000;
+    let to = crate::testing::unique_number();
+    let mut same = Vec::new();
+    for (i, text) in ["Disk full", "Disk full", "Another text"]
+        .iter()
+        .enumerate()
+    {
+        let c = sample_call(vault, t + i as i64, &to, text, false).await;
+        store.insert_call(&c).await.expect("insert");
+        same.push(c);
+    }
+    let other = sample_call(
+        vault,
+        t + 3,
+        &crate::testing::unique_number(),
+        "Disk full",
+        false,
+    )
+    .await;
+    store.insert_call(&other).await.expect("insert");
+    let same: [Call; 3] = same.try_into().expect("three");
+    crate::testing::in_doubt_contract::<Call, _>(store.as_ref(), same, other, t).await;
 }

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::crypto::LookupToken;
 use crate::domain::{
     Call, CallId, Message, MessageId, MessageStatus, Verification, VerificationId,
 };
 use crate::ports::{
     Acquired, Applied, Begun, CallApplied, CallStore, Decide, DecideCall, DecideVerification,
-    IdempotencyStore, MessagePage, MessageQueries, MessageQuery, MessageStore, RateLimiter,
-    StoreError, StoredResponse, VerificationApplied, VerificationStore,
+    IdempotencyStore, InDoubt, MessagePage, MessageQueries, MessageQuery, MessageStore,
+    RateLimiter, StoreError, StoredResponse, VerificationApplied, VerificationStore,
 };
 
 /// A write [`CommitThenFail`] can make fail after it committed.
@@ -124,6 +125,16 @@ impl<S: MessageStore> MessageStore for CommitThenFail<S> {
             .list_messages_by_status(status, created_before_ms, limit)
             .await
     }
+    async fn messages_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.inner
+            .messages_in_doubt(token, until_from_ms, limit)
+            .await
+    }
 }
 
 #[async_trait]
@@ -154,6 +165,14 @@ impl<S: CallStore> CallStore for CommitThenFail<S> {
         self.inner
             .list_calls_by_status(status, created_before_ms, limit)
             .await
+    }
+    async fn calls_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.inner.calls_in_doubt(token, until_from_ms, limit).await
     }
 }
 

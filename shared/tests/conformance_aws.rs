@@ -225,6 +225,13 @@ async fn attempt_races() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_in_doubt() {
+    let f = Fixture::new().await;
+    let p = f.ports();
+    testing::message_in_doubt_contract(p.messages.clone(), &p.vault()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_store() {
     let f = Fixture::new().await;
     let p = f.ports();
@@ -444,7 +451,7 @@ async fn create_tables_is_idempotent() {
         .filter_map(|i| i.index_name)
         .collect();
     indexes.sort();
-    assert_eq!(indexes, ["by_caller", "by_status"]);
+    assert_eq!(indexes, ["by_caller", "by_status", "in_doubt"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -534,6 +541,12 @@ mod calls {
     async fn call_store_races() {
         let f = Fixture::new().await;
         testing_calls::call_store_races(store(&f), &f.ports().vault()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_in_doubt() {
+        let f = Fixture::new().await;
+        testing_calls::call_in_doubt_contract(store(&f), &f.ports().vault()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -126,6 +126,13 @@ macro_rules! contracts {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn messages_in_doubt() {
+                let f = $fixture;
+                testing::message_in_doubt_contract(f.ports.messages.clone(), &f.ports.vault())
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn event_store() {
                 let f = $fixture;
                 testing::event_store_contract(f.ports.events.clone(), f.ports.clock.clone()).await;
@@ -290,6 +297,14 @@ mod calls {
         for (what, store, vault, _dir) in stores() {
             eprintln!("{what}");
             testing_calls::call_store_races(store, &vault).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_in_doubt() {
+        for (what, store, vault, _dir) in stores() {
+            eprintln!("{what}");
+            testing_calls::call_in_doubt_contract(store, &vault).await;
         }
     }
 

@@ -219,7 +219,10 @@ async fn record_new(
         claimed_until_ms: Some(now + lease),
         ambiguous_since_ms: None,
         ambiguous_until_ms: None,
+        ambiguous_from_attempt: None,
         next_attempt_at_ms: None,
+        doubt_since_ms: None,
+        doubt_until_ms: None,
         id,
     };
     match svc.calls.insert_call(&call).await {

@@ -164,3 +164,64 @@ async fn two_candidate_calls_call_again_and_are_counted() {
         "{timeline:?}"
     );
 }
+
+/// The sibling rule for calls: B's create is answered 500; A, to the same callee, reaches
+/// Twilio and its sender dies before registering the answer. A's call is the one unowned match
+/// in B's window, but A's claim is in doubt: B places its own call (counted) and keeps its
+/// first attempt in doubt, and A, taken over after its lease, holds no call of B's.
+#[tokio::test]
+async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
+    let env = TestEnv::start().await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    });
+    let (status, b) = place(&env).await;
+    assert_eq!(status, 202, "{b}");
+    let b = b["id"].as_str().unwrap().to_owned();
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let dying = env.services_with_chaos(0.0, 1.0);
+    let resp = place_call::handle(
+        &dying,
+        json_request(
+            "POST",
+            "/v1/calls",
+            &json!({"to": TO, "message": "Disk full"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (status, a) = read(&resp);
+    assert_eq!(status, 202, "{a}");
+    let a = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(env.sim.creates_for_call(TO), 1, "A's call reached Twilio");
+
+    env.clock.advance(10_000);
+    assert_eq!(run_retries(&env).await, 1);
+    let bc = call(&env, &b).await;
+    let b_sid = bc.twilio_sid.clone().expect("B was placed");
+    assert_eq!(env.sim.creates_for_call(TO), 2, "B placed its own call");
+    assert!(
+        bc.doubt_since_ms.is_some(),
+        "B's first attempt stays in doubt"
+    );
+
+    env.clock.advance(10 * 60 * 1000);
+    herald::delivery::sweep(&env.services, 5 * 60 * 1000, 500)
+        .await
+        .unwrap();
+    run_retries(&env).await;
+    let ac = call(&env, &a).await;
+    let a_sid = ac.twilio_sid.clone().expect("A has a call");
+    assert_ne!(a_sid, b_sid, "A holds no call of B's");
+    for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
+        let owner = env
+            .services
+            .sid_owners
+            .twilio_sid_owner(sid)
+            .await
+            .unwrap()
+            .expect("owned");
+        assert_eq!(&owner.record_id, id);
+    }
+}

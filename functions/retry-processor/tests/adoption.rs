@@ -414,3 +414,155 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     assert_ne!(m.twilio_sid.as_deref(), Some(first.as_str()));
     assert_eq!(env.sim.creates_for(TO), 2);
 }
+
+/// The case the alerting soak found: B's create is answered 500 (its outcome unknown); A,
+/// identical, reaches Twilio and its sender dies before registering the answer, its callbacks
+/// lost with it. A's message is the one unowned match in B's window, yet it may be A's: B must
+/// not adopt it (a lost alert reported as delivered), and sends again, counted. A, taken over
+/// after its lease, cannot tell either (B's first attempt stays in doubt) and sends again too:
+/// every alert has a message of its own, and no record holds another's.
+#[tokio::test]
+async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
+    let env = TestEnv::start().await;
+    env.sim.set_faults(faults_500());
+    let (status, b) = post(&env, TO).await;
+    assert_eq!(status, 202, "{b}");
+    let b = b["id"].as_str().unwrap().to_owned();
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let dying = env.services_with_chaos(0.0, 1.0);
+    let resp = send_sms::handle(
+        &dying,
+        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
+    )
+    .await
+    .unwrap();
+    let (status, a) = read(&resp);
+    assert_eq!(status, 202, "{a}");
+    let a = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(env.sim.creates_for(TO), 1, "A's message reached Twilio");
+    let a_first = env.sim.messages()[0].sid.clone();
+
+    env.clock.advance(10_000);
+    assert_eq!(run_retries(&env).await, 1);
+    let bm = record(&env, &b).await;
+    assert_eq!(bm.status, MessageStatus::Queued);
+    let b_sid = bm.twilio_sid.clone().expect("B was sent");
+    assert_ne!(b_sid, a_first, "B did not adopt A's message");
+    assert_eq!(env.sim.creates_for(TO), 2, "B sent its own");
+    assert!(
+        bm.doubt_since_ms.is_some(),
+        "B's first attempt stays in doubt"
+    );
+    let ambiguous = |id: String| {
+        let env = &env;
+        async move {
+            env.services
+                .events
+                .events_for(&Subject(id))
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile)
+        }
+    };
+    assert!(
+        ambiguous(b.clone()).await,
+        "B's timeline says it sent again"
+    );
+
+    // A's claim runs out; the sweeper takes its attempt over.
+    env.clock.advance(10 * 60 * 1000);
+    retry_processor::sweep(&env.services).await.unwrap();
+    run_retries(&env).await;
+    let am = record(&env, &a).await;
+    let a_sid = am.twilio_sid.clone().expect("A has a message");
+    assert_ne!(a_sid, b_sid, "A holds no message of B's");
+    assert_eq!(
+        env.sim.creates_for(TO),
+        3,
+        "A could not tell its own either"
+    );
+    assert!(
+        ambiguous(a.clone()).await,
+        "A's timeline says it sent again"
+    );
+    for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
+        let owner = env
+            .services
+            .sid_owners
+            .twilio_sid_owner(sid)
+            .await
+            .unwrap()
+            .expect("owned");
+        assert_eq!(&owner.record_id, id);
+    }
+}
+
+/// An identical record whose outcome is known is no sibling in doubt: B's one unowned match is
+/// still adopted (B's own claim and window do not count against it either).
+#[tokio::test]
+async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = post(&env, TO).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = b["id"].as_str().unwrap().to_owned();
+    // An identical alert sent in the same second, its answer recorded: its message is owned,
+    // and the record is in doubt no more.
+    let (status, _) = post(&env, TO).await;
+    assert_eq!(status, 201);
+    env.clock.advance(10_000);
+    run_retries(&env).await;
+    let m = record(&env, &b).await;
+    assert_eq!(
+        m.twilio_sid.as_deref(),
+        Some(env.sim.messages()[0].sid.as_str()),
+        "adopted"
+    );
+    assert_eq!(env.sim.creates_for(TO), 2, "one message per alert");
+    assert!(m.doubt_since_ms.is_none());
+}
+
+/// B's create reached Twilio, its answer was lost, and Twilio's signed status callback for
+/// attempt 1 registered the SID as attempt 1's before attempt 2 reconciled: the message is
+/// still B's own (attempt 1's outcome was unknown), adopted, never sent twice.
+#[tokio::test]
+async fn a_message_a_callback_registered_for_an_unknown_attempt_is_adopted() {
+    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
+    env.sim.set_faults(twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    });
+    let (status, b) = post(&env, TO).await;
+    assert_eq!(status, 202, "{b}");
+    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = b["id"].as_str().unwrap().to_owned();
+    let sid = env.sim.messages()[0].sid.clone();
+    // What webhook-receiver does with the callback of attempt 1.
+    herald::reconcile::register_reported(
+        &env.services,
+        "sms",
+        &b,
+        1,
+        Some(&sid),
+        env.clock.now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(record(&env, &b).await.ambiguous_from_attempt, Some(1));
+
+    env.clock.advance(10_000);
+    run_retries(&env).await;
+    let m = record(&env, &b).await;
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(m.twilio_sid.as_deref(), Some(sid.as_str()), "adopted");
+    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+}

@@ -325,7 +325,11 @@ async fn seal_message(
         claimed_until_ms: None,
         ambiguous_since_ms: None,
         ambiguous_until_ms: None,
+        ambiguous_from_attempt: None,
         next_attempt_at_ms: None,
+        doubt_since_ms: None,
+        doubt_until_ms: None,
+        match_token: Some(svc.vault.match_token(v.to.e164(), &v.body).await?),
     })
 }
 

@@ -32,8 +32,19 @@ pub struct Attempts {
     pub ambiguous_since_ms: Option<i64>,
     /// When it (or the latest of several) ended.
     pub ambiguous_until_ms: Option<i64>,
+    /// The first of the attempts whose outcome is unknown since the last known one: a Twilio
+    /// resource one of them owns (a status callback registered it) is the record's own.
+    /// `None` on records stored before it was kept.
+    pub ambiguous_from_attempt: Option<u32>,
     /// When the next attempt is due, while retrying.
     pub next_attempt_at_ms: Option<i64>,
+    /// When an earlier attempt that may have created a Twilio resource the record never took
+    /// for its own started: the record sent again without knowing which resource was its own
+    /// (the reconcile was ambiguous). Never cleared: such a resource stays possibly the
+    /// record's, and no identical record may adopt it ([`crate::reconcile`], step 5).
+    pub doubt_since_ms: Option<i64>,
+    /// When the latest such attempt ended.
+    pub doubt_until_ms: Option<i64>,
     /// When the record last changed.
     pub updated_at_ms: i64,
     /// When the record was accepted (never changed by [`Attempted::set_attempts`]).
@@ -48,7 +59,36 @@ impl Attempts {
         self.claimed_until_ms = None;
         self.ambiguous_since_ms = None;
         self.ambiguous_until_ms = None;
+        self.ambiguous_from_attempt = None;
         self.next_attempt_at_ms = None;
+    }
+
+    /// The span of time in which an attempt of the record may have created a Twilio resource
+    /// the record does not own: its attempts in doubt, its ambiguous attempt still to resolve,
+    /// and the attempt its claim is held for (its outcome not recorded yet). `None` when every
+    /// attempt's outcome is known. Stores index records by it, so an identical record's
+    /// reconcile can tell when a resource could be another's ([`crate::reconcile`], step 5).
+    /// An ambiguous window stored without its end is open-ended.
+    pub fn in_doubt(&self) -> Option<(i64, i64)> {
+        let ambiguous = self
+            .ambiguous_since_ms
+            .map(|s| (s, self.ambiguous_until_ms.unwrap_or(i64::MAX)));
+        let doubt = self
+            .doubt_since_ms
+            .map(|s| (s, self.doubt_until_ms.unwrap_or(i64::MAX)));
+        let claim = self
+            .claimed_at_ms
+            .map(|s| (s, self.claimed_until_ms.unwrap_or(i64::MAX)));
+        [ambiguous, doubt, claim]
+            .into_iter()
+            .flatten()
+            .reduce(|(s1, u1), (s2, u2)| (s1.min(s2), u1.max(u2)))
+    }
+
+    /// Puts `window`, an ambiguous attempt's, in doubt for good (merged with the doubt held).
+    pub fn doubt(&mut self, (since, until): (i64, i64)) {
+        self.doubt_since_ms = Some(self.doubt_since_ms.map_or(since, |s| s.min(since)));
+        self.doubt_until_ms = Some(self.doubt_until_ms.map_or(until, |u| u.max(until)));
     }
 }
 
@@ -97,6 +137,11 @@ pub trait Attempted: Clone + Send + Sync + 'static {
     /// match the next attempt).
     fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>);
 
+    /// The keyed hash shared by the records whose Twilio resources match each other's
+    /// ([`crate::reconcile`], step 1): for a message its recipient and body, for a call its
+    /// callee. `None` for a record stored before it was kept.
+    fn match_token(&self) -> Option<&crate::crypto::LookupToken>;
+
     /// Whether the record waits for a sender to make an attempt.
     fn is_waiting(&self) -> bool {
         let s = self.status();
@@ -115,7 +160,10 @@ macro_rules! attempt_fields {
                 claimed_until_ms: self.claimed_until_ms,
                 ambiguous_since_ms: self.ambiguous_since_ms,
                 ambiguous_until_ms: self.ambiguous_until_ms,
+                ambiguous_from_attempt: self.ambiguous_from_attempt,
                 next_attempt_at_ms: self.next_attempt_at_ms,
+                doubt_since_ms: self.doubt_since_ms,
+                doubt_until_ms: self.doubt_until_ms,
                 updated_at_ms: self.updated_at_ms,
                 created_at_ms: self.created_at_ms,
             }
@@ -130,7 +178,10 @@ macro_rules! attempt_fields {
             self.claimed_until_ms = a.claimed_until_ms;
             self.ambiguous_since_ms = a.ambiguous_since_ms;
             self.ambiguous_until_ms = a.ambiguous_until_ms;
+            self.ambiguous_from_attempt = a.ambiguous_from_attempt;
             self.next_attempt_at_ms = a.next_attempt_at_ms;
+            self.doubt_since_ms = a.doubt_since_ms;
+            self.doubt_until_ms = a.doubt_until_ms;
             self.updated_at_ms = a.updated_at_ms;
         }
     };
@@ -158,6 +209,9 @@ pub fn claimed<R: Attempted>(
     }
     let mut a = held;
     if held.claimed_until_ms.is_some() {
+        if held.ambiguous_since_ms.is_none() {
+            a.ambiguous_from_attempt = Some(held.attempt);
+        }
         a.ambiguous_since_ms = held.ambiguous_since_ms.or(held.claimed_at_ms);
         a.ambiguous_until_ms = held.ambiguous_until_ms.max(held.claimed_until_ms);
     }
@@ -185,12 +239,27 @@ pub fn retried<R: Attempted>(r: &R, change: &RetryChange) -> Option<R> {
         (held.ambiguous_since_ms, held.ambiguous_until_ms),
         (change.ambiguous_since_ms, change.ambiguous_until_ms),
     );
+    a.ambiguous_from_attempt = match (held.ambiguous_since_ms, change.ambiguous_since_ms) {
+        (_, None) => None,
+        (None, Some(_)) => Some(change.attempt),
+        (Some(_), Some(_)) => held.ambiguous_from_attempt,
+    };
     a.claimed_at_ms = None;
     a.claimed_until_ms = None;
     a.next_attempt_at_ms = Some(change.next_attempt_at_ms);
     a.updated_at_ms = change.at_ms;
     next.set_attempts(a);
     Some(next)
+}
+
+/// The earlier attempts of `r` whose outcome is unknown: a resource one of them owns is `r`'s
+/// own (empty when none is, or when a record stored before this was kept cannot tell).
+pub fn ambiguous_attempts<R: Attempted>(r: &R) -> std::ops::Range<u32> {
+    let a = r.attempts();
+    match (a.ambiguous_since_ms, a.ambiguous_from_attempt) {
+        (Some(_), Some(from)) => from..a.attempt,
+        _ => 0..0,
+    }
 }
 
 /// The window in which an ambiguous earlier attempt of `r` may have reached Twilio, `(since,

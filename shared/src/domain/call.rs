@@ -195,8 +195,19 @@ pub struct Call {
     /// ([`Call::ambiguous_window`]).
     #[serde(default)]
     pub ambiguous_until_ms: Option<i64>,
+    /// The first of the attempts whose outcome is unknown
+    /// ([`crate::domain::attempt::Attempts::ambiguous_from_attempt`]).
+    #[serde(default)]
+    pub ambiguous_from_attempt: Option<u32>,
     /// When the next attempt is due, while `retrying`.
     pub next_attempt_at_ms: Option<i64>,
+    /// When an attempt the record sent again after, not knowing which Twilio resource was its
+    /// own, started ([`crate::domain::attempt::Attempts::doubt_since_ms`]).
+    #[serde(default)]
+    pub doubt_since_ms: Option<i64>,
+    /// When the latest such attempt ended.
+    #[serde(default)]
+    pub doubt_until_ms: Option<i64>,
 }
 
 /// A report about one attempt of a call (a status callback, or Twilio's answer to the create),
@@ -403,6 +414,10 @@ impl Attempted for Call {
         self.status
     }
     super::attempt::attempt_fields!();
+    fn match_token(&self) -> Option<&LookupToken> {
+        // Twilio shows nothing of what a call says: calls match on their callee alone.
+        Some(&self.to_token)
+    }
     fn is_open(&self) -> bool {
         !self.status.is_terminal() && !self.is_done()
     }
@@ -448,7 +463,10 @@ mod tests {
             claimed_until_ms: None,
             ambiguous_since_ms: None,
             ambiguous_until_ms: None,
+            ambiguous_from_attempt: None,
             next_attempt_at_ms: None,
+            doubt_since_ms: None,
+            doubt_until_ms: None,
         }
     }
 

@@ -192,9 +192,25 @@ pub struct Message {
     /// `ambiguous_since_ms` plus the attempt lease ([`Message::ambiguous_window`]).
     #[serde(default)]
     pub ambiguous_until_ms: Option<i64>,
+    /// The first of the attempts whose outcome is unknown
+    /// ([`crate::domain::attempt::Attempts::ambiguous_from_attempt`]).
+    #[serde(default)]
+    pub ambiguous_from_attempt: Option<u32>,
     /// When the next attempt is due, while `retrying`.
     #[serde(default)]
     pub next_attempt_at_ms: Option<i64>,
+    /// When an attempt the record sent again after, not knowing which Twilio resource was its
+    /// own, started ([`crate::domain::attempt::Attempts::doubt_since_ms`]).
+    #[serde(default)]
+    pub doubt_since_ms: Option<i64>,
+    /// When the latest such attempt ended.
+    #[serde(default)]
+    pub doubt_until_ms: Option<i64>,
+    /// Keyed hash of the recipient and the body ([`crate::crypto::Vault::match_token`]): the
+    /// messages whose Twilio resources would match each other's share it. Records stored
+    /// before it have none.
+    #[serde(default)]
+    pub match_token: Option<LookupToken>,
 }
 
 /// A conditional change of a message's status, applied atomically by the store.
@@ -323,6 +339,9 @@ impl Attempted for Message {
         self.status
     }
     super::attempt::attempt_fields!();
+    fn match_token(&self) -> Option<&LookupToken> {
+        self.match_token.as_ref()
+    }
     fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
         self.status = MessageStatus::Retrying;
         self.twilio_sid = None;
@@ -359,7 +378,11 @@ mod tests {
             claimed_until_ms: None,
             ambiguous_since_ms: None,
             ambiguous_until_ms: None,
+            ambiguous_from_attempt: None,
             next_attempt_at_ms: None,
+            doubt_since_ms: None,
+            doubt_until_ms: None,
+            match_token: None,
         }
     }
 

@@ -35,8 +35,8 @@ use aws_sdk_dynamodb::types::{
 use crate::crypto::LookupToken;
 use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
-    Applied, Clock, Decide, EventStore, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore,
-    StoreError,
+    Applied, Clock, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore,
+    OptOutStore, StoreError,
 };
 
 mod calls;
@@ -48,6 +48,10 @@ pub use calls::CALL_RECORD_KIND;
 pub const MESSAGES_BY_STATUS: &str = "by_status";
 /// GSI of the messages table by caller and creation time.
 pub const MESSAGES_BY_CALLER: &str = "by_caller";
+/// Sparse GSI of the messages table of the records in doubt, by match token and the end of
+/// their span in doubt ([`crate::ports::Records::records_in_doubt`]); it projects the span's
+/// start.
+pub const MESSAGES_IN_DOUBT: &str = "in_doubt";
 /// GSI of the events table by subject and time.
 pub const EVENTS_BY_SUBJECT: &str = "by_subject";
 /// The TTL attribute of the events table (epoch seconds).
@@ -55,6 +59,19 @@ pub const EVENTS_TTL_ATTRIBUTE: &str = "expires_at";
 /// The TTL attribute of the state table (epoch seconds): rate windows, idempotency keys,
 /// verifications.
 pub const STATE_TTL_ATTRIBUTE: &str = "expires_at";
+
+/// The doubt index's attributes of `r` (its match token and span in doubt), none when it has
+/// no span in doubt: the index is sparse.
+pub(super) fn doubt_attributes<R: Attempted>(r: &R) -> Vec<(&'static str, AttributeValue)> {
+    match (r.match_token(), r.attempts().in_doubt()) {
+        (Some(t), Some((since, until))) => vec![
+            ("doubt_token", s(&t.0)),
+            ("doubt_since_ms", n(since)),
+            ("doubt_until_ms", n(until)),
+        ],
+        _ => Vec::new(),
+    }
+}
 
 /// How often a read-modify-write is retried when another writer got in between. Each retry
 /// means another change was made, so this bounds only pathological contention.
@@ -278,7 +295,24 @@ impl DynamoStore {
                     .expression_attribute_names(format!("#ix{i}"), name)
                     .expression_attribute_values(format!(":ix{i}"), value);
             }
-            update = update.update_expression(format!("SET {}", set.join(", ")));
+            // The doubt index holds only records with a span in doubt.
+            let doubt = doubt_attributes(&next);
+            let expression = if doubt.is_empty() {
+                update = update
+                    .expression_attribute_names("#d0", "doubt_token")
+                    .expression_attribute_names("#d1", "doubt_since_ms")
+                    .expression_attribute_names("#d2", "doubt_until_ms");
+                format!("SET {} REMOVE #d0, #d1, #d2", set.join(", "))
+            } else {
+                for (i, (name, value)) in doubt.into_iter().enumerate() {
+                    set.push(format!("#d{i} = :d{i}"));
+                    update = update
+                        .expression_attribute_names(format!("#d{i}"), name)
+                        .expression_attribute_values(format!(":d{i}"), value);
+                }
+                format!("SET {}", set.join(", "))
+            };
+            update = update.update_expression(expression);
             update = match version {
                 Some(v) => update
                     .condition_expression("attribute_exists(#id) AND #version = :read")
@@ -300,6 +334,52 @@ impl DynamoStore {
 
     /// Up to `limit` items of the messages table whose `status` attribute is `status`, created
     /// before `created_before_ms`, oldest first (the `by_status` index).
+    async fn docs_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        while found.len() < limit as usize {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.messages)
+                .index_name(MESSAGES_IN_DOUBT)
+                .key_condition_expression("#token = :token AND #until >= :from")
+                .expression_attribute_names("#token", "doubt_token")
+                .expression_attribute_names("#until", "doubt_until_ms")
+                .expression_attribute_values(":token", s(&token.0))
+                .expression_attribute_values(":from", n(until_from_ms))
+                .scan_index_forward(true)
+                .limit(
+                    i32::try_from(limit)
+                        .unwrap_or(i32::MAX)
+                        .min(self.page_size.unwrap_or(i32::MAX)),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(transient)?;
+            for item in out.items.unwrap_or_default() {
+                if found.len() < limit as usize {
+                    found.push(InDoubt {
+                        record_id: get_s(&item, "id")?.to_owned(),
+                        since_ms: get_n(&item, "doubt_since_ms")?,
+                        until_ms: get_n(&item, "doubt_until_ms")?,
+                    });
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
     async fn docs_by_status<R: serde::de::DeserializeOwned>(
         &self,
         status: &str,
@@ -347,9 +427,11 @@ impl DynamoStore {
 impl MessageStore for DynamoStore {
     async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
         let doc = to_doc(message)?;
-        let res = self
-            .client
-            .put_item()
+        let mut put = self.client.put_item();
+        for (name, value) in doubt_attributes(message) {
+            put = put.item(name, value);
+        }
+        let res = put
             .table_name(&self.tables.messages)
             .item("id", s(message.id.as_str()))
             .item("status", s(message.status.as_str()))
@@ -397,6 +479,15 @@ impl MessageStore for DynamoStore {
     ) -> Result<Vec<Message>, StoreError> {
         self.docs_by_status(status.as_str(), created_before_ms, limit)
             .await
+    }
+
+    async fn messages_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.docs_in_doubt(token, until_from_ms, limit).await
     }
 }
 
@@ -591,15 +682,27 @@ fn attr(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, St
 }
 
 fn gsi(name: &str, hash: &str, range: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    gsi_projecting(
+        name,
+        hash,
+        range,
+        Projection::builder()
+            .projection_type(ProjectionType::All)
+            .build(),
+    )
+}
+
+fn gsi_projecting(
+    name: &str,
+    hash: &str,
+    range: &str,
+    projection: Projection,
+) -> Result<GlobalSecondaryIndex, StoreError> {
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .key_schema(key(hash, KeyType::Hash)?)
         .key_schema(key(range, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(projection)
         .build()
         .map_err(StoreError::transient)
 }
@@ -618,10 +721,21 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), S
                 attr("status", S)?,
                 attr("caller", S)?,
                 attr("created_at_ms", N)?,
+                attr("doubt_token", S)?,
+                attr("doubt_until_ms", N)?,
             ],
             vec![
                 gsi(MESSAGES_BY_STATUS, "status", "created_at_ms")?,
                 gsi(MESSAGES_BY_CALLER, "caller", "created_at_ms")?,
+                gsi_projecting(
+                    MESSAGES_IN_DOUBT,
+                    "doubt_token",
+                    "doubt_until_ms",
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("doubt_since_ms")
+                        .build(),
+                )?,
             ],
         ),
         (

@@ -24,7 +24,7 @@ use std::sync::Arc;
 pub use aws_config::SdkConfig;
 pub use dynamo::{
     CALL_RECORD_KIND, DynamoStore, EVENTS_BY_SUBJECT, EVENTS_TTL_ATTRIBUTE, MESSAGES_BY_CALLER,
-    MESSAGES_BY_STATUS, STATE_TTL_ATTRIBUTE, TableNames, create_tables,
+    MESSAGES_BY_STATUS, MESSAGES_IN_DOUBT, STATE_TTL_ATTRIBUTE, TableNames, create_tables,
 };
 pub use kms::KmsKeyService;
 pub use secrets::SecretsManagerSource;

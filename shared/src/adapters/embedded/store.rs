@@ -13,7 +13,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::crypto::LookupToken;
 use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
-    Applied, Decide, EventStore, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore, StoreError,
+    Applied, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore,
+    StoreError,
 };
 
 mod calls;
@@ -75,6 +76,35 @@ fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// Gives `table` (`messages`, `calls`) the columns of the doubt index, on a database made
+/// before them too, and the index itself: only records with a span in doubt are in it.
+fn doubt_index(c: &Connection, table: &str) -> rusqlite::Result<()> {
+    let has: bool = c
+        .prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'doubt_token'"
+        ))?
+        .exists([])?;
+    if !has {
+        c.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN doubt_token TEXT;
+             ALTER TABLE {table} ADD COLUMN doubt_since_ms INTEGER;
+             ALTER TABLE {table} ADD COLUMN doubt_until_ms INTEGER;"
+        ))?;
+    }
+    c.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {table}_in_doubt ON {table} (doubt_token, doubt_until_ms)
+         WHERE doubt_token IS NOT NULL"
+    ))
+}
+
+/// The doubt index's columns of `r`: its match token and its span in doubt, or NULLs.
+pub(super) fn doubt_columns<R: Attempted>(r: &R) -> (Option<String>, Option<i64>, Option<i64>) {
+    match (r.match_token(), r.attempts().in_doubt()) {
+        (Some(t), Some((since, until))) => (Some(t.0.clone()), Some(since), Some(until)),
+        _ => (None, None, None),
+    }
+}
+
 impl SqliteStore {
     /// Opens (and creates) the database at `path`, creating its folder.
     pub fn open(path: &Path, clock: Arc<dyn crate::ports::Clock>) -> Result<Self, StoreError> {
@@ -102,6 +132,9 @@ impl SqliteStore {
         conn.execute_batch(protect::SCHEMA).map_err(backend)?;
         protect::migrate(&conn).map_err(backend)?;
         conn.execute_batch(sids::SCHEMA).map_err(backend)?;
+        for table in ["messages", "calls"] {
+            doubt_index(&conn, table).map_err(backend)?;
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,
@@ -148,14 +181,26 @@ impl SqliteStore {
             let key = id.to_string();
             let status = next.status();
             let (status, rank, attempt) = (status.as_str(), status.rank(), next.attempts().attempt);
+            let (doubt_token, since, until) = doubt_columns(&next);
             let written = self
                 .with(move |c| {
                     c.execute(
                         &format!(
-                            "UPDATE {table} SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5
+                            "UPDATE {table} SET status = ?2, status_rank = ?3, attempt = ?4, doc = ?5,
+                                 doubt_token = ?7, doubt_since_ms = ?8, doubt_until_ms = ?9
                              WHERE id = ?1 AND doc = ?6"
                         ),
-                        params![key, status, rank, attempt, new_doc, old_doc],
+                        params![
+                            key,
+                            status,
+                            rank,
+                            attempt,
+                            new_doc,
+                            old_doc,
+                            doubt_token,
+                            since,
+                            until
+                        ],
                     )
                     .map_err(backend)
                 })
@@ -195,6 +240,38 @@ impl SqliteStore {
                 .map_err(backend)?;
             rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
                 .collect()
+        })
+        .await
+    }
+
+    /// Up to `limit` records of `table` in doubt with the match token `token`, their span
+    /// ending at or after `until_from_ms`, earliest end first (the doubt index).
+    pub(super) async fn docs_in_doubt(
+        &self,
+        table: &'static str,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        let token = token.0.clone();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT id, doubt_since_ms, doubt_until_ms FROM {table} INDEXED BY {table}_in_doubt
+                     WHERE doubt_token = ?1 AND doubt_until_ms >= ?2
+                     ORDER BY doubt_until_ms LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![token, until_from_ms, limit], |r| {
+                    Ok(InDoubt {
+                        record_id: r.get(0)?,
+                        since_ms: r.get(1)?,
+                        until_ms: r.get(2)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
         })
         .await
     }
@@ -242,11 +319,13 @@ impl MessageStore for SqliteStore {
     async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
         let m = message.clone();
         let doc = serde_json::to_string(&m).map_err(corrupt)?;
+        let doubt = doubt_columns(&m);
         self.with(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO messages (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO messages (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc,
+                         doubt_token, doubt_since_ms, doubt_until_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
                     params![
                         m.id.as_str(),
                         m.caller,
@@ -255,7 +334,10 @@ impl MessageStore for SqliteStore {
                         m.attempt,
                         m.to_token.0,
                         m.created_at_ms,
-                        doc
+                        doc,
+                        doubt.0,
+                        doubt.1,
+                        doubt.2
                     ],
                 )
                 .map_err(backend)?;
@@ -284,6 +366,16 @@ impl MessageStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
         self.docs_by_status("messages", status.as_str(), created_before_ms, limit)
+            .await
+    }
+
+    async fn messages_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.docs_in_doubt("messages", token, until_from_ms, limit)
             .await
     }
 }

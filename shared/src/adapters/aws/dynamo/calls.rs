@@ -13,8 +13,9 @@
 use async_trait::async_trait;
 
 use super::{DynamoStore, doc, is_conditional, n, s, to_doc, transient};
+use crate::crypto::LookupToken;
 use crate::domain::{Call, CallId, CallStatus};
-use crate::ports::{CallApplied, CallStore, DecideCall, StoreError};
+use crate::ports::{CallApplied, CallStore, DecideCall, InDoubt, StoreError};
 
 /// The `record_kind` of call items in the messages table.
 pub const CALL_RECORD_KIND: &str = "call";
@@ -37,9 +38,11 @@ impl DynamoStore {
 #[async_trait]
 impl CallStore for DynamoStore {
     async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
-        let res = self
-            .client
-            .put_item()
+        let mut put = self.client.put_item();
+        for (name, value) in super::doubt_attributes(call) {
+            put = put.item(name, value);
+        }
+        let res = put
             .table_name(&self.tables.messages)
             .item("id", s(call.id.as_str()))
             .item("record_kind", s(CALL_RECORD_KIND))
@@ -88,6 +91,15 @@ impl CallStore for DynamoStore {
     ) -> Result<Vec<Call>, StoreError> {
         self.docs_by_status(&swept_status(status), created_before_ms, limit)
             .await
+    }
+
+    async fn calls_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.docs_in_doubt(token, until_from_ms, limit).await
     }
 }
 

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, backend, corrupt};
+use crate::crypto::LookupToken;
 use crate::domain::{Call, CallId, CallStatus};
-use crate::ports::{CallApplied, CallStore, DecideCall, StoreError};
+use crate::ports::{CallApplied, CallStore, DecideCall, InDoubt, StoreError};
 
 /// The calls table, created with the rest of the schema.
 pub(super) const SCHEMA: &str = "
@@ -30,11 +31,13 @@ impl CallStore for SqliteStore {
     async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
         let c = call.clone();
         let doc = serde_json::to_string(&c).map_err(corrupt)?;
+        let doubt = super::doubt_columns(&c);
         self.with(move |conn| {
             let n = conn
                 .execute(
-                    "INSERT INTO calls (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO calls (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc,
+                         doubt_token, doubt_since_ms, doubt_until_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
                     params![
                         c.id.as_str(),
                         c.caller,
@@ -43,7 +46,10 @@ impl CallStore for SqliteStore {
                         c.attempt,
                         c.to_token.0,
                         c.created_at_ms,
-                        doc
+                        doc,
+                        doubt.0,
+                        doubt.1,
+                        doubt.2
                     ],
                 )
                 .map_err(backend)?;
@@ -74,6 +80,16 @@ impl CallStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
         self.docs_by_status("calls", status.as_str(), created_before_ms, limit)
+            .await
+    }
+
+    async fn calls_in_doubt(
+        &self,
+        token: &LookupToken,
+        until_from_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.docs_in_doubt("calls", token, until_from_ms, limit)
             .await
     }
 }
