@@ -65,8 +65,14 @@ cargo run --release --bin herald -- demo
 step "herald rotation-drill: rotate the API key and the auth token under a stream of sends and callbacks"
 cargo run --release --bin herald -- rotation-drill --json
 
-step "herald soak: 2,000 messages under faults (exit 1 unless nothing is lost, sent twice or wrong)"
-cargo run --release --bin herald -- soak --messages 2000 --fault-rate 0.2 --deadline-secs 300 --json
+step "herald soak: 2,000 alerting-shaped messages and 200 voice alerts under faults and 5 process kills (exit 1 unless nothing is lost, doubled, adopted or wrong)"
+cargo run --release --bin herald -- soak --messages 2000 --calls 200 --kills 5 --fault-rate 0.2 --deadline-secs 300 --json
+
+step "herald soak, control: with the old matching rule (To and text only) the soak must fail"
+if cargo run --release --bin herald -- soak --messages 2000 --calls 200 --kills 5 --fault-rate 0.2 --deadline-secs 300 --json --control-legacy-match; then
+  echo "the soak passed with the old matching rule: it no longer sees adoption" >&2
+  exit 1
+fi
 
 step "package: the five bootstrap zips for arm64 (cargo-lambda and Zig from PyPI), with their sizes"
 scripts/package.sh --require-all --or-x86_64

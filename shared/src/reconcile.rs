@@ -189,6 +189,12 @@ where
     Fut: std::future::Future<Output = Result<bool, StoreError>>,
 {
     candidates.sort_by_key(TwilioResource::created_at_ms);
+    if svc.chaos.legacy_match {
+        return Ok(candidates
+            .into_iter()
+            .next()
+            .map_or(Decision::Send, Decision::Adopt));
+    }
     let record_id = owner.record_id.as_str();
     let mut unowned = Vec::new();
     for r in candidates {

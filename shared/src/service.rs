@@ -55,6 +55,11 @@ pub struct Chaos {
     /// happens, not even keeping its answer under its `Idempotency-Key`, and the invocation
     /// fails, as a Lambda timeout or a killed process leaves it.
     pub crash_at: Option<CrashPoint>,
+    /// The soak's control run only (`herald soak --control-legacy-match`): resolve an unknown
+    /// outcome by the rule Herald had before SID ownership, adopting the first resource at
+    /// Twilio with the record's To and text whoever sent it. The soak must fail with it: that
+    /// is what shows its checks can see a lost alert reported as delivered.
+    pub legacy_match: bool,
 }
 
 /// A point where a send request dies ([`Chaos::crash_at`]).

@@ -153,6 +153,7 @@ impl TestEnv {
             crash_after_claim,
             crash_after_send,
             crash_at,
+            legacy_match: false,
         };
         Arc::new(s)
     }

@@ -38,12 +38,23 @@ enum Command {
         #[arg(long, default_value = ".herald")]
         data_dir: PathBuf,
     },
-    /// Send many messages through the local stack under faults; exit 1 unless none is lost,
-    /// sent twice or ends wrongly.
+    /// Send alerts shaped like real alerting (repeats, batches, voice alerts) through a local
+    /// stack under faults and whole-process kills; exit 1 unless no record is lost, doubled,
+    /// adopted from another or ends wrongly.
     Soak {
         /// Messages to send.
         #[arg(long, default_value_t = 2000)]
         messages: usize,
+        /// Voice alerts to place.
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Whole-process kills (SIGKILL, then a restart on the same data folder).
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+        /// Control run: resolve unknown outcomes by the old rule (To and text only); the soak
+        /// must then fail.
+        #[arg(long)]
+        control_legacy_match: bool,
         /// Overall fault rate, 0 to 1.
         #[arg(long, default_value_t = 0.2)]
         fault_rate: f64,
@@ -57,6 +68,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The stack under `herald soak`, as a process of its own that the soak kills.
+    #[command(hide = true)]
+    SoakNode(soak::NodeOptions),
     /// Inspect or replay the dead-letter queues of a local stack.
     Dlq {
         #[command(subcommand)]
@@ -242,14 +256,25 @@ async fn soak_command(opts: soak::SoakOptions, json: bool) -> ExitCode {
                     serde_json::to_string(&report).expect("report serialises")
                 );
             } else {
+                for (name, c) in [("messages", &report.messages), ("calls", &report.calls)] {
+                    println!(
+                        "{name:<9} accepted {}  final {}  lost {}  duplicated {}  adopted {}  mismatched {}  ambiguous resends {}  retries {}  twilio resources {}",
+                        c.accepted,
+                        c.final_,
+                        c.lost,
+                        c.duplicated,
+                        c.adopted,
+                        c.mismatched,
+                        c.ambiguous_resends,
+                        c.retries,
+                        c.twilio_resources
+                    );
+                }
                 println!(
-                    "accepted {}  final {}  lost {}  duplicate sends {}  mismatched {}  retries {}  dead letters {}  {:.1}s",
-                    report.accepted,
-                    report.final_,
-                    report.lost,
-                    report.duplicate_sends,
-                    report.mismatched,
-                    report.retries,
+                    "rejected {}  kills {}  client retries {}  dead letters {}  {:.1}s",
+                    report.rejected,
+                    report.kills,
+                    report.client_retries,
                     report.dlq,
                     report.seconds
                 );
@@ -420,19 +445,49 @@ async fn main() -> ExitCode {
         Command::Up { port, data_dir } => up_command(port, data_dir).await,
         Command::Soak {
             messages,
+            calls,
+            kills,
+            control_legacy_match,
             fault_rate,
             seed,
             deadline_secs,
             json,
         } => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    eprintln!("soak failed: cannot find the herald binary: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let opts = soak::SoakOptions {
                 messages,
+                calls,
+                kills,
                 fault_rate,
                 seed,
                 deadline: std::time::Duration::from_secs(deadline_secs),
                 progress: !json,
+                legacy_match: control_legacy_match,
+                exe,
             };
             soak_command(opts, json).await
+        }
+        Command::SoakNode(opts) => {
+            // Warnings and errors go to the soak's node log (its standard error).
+            if std::env::var_os("HERALD_LOG").is_none() {
+                herald::telemetry::init_with_level(std::io::stderr, "warn");
+            } else {
+                herald::telemetry::init();
+            }
+            herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Off);
+            match soak::node(&opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("soak node failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Dlq { action } => dlq_command(action).await,
         Command::Rotate {

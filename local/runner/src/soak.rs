@@ -1,51 +1,133 @@
-//! `herald soak`: the local stack under faults, at volume. The simulator answers 429 (with
-//! `Retry-After`), 500 and timeouts (some after accepting the message), duplicates and reorders
-//! callbacks; senders "die" mid-batch after claiming an attempt or after Twilio accepted it. The
-//! soak ends when every accepted message is final and checks three numbers that must be zero:
-//! messages not final (`lost`), messages Twilio accepted more than once (`duplicate_sends`), and
-//! final statuses that differ from the simulator's truth (`mismatched`).
+//! `herald soak`: Herald under the workload alerting has and the faults production has.
+//!
+//! **Workload.** The same few alert texts to the same few numbers, many at once: bursts of
+//! identical single sends, batches full of repeats, and voice alerts with and without
+//! acknowledgement. Every request carries an `Idempotency-Key` and is sent again with it until
+//! it is answered, as a careful caller does.
+//!
+//! **Faults.** The simulator answers 429s (with `Retry-After`), 500s and timeouts (some after
+//! accepting the message), duplicates and reorders callbacks; senders die after claiming an
+//! attempt or after Twilio accepted it; and the whole Herald process is killed (SIGKILL) at
+//! random moments, several times a run, and started again on the same data folder. The
+//! simulator lives in the soak's own process, so its state and SIDs outlive every kill.
+//!
+//! **Checks, per record.** Each Twilio resource is attributed to the record whose id its status
+//! callback URL carries. A record must have exactly the resources it should: one, or more
+//! only where Twilio reported the previous one failed (a message `failed`/`undelivered`, a call
+//! busy, unanswered, failed, or answered without the acknowledgement it required), each with
+//! the record's own `To` and text. Its SID must be one of its own, and its final status the
+//! simulator's truth. The counts per channel (`lost`, `duplicated`, `adopted`, `mismatched`)
+//! must all be 0, else the run fails. `ambiguous_resends` counts the sends Herald made again
+//! on purpose, not knowing which of several identical resources was its own (a duplicate
+//! alert, chosen over a lost one); they are reported, not failed.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use herald::adapters::embedded::{SqliteQueue, SqliteStore};
+use herald::domain::CallId;
+use herald::ports::{CallStore, MessageStore, Queue, SystemClock};
+use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use twilio_sim::{CallOutcome, CallStatus as SimCallStatus, MessageStatus as SimMessageStatus};
 
-use crate::stack::{LocalStack, StackOptions};
+use crate::stack::{LocalStack, MAX_RECEIVE_COUNT, StackOptions};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How to soak.
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
     /// Messages to send.
     pub messages: usize,
+    /// Voice alerts to place.
+    pub calls: usize,
+    /// Whole-process kills (SIGKILL) during the run, each followed by a restart.
+    pub kills: usize,
     /// Overall fault rate (0..=1): spread over 429s, 500s, timeouts, callback faults, crashes.
     pub fault_rate: f64,
-    /// Seed of the outcomes and of the simulator.
+    /// Seed of the workload, the outcomes and the simulator.
     pub seed: u64,
-    /// The longest the soak waits for every message to be final.
+    /// The longest the soak waits for every record to be final.
     pub deadline: Duration,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// The control run: Herald resolves unknown outcomes by the old rule (the first resource
+    /// with the record's To and text, whoever sent it). The soak must fail with it.
+    pub legacy_match: bool,
+    /// The `herald` binary that runs the stack (`herald soak-node`).
+    pub exe: PathBuf,
 }
 
-/// What the soak found.
-#[derive(Debug, Clone, Serialize)]
-pub struct SoakReport {
-    /// Messages Herald accepted.
+/// What the soak found for one channel.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelReport {
+    /// Records Herald accepted.
     pub accepted: usize,
     /// Of those, in a final state.
     #[serde(rename = "final")]
     pub final_: usize,
     /// Accepted but not final at the end.
     pub lost: usize,
-    /// Messages the simulator accepted more than once.
-    pub duplicate_sends: usize,
-    /// Final statuses (or codes) that differ from the simulator's truth.
+    /// Records with a Twilio resource beyond what Twilio's reports called for, sent without
+    /// Herald knowing it might be one.
+    pub duplicated: usize,
+    /// Records holding a Twilio SID that is not one of their own.
+    pub adopted: usize,
+    /// Records whose resources carry another To or text, or whose final status (or code, or
+    /// acknowledgement) is not the simulator's truth.
     pub mismatched: usize,
-    /// Attempts beyond the first, over all messages.
+    /// Records Herald sent again on purpose when it could not tell which resource was its own.
+    pub ambiguous_resends: usize,
+    /// Attempts beyond the first, over all records.
     pub retries: u64,
+    /// Twilio resources created for the records.
+    pub twilio_resources: usize,
+    /// The first records found wrong, with what Herald and Twilio hold (ids and statuses only).
+    pub findings: Vec<String>,
+}
+
+/// The most findings a channel report lists.
+const MAX_FINDINGS: usize = 20;
+
+impl ChannelReport {
+    fn find(&mut self, finding: impl FnOnce() -> String) {
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(finding());
+        }
+    }
+}
+
+impl ChannelReport {
+    /// Whether nothing was lost, doubled, adopted or wrong.
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.adopted == 0 && self.mismatched == 0
+    }
+}
+
+/// What the soak found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakReport {
+    /// Messages.
+    pub messages: ChannelReport,
+    /// Voice alerts.
+    pub calls: ChannelReport,
+    /// Requests (or batch items) Herald refused; the workload is valid, so any is a failure.
+    pub rejected: usize,
+    /// The problem types of the refusals (no request content).
+    pub rejections: Vec<String>,
+    /// Whole-process kills.
+    pub kills: usize,
+    /// Requests the workload sent again (connection lost to a kill, 409, 429, 5xx).
+    pub client_retries: u64,
     /// Jobs in the dead-letter queues at the end.
     pub dlq: u64,
     /// Wall time of the whole run.
@@ -53,24 +135,377 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// Whether nothing was lost, sent twice, or ended wrongly.
+    /// Whether nothing was lost, doubled, adopted, wrong or refused.
     pub fn ok(&self) -> bool {
-        self.lost == 0 && self.duplicate_sends == 0 && self.mismatched == 0
+        self.messages.ok() && self.calls.ok() && self.rejected == 0
     }
 }
 
-/// What the simulator does with a number, and what Herald must end with.
-fn outcome(rng: &mut rand::rngs::StdRng) -> (twilio_sim::Outcome, &'static str, Option<u32>) {
+/// How to run the stack under the soak (`herald soak-node`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeOptions {
+    /// The data folder, the same across restarts.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The gateway's port, the same across restarts (the callbacks' URLs name it).
+    #[arg(long)]
+    pub port: u16,
+    /// The soak's simulator.
+    #[arg(long)]
+    pub twilio_url: String,
+    /// As [`SoakOptions::fault_rate`].
+    #[arg(long)]
+    pub fault_rate: f64,
+    /// As [`SoakOptions::seed`].
+    #[arg(long)]
+    pub seed: u64,
+    /// As [`SoakOptions::legacy_match`].
+    #[arg(long)]
+    pub legacy_match: bool,
+}
+
+/// Runs the stack for a soak: prints one JSON line (`api_url`, `api_key`) once it serves, and
+/// stops when its standard input ends (the soak is done, or died).
+pub async fn node(opts: &NodeOptions) -> Result<(), BoxError> {
+    let r = opts.fault_rate.clamp(0.0, 1.0);
+    let mut s = StackOptions::new(&opts.data_dir);
+    s.port = opts.port;
+    s.seed = opts.seed;
+    s.concurrency = 4;
+    s.crash_after_claim = r / 10.0;
+    s.crash_after_send = r / 10.0;
+    s.sweep_every = Duration::from_secs(5);
+    s.twilio_api_base_url = Some(opts.twilio_url.clone());
+    s.legacy_match = opts.legacy_match;
+    s.env.extend(
+        [
+            ("TWILIO_REQUEST_TIMEOUT_SECS", "1"),
+            ("TWILIO_MAX_RETRIES", "20"),
+            // Thousands of alerts from one caller to a few numbers in a minute: not what the
+            // protection is for.
+            ("CALLER_RATE_LIMIT_PER_MINUTE", "1000000"),
+            ("CALLER_RATE_LIMIT_MESSAGES_PER_MINUTE", "1000000"),
+            ("CALLER_RATE_LIMIT_BATCH_PER_MINUTE", "1000000"),
+            ("CALLER_RATE_LIMIT_CALLS_PER_MINUTE", "1000000"),
+            ("RECIPIENT_LIMIT_PER_HOUR", "1000000"),
+            ("RECIPIENT_LIMIT_PER_DAY", "1000000"),
+            ("COUNTRY_LIMIT_PER_HOUR", "1000000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let stack = LocalStack::start(&s).await?;
+    println!(
+        "{}",
+        json!({"api_url": stack.api_url, "api_key": stack.api_key})
+    );
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// What the simulator does with messages to a number.
+fn message_outcome(rng: &mut rand::rngs::StdRng) -> twilio_sim::Outcome {
     match rng.random_range(0..100) {
-        0..85 => (twilio_sim::Outcome::Deliver, "delivered", None),
-        85..92 => (
-            twilio_sim::Outcome::Undelivered(30003),
-            "undelivered",
-            Some(30003),
-        ),
-        92..96 => (twilio_sim::Outcome::Failed(30007), "failed", Some(30007)),
-        _ => (twilio_sim::Outcome::Failed(30008), "failed", Some(30008)),
+        0..80 => twilio_sim::Outcome::Deliver,
+        80..88 => twilio_sim::Outcome::Undelivered(30003),
+        88..94 => twilio_sim::Outcome::Failed(30007),
+        _ => twilio_sim::Outcome::Failed(30008),
     }
+}
+
+/// What the callee at a number does.
+fn call_outcome(rng: &mut rand::rngs::StdRng) -> CallOutcome {
+    match rng.random_range(0..100) {
+        0..40 => CallOutcome::AnswerAndPress("1".into()),
+        40..70 => CallOutcome::AnswerNoInput,
+        70..85 => CallOutcome::Busy,
+        85..95 => CallOutcome::NoAnswer,
+        _ => CallOutcome::Failed,
+    }
+}
+
+/// The alerts an on-call rota receives again and again (letters, digits, spaces and periods:
+/// the text is found verbatim in the TwiML).
+const ALERTS: &[&str] = &[
+    "Disk usage above 90 percent on db1",
+    "Primary database is down",
+    "Error rate above 5 percent on checkout",
+    "Queue backlog growing on ingest",
+];
+const VOICE_ALERTS: &[&str] = &[
+    "Database primary is down. Please respond.",
+    "Payment API error rate is critical.",
+];
+
+/// One request of the workload.
+#[derive(Debug, Clone)]
+enum Job {
+    Single {
+        to: String,
+        text: &'static str,
+    },
+    Batch {
+        items: Vec<(String, &'static str)>,
+    },
+    Call {
+        to: String,
+        text: &'static str,
+        require_ack: bool,
+    },
+}
+
+/// A message Herald accepted, and what it was asked to send.
+#[derive(Debug, Clone)]
+struct Sent {
+    id: String,
+    to: String,
+    text: &'static str,
+    require_ack: bool,
+}
+
+/// The workload: bursts of identical alerts, some as concurrent singles, some in batches, with
+/// voice alerts among them.
+fn workload(
+    rng: &mut rand::rngs::StdRng,
+    messages: usize,
+    calls: usize,
+    sms_numbers: &[String],
+    voice_numbers: &[String],
+) -> Vec<Job> {
+    let mut stream = Vec::with_capacity(messages);
+    while stream.len() < messages {
+        let to = sms_numbers.choose(rng).cloned().unwrap_or_default();
+        let text = *ALERTS.choose(rng).unwrap_or(&ALERTS[0]);
+        for _ in 0..rng.random_range(1..=6usize) {
+            stream.push((to.clone(), text));
+        }
+    }
+    stream.truncate(messages);
+    let mut jobs = Vec::new();
+    let mut rest = &stream[..];
+    while !rest.is_empty() {
+        let n = rng.random_range(1..=40usize).min(rest.len());
+        let (seg, tail) = rest.split_at(n);
+        rest = tail;
+        if n > 12 {
+            jobs.push(Job::Batch {
+                items: seg.to_vec(),
+            });
+        } else {
+            jobs.extend(seg.iter().map(|(to, text)| Job::Single {
+                to: to.clone(),
+                text,
+            }));
+        }
+    }
+    let mut placed = 0;
+    while placed < calls {
+        let to = voice_numbers.choose(rng).cloned().unwrap_or_default();
+        let text = *VOICE_ALERTS.choose(rng).unwrap_or(&VOICE_ALERTS[0]);
+        let require_ack = rng.random_bool(0.5);
+        let burst = rng.random_range(1..=3usize).min(calls - placed);
+        let at = rng.random_range(0..=jobs.len());
+        for _ in 0..burst {
+            jobs.insert(
+                at,
+                Job::Call {
+                    to: to.clone(),
+                    text,
+                    require_ack,
+                },
+            );
+        }
+        placed += burst;
+    }
+    jobs
+}
+
+/// The running `herald soak-node`.
+struct Node {
+    child: tokio::process::Child,
+    exe: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Node {
+    async fn start(exe: &Path, args: Vec<String>, log: &Path) -> Result<(Self, Value), BoxError> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("soak-node has no stdout")?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await?;
+        let ready: Value = serde_json::from_str(&line).map_err(|_| {
+            format!(
+                "soak-node did not start (see {}): {:?}",
+                log.display(),
+                child.try_wait()
+            )
+        })?;
+        Ok((
+            Self {
+                child,
+                exe: exe.to_owned(),
+                args,
+                log: log.to_owned(),
+            },
+            ready,
+        ))
+    }
+
+    /// SIGKILL, then the same process again on the same data folder and port.
+    async fn kill_and_restart(&mut self) -> Result<(), BoxError> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        let (next, _) = Self::start(&self.exe, self.args.clone(), &self.log).await?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Ends its standard input and waits for it to stop (killed if it does not in 10 s).
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Posts `body` to `path` with `key` until Herald answers it (anything but 409, 429 or 5xx),
+/// sending it again, byte for byte, after a lost connection.
+async fn post(
+    http: &reqwest::Client,
+    api: &(String, String),
+    path: &str,
+    body: &Value,
+    key: &str,
+    retries: &AtomicU64,
+) -> Result<(u16, Value), BoxError> {
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..2_000 {
+        let sent = http
+            .post(format!("{}{path}", api.0))
+            .bearer_auth(&api.1)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await;
+        if let Ok(resp) = sent {
+            let status = resp.status().as_u16();
+            if !(status == 409 || status == 429 || status >= 500)
+                && let Ok(v) = resp.json::<Value>().await
+            {
+                return Ok((status, v));
+            }
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+    Err(format!("{path}: no answer after 2,000 tries").into())
+}
+
+/// What the workload recorded.
+#[derive(Default)]
+struct Accepted {
+    messages: Vec<Sent>,
+    calls: Vec<Sent>,
+    rejections: Vec<String>,
+}
+
+impl Accepted {
+    fn refused(&mut self, v: &Value) {
+        self.rejections
+            .push(v["type"].as_str().unwrap_or("unknown").to_owned());
+    }
+}
+
+/// Runs one job to its answer.
+async fn run_job(
+    http: &reqwest::Client,
+    api: &(String, String),
+    job: Job,
+    retries: &AtomicU64,
+    out: &std::sync::Mutex<Accepted>,
+) -> Result<(), BoxError> {
+    let key = ulid::Ulid::new().to_string();
+    match job {
+        Job::Single { to, text } => {
+            let body = json!({"to": to, "body": text});
+            let (status, v) = post(http, api, "/v1/messages", &body, &key, retries).await?;
+            let id = v["id"].as_str().or_else(|| v["message_id"].as_str());
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            match (status, id) {
+                (201 | 202 | 422, Some(id)) => out.messages.push(Sent {
+                    id: id.to_owned(),
+                    to,
+                    text,
+                    require_ack: false,
+                }),
+                _ => out.refused(&v),
+            }
+        }
+        Job::Batch { items } => {
+            let body = json!({"messages": items.iter().map(|(to, text)| json!({"to": to, "body": text})).collect::<Vec<_>>()});
+            let (_, v) = post(http, api, "/v1/messages/batch", &body, &key, retries).await?;
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            let answered = v["messages"].as_array().map_or(0, Vec::len);
+            for m in v["messages"].as_array().into_iter().flatten() {
+                let i = usize::try_from(m["index"].as_u64().unwrap_or(u64::MAX)).ok();
+                match (m["id"].as_str(), i.and_then(|i| items.get(i))) {
+                    (Some(id), Some((to, text))) => out.messages.push(Sent {
+                        id: id.to_owned(),
+                        to: to.clone(),
+                        text,
+                        require_ack: false,
+                    }),
+                    _ => out.refused(m),
+                }
+            }
+            for e in v["errors"].as_array().into_iter().flatten() {
+                out.refused(e);
+            }
+            if answered == 0 && v["errors"].as_array().is_none_or(Vec::is_empty) {
+                out.refused(&v);
+            }
+        }
+        Job::Call {
+            to,
+            text,
+            require_ack,
+        } => {
+            let body = json!({"to": to, "message": text, "require_ack": require_ack});
+            let (status, v) = post(http, api, "/v1/calls", &body, &key, retries).await?;
+            let id = v["id"].as_str().or_else(|| v["call_id"].as_str());
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            match (status, id) {
+                (201 | 202 | 422, Some(id)) => out.calls.push(Sent {
+                    id: id.to_owned(),
+                    to,
+                    text,
+                    require_ack,
+                }),
+                _ => out.refused(&v),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn bar(done: usize, total: usize, started: Instant) {
@@ -90,31 +525,47 @@ fn bar(done: usize, total: usize, started: Instant) {
     let _ = err.flush();
 }
 
+/// The value of `name` in the query of a callback URL.
+fn query_param(url: Option<&str>, name: &str) -> Option<String> {
+    let url = url::Url::parse(url?).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether record `id` (a call with `call`, else a message) is in a final state.
+async fn is_final(store: &SqliteStore, id: &str, call: bool) -> Result<bool, BoxError> {
+    Ok(if call {
+        let c = store.get_call(&id.parse()?).await?;
+        c.is_some_and(|c| c.status.is_terminal())
+    } else {
+        let m = store.get_message(&id.parse()?).await?;
+        m.is_some_and(|m| m.status.is_terminal())
+    })
+}
+
+/// The attempt a status callback URL names (its `a` parameter).
+fn attempt_of(url: Option<&str>) -> Option<u32> {
+    query_param(url, "a")?.parse().ok()
+}
+
 /// Runs a soak in `data_dir`.
-pub async fn run(
-    data_dir: &std::path::Path,
-    opts: &SoakOptions,
-) -> Result<SoakReport, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(data_dir: &Path, opts: &SoakOptions) -> Result<SoakReport, BoxError> {
     let started = Instant::now();
     let r = opts.fault_rate.clamp(0.0, 1.0);
-    let mut stack_opts = StackOptions::new(data_dir);
-    stack_opts.seed = opts.seed;
-    stack_opts.concurrency = 4;
-    stack_opts.crash_after_claim = r / 10.0;
-    stack_opts.crash_after_send = r / 10.0;
-    stack_opts.sweep_every = Duration::from_secs(5);
-    stack_opts.env.extend(
-        [
-            ("TWILIO_REQUEST_TIMEOUT_SECS", "1"),
-            ("TWILIO_MAX_RETRIES", "20"),
-            // 2,000 US numbers from one caller in a minute: not what the protection is for.
-            ("CALLER_RATE_LIMIT_PER_MINUTE", "100000"),
-            ("COUNTRY_LIMIT_PER_HOUR", "1000000"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    let stack = LocalStack::start(&stack_opts).await?;
-    stack.sim.set_faults(twilio_sim::Faults {
+    std::fs::create_dir_all(data_dir)?;
+
+    // The simulator, in this process: it outlives every kill of Herald's.
+    let creds = crate::stack::credentials(data_dir)?;
+    let mut sim_cfg =
+        twilio_sim::SimConfig::new(creds.account_sid.clone(), creds.auth_token.expose().clone());
+    sim_cfg.api_keys = vec![(
+        creds.api_key_sid.clone(),
+        creds.api_key_secret.expose().clone(),
+    )];
+    sim_cfg.seed = opts.seed;
+    let sim = twilio_sim::Simulator::start(sim_cfg).await?;
+    sim.set_faults(twilio_sim::Faults {
         rate_429: r / 4.0,
         retry_after_secs: 1,
         rate_500: r / 4.0,
@@ -126,126 +577,363 @@ pub async fn run(
     });
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let mut truth: HashMap<String, (&'static str, Option<u32>)> = HashMap::new();
-    let mut numbers = Vec::with_capacity(opts.messages);
-    for i in 0..opts.messages {
-        let to = format!("+1415{:07}", 2_000_000 + i);
-        let (o, status, code) = outcome(&mut rng);
-        stack.sim.set_outcome(&to, o);
-        truth.insert(to.clone(), (status, code));
-        numbers.push(to);
+    let sms_numbers: Vec<String> = (0..(opts.messages / 50).clamp(3, 200))
+        .map(|i| format!("+1415{:07}", 2_000_000 + i))
+        .collect();
+    for to in &sms_numbers {
+        sim.set_outcome(to, message_outcome(&mut rng));
     }
+    let voice_numbers: Vec<String> = (0..(opts.calls / 8).clamp(2, 50))
+        .map(|i| format!("+1415{:07}", 3_000_000 + i))
+        .collect();
+    for to in &voice_numbers {
+        sim.set_call_outcome(to, call_outcome(&mut rng));
+    }
+    let jobs = workload(
+        &mut rng,
+        opts.messages,
+        opts.calls,
+        &sms_numbers,
+        &voice_numbers,
+    );
 
-    // Nine in ten through batches (send queue), one in ten through the API one by one.
+    // Herald, in a process of its own, on a port the OS picked.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut args = vec![
+        "soak-node".to_owned(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--twilio-url".into(),
+        sim.base_url(),
+        "--fault-rate".into(),
+        r.to_string(),
+        "--seed".into(),
+        opts.seed.to_string(),
+    ];
+    if opts.legacy_match {
+        args.push("--legacy-match".into());
+    }
+    let (mut node, ready) = Node::start(&opts.exe, args, &data_dir.join("soak-node.log")).await?;
+    let api = Arc::new((
+        ready["api_url"].as_str().unwrap_or_default().to_owned(),
+        ready["api_key"].as_str().unwrap_or_default().to_owned(),
+    ));
+
     let http = reqwest::Client::new();
-    let mut accepted: HashMap<String, String> = HashMap::new(); // id -> number
-    let (singles, batched) = numbers.split_at(opts.messages / 10);
-    for chunk in batched.chunks(1000) {
-        let body = json!({"messages": chunk.iter().map(|to| json!({"to": to, "body": "Soak test: all systems nominal"})).collect::<Vec<_>>()});
-        let answer: serde_json::Value = http
-            .post(format!("{}/v1/messages/batch", stack.api_url))
-            .bearer_auth(&stack.api_key)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
-        for m in answer["messages"].as_array().into_iter().flatten() {
-            let i = m["index"].as_u64().unwrap_or(0) as usize;
-            if let (Some(id), Some(to)) = (m["id"].as_str(), chunk.get(i)) {
-                accepted.insert(id.to_owned(), to.clone());
-            }
-        }
-    }
-    for to in singles {
-        let answer: serde_json::Value = http
-            .post(format!("{}/v1/messages", stack.api_url))
-            .bearer_auth(&stack.api_key)
-            .json(&json!({"to": to, "body": "Soak test: all systems nominal"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(id) = answer["id"]
-            .as_str()
-            .or_else(|| answer["message_id"].as_str())
-        {
-            accepted.insert(id.to_owned(), to.clone());
-        }
-    }
-
-    let progress = opts.progress && std::io::stderr().is_terminal();
-    let deadline = Instant::now() + opts.deadline;
-    loop {
-        let counts = stack.store.count_by_status().await?;
-        let done: u64 = counts
-            .iter()
-            .filter(|(s, _)| s.is_terminal())
-            .map(|(_, n)| n)
-            .sum();
-        if progress {
-            bar(
-                usize::try_from(done).unwrap_or(usize::MAX),
-                accepted.len(),
-                started,
+    let retries = Arc::new(AtomicU64::new(0));
+    let out = Arc::new(std::sync::Mutex::new(Accepted::default()));
+    let limit = Arc::new(tokio::sync::Semaphore::new(32));
+    let waves = opts.kills.max(1);
+    let per_wave = jobs.len().div_ceil(waves).max(1);
+    let mut kills = 0;
+    for (w, wave) in jobs.chunks(per_wave).enumerate() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in wave.iter().cloned() {
+            let (http, api, retries, out, limit) = (
+                http.clone(),
+                api.clone(),
+                retries.clone(),
+                out.clone(),
+                limit.clone(),
             );
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                run_job(&http, &api, job, &retries, &out).await
+            });
         }
-        if done as usize >= accepted.len() || Instant::now() >= deadline {
-            break;
+        let kill_in = Duration::from_millis(rng.random_range(100..1_500));
+        let killer = async {
+            if w < opts.kills {
+                tokio::time::sleep(kill_in).await;
+                node.kill_and_restart().await?;
+                kills += 1;
+            }
+            Ok::<_, BoxError>(())
+        };
+        let (answers, killed) = tokio::join!(tasks.join_all(), killer);
+        killed?;
+        for a in answers {
+            a?;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let Accepted {
+        messages: sent_messages,
+        calls: sent_calls,
+        rejections,
+    } = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+
+    // Settling, with one more kill in the middle of it.
+    let db = data_dir.join("herald.db");
+    let clock: Arc<dyn herald::ports::Clock> = Arc::new(SystemClock);
+    let store = SqliteStore::open(&db, clock.clone())?;
+    let progress = opts.progress && std::io::stderr().is_terminal();
+    let total = sent_messages.len() + sent_calls.len();
+    let deadline = Instant::now() + opts.deadline;
+    let final_count = AtomicUsize::new(0);
+    let settle = async {
+        let mut open: Vec<(&str, bool)> = sent_messages
+            .iter()
+            .map(|s| (s.id.as_str(), false))
+            .chain(sent_calls.iter().map(|s| (s.id.as_str(), true)))
+            .collect();
+        loop {
+            let mut still = Vec::new();
+            for (id, call) in open {
+                if !is_final(&store, id, call).await? {
+                    still.push((id, call));
+                }
+            }
+            open = still;
+            let done = total - open.len();
+            final_count.store(done, Ordering::Relaxed);
+            if progress {
+                bar(done, total, started);
+            }
+            if done >= total || Instant::now() >= deadline {
+                return Ok::<_, BoxError>(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let settle_kill = async {
+        if opts.kills > 0 {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
+            node.kill_and_restart().await?;
+            kills += 1;
+        }
+        Ok::<_, BoxError>(())
+    };
+    let (settled, killed) = tokio::join!(settle, settle_kill);
+    settled?;
+    killed?;
     if progress {
         eprintln!();
     }
-    stack.sim.wait_idle().await;
+    sim.wait_idle().await;
+    node.stop().await;
 
-    // A second create for a number is a duplicate unless Twilio had reported the previous one
-    // failed or undelivered (then Herald's retry is a new attempt, on purpose).
-    let mut by_number: HashMap<String, Vec<twilio_sim::SimMessage>> = HashMap::new();
-    for m in stack.sim.messages() {
-        by_number.entry(m.to.clone()).or_default().push(m);
-    }
-    let duplicated = |to: &String| {
-        by_number.get(to).is_some_and(|ms| {
-            ms.windows(2).any(|w| {
-                !matches!(
-                    w[0].status,
-                    twilio_sim::MessageStatus::Failed | twilio_sim::MessageStatus::Undelivered
-                )
-            })
-        })
-    };
-    let (mut final_, mut mismatched, mut retries) = (0, 0, 0u64);
-    for (id, to) in &accepted {
-        let Some(m) =
-            herald::ports::MessageStore::get_message(&*stack.services.messages, &id.parse()?)
-                .await?
-        else {
-            continue;
-        };
-        retries += u64::from(m.attempt.saturating_sub(1));
-        if m.status.is_terminal() {
-            final_ += 1;
-            let (want_status, want_code) = truth[to];
-            if m.status.as_str() != want_status || m.error_code != want_code {
-                mismatched += 1;
-                tracing::warn!(message_id = %id, status = m.status.as_str(), code = ?m.error_code, attempt = m.attempt, reason = ?m.error_reason, expected = want_status, expected_code = ?want_code, "mismatch");
-            }
-        }
-    }
-    let duplicate_sends = accepted.values().filter(|to| duplicated(to)).count();
-    let dlq = herald::ports::Queue::depth(&stack.send_queue).await?.dead
-        + herald::ports::Queue::depth(&stack.retry_queue).await?.dead;
-    stack.shutdown().await;
+    let send_queue = SqliteQueue::open(&db, "send", MAX_RECEIVE_COUNT, clock)?;
+    let retry_queue = send_queue.sibling("retry", MAX_RECEIVE_COUNT)?;
+    let dlq = send_queue.depth().await?.dead + retry_queue.depth().await?.dead;
+
+    let messages = check_messages(&store, &sim, &sent_messages).await?;
+    let calls = check_calls(&store, &sim, &sent_calls).await?;
+    sim.shutdown().await;
     Ok(SoakReport {
-        accepted: accepted.len(),
-        final_,
-        lost: accepted.len() - final_,
-        duplicate_sends,
-        mismatched,
-        retries,
+        messages,
+        calls,
+        rejected: rejections.len(),
+        rejections,
+        kills,
+        client_retries: retries.load(Ordering::Relaxed),
         dlq,
         seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     })
+}
+
+/// A Twilio resource as the per-record checks see it, whichever channel made it.
+struct Resource {
+    sid: String,
+    /// The attempt its status callback URL names.
+    attempt: Option<u32>,
+    /// It carries the record's own To and text (the body, or the TwiML's words).
+    own_content: bool,
+    status: &'static str,
+    error_code: Option<u32>,
+    /// Twilio reported this one failed, so a next one is called for: a message
+    /// `failed`/`undelivered`; a call busy, unanswered, failed, canceled, or answered without
+    /// the acknowledgement it required.
+    calls_for_another: bool,
+    acknowledged: bool,
+}
+
+/// A record as the per-record checks see it.
+struct Held {
+    status: &'static str,
+    terminal: bool,
+    attempt: u32,
+    sid: Option<String>,
+    in_doubt: bool,
+    error_code: Option<u32>,
+    acknowledged: bool,
+}
+
+/// The per-record checks of one channel: `own` holds the resources made for each record (by
+/// the id in their status callback URL), `records` what Herald holds for each of `sent`.
+fn check(
+    sent: &[Sent],
+    mut own: HashMap<String, Vec<Resource>>,
+    records: Vec<Option<Held>>,
+    describe: impl Fn(&Resource) -> String,
+) -> ChannelReport {
+    let mut report = ChannelReport {
+        accepted: sent.len(),
+        ..ChannelReport::default()
+    };
+    for (s, rec) in sent.iter().zip(records) {
+        let Some(rec) = rec else {
+            report.lost += 1;
+            report.find(|| format!("{}: not in the store", s.id));
+            continue;
+        };
+        let mine = own.remove(&s.id).unwrap_or_default();
+        report.twilio_resources += mine.len();
+        report.retries += u64::from(rec.attempt.saturating_sub(1));
+        let mut wrong = mine.iter().any(|r| !r.own_content);
+        let unasked = mine.windows(2).filter(|w| !w[0].calls_for_another).count();
+        let duplicated = unasked > 0 && !rec.in_doubt;
+        report.duplicated += usize::from(duplicated);
+        report.ambiguous_resends += usize::from(unasked > 0 && rec.in_doubt);
+        let held = rec
+            .sid
+            .as_deref()
+            .map(|sid| mine.iter().find(|r| r.sid == sid));
+        let adopted = matches!(held, Some(None));
+        report.adopted += usize::from(adopted);
+        let lost = !rec.terminal;
+        if lost {
+            report.lost += 1;
+        } else {
+            report.final_ += 1;
+            // Herald's own failure when its last attempt reached no Twilio resource.
+            let last_sent = mine.iter().any(|r| r.attempt == Some(rec.attempt));
+            let truth = held.flatten().or(mine.last().filter(|_| last_sent));
+            let (want, code) =
+                truth.map_or(("failed", rec.error_code), |r| (r.status, r.error_code));
+            wrong |= rec.status != want || rec.error_code != code;
+            wrong |= rec.acknowledged != mine.iter().any(|r| r.acknowledged);
+        }
+        report.mismatched += usize::from(wrong);
+        if wrong || lost || adopted || duplicated {
+            report.find(|| {
+                let twilio: Vec<String> = mine
+                    .iter()
+                    .map(|r| {
+                        let held = if rec.sid.as_deref() == Some(r.sid.as_str()) { "*" } else { "" };
+                        format!("{}{held} {}", r.status, describe(r))
+                    })
+                    .collect();
+                format!(
+                    "{}: herald {} {:?} attempt {} ack {} require_ack {} adopted {adopted}; twilio [{}]",
+                    s.id,
+                    rec.status,
+                    rec.error_code,
+                    rec.attempt,
+                    rec.acknowledged,
+                    s.require_ack,
+                    twilio.join(", ")
+                )
+            });
+        }
+    }
+    report
+}
+
+/// The per-record checks of the messages.
+async fn check_messages(
+    store: &SqliteStore,
+    sim: &twilio_sim::SimHandle,
+    sent: &[Sent],
+) -> Result<ChannelReport, BoxError> {
+    let texts: HashMap<&str, &Sent> = sent.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut own: HashMap<String, Vec<Resource>> = HashMap::new();
+    for m in sim.messages() {
+        let url = m.status_callback.as_deref();
+        let Some(id) = query_param(url, "mid") else {
+            continue;
+        };
+        let own_content = texts
+            .get(id.as_str())
+            .is_some_and(|s| m.to == s.to && m.body == s.text);
+        own.entry(id).or_default().push(Resource {
+            attempt: attempt_of(url),
+            own_content,
+            status: m.status.as_str(),
+            error_code: m.error_code,
+            calls_for_another: matches!(
+                m.status,
+                SimMessageStatus::Failed | SimMessageStatus::Undelivered
+            ),
+            acknowledged: false,
+            sid: m.sid,
+        });
+    }
+    let mut records = Vec::with_capacity(sent.len());
+    for s in sent {
+        records.push(store.get_message(&s.id.parse()?).await?.map(|m| Held {
+            status: m.status.as_str(),
+            terminal: m.status.is_terminal(),
+            attempt: m.attempt,
+            in_doubt: m.doubt_since_ms.is_some(),
+            error_code: m.error_code,
+            acknowledged: false,
+            sid: m.twilio_sid,
+        }));
+    }
+    Ok(check(sent, own, records, |r| format!("{:?}", r.error_code)))
+}
+
+/// Whether the callee acknowledged `c` (pressed 1 and was thanked).
+fn acknowledged(c: &twilio_sim::SimCall) -> bool {
+    c.digits.as_deref() == Some("1")
+        && c.gather_response
+            .as_deref()
+            .is_some_and(|t| t.contains("<Hangup/>"))
+}
+
+/// The per-record checks of the calls (error codes aside: a call's outcome is its status and
+/// its acknowledgement).
+async fn check_calls(
+    store: &SqliteStore,
+    sim: &twilio_sim::SimHandle,
+    sent: &[Sent],
+) -> Result<ChannelReport, BoxError> {
+    let texts: HashMap<&str, &Sent> = sent.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut own: HashMap<String, Vec<Resource>> = HashMap::new();
+    for c in sim.calls() {
+        let url = c.status_callback.as_deref();
+        let Some(id) = query_param(url, "cid") else {
+            continue;
+        };
+        let Some(s) = texts.get(id.as_str()) else {
+            continue;
+        };
+        let said = c.executed_twiml.as_deref().or(c.twiml.as_deref());
+        let acked = s.require_ack && acknowledged(&c);
+        own.entry(id).or_default().push(Resource {
+            attempt: attempt_of(url),
+            own_content: c.to == s.to && said.is_some_and(|t| t.contains(s.text)),
+            status: c.status.as_str(),
+            error_code: None,
+            calls_for_another: match c.status {
+                SimCallStatus::Busy
+                | SimCallStatus::NoAnswer
+                | SimCallStatus::Failed
+                | SimCallStatus::Canceled => true,
+                SimCallStatus::Completed => s.require_ack && !acked,
+                _ => false,
+            },
+            acknowledged: acked,
+            sid: c.sid,
+        });
+    }
+    let mut records = Vec::with_capacity(sent.len());
+    for (s, id) in sent.iter().map(|s| (s, s.id.parse::<CallId>())) {
+        records.push(store.get_call(&id?).await?.map(|c| Held {
+            status: c.status.as_str(),
+            terminal: c.status.is_terminal(),
+            attempt: c.attempt,
+            in_doubt: c.doubt_since_ms.is_some(),
+            error_code: None,
+            acknowledged: s.require_ack && c.acknowledged_at_ms.is_some(),
+            sid: c.twilio_sid,
+        }));
+    }
+    Ok(check(sent, own, records, |r| {
+        format!("ack {}", r.acknowledged)
+    }))
 }

@@ -56,6 +56,12 @@ pub struct StackOptions {
     pub callback_in_flight_ms: u64,
     /// How long the previous auth token is accepted after a rotation promotes a new one.
     pub auth_token_grace: Duration,
+    /// Send to this Twilio instead of the stack's own simulator (`herald soak`: the simulator
+    /// lives in the soak's process, so its state and SIDs survive the kills of this one). The
+    /// stack's simulator still starts, unused.
+    pub twilio_api_base_url: Option<String>,
+    /// [`Chaos::legacy_match`]: the soak's control run only.
+    pub legacy_match: bool,
 }
 
 impl StackOptions {
@@ -88,6 +94,8 @@ impl StackOptions {
             auth_token_grace: Duration::from_secs(
                 credential_rotation::DEFAULT_AUTH_TOKEN_GRACE_SECS,
             ),
+            twilio_api_base_url: None,
+            legacy_match: false,
         }
     }
 }
@@ -155,6 +163,13 @@ pub struct LocalStack {
 
 fn hex32() -> String {
     hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// The local Twilio credentials of a stack in `data_dir`, made on first use and kept there
+/// (what [`LocalStack::start`] gives its simulator, or another process's: `herald soak`).
+pub fn credentials(data_dir: &Path) -> std::io::Result<TwilioCredentials> {
+    std::fs::create_dir_all(data_dir)?;
+    local_credentials(&data_dir.join("twilio-secret.json"))
 }
 
 /// The local Twilio credentials, made on first use and kept in the data folder.
@@ -245,7 +260,12 @@ impl LocalStack {
             ("TWILIO_ACCOUNT_SID".into(), creds.account_sid.clone()),
             ("TWILIO_FROM_NUMBER".into(), LOCAL_FROM_NUMBER.to_owned()),
             ("TWILIO_WEBHOOK_BASE_URL".into(), api_url.clone()),
-            ("TWILIO_API_BASE_URL".into(), sim.base_url()),
+            (
+                "TWILIO_API_BASE_URL".into(),
+                opts.twilio_api_base_url
+                    .clone()
+                    .unwrap_or_else(|| sim.base_url()),
+            ),
         ];
         env.extend(opts.env.iter().cloned());
         let config = Config::from_lookup(|k| {
@@ -292,6 +312,7 @@ impl LocalStack {
             crash_after_claim: opts.crash_after_claim,
             crash_after_send: opts.crash_after_send,
             crash_at: None,
+            legacy_match: opts.legacy_match,
         };
         let services = Arc::new(services);
 
