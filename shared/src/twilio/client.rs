@@ -93,34 +93,24 @@ impl std::fmt::Debug for MessageResource {
 impl MessageResource {
     /// When Twilio created it, Unix milliseconds.
     pub fn created_at_ms(&self) -> Option<i64> {
-        let t = time::OffsetDateTime::parse(
-            self.date_created.as_deref()?,
-            &time::format_description::well_known::Rfc2822,
-        )
-        .ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+        rfc2822_ms(self.date_created.as_deref()?)
     }
 }
 
+/// A Twilio date (RFC 2822, as in `date_created`) as Unix milliseconds.
+pub(crate) fn rfc2822_ms(date: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc2822).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// One page of a Twilio list resource: its items (under the resource's plural name) and where
+/// the next page is.
 #[derive(Deserialize)]
-struct MessagePage {
-    messages: Vec<MessageResource>,
+pub(crate) struct ListPage<T> {
+    #[serde(alias = "messages", alias = "calls")]
+    items: Vec<T>,
     next_page_uri: Option<String>,
-}
-
-impl ListPage for MessagePage {
-    type Item = MessageResource;
-    fn into_parts(self) -> (Vec<MessageResource>, Option<String>) {
-        (self.messages, self.next_page_uri)
-    }
-}
-
-/// One page of a Twilio list resource: its items and where the next page is.
-pub(crate) trait ListPage: for<'de> Deserialize<'de> {
-    /// The resource listed.
-    type Item;
-    /// The items and `next_page_uri`.
-    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
 }
 
 /// The most resources a list read for reconciling reads: one page of Twilio's largest size.
@@ -252,19 +242,18 @@ impl Client {
     ) -> Result<Listing<MessageResource>, TwilioError> {
         let mut filters = vec![("To", to)];
         filters.extend(from.map(|f| ("From", f)));
-        self.list::<MessagePage>(creds, "Messages.json", &filters, max)
-            .await
+        self.list(creds, "Messages.json", &filters, max).await
     }
 
     /// Reads the list resource `tail` with `filters`, page by page, until `max` resources or
     /// the last page.
-    pub(crate) async fn list<P: ListPage>(
+    pub(crate) async fn list<T: serde::de::DeserializeOwned>(
         &self,
         creds: &TwilioCredentials,
         tail: &str,
         filters: &[(&str, &str)],
         max: usize,
-    ) -> Result<Listing<P::Item>, TwilioError> {
+    ) -> Result<Listing<T>, TwilioError> {
         let max = max.max(1);
         let page_size = max.min(LIST_MAX).to_string();
         let mut query: Vec<(&str, &str)> = filters.to_vec();
@@ -282,10 +271,10 @@ impl Client {
                 .http
                 .get(&u)
                 .basic_auth(&creds.api_key_sid, Some(creds.api_key_secret.expose()));
-            let page: P = self.send(req).await?;
-            let (found, next) = page.into_parts();
-            items.extend(found);
-            let next = next
+            let page: ListPage<T> = self.send(req).await?;
+            items.extend(page.items);
+            let next = page
+                .next_page_uri
                 .filter(|n| n.starts_with('/'))
                 .map(|n| format!("{}{n}", self.base_url));
             if items.len() >= max {

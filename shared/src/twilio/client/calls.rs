@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Client, ListPage, Listing, Sender, is_sid};
+use super::{Client, Listing, Sender, is_sid};
 use crate::ports::TwilioCredentials;
 use crate::twilio::TwilioError;
 
@@ -91,25 +91,7 @@ impl std::fmt::Debug for CallResource {
 impl CallResource {
     /// When Twilio created it, Unix milliseconds.
     pub fn created_at_ms(&self) -> Option<i64> {
-        let t = time::OffsetDateTime::parse(
-            self.date_created.as_deref()?,
-            &time::format_description::well_known::Rfc2822,
-        )
-        .ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-    }
-}
-
-#[derive(Deserialize)]
-struct CallPage {
-    calls: Vec<CallResource>,
-    next_page_uri: Option<String>,
-}
-
-impl ListPage for CallPage {
-    type Item = CallResource;
-    fn into_parts(self) -> (Vec<CallResource>, Option<String>) {
-        (self.calls, self.next_page_uri)
+        super::rfc2822_ms(self.date_created.as_deref()?)
     }
 }
 
@@ -154,7 +136,7 @@ impl Client {
         from: &str,
         max: usize,
     ) -> Result<Listing<CallResource>, TwilioError> {
-        self.list::<CallPage>(creds, "Calls.json", &[("To", to), ("From", from)], max)
+        self.list(creds, "Calls.json", &[("To", to), ("From", from)], max)
             .await
     }
 }
