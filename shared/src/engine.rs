@@ -39,7 +39,9 @@ use crate::crypto::{CryptoError, LookupToken, Sealed};
 use crate::delivery::{Job, JobOutcome, MAX_QUEUE_DELAY_SECS};
 use crate::domain::event::EVENT_RETENTION_MS;
 use crate::domain::{Attempted, Event, EventKind, RecordStatus, RetryChange, Subject};
-use crate::ports::{Applied, Claim, QueueError, Records, SidOwner, StoreError, TwilioCredentials};
+use crate::ports::{
+    Applied, Claim, Order, QueueError, Records, SidOwner, StoreError, TwilioCredentials,
+};
 use crate::reconcile::{self, Decision, LookupError, TwilioResource};
 use crate::secret::Secret;
 use crate::service::Services;
@@ -749,8 +751,9 @@ pub async fn sweep<K: Channel>(
         <<K::Record as Attempted>::Status as RecordStatus>::RETRYING,
     ] {
         for r in K::store(svc)
-            .records_by_status(status, now - grace_ms, limit)
+            .records_by_status(status, now - grace_ms, limit, Order::OldestFirst, None)
             .await?
+            .records
         {
             let a = r.attempts();
             let due = a.next_attempt_at_ms.unwrap_or(a.created_at_ms);
@@ -763,8 +766,9 @@ pub async fn sweep<K: Channel>(
     }
     for &status in K::IN_FLIGHT {
         for r in K::store(svc)
-            .records_by_status(status, now - grace_ms, limit)
+            .records_by_status(status, now - grace_ms, limit, Order::OldestFirst, None)
             .await?
+            .records
         {
             if r.attempts().updated_at_ms + grace_ms > now {
                 continue;

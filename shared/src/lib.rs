@@ -32,6 +32,8 @@ pub mod testing_calls;
 #[cfg(feature = "test-util")]
 pub mod testing_faults;
 #[cfg(feature = "test-util")]
+pub mod testing_paging;
+#[cfg(feature = "test-util")]
 pub mod testing_protect;
 #[cfg(feature = "test-util")]
 pub mod testing_queue;
