@@ -21,6 +21,7 @@ pub mod request;
 pub mod secret;
 pub mod service;
 pub mod sqs;
+pub mod sweep_pages;
 pub mod telemetry;
 pub mod templates;
 #[cfg(feature = "test-util")]
