@@ -616,10 +616,12 @@ impl MessageStore for Rec<dyn MessageStore> {
         status: MessageStatus,
         before: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+        order: herald::ports::Order,
+        after: Option<&herald::ports::SweepCursor>,
+    ) -> Result<herald::ports::Page<Message>, StoreError> {
         self.note("list_messages_by_status");
         self.inner
-            .list_messages_by_status(status, before, limit)
+            .list_messages_by_status(status, before, limit, order, after)
             .await
     }
     async fn messages_in_doubt(
@@ -658,10 +660,12 @@ impl CallStore for Rec<dyn CallStore> {
         status: herald::domain::CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
+        order: herald::ports::Order,
+        after: Option<&herald::ports::SweepCursor>,
+    ) -> Result<herald::ports::Page<Call>, StoreError> {
         self.note("list_calls_by_status");
         self.inner
-            .list_calls_by_status(status, created_before_ms, limit)
+            .list_calls_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn calls_in_doubt(

@@ -737,6 +737,11 @@ pub async fn apply_report<K: Channel>(
 /// for a record's SID is applied only when it is the record's own resource (its recipient has
 /// the record's lookup token); either way the record's timeline says what the sweeper did.
 /// Returns how many records it moved or enqueued.
+///
+/// Of each status it looks at the newest `limit / 2` overdue records and at the next `limit / 2`
+/// of a walk through the rest, oldest first, kept in [`Services::sweep_cursors`]: a backlog of
+/// stuck records never hides a recent one, and a warm process visits every record within
+/// `ceil(backlog / (limit / 2))` sweeps ([`crate::sweep_pages`]).
 pub async fn sweep<K: Channel>(
     svc: &Services,
     grace_ms: i64,
@@ -748,10 +753,7 @@ pub async fn sweep<K: Channel>(
         <<K::Record as Attempted>::Status as RecordStatus>::ACCEPTED,
         <<K::Record as Attempted>::Status as RecordStatus>::RETRYING,
     ] {
-        for r in K::store(svc)
-            .records_by_status(status, now - grace_ms, limit)
-            .await?
-        {
+        for r in records_to_sweep::<K>(svc, status, now - grace_ms, limit).await? {
             let a = r.attempts();
             let due = a.next_attempt_at_ms.unwrap_or(a.created_at_ms);
             let held = a.claimed_until_ms.is_some_and(|u| u > now);
@@ -762,10 +764,7 @@ pub async fn sweep<K: Channel>(
         }
     }
     for &status in K::IN_FLIGHT {
-        for r in K::store(svc)
-            .records_by_status(status, now - grace_ms, limit)
-            .await?
-        {
+        for r in records_to_sweep::<K>(svc, status, now - grace_ms, limit).await? {
             if r.attempts().updated_at_ms + grace_ms > now {
                 continue;
             }
@@ -783,6 +782,24 @@ pub async fn sweep<K: Channel>(
         crate::telemetry::metric("SweeperEnqueued", f64::from(moved), "Count", &[]);
     }
     Ok(moved)
+}
+
+/// The records of `status` one sweep of `K` looks at ([`crate::sweep_pages::records_to_sweep`]).
+async fn records_to_sweep<K: Channel>(
+    svc: &Services,
+    status: <K::Record as Attempted>::Status,
+    created_before_ms: i64,
+    limit: u32,
+) -> Result<Vec<K::Record>, StoreError> {
+    crate::sweep_pages::records_to_sweep(
+        K::store(svc),
+        &svc.sweep_cursors,
+        K::NAME,
+        status,
+        created_before_ms,
+        limit,
+    )
+    .await
 }
 
 /// Asks Twilio about `r`'s resource and applies what it says when the resource is `r`'s own.

@@ -21,6 +21,7 @@ pub mod request;
 pub mod secret;
 pub mod service;
 pub mod sqs;
+pub mod sweep_pages;
 pub mod telemetry;
 pub mod templates;
 #[cfg(feature = "test-util")]
@@ -31,6 +32,8 @@ pub mod testing;
 pub mod testing_calls;
 #[cfg(feature = "test-util")]
 pub mod testing_faults;
+#[cfg(feature = "test-util")]
+pub mod testing_paging;
 #[cfg(feature = "test-util")]
 pub mod testing_protect;
 #[cfg(feature = "test-util")]

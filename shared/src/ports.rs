@@ -12,6 +12,9 @@ use crate::domain::{
 };
 use crate::secret::Secret;
 
+mod paging;
+pub use paging::{Order, Page, SweepCursor};
+
 /// Why a store operation failed. Messages never contain personal data.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,13 +112,18 @@ pub trait Records<R: Attempted>: Send + Sync {
     /// The record with this id, if any.
     async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError>;
 
-    /// Up to `limit` records with `status`, created before `created_before_ms`, oldest first.
+    /// A page of up to `limit` records with `status`, created before `created_before_ms`, in
+    /// `order` ([`Order`]: by `created_at_ms`, then id), starting strictly past `after` in that
+    /// order (`None`: from that end). [`Page::next`] continues the walk. Eventually consistent
+    /// on DynamoDB. The sweeper's query ([`crate::engine::sweep`]).
     async fn records_by_status(
         &self,
         status: R::Status,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<R>, StoreError>;
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<R>, StoreError>;
 
     /// Up to `limit` records with the match token `token` whose span in doubt
     /// ([`crate::domain::attempt::Attempts::in_doubt`]) ends at or after `until_from_ms`,
@@ -182,8 +190,10 @@ impl<T: MessageStore + ?Sized> Records<Message> for T {
         status: MessageStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.list_messages_by_status(status, created_before_ms, limit)
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Message>, StoreError> {
+        self.list_messages_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn records_in_doubt(
@@ -213,8 +223,10 @@ impl<T: CallStore + ?Sized> Records<Call> for T {
         status: CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
-        self.list_calls_by_status(status, created_before_ms, limit)
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Call>, StoreError> {
+        self.list_calls_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn records_in_doubt(
@@ -250,14 +262,17 @@ pub trait MessageStore: Send + Sync {
         decide: &Decide<'_>,
     ) -> Result<Applied, StoreError>;
 
-    /// Up to `limit` messages with `status`, created before `created_before_ms`, oldest first
-    /// (the sweeper's query: messages that wait too long). Eventually consistent on DynamoDB.
+    /// A page of up to `limit` messages with `status`, created before `created_before_ms`, in
+    /// `order`, strictly past `after` ([`Records::records_by_status`]: the sweeper's query,
+    /// messages that wait too long). Eventually consistent on DynamoDB.
     async fn list_messages_by_status(
         &self,
         status: MessageStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError>;
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Message>, StoreError>;
 
     /// Up to `limit` messages whose match token is `token` and whose span in doubt ends at or
     /// after `until_from_ms`, earliest end first ([`Records::records_in_doubt`]).
@@ -334,14 +349,17 @@ pub trait CallStore: Send + Sync {
         decide: &DecideCall<'_>,
     ) -> Result<CallApplied, StoreError>;
 
-    /// Up to `limit` calls with `status`, created before `created_before_ms`, oldest first (the
-    /// sweeper's query). Eventually consistent on DynamoDB.
+    /// A page of up to `limit` calls with `status`, created before `created_before_ms`, in
+    /// `order`, strictly past `after` ([`Records::records_by_status`]: the sweeper's query).
+    /// Eventually consistent on DynamoDB.
     async fn list_calls_by_status(
         &self,
         status: CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError>;
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Call>, StoreError>;
 
     /// Up to `limit` calls whose match token is `token` and whose span in doubt ends at or
     /// after `until_from_ms`, earliest end first ([`Records::records_in_doubt`]).

@@ -143,6 +143,9 @@ pub struct Services {
     pub queries: Arc<dyn crate::ports::MessageQueries>,
     /// Which record owns each Twilio SID: an adoption or a create registers it here first.
     pub sid_owners: Arc<dyn SidOwners>,
+    /// Where the sweeper's walk through each backlog stands (in memory: a cold start walks from
+    /// the oldest).
+    pub sweep_cursors: crate::sweep_pages::SweepCursors,
 }
 
 /// Which features are switched on (`SMS_ENABLED`, `VOICE_ENABLED`), as `/health` shows them.
@@ -210,6 +213,7 @@ impl Services {
             verifications: adapters.protection.clone(),
             queries: adapters.protection,
             sid_owners: adapters.sid_owners,
+            sweep_cursors: Default::default(),
             config,
         })
     }

@@ -24,7 +24,7 @@ use crate::domain::{
 use crate::phone::Masked;
 use crate::ports::{
     Applied, Claim, Clock, Decide, EventStore, InDoubt, KeyError, KeyService, Keyring, ManualClock,
-    MessageStore, OptOutStore, StoreError,
+    MessageStore, OptOutStore, Order, StoreError,
 };
 use crate::templates::Encoding;
 
@@ -79,6 +79,7 @@ pub async fn run_all(ports: &Ports) {
     attempt_contract(ports.messages.clone(), &vault).await;
     attempt_races(ports.messages.clone(), &vault).await;
     message_in_doubt_contract(ports.messages.clone(), &vault).await;
+    crate::testing_paging::message_paging_contract(ports.messages.clone(), &vault).await;
     event_store_contract(ports.events.clone(), ports.clock.clone()).await;
     event_store_races(ports.events.clone(), ports.clock.clone()).await;
     opt_out_contract(ports.opt_outs.clone(), &vault).await;
@@ -901,9 +902,10 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         ids.push(w.id);
     }
     let listed = store
-        .list_messages_by_status(Accepted, base + 250, 100)
+        .list_messages_by_status(Accepted, base + 250, 100, Order::OldestFirst, None)
         .await
-        .expect("list");
+        .expect("list")
+        .records;
     let mine: Vec<&MessageId> = listed
         .iter()
         .map(|m| &m.id)
@@ -922,17 +924,19 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     );
     assert!(
         store
-            .list_messages_by_status(Accepted, base + 1000, 2)
+            .list_messages_by_status(Accepted, base + 1000, 2, Order::OldestFirst, None)
             .await
             .expect("list")
+            .records
             .len()
             <= 2
     );
     assert!(
         store
-            .list_messages_by_status(Delivered, base + 1000, 10)
+            .list_messages_by_status(Delivered, base + 1000, 10, Order::OldestFirst, None)
             .await
             .expect("list")
+            .records
             .iter()
             .all(|m| m.status == Delivered)
     );
@@ -1408,9 +1412,11 @@ impl<S: MessageStore + 'static> MessageStore for Alternate<S> {
         status: MessageStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+        order: crate::ports::Order,
+        after: Option<&crate::ports::SweepCursor>,
+    ) -> Result<crate::ports::Page<Message>, StoreError> {
         self.pick()
-            .list_messages_by_status(status, created_before_ms, limit)
+            .list_messages_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn messages_in_doubt(

@@ -495,9 +495,11 @@ impl<S: CallStore + 'static> CallStore for Alternate<S> {
         status: CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
+        order: crate::ports::Order,
+        after: Option<&crate::ports::SweepCursor>,
+    ) -> Result<crate::ports::Page<Call>, StoreError> {
         self.pick()
-            .list_calls_by_status(status, created_before_ms, limit)
+            .list_calls_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn calls_in_doubt(

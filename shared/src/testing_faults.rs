@@ -120,9 +120,11 @@ impl<S: MessageStore> MessageStore for CommitThenFail<S> {
         status: MessageStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+        order: crate::ports::Order,
+        after: Option<&crate::ports::SweepCursor>,
+    ) -> Result<crate::ports::Page<Message>, StoreError> {
         self.inner
-            .list_messages_by_status(status, created_before_ms, limit)
+            .list_messages_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn messages_in_doubt(
@@ -161,9 +163,11 @@ impl<S: CallStore> CallStore for CommitThenFail<S> {
         status: crate::domain::CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
+        order: crate::ports::Order,
+        after: Option<&crate::ports::SweepCursor>,
+    ) -> Result<crate::ports::Page<Call>, StoreError> {
         self.inner
-            .list_calls_by_status(status, created_before_ms, limit)
+            .list_calls_by_status(status, created_before_ms, limit, order, after)
             .await
     }
     async fn calls_in_doubt(

@@ -232,6 +232,13 @@ async fn messages_in_doubt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_by_status_paged() {
+    let f = Fixture::new().await;
+    let p = f.ports();
+    herald::testing_paging::message_paging_contract(p.messages.clone(), &p.vault()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_store() {
     let f = Fixture::new().await;
     let p = f.ports();
@@ -521,7 +528,7 @@ async fn secret_source_refuses_malformed_and_missing_secrets() {
 mod calls {
     use super::*;
     use herald::domain::CallStatus;
-    use herald::ports::CallStore;
+    use herald::ports::{CallStore, Order};
     use herald::testing_calls;
 
     fn store(f: &Fixture) -> Arc<dyn CallStore> {
@@ -547,6 +554,12 @@ mod calls {
     async fn calls_in_doubt() {
         let f = Fixture::new().await;
         testing_calls::call_in_doubt_contract(store(&f), &f.ports().vault()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_by_status_paged() {
+        let f = Fixture::new().await;
+        herald::testing_paging::call_paging_contract(store(&f), &f.ports().vault()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -585,14 +598,22 @@ mod calls {
         assert!(!item.contains_key("caller"));
         let listed = p
             .messages
-            .list_messages_by_status(MessageStatus::Queued, i64::MAX, 100)
+            .list_messages_by_status(
+                MessageStatus::Queued,
+                i64::MAX,
+                100,
+                Order::OldestFirst,
+                None,
+            )
             .await
-            .expect("list");
+            .expect("list")
+            .records;
         assert!(listed.is_empty(), "{listed:?}");
         let calls = calls
-            .list_calls_by_status(CallStatus::Queued, i64::MAX, 100)
+            .list_calls_by_status(CallStatus::Queued, i64::MAX, 100, Order::OldestFirst, None)
             .await
-            .expect("list calls");
+            .expect("list calls")
+            .records;
         assert_eq!(
             calls.iter().map(|c| &c.id).collect::<Vec<_>>(),
             vec![&data.id]

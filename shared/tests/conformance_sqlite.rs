@@ -133,6 +133,16 @@ macro_rules! contracts {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn messages_by_status_paged() {
+                let f = $fixture;
+                herald::testing_paging::message_paging_contract(
+                    f.ports.messages.clone(),
+                    &f.ports.vault(),
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn event_store() {
                 let f = $fixture;
                 testing::event_store_contract(f.ports.events.clone(), f.ports.clock.clone()).await;
@@ -244,6 +254,45 @@ async fn the_raw_dump_would_see_plaintext() {
     );
 }
 
+/// A database made before the sweeper paged by `(created_at_ms, id)` opens with the status
+/// indexes replaced by ones that serve the keyset, and its records are listed as before.
+#[tokio::test]
+async fn a_database_from_before_paged_sweeps_is_migrated() {
+    let f = file();
+    let path = f.path.clone().expect("a file");
+    let vault = f.ports.vault();
+    let m = testing::sample_message(&vault, 1_731_600_000_000, "+14155550199", "old").await;
+    f.ports.messages.insert_message(&m).await.expect("insert");
+    drop(f.ports);
+    let indexes = |c: &rusqlite::Connection| -> Vec<String> {
+        c.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%by_status%' ORDER BY name")
+            .expect("indexes")
+            .query_map([], |r| r.get(0))
+            .expect("indexes")
+            .collect::<Result<_, _>>()
+            .expect("indexes")
+    };
+    {
+        let c = rusqlite::Connection::open(&path).expect("open raw");
+        c.execute_batch(
+            "DROP INDEX messages_by_status_id; DROP INDEX calls_by_status_id;
+             CREATE INDEX messages_by_status ON messages (status, created_at_ms);
+             CREATE INDEX calls_by_status ON calls (status, created_at_ms);",
+        )
+        .expect("the old indexes");
+    }
+    let store = SqliteStore::open(&path, testing::test_clock() as Arc<dyn Clock>).expect("open");
+    let c = rusqlite::Connection::open(&path).expect("open raw");
+    assert_eq!(indexes(&c), ["calls_by_status_id", "messages_by_status_id"]);
+    use herald::ports::{MessageStore, Order};
+    let listed = store
+        .list_messages_by_status(m.status, i64::MAX, 10, Order::NewestFirst, None)
+        .await
+        .expect("list")
+        .records;
+    assert_eq!(listed, [m]);
+}
+
 /// The call store's contract on a file, on two connections to one file, and in memory.
 mod calls {
     use super::*;
@@ -305,6 +354,14 @@ mod calls {
         for (what, store, vault, _dir) in stores() {
             eprintln!("{what}");
             testing_calls::call_in_doubt_contract(store, &vault).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_by_status_paged() {
+        for (what, store, vault, _dir) in stores() {
+            eprintln!("{what}");
+            herald::testing_paging::call_paging_contract(store, &vault).await;
         }
     }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use herald::domain::{Call, CallId, CallStatus, EventKind, Subject};
+use herald::ports::Order;
 use herald::service::{CrashPoint, Services};
 use herald::test_env::{TestEnv, drain, json_request, read};
 use serde_json::json;
@@ -82,9 +83,10 @@ async fn a_call_whose_request_died_after_recording_it_is_placed_by_the_sweeper()
     let listed = env
         .services
         .calls
-        .list_calls_by_status(CallStatus::Accepted, i64::MAX, 10)
+        .list_calls_by_status(CallStatus::Accepted, i64::MAX, 10, Order::OldestFirst, None)
         .await
-        .unwrap();
+        .unwrap()
+        .records;
     assert_eq!(listed.len(), 1);
     let id = listed[0].id.clone();
     assert_eq!(env.sim.creates_for_call(TO), 0);

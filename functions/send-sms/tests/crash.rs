@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use herald::domain::{Message, MessageStatus};
-use herald::ports::MessageStore;
+use herald::ports::{MessageStore, Order};
 use herald::service::{CrashPoint, Services};
 use herald::test_env::{TestEnv, read, request_as};
 use serde_json::{Value, json};
@@ -48,9 +48,10 @@ async fn recorded(env: &TestEnv) -> HashMap<String, Message> {
     for status in MessageStatus::ALL {
         for m in env
             .store
-            .list_messages_by_status(status, i64::MAX, 10_000)
+            .list_messages_by_status(status, i64::MAX, 10_000, Order::OldestFirst, None)
             .await
             .unwrap()
+            .records
         {
             let last4 = m.to_masked[m.to_masked.len() - 4..].to_owned();
             assert!(all.insert(last4, m).is_none(), "one record per number");

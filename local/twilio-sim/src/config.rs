@@ -48,6 +48,9 @@ pub enum Outcome {
     Undelivered(u32),
     /// `failed` with this error code (e.g. 30008).
     Failed(u32),
+    /// `sent`, and no final report ever (a carrier that never confirms): the message stays
+    /// `sent` at Twilio.
+    Sent,
 }
 
 /// What happens to a call after `queued`, chosen per `To` number.

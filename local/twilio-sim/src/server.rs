@@ -76,10 +76,11 @@ async fn sim_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> R
         ("deliver" | "delivered", _) => Outcome::Deliver,
         ("undelivered", code) => Outcome::Undelivered(code.unwrap_or(30003)),
         ("failed", code) => Outcome::Failed(code.unwrap_or(30008)),
+        ("sent", _) => Outcome::Sent,
         (other, _) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("unknown outcome {other:?}: deliver, undelivered or failed")})),
+                Json(json!({"error": format!("unknown outcome {other:?}: deliver, undelivered, failed or sent")})),
             )
                 .into_response();
         }

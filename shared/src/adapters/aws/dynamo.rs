@@ -36,7 +36,7 @@ use crate::crypto::LookupToken;
 use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
     Applied, Clock, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore,
-    OptOutStore, StoreError,
+    OptOutStore, Order, Page, StoreError, SweepCursor,
 };
 
 mod calls;
@@ -380,15 +380,29 @@ impl DynamoStore {
         Ok(found)
     }
 
+    /// A page of up to `limit` documents of `status` (the `by_status` index), created before
+    /// `created_before_ms`, in `order` (`ScanIndexForward`), strictly past `after`: the
+    /// cursor is the index's keys plus the table's (`status`, `created_at_ms`, `id`), given as
+    /// `ExclusiveStartKey`, a position that holds whether or not its item is still there. One
+    /// more item is read than asked for, to know whether a next page exists.
     async fn docs_by_status<R: serde::de::DeserializeOwned>(
         &self,
         status: &str,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<R>, StoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        while found.len() < limit as usize {
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<R>, StoreError> {
+        let wanted = limit as usize + 1;
+        let mut found: Vec<Item> = Vec::new();
+        let mut start: Option<Item> = after.map(|c| {
+            HashMap::from([
+                ("status".to_owned(), s(status)),
+                ("created_at_ms".to_owned(), n(c.created_at_ms)),
+                ("id".to_owned(), s(&c.id)),
+            ])
+        });
+        while found.len() < wanted {
             let out = self
                 .client
                 .query()
@@ -399,9 +413,9 @@ impl DynamoStore {
                 .expression_attribute_names("#created", "created_at_ms")
                 .expression_attribute_values(":status", s(status))
                 .expression_attribute_values(":before", n(created_before_ms))
-                .scan_index_forward(true)
+                .scan_index_forward(order == Order::OldestFirst)
                 .limit(
-                    i32::try_from(limit)
+                    i32::try_from(wanted - found.len())
                         .unwrap_or(i32::MAX)
                         .min(self.page_size.unwrap_or(i32::MAX)),
                 )
@@ -410,8 +424,8 @@ impl DynamoStore {
                 .await
                 .map_err(transient)?;
             for item in out.items.unwrap_or_default() {
-                if found.len() < limit as usize {
-                    found.push(doc(&item)?);
+                if found.len() < wanted {
+                    found.push(item);
                 }
             }
             match out.last_evaluated_key {
@@ -419,7 +433,25 @@ impl DynamoStore {
                 _ => break,
             }
         }
-        Ok(found)
+        let mut cursors = Vec::with_capacity(found.len());
+        for item in &found {
+            cursors.push(SweepCursor {
+                created_at_ms: get_n(item, "created_at_ms")?,
+                id: get_s(item, "id")?.to_owned(),
+            });
+        }
+        let page =
+            Page::from_one_extra(found.into_iter().zip(cursors).collect(), limit, |(_, c)| {
+                c.clone()
+            });
+        Ok(Page {
+            records: page
+                .records
+                .iter()
+                .map(|(item, _)| doc(item))
+                .collect::<Result<_, _>>()?,
+            next: page.next,
+        })
     }
 }
 
@@ -476,8 +508,10 @@ impl MessageStore for DynamoStore {
         status: MessageStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.docs_by_status(status.as_str(), created_before_ms, limit)
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Message>, StoreError> {
+        self.docs_by_status(status.as_str(), created_before_ms, limit, order, after)
             .await
     }
 

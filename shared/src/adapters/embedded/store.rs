@@ -14,7 +14,7 @@ use crate::crypto::LookupToken;
 use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
     Applied, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore,
-    StoreError,
+    Order, Page, StoreError, SweepCursor,
 };
 
 mod calls;
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at_ms INTEGER NOT NULL,
     doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, created_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_status_id ON messages (status, created_at_ms, id);
 CREATE INDEX IF NOT EXISTS messages_by_caller ON messages (caller, created_at_ms);
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (to_token, created_at_ms);
 CREATE TABLE IF NOT EXISTS events (
@@ -134,6 +134,10 @@ impl SqliteStore {
         conn.execute_batch(sids::SCHEMA).map_err(backend)?;
         for table in ["messages", "calls"] {
             doubt_index(&conn, table).map_err(backend)?;
+            // The status index before sweeps paged by `(created_at_ms, id)`: replaced by
+            // `{table}_by_status_id` (the schema above), which serves the keyset.
+            conn.execute_batch(&format!("DROP INDEX IF EXISTS {table}_by_status"))
+                .map_err(backend)?;
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -214,32 +218,71 @@ impl SqliteStore {
         ))
     }
 
-    /// Up to `limit` documents of `table` with `status`, created before `created_before_ms`,
-    /// oldest first.
+    /// A page of up to `limit` documents of `table` with `status`, created before
+    /// `created_before_ms`, in `order` by `(created_at_ms, id)`, strictly past `after`: a keyset
+    /// range over the `{table}_by_status_id` index, one more row read than asked for to know
+    /// whether a next page exists.
     pub(super) async fn docs_by_status<R>(
         &self,
         table: &'static str,
         status: &'static str,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<R>, StoreError>
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<R>, StoreError>
     where
         R: serde::de::DeserializeOwned + Send + 'static,
     {
+        let (past, direction) = match order {
+            Order::OldestFirst => (">", "ASC"),
+            Order::NewestFirst => ("<", "DESC"),
+        };
+        let after = after.map(|c| (c.created_at_ms, c.id.clone()));
         self.with(move |c| {
+            let keyset = if after.is_some() {
+                format!("AND (created_at_ms, id) {past} (?4, ?5)")
+            } else {
+                String::new()
+            };
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT doc FROM {table} WHERE status = ?1 AND created_at_ms < ?2
-                     ORDER BY created_at_ms LIMIT ?3"
+                    "SELECT doc, created_at_ms, id FROM {table} INDEXED BY {table}_by_status_id
+                     WHERE status = ?1 AND created_at_ms < ?2 {keyset}
+                     ORDER BY created_at_ms {direction}, id {direction} LIMIT ?3"
                 ))
                 .map_err(backend)?;
-            let rows = st
-                .query_map(params![status, created_before_ms, limit], |r| {
-                    r.get::<_, String>(0)
-                })
-                .map_err(backend)?;
-            rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
-                .collect()
+            let read = |r: &rusqlite::Row<'_>| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            };
+            let extra = i64::from(limit) + 1;
+            let rows = match &after {
+                Some((at, id)) => st
+                    .query_map(params![status, created_before_ms, extra, at, id], read)
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>(),
+                None => st
+                    .query_map(params![status, created_before_ms, extra], read)
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>(),
+            }
+            .map_err(backend)?;
+            let page = Page::from_one_extra(rows, limit, |(_, at, id)| SweepCursor {
+                created_at_ms: *at,
+                id: id.clone(),
+            });
+            Ok(Page {
+                records: page
+                    .records
+                    .into_iter()
+                    .map(|(doc, _, _)| serde_json::from_str(&doc).map_err(corrupt))
+                    .collect::<Result<_, _>>()?,
+                next: page.next,
+            })
         })
         .await
     }
@@ -364,9 +407,18 @@ impl MessageStore for SqliteStore {
         status: MessageStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.docs_by_status("messages", status.as_str(), created_before_ms, limit)
-            .await
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Message>, StoreError> {
+        self.docs_by_status(
+            "messages",
+            status.as_str(),
+            created_before_ms,
+            limit,
+            order,
+            after,
+        )
+        .await
     }
 
     async fn messages_in_doubt(

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use super::{DynamoStore, doc, is_conditional, n, s, to_doc, transient};
 use crate::crypto::LookupToken;
 use crate::domain::{Call, CallId, CallStatus};
-use crate::ports::{CallApplied, CallStore, DecideCall, InDoubt, StoreError};
+use crate::ports::{
+    CallApplied, CallStore, DecideCall, InDoubt, Order, Page, StoreError, SweepCursor,
+};
 
 /// The `record_kind` of call items in the messages table.
 pub const CALL_RECORD_KIND: &str = "call";
@@ -88,9 +90,17 @@ impl CallStore for DynamoStore {
         status: CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
-        self.docs_by_status(&swept_status(status), created_before_ms, limit)
-            .await
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Call>, StoreError> {
+        self.docs_by_status(
+            &swept_status(status),
+            created_before_ms,
+            limit,
+            order,
+            after,
+        )
+        .await
     }
 
     async fn calls_in_doubt(

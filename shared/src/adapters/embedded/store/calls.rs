@@ -8,7 +8,9 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, backend, corrupt};
 use crate::crypto::LookupToken;
 use crate::domain::{Call, CallId, CallStatus};
-use crate::ports::{CallApplied, CallStore, DecideCall, InDoubt, StoreError};
+use crate::ports::{
+    CallApplied, CallStore, DecideCall, InDoubt, Order, Page, StoreError, SweepCursor,
+};
 
 /// The calls table, created with the rest of the schema.
 pub(super) const SCHEMA: &str = "
@@ -22,7 +24,7 @@ CREATE TABLE IF NOT EXISTS calls (
     created_at_ms INTEGER NOT NULL,
     doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status, created_at_ms);
+CREATE INDEX IF NOT EXISTS calls_by_status_id ON calls (status, created_at_ms, id);
 CREATE INDEX IF NOT EXISTS calls_by_recipient ON calls (to_token, created_at_ms);
 ";
 
@@ -78,9 +80,18 @@ impl CallStore for SqliteStore {
         status: CallStatus,
         created_before_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
-        self.docs_by_status("calls", status.as_str(), created_before_ms, limit)
-            .await
+        order: Order,
+        after: Option<&SweepCursor>,
+    ) -> Result<Page<Call>, StoreError> {
+        self.docs_by_status(
+            "calls",
+            status.as_str(),
+            created_before_ms,
+            limit,
+            order,
+            after,
+        )
+        .await
     }
 
     async fn calls_in_doubt(

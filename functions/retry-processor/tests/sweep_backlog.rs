@@ -1,0 +1,136 @@
+//! The sweeper does not starve behind a backlog: 200 messages Twilio leaves at `sent` forever
+//! (their final report never comes) do not delay a recent message whose final callback was lost,
+//! and every one of them is asked about within ceil(200 / (limit / 2)) sweeps.
+
+use std::collections::HashSet;
+
+use herald::domain::{MessageStatus, StatusChange};
+use herald::test_env::{TestEnv, json_request, read};
+use serde_json::json;
+
+const STUCK: &str = "+14155550123";
+const FRESH: &str = "+14155550124";
+const GRACE_MS: i64 = retry_processor::SWEEP_GRACE_MS;
+const LIMIT: u32 = 10;
+
+async fn send(env: &TestEnv, to: &str, body: &str) -> String {
+    let resp = send_sms::handle(
+        &env.services,
+        json_request("POST", "/v1/messages", &json!({"to": to, "body": body})),
+    )
+    .await
+    .unwrap();
+    let (status, answer) = read(&resp);
+    assert_eq!(status, 201, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// Twilio's `sent` callback arrived (applied as the webhook would); the final one never does.
+async fn sent(env: &TestEnv, id: &str) -> String {
+    let id: herald::domain::MessageId = id.parse().unwrap();
+    let m = env
+        .services
+        .messages
+        .get_message(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    let change = StatusChange {
+        attempt: m.attempt,
+        status: MessageStatus::Sent,
+        twilio_sid: m.twilio_sid.clone(),
+        error_code: None,
+        error_reason: None,
+        at_ms: herald::ports::Clock::now_ms(&*env.clock),
+    };
+    env.services
+        .messages
+        .apply_message_status(&id, &change)
+        .await
+        .unwrap();
+    m.twilio_sid.unwrap()
+}
+
+/// The SIDs the sweeper asked Twilio about so far.
+fn asked(env: &TestEnv) -> HashSet<String> {
+    env.sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/Messages/"))
+        .filter_map(|r| {
+            r.path
+                .rsplit('/')
+                .next()
+                .map(|s| s.trim_end_matches(".json").to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backlog_of_stuck_messages_neither_hides_a_recent_one_nor_is_left_unvisited() {
+    // Callbacks go to a closed port: Twilio moves the messages on, Herald never hears of it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let base = format!("http://{closed}");
+    let env = TestEnv::start_with(&[
+        ("TWILIO_WEBHOOK_BASE_URL", base.as_str()),
+        ("RECIPIENT_LIMIT_PER_HOUR", "100000"),
+        ("RECIPIENT_LIMIT_PER_DAY", "100000"),
+        ("CALLER_RATE_LIMIT_PER_MINUTE", "100000"),
+    ])
+    .await;
+    env.sim.set_outcome(STUCK, twilio_sim::Outcome::Sent);
+    let mut stuck = Vec::new();
+    for i in 0..200 {
+        stuck.push(send(&env, STUCK, &format!("Backlog alert {i}")).await);
+        env.clock.advance(1);
+    }
+    env.sim.flush_callbacks().await;
+    let mut stuck_sids = HashSet::new();
+    for id in &stuck {
+        stuck_sids.insert(sent(&env, id).await);
+    }
+    env.clock.advance(GRACE_MS * 2);
+
+    let fresh = send(&env, FRESH, "Pager: db-1 is down").await;
+    env.sim.flush_callbacks().await;
+    sent(&env, &fresh).await;
+    env.clock.advance(GRACE_MS * 2);
+
+    let record = |id: String| {
+        let svc = env.services.clone();
+        async move {
+            svc.messages
+                .get_message(&id.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    herald::delivery::sweep(&env.services, GRACE_MS, LIMIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        record(fresh.clone()).await.status,
+        MessageStatus::Delivered,
+        "the very next sweep reconciles the recent message"
+    );
+    let sweeps = 200_usize.div_ceil((LIMIT / 2) as usize);
+    for _ in 1..sweeps {
+        herald::delivery::sweep(&env.services, GRACE_MS, LIMIT)
+            .await
+            .unwrap();
+    }
+    let asked = asked(&env);
+    let missed: Vec<&String> = stuck_sids.difference(&asked).collect();
+    assert!(
+        missed.is_empty(),
+        "{} of 200 never asked about in {sweeps} sweeps",
+        missed.len()
+    );
+    for id in stuck {
+        assert_eq!(record(id).await.status, MessageStatus::Sent, "still stuck");
+    }
+}
