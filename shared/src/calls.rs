@@ -211,6 +211,10 @@ impl Channel for Voice {
         c.reported(report, max_attempts(svc), retry_at)
     }
 
+    fn unconfirmed(c: &Call, at_ms: i64) -> Option<Call> {
+        c.changed(&CallReport::new(c.attempt, CallStatus::Unconfirmed, at_ms))
+    }
+
     fn failed(c: &Call, code: Option<u32>, reason: String, at_ms: i64) -> Option<Call> {
         let mut report = CallReport::new(c.attempt, CallStatus::Failed, at_ms);
         report.error_code = code;

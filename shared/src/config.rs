@@ -54,6 +54,10 @@ pub struct Config {
     /// redelivered job may take it over (and first asks Twilio whether it was sent). Must exceed
     /// the Twilio timeouts.
     pub attempt_lease: Duration,
+    /// `FINAL_STATE_AFTER_SECS` (default 259200, 72 hours; 3600..=1209600): how long after
+    /// Twilio accepted an attempt a record may wait for Twilio's final report. Past it, the
+    /// sweeper asks Twilio one last time and otherwise finishes the record `unconfirmed`.
+    pub final_state_after: Duration,
     /// `HELP_TEXT` (default [`DEFAULT_HELP_TEXT`]): the answer to an inbound HELP.
     pub help_text: String,
     /// The API's protection: rate limits, recipient rules, idempotency, one-time codes.
@@ -167,6 +171,12 @@ impl Config {
                 1..=86_400,
             )?,
             attempt_lease: secs(var("ATTEMPT_LEASE_SECS"), "ATTEMPT_LEASE_SECS", 60, 5..=900)?,
+            final_state_after: secs(
+                var("FINAL_STATE_AFTER_SECS"),
+                "FINAL_STATE_AFTER_SECS",
+                259_200,
+                3_600..=1_209_600,
+            )?,
             help_text: match var("HELP_TEXT") {
                 None => DEFAULT_HELP_TEXT.to_owned(),
                 Some(t) if t.chars().count() <= 1600 => t.trim().to_owned(),
@@ -275,6 +285,7 @@ mod tests {
         assert_eq!(c.max_retries, 5);
         assert!(c.sms_enabled && c.voice_enabled);
         assert_eq!(c.voice_max_attempts, 3);
+        assert_eq!(c.final_state_after, Duration::from_secs(72 * 3600));
         assert_eq!(c.sender, Sender::From("+15005550006".into()));
     }
 
@@ -302,6 +313,9 @@ mod tests {
             ("ATTEMPT_LEASE_SECS", "12"),
             ("SMS_ENABLED", "maybe"),
             ("VOICE_MAX_ATTEMPTS", "0"),
+            ("FINAL_STATE_AFTER_SECS", "3599"),
+            ("FINAL_STATE_AFTER_SECS", "1209601"),
+            ("FINAL_STATE_AFTER_SECS", "three days"),
         ] {
             let mut m = base();
             m.insert(name, bad.into());
@@ -315,6 +329,24 @@ mod tests {
                 "error must not echo the value"
             );
         }
+    }
+
+    #[test]
+    fn final_state_after_takes_its_whole_range() {
+        for (v, secs) in [("3600", 3600), ("1209600", 1_209_600), (" 86400 ", 86_400)] {
+            let mut m = base();
+            m.insert("FINAL_STATE_AFTER_SECS", v.into());
+            assert_eq!(
+                load(&m).unwrap().final_state_after,
+                Duration::from_secs(secs)
+            );
+        }
+        let mut m = base();
+        m.insert("FINAL_STATE_AFTER_SECS", "60".into());
+        assert_eq!(
+            load(&m).unwrap_err().to_string(),
+            "FINAL_STATE_AFTER_SECS is invalid: out of range"
+        );
     }
 
     #[test]

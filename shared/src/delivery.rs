@@ -333,6 +333,8 @@ impl Channel for Sms {
             .map(crate::twilio::class_of_code)
             .filter(|c| failure && c.is_retryable())
             && m.attempt < attempts_allowed(svc, class)
+            // An unconfirmed message is old: a late failure is recorded, never tried again.
+            && m.status != MessageStatus::Unconfirmed
         {
             return m.retried(&RetryChange {
                 attempt: m.attempt,
@@ -345,6 +347,17 @@ impl Channel for Sms {
             });
         }
         m.changed(&change)
+    }
+
+    fn unconfirmed(m: &Message, at_ms: i64) -> Option<Message> {
+        m.changed(&StatusChange {
+            attempt: m.attempt,
+            status: MessageStatus::Unconfirmed,
+            twilio_sid: None,
+            error_code: None,
+            error_reason: None,
+            at_ms,
+        })
     }
 
     fn failed(m: &Message, code: Option<u32>, reason: String, at_ms: i64) -> Option<Message> {

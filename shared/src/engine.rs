@@ -32,6 +32,18 @@
 //!   job, or an attempt whose holder died and whose lease ran out: the claim takes it over as
 //!   ambiguous), and asks Twilio about resources it accepted whose final report never came,
 //!   applying what it finds only when the resource's recipient is the record's own.
+//! - **Nothing stays in flight forever.** A record in one of the channel's
+//!   [`IN_FLIGHT`](Channel::IN_FLIGHT) statuses whose attempt Twilio accepted more than
+//!   `FINAL_STATE_AFTER_SECS` ago is asked about one last time; unless that moves it, the
+//!   sweeper finishes it `unconfirmed` ([`finish_unconfirmed`]): final, never retried (Twilio may
+//!   have delivered it), and still moved to Twilio's true final status by a late report.
+//!   *When Twilio accepted the attempt* is the record's `updated_at_ms`: an in-flight record's
+//!   last change is Twilio's acceptance of the current attempt (its `queued`, which settles the
+//!   claim) or a later report of it, never earlier; the claim fields that would say when the
+//!   attempt started are cleared once Twilio has it, and `created_at_ms` is the first attempt's.
+//!   So a record is finished no sooner than that long after Twilio accepted it, and a resource
+//!   that still progresses (`queued`, then `sent`) gets the whole wait again from its latest
+//!   report.
 
 use async_trait::async_trait;
 
@@ -143,6 +155,10 @@ pub trait Channel: Send + Sync + 'static {
     /// The record after `rep` under the channel's rules and retry policy (`None`: it does not
     /// move). May move the record to its next attempt.
     fn reported(svc: &Services, r: &Self::Record, rep: &Self::Report) -> Option<Self::Record>;
+    /// The record finished `unconfirmed` at `at_ms` (Twilio accepted its current attempt and no
+    /// final report came in time), or `None` when the transition rule refuses it (the record is
+    /// final already). Never a retry.
+    fn unconfirmed(r: &Self::Record, at_ms: i64) -> Option<Self::Record>;
     /// The record once its current attempt failed for good at `at_ms`.
     fn failed(
         r: &Self::Record,
@@ -768,7 +784,7 @@ pub async fn sweep<K: Channel>(
             if r.attempts().updated_at_ms + grace_ms > now {
                 continue;
             }
-            if ask_twilio::<K>(svc, &r, now).await {
+            if finish_unconfirmed::<K>(svc, &r, now).await {
                 moved += 1;
             }
         }
@@ -800,6 +816,59 @@ async fn records_to_sweep<K: Channel>(
         limit,
     )
     .await
+}
+
+/// The metric of a record the sweeper finished `unconfirmed` (dimension `Channel`).
+pub const UNCONFIRMED_METRIC: &str = "FinishedUnconfirmed";
+
+/// The sweeper's step for an in-flight record `r`: asks Twilio about it ([`ask_twilio`]), and
+/// when its attempt was accepted by Twilio more than `FINAL_STATE_AFTER_SECS` ago (its
+/// `updated_at_ms`, module docs) and that look-up moved nothing, finishes it `unconfirmed`
+/// through the store's atomic update: only while the record is still where `r` was (same
+/// attempt, status and last change), never as a retry. Records an `unconfirmed` event and
+/// counts [`UNCONFIRMED_METRIC`]. Returns whether the record moved.
+pub async fn finish_unconfirmed<K: Channel>(svc: &Services, r: &K::Record, now: i64) -> bool {
+    if ask_twilio::<K>(svc, r, now).await {
+        return true;
+    }
+    let after_ms = i64::try_from(svc.config.final_state_after.as_millis()).unwrap_or(i64::MAX);
+    let held = r.attempts();
+    if held.updated_at_ms.saturating_add(after_ms) > now {
+        return false;
+    }
+    let id = id_of::<K>(r);
+    let status = r.status();
+    let decide = |cur: &K::Record| {
+        let a = cur.attempts();
+        (cur.status() == status
+            && a.attempt == held.attempt
+            && a.updated_at_ms == held.updated_at_ms
+            && K::IN_FLIGHT.contains(&status))
+        .then(|| K::unconfirmed(cur, now))
+        .flatten()
+    };
+    match K::store(svc).update_record(id, &decide).await {
+        Ok(Applied::Applied(done)) => {
+            tracing::warn!(record_id = %id, channel = K::NAME, attempt = held.attempt, from = status.as_str(), "no final report from Twilio in time: finished unconfirmed");
+            crate::telemetry::metric(UNCONFIRMED_METRIC, 1.0, "Count", &[("Channel", K::NAME)]);
+            let ev = event::<K>(
+                svc,
+                &done,
+                EventKind::Unconfirmed,
+                Some(done.status().as_str()),
+                None,
+                K::twilio_sid(&done).map(str::to_owned),
+                true,
+            );
+            record_event(svc, &ev).await;
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(record_id = %id, error = %e, "could not finish the record unconfirmed; the next sweep tries again");
+            false
+        }
+    }
 }
 
 /// Asks Twilio about `r`'s resource and applies what it says when the resource is `r`'s own.

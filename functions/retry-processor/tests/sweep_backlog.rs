@@ -81,7 +81,7 @@ async fn a_backlog_of_stuck_messages_neither_hides_a_recent_one_nor_is_left_unvi
         ("CALLER_RATE_LIMIT_PER_MINUTE", "100000"),
     ])
     .await;
-    env.sim.set_outcome(STUCK, twilio_sim::Outcome::Sent);
+    env.sim.set_outcome(STUCK, twilio_sim::Outcome::StaysSent);
     let mut stuck = Vec::new();
     for i in 0..200 {
         stuck.push(send(&env, STUCK, &format!("Backlog alert {i}")).await);

@@ -46,7 +46,7 @@ impl CallbackJob {
                 step(MessageStatus::Undelivered, Some(code)),
             ],
             Outcome::Failed(code) => vec![step(MessageStatus::Failed, Some(code))],
-            Outcome::Sent => vec![step(MessageStatus::Sent, None)],
+            Outcome::StaysSent => vec![step(MessageStatus::Sent, None)],
         };
         let Faults {
             rate_duplicate_callback,

@@ -321,6 +321,7 @@ impl CallJob {
             CallOutcome::Busy => vec![Initiated, Ringing, Completed(CallStatus::Busy)],
             CallOutcome::NoAnswer => vec![Initiated, Ringing, Completed(CallStatus::NoAnswer)],
             CallOutcome::Failed => vec![Initiated, Completed(CallStatus::Failed)],
+            CallOutcome::RingsForever => vec![Initiated, Ringing],
         };
         Self {
             sid: sid.to_string(),

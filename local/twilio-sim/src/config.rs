@@ -48,9 +48,9 @@ pub enum Outcome {
     Undelivered(u32),
     /// `failed` with this error code (e.g. 30008).
     Failed(u32),
-    /// `sent`, and no final report ever (a carrier that never confirms): the message stays
-    /// `sent` at Twilio.
-    Sent,
+    /// `sent`, and no carrier receipt ever: no further callback, and a fetch says `sent`.
+    #[serde(rename = "stays-sent")]
+    StaysSent,
 }
 
 /// What happens to a call after `queued`, chosen per `To` number.
@@ -69,6 +69,9 @@ pub enum CallOutcome {
     NoAnswer,
     /// Cannot be placed: ends `failed`.
     Failed,
+    /// Rings and never ends: initiated → ringing, then no final status and no final callback
+    /// (a fetch says `ringing`).
+    RingsForever,
 }
 
 /// The simulator's time: the wall clock, or a function giving Unix milliseconds (a test's

@@ -76,11 +76,11 @@ async fn sim_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> R
         ("deliver" | "delivered", _) => Outcome::Deliver,
         ("undelivered", code) => Outcome::Undelivered(code.unwrap_or(30003)),
         ("failed", code) => Outcome::Failed(code.unwrap_or(30008)),
-        ("sent", _) => Outcome::Sent,
+        ("stays-sent", _) => Outcome::StaysSent,
         (other, _) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("unknown outcome {other:?}: deliver, undelivered, failed or sent")})),
+                Json(json!({"error": format!("unknown outcome {other:?}: deliver, undelivered, failed or stays-sent")})),
             )
                 .into_response();
         }
@@ -115,11 +115,12 @@ async fn sim_call_outcome(State(inner): Shared, Json(req): Json<CallOutcomeReque
         ("busy", _) => CallOutcome::Busy,
         ("no-answer", _) => CallOutcome::NoAnswer,
         ("failed", _) => CallOutcome::Failed,
+        ("rings-forever", _) => CallOutcome::RingsForever,
         (other, _) => {
             return (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"error": format!(
-                    "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer or failed"
+                    "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer, failed or rings-forever"
                 )})),
             )
                 .into_response();

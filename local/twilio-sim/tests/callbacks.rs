@@ -339,3 +339,19 @@ async fn failed_callbacks_are_recorded_and_retried_only_with_rc() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_that_stays_sent_reports_sent_and_nothing_after() {
+    let rx = Receiver::start().await;
+    let sim = start(config()).await;
+    sim.set_outcome("+15551230004", Outcome::StaysSent);
+    let sid = send(&sim, "+15551230004", &rx.url("/s")).await;
+    sim.wait_idle().await;
+    assert_eq!(rx.statuses(), vec![(sid.clone(), "sent".into())]);
+    assert_signed(&rx, &rx.received()[0]);
+    let (_, m) = get_json(&message_url(&sim, &sid)).await;
+    assert_eq!(m["status"], "sent");
+    assert!(m["error_code"].is_null());
+    assert_eq!(sim.message(&sid).unwrap().status, MessageStatus::Sent);
+    sim.shutdown().await;
+}

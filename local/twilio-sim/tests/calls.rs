@@ -653,3 +653,29 @@ async fn a_sequence_of_outcomes_is_used_one_per_call_then_the_number_outcome_app
         [CallStatus::Busy, CallStatus::Completed, CallStatus::Failed]
     );
 }
+
+#[tokio::test]
+async fn a_call_that_rings_forever_never_reports_an_end() {
+    let rx = Receiver::start().await;
+    let sim = start(config()).await;
+    sim.set_call_outcome("+15551239006", CallOutcome::RingsForever);
+    let cb = rx.url("/status/forever");
+    let mut params = vec![
+        ("Twiml", "<Response><Say>x</Say></Response>"),
+        ("StatusCallback", cb.as_str()),
+    ];
+    params.extend_from_slice(&ALL_EVENTS);
+    let sid = call(&sim, "+15551239006", &params).await;
+    sim.wait_idle().await;
+    let statuses: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.param("CallStatus").unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["initiated", "ringing"]);
+    let (_, c) = get_json(&call_url(&sim, &sid)).await;
+    assert_eq!(c["status"], "ringing");
+    assert!(c["end_time"].is_null());
+    assert_eq!(sim.call(&sid).unwrap().status, CallStatus::Ringing);
+    sim.shutdown().await;
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attempt::{Attempted, RecordStatus};
 use super::ids::CallId;
-use super::message::{ClaimRefusal, Transition};
+use super::message::{ClaimRefusal, Transition, UNCONFIRMED_RANK};
 use crate::crypto::{LookupToken, Sealed};
 
 /// Where a call is, as Twilio reports it, plus Herald's own `accepted` and `retrying`.
@@ -29,6 +29,10 @@ pub enum CallStatus {
     Ringing,
     /// Answered, the alert is being spoken.
     InProgress,
+    /// Herald's own final status: Twilio accepted the call, and no final report came within
+    /// `FINAL_STATE_AFTER_SECS` (the sweeper asked one last time). Never retried; a late genuine
+    /// final report from Twilio still moves it to that status.
+    Unconfirmed,
     /// Answered and hung up.
     Completed,
     /// The callee was busy.
@@ -43,13 +47,14 @@ pub enum CallStatus {
 
 impl CallStatus {
     /// Every status, in rank order.
-    pub const ALL: [CallStatus; 11] = [
+    pub const ALL: [CallStatus; 12] = [
         Self::Accepted,
         Self::Retrying,
         Self::Queued,
         Self::Initiated,
         Self::Ringing,
         Self::InProgress,
+        Self::Unconfirmed,
         Self::Completed,
         Self::Busy,
         Self::NoAnswer,
@@ -66,13 +71,16 @@ impl CallStatus {
             Self::Initiated => 4,
             Self::Ringing => 5,
             Self::InProgress => 6,
+            Self::Unconfirmed => UNCONFIRMED_RANK,
             Self::Completed | Self::Busy | Self::NoAnswer | Self::Failed | Self::Canceled => 10,
         }
     }
 
-    /// Whether the status is final: once there, a call never moves again.
+    /// Whether the status is final: no attempt is made again. Every final status but
+    /// `unconfirmed` sticks; `unconfirmed` still moves to Twilio's true final status when it
+    /// reports late ([`CallStatus::transition`]).
     pub fn is_terminal(self) -> bool {
-        self.rank() == 10
+        self.rank() >= UNCONFIRMED_RANK
     }
 
     /// The status as Twilio and Herald's API spell it.
@@ -84,6 +92,7 @@ impl CallStatus {
             Self::Initiated => "initiated",
             Self::Ringing => "ringing",
             Self::InProgress => "in-progress",
+            Self::Unconfirmed => "unconfirmed",
             Self::Completed => "completed",
             Self::Busy => "busy",
             Self::NoAnswer => "no-answer",
@@ -95,9 +104,9 @@ impl CallStatus {
     /// Parses a `CallStatus` as Twilio sends it (the Call resource's status, or a status
     /// callback's); `None` for Herald's own statuses and unknown text.
     pub fn from_twilio(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s && !matches!(st, Self::Accepted | Self::Retrying))
+        Self::ALL.into_iter().find(|st| {
+            st.as_str() == s && !matches!(st, Self::Accepted | Self::Retrying | Self::Unconfirmed)
+        })
     }
 
     /// Whether a call that ended so was not answered: another attempt may reach the callee.
@@ -105,9 +114,10 @@ impl CallStatus {
         matches!(self, Self::Busy | Self::NoAnswer | Self::Failed)
     }
 
-    /// What a report of `next` does to a call that is `self`.
+    /// What a report of `next` does to a call that is `self`: it moves up by rank, and a final
+    /// status sticks, except `unconfirmed`, which Twilio's true final status replaces.
     pub fn transition(self, next: CallStatus) -> Transition {
-        if !self.is_terminal() && next.rank() > self.rank() {
+        if (!self.is_terminal() || self == Self::Unconfirmed) && next.rank() > self.rank() {
             Transition::Apply
         } else {
             Transition::EventOnly
@@ -336,7 +346,9 @@ impl Call {
         if !self.accepts(report) {
             return None;
         }
+        // An unconfirmed call is old: a late failure is recorded, never tried again.
         if report.status.is_terminal()
+            && self.status != CallStatus::Unconfirmed
             && self.wants_another_attempt(report.status)
             && self.attempt < max_attempts
         {
@@ -480,11 +492,32 @@ mod tests {
             assert_eq!(a.as_str().parse::<CallStatus>(), Ok(a));
             for b in CallStatus::ALL {
                 let moves = a.transition(b) == Transition::Apply;
-                assert_eq!(moves, !a.is_terminal() && b.rank() > a.rank(), "{a} -> {b}");
+                let open = !a.is_terminal() || a == Unconfirmed;
+                assert_eq!(moves, open && b.rank() > a.rank(), "{a} -> {b}");
             }
         }
         assert_eq!(Completed.transition(Ringing), Transition::EventOnly);
         assert_eq!(Busy.transition(Completed), Transition::EventOnly);
+        assert_eq!(Ringing.transition(Unconfirmed), Transition::Apply);
+        assert_eq!(Unconfirmed.transition(Completed), Transition::Apply);
+        assert_eq!(Completed.transition(Unconfirmed), Transition::EventOnly);
+        assert_eq!(CallStatus::from_twilio("unconfirmed"), None);
+    }
+
+    #[test]
+    fn a_late_failure_after_unconfirmed_is_recorded_never_retried() {
+        let c = record(Unconfirmed, 1, false);
+        assert!(c.claimed(1, 10, 10).is_err());
+        let late = c.reported(&CallReport::new(1, Busy, 10), 3, 500).unwrap();
+        assert_eq!(
+            (late.status, late.attempt, late.next_attempt_at_ms),
+            (Busy, 1, None)
+        );
+        let ack = record(Unconfirmed, 1, true);
+        let done = ack
+            .reported(&CallReport::new(1, Completed, 10), 3, 500)
+            .unwrap();
+        assert_eq!((done.status, done.attempt), (Completed, 1));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum EventKind {
     /// The sweeper fetched the record's Twilio SID and the resource is not the record's own (its
     /// recipient differs): nothing was applied.
     SweepMismatch,
+    /// Twilio accepted the record's attempt and no final report came within
+    /// `FINAL_STATE_AFTER_SECS`: the sweeper finished it `unconfirmed`.
+    Unconfirmed,
 }
 
 impl EventKind {
@@ -64,6 +67,7 @@ impl EventKind {
             Self::AmbiguousReconcile => "ambiguous_reconcile",
             Self::Swept => "swept",
             Self::SweepMismatch => "sweep_mismatch",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -86,6 +90,7 @@ impl std::str::FromStr for EventKind {
             Self::AmbiguousReconcile,
             Self::Swept,
             Self::SweepMismatch,
+            Self::Unconfirmed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -7,6 +7,10 @@ use super::ids::MessageId;
 use crate::crypto::{LookupToken, Sealed};
 use crate::templates::Encoding;
 
+/// The rank of `unconfirmed` (a message's or a call's): above every status in flight, below
+/// Twilio's final statuses (rank 10), so a late final report still applies.
+pub const UNCONFIRMED_RANK: u8 = 9;
+
 /// Where a message is in its life, as Twilio reports it, plus Herald's own `accepted` and
 /// `retrying`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +28,10 @@ pub enum MessageStatus {
     Sending,
     /// Handed to the carrier.
     Sent,
+    /// Herald's own final status: Twilio accepted it, and no final report came within
+    /// `FINAL_STATE_AFTER_SECS` (the sweeper asked one last time). Never retried (Twilio may have
+    /// delivered it); a late genuine final report from Twilio still moves it to that status.
+    Unconfirmed,
     /// Delivered to the handset.
     Delivered,
     /// Read (channels that report it).
@@ -40,13 +48,14 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     /// Every status, in rank order.
-    pub const ALL: [MessageStatus; 12] = [
+    pub const ALL: [MessageStatus; 13] = [
         Self::Accepted,
         Self::Retrying,
         Self::Scheduled,
         Self::Queued,
         Self::Sending,
         Self::Sent,
+        Self::Unconfirmed,
         Self::Delivered,
         Self::Read,
         Self::PartiallyDelivered,
@@ -64,6 +73,7 @@ impl MessageStatus {
             Self::Queued => 3,
             Self::Sending => 4,
             Self::Sent => 5,
+            Self::Unconfirmed => UNCONFIRMED_RANK,
             Self::Delivered
             | Self::Read
             | Self::PartiallyDelivered
@@ -73,9 +83,11 @@ impl MessageStatus {
         }
     }
 
-    /// Whether the status is final: once there, a message never moves again.
+    /// Whether the status is final: no attempt is made again. Every final status but
+    /// `unconfirmed` sticks; `unconfirmed` still moves to Twilio's true final status when it
+    /// reports late ([`MessageStatus::transition`]).
     pub fn is_terminal(self) -> bool {
-        self.rank() == 10
+        self.rank() >= UNCONFIRMED_RANK
     }
 
     /// The status as Twilio and Herald's API spell it.
@@ -87,6 +99,7 @@ impl MessageStatus {
             Self::Queued => "queued",
             Self::Sending => "sending",
             Self::Sent => "sent",
+            Self::Unconfirmed => "unconfirmed",
             Self::Delivered => "delivered",
             Self::Read => "read",
             Self::PartiallyDelivered => "partially_delivered",
@@ -97,16 +110,18 @@ impl MessageStatus {
     }
 
     /// Parses a status as Twilio spells it in `MessageStatus`/`SmsStatus`; `None` for statuses an
-    /// outbound message cannot have (`receiving`, `received`) or unknown text.
+    /// outbound message cannot have (`receiving`, `received`), Herald's own (`retrying`,
+    /// `unconfirmed`) or unknown text.
     pub fn from_twilio(s: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .find(|st| st.as_str() == s && *st != Self::Retrying)
+            .find(|st| st.as_str() == s && !matches!(st, Self::Retrying | Self::Unconfirmed))
     }
 
-    /// What a report of `next` does to a message that is `self`.
+    /// What a report of `next` does to a message that is `self`: it moves up by rank, and a
+    /// final status sticks, except `unconfirmed`, which Twilio's true final status replaces.
     pub fn transition(self, next: MessageStatus) -> Transition {
-        if !self.is_terminal() && next.rank() > self.rank() {
+        if (!self.is_terminal() || self == Self::Unconfirmed) && next.rank() > self.rank() {
             Transition::Apply
         } else {
             Transition::EventOnly
@@ -505,8 +520,34 @@ mod tests {
     }
 
     #[test]
+    fn unconfirmed_is_final_but_a_late_final_report_replaces_it() {
+        assert!(Unconfirmed.is_terminal());
+        for s in [Queued, Sending, Sent] {
+            assert_eq!(s.transition(Unconfirmed), Transition::Apply, "{s}");
+        }
+        for next in MessageStatus::ALL {
+            let moves = Unconfirmed.transition(next) == Transition::Apply;
+            assert_eq!(moves, next.rank() == 10, "unconfirmed -> {next}");
+        }
+        // Twilio's final statuses are never replaced by it.
+        assert_eq!(Delivered.transition(Unconfirmed), Transition::EventOnly);
+        assert_eq!(Undelivered.transition(Unconfirmed), Transition::EventOnly);
+        // Herald's own: Twilio never reports it.
+        assert_eq!(MessageStatus::from_twilio("unconfirmed"), None);
+        assert_eq!("unconfirmed".parse::<MessageStatus>(), Ok(Unconfirmed));
+        // An unconfirmed message is never claimed for another attempt.
+        assert_eq!(
+            record(Unconfirmed, 1).claimed(1, 100, 50),
+            Err(ClaimRefusal::Stale)
+        );
+    }
+
+    #[test]
     fn terminal_statuses_stick() {
-        for t in MessageStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+        for t in MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal() && *s != Unconfirmed)
+        {
             for next in MessageStatus::ALL {
                 assert_eq!(t.transition(next), Transition::EventOnly, "{t} -> {next}");
             }
