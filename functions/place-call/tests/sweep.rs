@@ -219,3 +219,54 @@ async fn the_sweeper_applies_nothing_from_another_recipient_s_call() {
         "{events:?}"
     );
 }
+
+/// A call that rings forever (its final callback never comes, Twilio says `ringing`) ends
+/// `unconfirmed` once FINAL_STATE_AFTER_SECS has passed since its last report, not before, and
+/// is never placed again.
+#[tokio::test]
+async fn a_call_that_never_ends_is_finished_unconfirmed_after_the_configured_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let env = TestEnv::start_with(&[
+        ("TWILIO_WEBHOOK_BASE_URL", base.as_str()),
+        ("FINAL_STATE_AFTER_SECS", "3600"),
+    ])
+    .await;
+    env.sim
+        .set_call_outcome(TO, twilio_sim::CallOutcome::RingsForever);
+    let (status, answer) = place_with(&env.services, TO).await;
+    assert_eq!(status, 201, "{answer}");
+    let id: CallId = answer["id"].as_str().unwrap().parse().unwrap();
+    env.sim.flush_callbacks().await;
+    let placed = env.sim.calls().len();
+
+    // The sweeper learns from Twilio that it rings; the wait runs from that last report.
+    env.clock.advance(GRACE_MS * 2);
+    sweep(&env).await;
+    assert_eq!(call(&env, &id).await.status, CallStatus::Ringing);
+    env.clock.advance(3_600_000 - 60_000);
+    sweep(&env).await;
+    let c = call(&env, &id).await;
+    assert_eq!(c.status, CallStatus::Ringing, "not final before its time");
+
+    env.clock.advance(120_000);
+    sweep(&env).await;
+    let c = call(&env, &id).await;
+    assert_eq!((c.status, c.attempt), (CallStatus::Unconfirmed, 1));
+    let events = env
+        .services
+        .events
+        .events_for(&Subject::from(&id))
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == EventKind::Unconfirmed),
+        "{events:?}"
+    );
+    env.clock.advance(3_600_000);
+    sweep(&env).await;
+    assert_eq!(run_retries(&env).await, 0);
+    assert_eq!(env.sim.calls().len(), placed, "placed once");
+    assert_eq!(call(&env, &id).await.status, CallStatus::Unconfirmed);
+}
