@@ -125,8 +125,8 @@ enum Cmd {
         /// Recent messages whose final callback was lost.
         #[arg(long, default_value_t = 20)]
         fresh: usize,
-        /// The sweep limit per status (retry-processor's is 500).
-        #[arg(long, default_value_t = 500)]
+        /// The sweep limit per status (by default retry-processor's).
+        #[arg(long, default_value_t = retry_processor::SWEEP_LIMIT)]
         limit: u32,
         /// Sends in flight at once while seeding.
         #[arg(long, default_value_t = 16)]
