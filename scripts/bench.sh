@@ -2,7 +2,8 @@
 # Herald's benchmarks, side by side with the usual alternative (a Node.js Lambda on the `twilio`
 # npm SDK and AWS SDK v3 clients), in the same run on the same machine: cold start and peak RSS
 # under a Lambda Runtime API emulator, per-message CPU in process, signature validation (Herald,
-# twilio on npm, twilio on PyPI), zip sizes, and the AWS cost per million SMS from counted calls.
+# twilio on npm, twilio on PyPI), zip sizes, the AWS cost per million SMS from counted calls, and
+# the sweeper under a backlog of 100,000 stuck messages.
 #
 #   scripts/bench.sh           # release builds, N = 20 starts, 1,000 invocations; writes BENCHMARKS.md
 #   scripts/bench.sh --quick   # the same code paths with tiny N over the debug builds already in
@@ -10,7 +11,8 @@
 #
 # Benchmarks, not tests: a missed target is reported, never a failure. The script fails only when
 # the harness breaks (a function does not start or answer, a request does not validate, no AWS
-# call is counted), or, in full mode, when the Node.js baseline cannot be installed.
+# call is counted, a recent message not final after one sweep, a stuck one never asked about within
+# the bound), or, in full mode, when the Node.js baseline cannot be installed.
 # Needs: .venv (moto, twilio; made as scripts/test.sh makes it), node and npm for the baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,9 +37,12 @@ functions=(send-sms place-call webhook-receiver retry-processor credential-rotat
 
 if [ "$mode" = quick ]; then
   profile=debug starts=3 invocations=50 messages=200 call_messages=50
+  sweep_stuck=500 sweep_limit="--limit 50"
   rounds_rust=20 rounds_node=20 rounds_python=3
 else
   profile=release starts=20 invocations=1000 messages=2000 call_messages=200
+  # The sweeper's backlog at retry-processor's own limit (no --limit: retry_processor::SWEEP_LIMIT).
+  sweep_stuck=100000 sweep_limit=""
   rounds_rust=500 rounds_node=200 rounds_python=20
 fi
 bins=$target/$profile
@@ -111,6 +116,7 @@ rel() { echo "${1#"$root"/}"; }
 cmd_lambda="$(rel "$bench") lambda --aws-endpoint \$MOTO --bin-dir $(rel "$bins") --starts $starts --invocations $invocations --node \$(command -v node) --node-script bench/node/lambda.js --node-modules $(rel "$node_dir")/node_modules --out lambda.json"
 cmd_inprocess="$(rel "$bench") inprocess --messages $messages --concurrency 16 --out inprocess.json"
 cmd_signature="$(rel "$bench") signature-corpus --count 200 --out corpus.json && $(rel "$bench") signature --corpus corpus.json --rounds $rounds_rust --out s.json; NODE_PATH=$(rel "$node_dir")/node_modules node bench/node/signature.js corpus.json $rounds_node s.json; .venv/bin/python bench/python/signature.py corpus.json $rounds_python s.json"
+cmd_sweep="$(rel "$bench") sweep --stuck $sweep_stuck --fresh 20 ${sweep_limit:+$sweep_limit }--out sweep.json"
 cmd_calls="$(rel "$bench") aws-calls --aws-endpoint \$MOTO --messages $call_messages --out aws-calls.json"
 
 step "1-2. cold start and peak RSS under the Runtime API emulator ($starts starts, $invocations invocations)"
@@ -151,6 +157,10 @@ done
 step "6. AWS calls per message, counted by moto ($call_messages messages)"
 "$bench" aws-calls --aws-endpoint "$aws" --messages "$call_messages" --out "$results/aws-calls.json"
 
+step "7. the sweeper under a backlog ($sweep_stuck stuck messages${sweep_limit:+, $sweep_limit})"
+# shellcheck disable=SC2086 # $sweep_limit is empty or two words
+"$bench" sweep --stuck "$sweep_stuck" --fresh 20 $sweep_limit --out "$results/sweep.json"
+
 node_modules_size=null
 [ -d "$node_dir/node_modules" ] && node_modules_size="\"$(du -sh "$node_dir/node_modules" | cut -f1)B on disk\""
 json_str() { .venv/bin/python -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
@@ -167,7 +177,8 @@ cat >"$results/run.json" <<EOF
     "lambda": $(json_str "$cmd_lambda"),
     "inprocess": $(json_str "$cmd_inprocess"),
     "signature": $(json_str "$cmd_signature"),
-    "aws_calls": $(json_str "$cmd_calls")
+    "aws_calls": $(json_str "$cmd_calls"),
+    "sweep": $(json_str "$cmd_sweep")
   }
 }
 EOF

@@ -769,25 +769,22 @@ pub async fn sweep<K: Channel>(
         <<K::Record as Attempted>::Status as RecordStatus>::ACCEPTED,
         <<K::Record as Attempted>::Status as RecordStatus>::RETRYING,
     ] {
-        for r in records_to_sweep::<K>(svc, status, now - grace_ms, limit).await? {
+        let records = records_to_sweep::<K>(svc, status, now - grace_ms, limit).await?;
+        moved += at_once(records, |r| async move {
             let a = r.attempts();
             let due = a.next_attempt_at_ms.unwrap_or(a.created_at_ms);
             let held = a.claimed_until_ms.is_some_and(|u| u > now);
-            if r.is_open() && !held && due + grace_ms <= now && enqueue::<K>(svc, &r).await.is_ok()
-            {
-                moved += 1;
-            }
-        }
+            r.is_open() && !held && due + grace_ms <= now && enqueue::<K>(svc, &r).await.is_ok()
+        })
+        .await;
     }
     for &status in K::IN_FLIGHT {
-        for r in records_to_sweep::<K>(svc, status, now - grace_ms, limit).await? {
-            if r.attempts().updated_at_ms + grace_ms > now {
-                continue;
-            }
-            if finish_unconfirmed::<K>(svc, &r, now).await {
-                moved += 1;
-            }
-        }
+        let records = records_to_sweep::<K>(svc, status, now - grace_ms, limit).await?;
+        moved += at_once(records, |r| async move {
+            r.attempts().updated_at_ms + grace_ms <= now
+                && finish_unconfirmed::<K>(svc, &r, now).await
+        })
+        .await;
     }
     if moved > 0 {
         tracing::warn!(
@@ -798,6 +795,27 @@ pub async fn sweep<K: Channel>(
         crate::telemetry::metric("SweeperEnqueued", f64::from(moved), "Count", &[]);
     }
     Ok(moved)
+}
+
+/// How many records one sweep works on at once: a Twilio look-up is a network round trip
+/// (100-300 ms), so one at a time a sweep of `limit` records per in-flight status would outlast
+/// retry-processor's timeout; Twilio answers 429 (error 20429) past its concurrency limit, far
+/// above this.
+pub const SWEEP_CONCURRENCY: usize = 16;
+
+/// Runs `step` for every record, [`SWEEP_CONCURRENCY`] at a time; returns for how many it
+/// answered `true` (moved).
+async fn at_once<R, F, Fut>(records: Vec<R>, step: F) -> u32
+where
+    F: Fn(R) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(records)
+        .map(step)
+        .buffer_unordered(SWEEP_CONCURRENCY)
+        .fold(0, |n, moved| async move { n + u32::from(moved) })
+        .await
 }
 
 /// The records of `status` one sweep of `K` looks at ([`crate::sweep_pages::records_to_sweep`]).

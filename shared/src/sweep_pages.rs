@@ -64,20 +64,19 @@ where
     S: Records<R> + ?Sized,
 {
     let (newest, walk) = shares(limit);
-    let mut records = store
-        .records_by_status(status, created_before_ms, newest, Order::NewestFirst, None)
-        .await?
-        .records;
     let at = cursors.get(channel, status.as_str());
-    let mut page = store
-        .records_by_status(
+    // Two independent reads: at the same time.
+    let (newest, mut page) = tokio::try_join!(
+        store.records_by_status(status, created_before_ms, newest, Order::NewestFirst, None),
+        store.records_by_status(
             status,
             created_before_ms,
             walk,
             Order::OldestFirst,
             at.as_ref(),
-        )
-        .await?;
+        ),
+    )?;
+    let mut records = newest.records;
     if page.records.is_empty() && at.is_some() {
         page = store
             .records_by_status(status, created_before_ms, walk, Order::OldestFirst, None)

@@ -40,6 +40,19 @@ fn hex32(seed: u8) -> String {
 }
 
 impl TestEnv {
+    /// Starts an environment whose status callbacks are lost: they go to a loopback port no one
+    /// listens on, so Twilio (the simulator) moves records on and Herald never hears of it, as
+    /// when Herald's webhook endpoint is down. `env` overrides configuration variables.
+    pub async fn start_losing_callbacks(env: &[(&str, &str)]) -> Self {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a loopback port");
+        let base = format!("http://{closed}");
+        let mut vars = vec![("TWILIO_WEBHOOK_BASE_URL", base.as_str())];
+        vars.extend_from_slice(env);
+        Self::start_with(&vars).await
+    }
+
     /// Starts an environment; `env` overrides configuration variables.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
         // Metrics are stdout lines for CloudWatch on Lambda; in tests they are only noise.

@@ -35,10 +35,7 @@ async fn place_with(svc: &Services, to: &str) -> (u16, serde_json::Value) {
 /// An environment whose status callbacks go nowhere: to a loopback port no one listens on (so
 /// every callback the simulator posts is refused, as when Herald's endpoint is down).
 async fn env_losing_callbacks() -> TestEnv {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
-    TestEnv::start_with(&[("TWILIO_WEBHOOK_BASE_URL", base.as_str())]).await
+    TestEnv::start_losing_callbacks(&[]).await
 }
 
 async fn call(env: &TestEnv, id: &CallId) -> Call {
@@ -225,14 +222,7 @@ async fn the_sweeper_applies_nothing_from_another_recipient_s_call() {
 /// is never placed again.
 #[tokio::test]
 async fn a_call_that_never_ends_is_finished_unconfirmed_after_the_configured_time() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
-    let env = TestEnv::start_with(&[
-        ("TWILIO_WEBHOOK_BASE_URL", base.as_str()),
-        ("FINAL_STATE_AFTER_SECS", "3600"),
-    ])
-    .await;
+    let env = TestEnv::start_losing_callbacks(&[("FINAL_STATE_AFTER_SECS", "3600")]).await;
     env.sim
         .set_call_outcome(TO, twilio_sim::CallOutcome::RingsForever);
     let (status, answer) = place_with(&env.services, TO).await;

@@ -13,6 +13,10 @@ use herald::service::Services;
 /// How overdue a waiting message must be before the sweeper enqueues it again.
 pub const SWEEP_GRACE_MS: i64 = 5 * 60 * 1000;
 
+/// How many records per in-flight status one sweep takes ([`herald::sweep_pages::shares`]
+/// splits it between the newest and an oldest-first walk).
+pub const SWEEP_LIMIT: u32 = 500;
+
 /// Handles a batch of retry jobs.
 pub async fn handle(
     svc: &Services,
@@ -23,5 +27,5 @@ pub async fn handle(
 
 /// Runs the sweeper once (the scheduled trigger); returns how many attempts were enqueued.
 pub async fn sweep(svc: &Services) -> Result<u32, lambda_runtime::Error> {
-    Ok(herald::delivery::sweep(svc, SWEEP_GRACE_MS, 500).await?)
+    Ok(herald::delivery::sweep(svc, SWEEP_GRACE_MS, SWEEP_LIMIT).await?)
 }

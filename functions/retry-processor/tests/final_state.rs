@@ -15,16 +15,7 @@ const FINAL_AFTER_SECS: i64 = 3600;
 /// An environment whose callbacks go to a closed port (Herald never hears from Twilio) and
 /// whose records are final after an hour.
 async fn env() -> TestEnv {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let base = format!("http://{closed}");
-    let env = TestEnv::start_with(&[
-        ("TWILIO_WEBHOOK_BASE_URL", base.as_str()),
-        ("FINAL_STATE_AFTER_SECS", "3600"),
-    ])
-    .await;
+    let env = TestEnv::start_losing_callbacks(&[("FINAL_STATE_AFTER_SECS", "3600")]).await;
     env.sim.set_outcome(STUCK, twilio_sim::Outcome::StaysSent);
     env
 }

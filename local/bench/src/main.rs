@@ -12,6 +12,7 @@ mod lambda;
 mod report;
 mod signature;
 mod stats;
+mod sweep;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -110,6 +111,26 @@ enum Cmd {
         /// Messages.
         #[arg(long, default_value_t = 200)]
         messages: usize,
+        /// The JSON result.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The sweeper under a backlog: `stuck` messages Twilio leaves at `sent` forever do not
+    /// delay `fresh` ones whose final callback was lost, and are all asked about within
+    /// ceil(stuck / (limit / 2)) sweeps.
+    Sweep {
+        /// Messages Twilio leaves at `sent` forever.
+        #[arg(long, default_value_t = 100_000)]
+        stuck: usize,
+        /// Recent messages whose final callback was lost.
+        #[arg(long, default_value_t = 20)]
+        fresh: usize,
+        /// The sweep limit per status (by default retry-processor's).
+        #[arg(long, default_value_t = retry_processor::SWEEP_LIMIT)]
+        limit: u32,
+        /// Sends in flight at once while seeding.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
         /// The JSON result.
         #[arg(long)]
         out: PathBuf,
@@ -252,6 +273,27 @@ async fn run(args: Args) -> Result<(), String> {
                 eprintln!("  {k:<36} {v:>8.3} per message");
             }
             write_json(&out, &report)?;
+        }
+        Cmd::Sweep {
+            stuck,
+            fresh,
+            limit,
+            concurrency,
+            out,
+        } => {
+            let r = sweep::run(stuck, fresh, limit, concurrency).await?;
+            eprintln!(
+                "  {} stuck, limit {}: sweep p50 {:.1} ms p95 {:.1} ms max {:.1} ms; fresh final after {} sweep(s); backlog covered in {} sweeps (bound {})",
+                r.stuck,
+                r.limit,
+                r.sweep_ms.p50,
+                r.sweep_p95_ms,
+                r.sweep_ms.max,
+                r.sweeps_to_fresh_final,
+                r.sweeps_to_cover_backlog,
+                r.cover_bound
+            );
+            write_json(&out, &r)?;
         }
         Cmd::Report { results, out } => {
             let md = report::render(&results)?;

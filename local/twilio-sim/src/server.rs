@@ -363,6 +363,14 @@ async fn api(
         return answer.response;
     }
 
+    let gate = inner.lock().gate.clone();
+    if let Some(gate) = gate {
+        tokio::select! {
+            _ = gate.wait() => {}
+            () = inner.stopped() => {}
+        }
+    }
+
     let (fault, faults) = {
         let mut state = inner.lock();
         let faults = state.faults.clone();

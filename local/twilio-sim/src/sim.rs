@@ -52,6 +52,8 @@ pub(crate) struct State {
     /// Numbers that texted STOP (sends to them fail with 21610 until they text START).
     pub(crate) opted_out: HashSet<String>,
     pub(crate) held: VecDeque<Job>,
+    /// [`SimHandle::gate_requests`]: REST requests wait here until enough are waiting.
+    pub(crate) gate: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl State {
@@ -195,6 +197,7 @@ impl Simulator {
                 inbound: Vec::new(),
                 opted_out: HashSet::new(),
                 held: VecDeque::new(),
+                gate: None,
             }),
             busy: watch::Sender::new(0),
             stopping: watch::Sender::new(false),
@@ -384,6 +387,14 @@ impl SimHandle {
             .lock()
             .outcomes
             .insert(to_e164.to_string(), outcome);
+    }
+
+    /// From now on every authenticated REST request is held until `n` are held at once, and then
+    /// they are answered together (a barrier, generation after generation). A test uses it to
+    /// prove that a client has `n` requests in flight at once: a client that sends one at a
+    /// time waits for an answer that never comes (until shutdown). `n` of 0 or 1 holds nothing.
+    pub fn gate_requests(&self, n: usize) {
+        self.inner.lock().gate = (n > 1).then(|| Arc::new(tokio::sync::Barrier::new(n)));
     }
 
     /// Replaces the fault rates for requests and messages from now on.
