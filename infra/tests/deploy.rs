@@ -19,16 +19,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald::crypto::{DataKey, LookupToken};
-use herald::domain::{
-    Call, CallId, Event, Message, MessageId, MessageStatus, Subject, Verification, VerificationId,
-};
+use herald::domain::{Attempted, Event, Subject, Verification, VerificationId};
 use herald::ports::{
-    AWSCURRENT, AWSPENDING, Acquired, Applied, Begun, CallApplied, CallStore, Clock, Decide,
-    DecideCall, DecideVerification, EventStore, IdempotencyStore, KeyError, KeyService, Keyring,
-    ManualClock, MessagePage, MessageQueries, MessageQuery, MessageStore, OptOutStore,
-    ProtectionStore, Queue, QueueDepth, QueueError, RateLimiter, ReceivedJob, SecretError,
-    SecretMetadata, SecretSource, SecretValue, SecretVersions, SidClaim, SidOwner, SidOwners,
-    StoreError, StoredResponse, TwilioCredentials, VerificationApplied, VerificationStore,
+    AWSCURRENT, AWSPENDING, Acquired, Applied, Begun, CallStore, Clock, Decide, DecideVerification,
+    EventStore, IdempotencyStore, KeyError, KeyService, Keyring, ManualClock, MessagePage,
+    MessageQueries, MessageQuery, MessageStore, OptOutStore, ProtectionStore, Queue, QueueDepth,
+    QueueError, RateLimiter, ReceivedJob, Records, SecretError, SecretMetadata, SecretSource,
+    SecretValue, SecretVersions, SidClaim, SidOwner, SidOwners, StoreError, StoredResponse,
+    TwilioCredentials, VerificationApplied, VerificationStore,
 };
 use herald::service::Services;
 use herald::test_env::TestEnv;
@@ -594,90 +592,52 @@ fn rec<T: ?Sized>(port: &'static str, log: &Log, inner: Arc<T>) -> Arc<Rec<T>> {
 }
 
 #[async_trait]
-impl MessageStore for Rec<dyn MessageStore> {
-    async fn insert_message(&self, m: &Message) -> Result<(), StoreError> {
-        self.note("insert_message");
-        self.inner.insert_message(m).await
+impl<R: Attempted, T: Records<R> + ?Sized> Records<R> for Rec<T> {
+    async fn insert_record(&self, r: &R) -> Result<(), StoreError> {
+        self.note("insert_record");
+        self.inner.insert_record(r).await
     }
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        self.note("get_message");
-        self.inner.get_message(id).await
+    async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        self.note("get_record");
+        self.inner.get_record(id).await
     }
-    async fn update_message(
+    async fn update_record(
         &self,
-        id: &MessageId,
-        decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError> {
-        self.note("update_message");
-        self.inner.update_message(id, decide).await
+        id: &R::Id,
+        decide: &Decide<'_, R>,
+    ) -> Result<Applied<R>, StoreError> {
+        self.note("update_record");
+        self.inner.update_record(id, decide).await
     }
-    async fn list_messages_by_status(
+    async fn records_by_status(
         &self,
-        status: MessageStatus,
-        before: i64,
-        limit: u32,
-        order: herald::ports::Order,
-        after: Option<&herald::ports::SweepCursor>,
-    ) -> Result<herald::ports::Page<Message>, StoreError> {
-        self.note("list_messages_by_status");
-        self.inner
-            .list_messages_by_status(status, before, limit, order, after)
-            .await
-    }
-    async fn messages_in_doubt(
-        &self,
-        token: &herald::crypto::LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<herald::ports::InDoubt>, StoreError> {
-        self.note("messages_in_doubt");
-        self.inner
-            .messages_in_doubt(token, until_from_ms, limit)
-            .await
-    }
-}
-
-#[async_trait]
-impl CallStore for Rec<dyn CallStore> {
-    async fn insert_call(&self, c: &Call) -> Result<(), StoreError> {
-        self.note("insert_call");
-        self.inner.insert_call(c).await
-    }
-    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        self.note("get_call");
-        self.inner.get_call(id).await
-    }
-    async fn update_call(
-        &self,
-        id: &CallId,
-        decide: &DecideCall<'_>,
-    ) -> Result<CallApplied, StoreError> {
-        self.note("update_call");
-        self.inner.update_call(id, decide).await
-    }
-    async fn list_calls_by_status(
-        &self,
-        status: herald::domain::CallStatus,
+        status: R::Status,
         created_before_ms: i64,
         limit: u32,
         order: herald::ports::Order,
         after: Option<&herald::ports::SweepCursor>,
-    ) -> Result<herald::ports::Page<Call>, StoreError> {
-        self.note("list_calls_by_status");
+    ) -> Result<herald::ports::Page<R>, StoreError> {
+        self.note("records_by_status");
         self.inner
-            .list_calls_by_status(status, created_before_ms, limit, order, after)
+            .records_by_status(status, created_before_ms, limit, order, after)
             .await
     }
-    async fn calls_in_doubt(
+    async fn records_in_doubt(
         &self,
         token: &herald::crypto::LookupToken,
         until_from_ms: i64,
         limit: u32,
     ) -> Result<Vec<herald::ports::InDoubt>, StoreError> {
-        self.note("calls_in_doubt");
-        self.inner.calls_in_doubt(token, until_from_ms, limit).await
+        self.note("records_in_doubt");
+        self.inner
+            .records_in_doubt(token, until_from_ms, limit)
+            .await
     }
 }
+
+impl MessageStore for Rec<dyn MessageStore> {}
+
+impl CallStore for Rec<dyn CallStore> {}
 
 #[async_trait]
 impl EventStore for Rec<dyn EventStore> {
@@ -1270,7 +1230,7 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             .chain(idempotency)
             .chain(reconcile)
             .chain([
-                siblings("messages", "messages_in_doubt"),
+                siblings("messages", "records_in_doubt"),
                 (
                     "protection",
                     "list_messages_by_caller",
@@ -1293,7 +1253,7 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
                 ),
             ])
             .collect(),
-        "place-call" => [retry, timeline, siblings("calls", "calls_in_doubt")]
+        "place-call" => [retry, timeline, siblings("calls", "records_in_doubt")]
             .into_iter()
             .chain(idempotency)
             .chain(reconcile)
@@ -1313,8 +1273,8 @@ fn beyond_fixtures(function: &str) -> Vec<(&'static str, &'static str, &'static 
             retry,
             reconcile[0],
             reconcile[1],
-            siblings("messages", "messages_in_doubt"),
-            siblings("calls", "calls_in_doubt"),
+            siblings("messages", "records_in_doubt"),
+            siblings("calls", "records_in_doubt"),
             (
                 "keyring",
                 "get_key",

@@ -97,12 +97,22 @@ pub struct InDoubt {
     pub until_ms: i64,
 }
 
-/// What the attempt engine ([`crate::engine`]) needs of any record kind's store, written once
-/// over the kind's atomic read-decide-write: every store of messages and every store of calls
-/// has it.
+/// What any record kind's store has (every store of messages and every store of calls), and
+/// what the attempt engine ([`crate::engine`]) needs of it, written once over the kind's atomic
+/// read-decide-write. The adapters implement it once, generically over the record kind.
 #[async_trait]
 pub trait Records<R: Attempted>: Send + Sync {
-    /// The kind's atomic read-decide-write ([`MessageStore::update_message`]).
+    /// Records a new record. Create-if-absent: when a record with the same id exists, returns
+    /// [`StoreError::Conflict`] and changes nothing. Of two concurrent inserts of one id, exactly
+    /// one succeeds.
+    async fn insert_record(&self, record: &R) -> Result<(), StoreError>;
+
+    /// The atomic primitive every conditional change is built on: reads the record, asks
+    /// `decide` for its next version (`None`: leave it), and writes that version only if the
+    /// stored record is still the one `decide` saw; otherwise it reads and decides again. Of
+    /// concurrent updates, each is decided against the record as the previous one left it.
+    /// `decide` may run more than once and must not have side effects. The id and
+    /// `created_at_ms` of the record never change.
     async fn update_record(
         &self,
         id: &R::Id,
@@ -115,7 +125,7 @@ pub trait Records<R: Attempted>: Send + Sync {
     /// A page of up to `limit` records with `status`, created before `created_before_ms`, in
     /// `order` ([`Order`]: by `created_at_ms`, then id), starting strictly past `after` in that
     /// order (`None`: from that end). [`Page::next`] continues the walk. Eventually consistent
-    /// on DynamoDB. The sweeper's query ([`crate::engine::sweep`]).
+    /// on DynamoDB. The sweeper's query ([`crate::engine::sweep`]: records that wait too long).
     async fn records_by_status(
         &self,
         status: R::Status,
@@ -138,7 +148,8 @@ pub trait Records<R: Attempted>: Send + Sync {
 
     /// Claims `attempt` for a sender until `now_ms + lease_ms`
     /// ([`crate::domain::attempt::claimed`]): of concurrent claims of one attempt exactly one
-    /// succeeds, so a duplicated or redelivered job never sends twice.
+    /// succeeds, so a duplicated or redelivered job never sends twice. A done call is never
+    /// claimed.
     async fn claim(
         &self,
         id: &R::Id,
@@ -173,98 +184,30 @@ pub trait Records<R: Attempted>: Send + Sync {
     }
 }
 
+/// Messages, stored with their personal data sealed: the [`Records`] of messages, and what
+/// only messages have.
 #[async_trait]
-impl<T: MessageStore + ?Sized> Records<Message> for T {
-    async fn update_record(
-        &self,
-        id: &MessageId,
-        decide: &Decide<'_, Message>,
-    ) -> Result<Applied<Message>, StoreError> {
-        self.update_message(id, decide).await
+pub trait MessageStore: Records<Message> {
+    /// Records a new message ([`Records::insert_record`]).
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        self.insert_record(message).await
     }
-    async fn get_record(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        self.get_message(id).await
-    }
-    async fn records_by_status(
-        &self,
-        status: MessageStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: Order,
-        after: Option<&SweepCursor>,
-    ) -> Result<Page<Message>, StoreError> {
-        self.list_messages_by_status(status, created_before_ms, limit, order, after)
-            .await
-    }
-    async fn records_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.messages_in_doubt(token, until_from_ms, limit).await
-    }
-}
 
-#[async_trait]
-impl<T: CallStore + ?Sized> Records<Call> for T {
-    async fn update_record(
-        &self,
-        id: &CallId,
-        decide: &Decide<'_, Call>,
-    ) -> Result<Applied<Call>, StoreError> {
-        self.update_call(id, decide).await
+    /// The message with this id, if any ([`Records::get_record`]).
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.get_record(id).await
     }
-    async fn get_record(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        self.get_call(id).await
-    }
-    async fn records_by_status(
-        &self,
-        status: CallStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: Order,
-        after: Option<&SweepCursor>,
-    ) -> Result<Page<Call>, StoreError> {
-        self.list_calls_by_status(status, created_before_ms, limit, order, after)
-            .await
-    }
-    async fn records_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.calls_in_doubt(token, until_from_ms, limit).await
-    }
-}
 
-/// Messages, stored with their personal data sealed.
-#[async_trait]
-pub trait MessageStore: Send + Sync {
-    /// Records a new message. Create-if-absent: when a message with the same id exists, returns
-    /// [`StoreError::Conflict`] and changes nothing. Of two concurrent inserts of one id, exactly
-    /// one succeeds.
-    async fn insert_message(&self, message: &Message) -> Result<(), StoreError>;
-
-    /// The message with this id, if any.
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
-
-    /// The atomic primitive every conditional change is built on: reads the record, asks
-    /// `decide` for its next version (`None`: leave it), and writes that version only if the
-    /// stored record is still the one `decide` saw; otherwise it reads and decides again. Of
-    /// concurrent updates, each is decided against the record as the previous one left it.
-    /// `decide` may run more than once and must not have side effects. The id and
-    /// `created_at_ms` of the record never change.
+    /// The atomic read-decide-write of a message ([`Records::update_record`]).
     async fn update_message(
         &self,
         id: &MessageId,
         decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError>;
+    ) -> Result<Applied, StoreError> {
+        self.update_record(id, decide).await
+    }
 
-    /// A page of up to `limit` messages with `status`, created before `created_before_ms`, in
-    /// `order`, strictly past `after` ([`Records::records_by_status`]: the sweeper's query,
-    /// messages that wait too long). Eventually consistent on DynamoDB.
+    /// A page of messages with `status` ([`Records::records_by_status`]).
     async fn list_messages_by_status(
         &self,
         status: MessageStatus,
@@ -272,16 +215,20 @@ pub trait MessageStore: Send + Sync {
         limit: u32,
         order: Order,
         after: Option<&SweepCursor>,
-    ) -> Result<Page<Message>, StoreError>;
+    ) -> Result<Page<Message>, StoreError> {
+        self.records_by_status(status, created_before_ms, limit, order, after)
+            .await
+    }
 
-    /// Up to `limit` messages whose match token is `token` and whose span in doubt ends at or
-    /// after `until_from_ms`, earliest end first ([`Records::records_in_doubt`]).
+    /// Messages in doubt with the match token `token` ([`Records::records_in_doubt`]).
     async fn messages_in_doubt(
         &self,
         token: &LookupToken,
         until_from_ms: i64,
         limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError>;
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.records_in_doubt(token, until_from_ms, limit).await
+    }
 
     /// Applies `change` atomically, only if the stored record is at `change.attempt` and the
     /// transition rule ([`crate::domain::MessageStatus::transition`]) allows it. Of concurrent
@@ -292,7 +239,7 @@ pub trait MessageStore: Send + Sync {
         id: &MessageId,
         change: &StatusChange,
     ) -> Result<Applied, StoreError> {
-        self.update_message(id, &|m: &Message| m.changed(change))
+        self.update_record(id, &|m: &Message| m.changed(change))
             .await
     }
 
@@ -317,41 +264,40 @@ pub trait MessageStore: Send + Sync {
     }
 }
 
-/// The result of a conditional change of a call ([`CallStore::update_call`]).
+/// The result of a conditional change of a call ([`Records::update_record`]).
 pub type CallApplied = Applied<Call>;
 
-/// How [`CallStore::update_call`] decides a record's next version (`None`: leave it).
+/// How a call's [`Records::update_record`] decides a record's next version (`None`: leave it).
 pub type DecideCall<'a> = Decide<'a, Call>;
 
 /// The result of claiming a call's attempt.
 pub type CallClaim = Claim<Call>;
 
-/// Voice calls, stored with their personal data sealed. The same contract as
-/// [`MessageStore`]: one atomic read-decide-write primitive, and the decisions built on it.
+/// Voice calls, stored with their personal data sealed: the [`Records`] of calls (the same
+/// contract as messages: one atomic read-decide-write primitive, and the decisions built on
+/// it), and what only calls have.
 #[async_trait]
-pub trait CallStore: Send + Sync {
-    /// Records a new call. Create-if-absent: when a call with the same id exists, returns
-    /// [`StoreError::Conflict`] and changes nothing. Of two concurrent inserts of one id, exactly
-    /// one succeeds.
-    async fn insert_call(&self, call: &Call) -> Result<(), StoreError>;
+pub trait CallStore: Records<Call> {
+    /// Records a new call ([`Records::insert_record`]).
+    async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
+        self.insert_record(call).await
+    }
 
-    /// The call with this id, if any.
-    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError>;
+    /// The call with this id, if any ([`Records::get_record`]).
+    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        self.get_record(id).await
+    }
 
-    /// The atomic primitive: reads the record, asks `decide` for its next version (`None`:
-    /// leave it), and writes that version only if the stored record is still the one `decide`
-    /// saw; otherwise it reads and decides again. Of concurrent updates, each is decided against
-    /// the record as the previous one left it. `decide` may run more than once and must not
-    /// have side effects. The id and `created_at_ms` of the record never change.
+    /// The atomic read-decide-write of a call ([`Records::update_record`]).
     async fn update_call(
         &self,
         id: &CallId,
         decide: &DecideCall<'_>,
-    ) -> Result<CallApplied, StoreError>;
+    ) -> Result<CallApplied, StoreError> {
+        self.update_record(id, decide).await
+    }
 
-    /// A page of up to `limit` calls with `status`, created before `created_before_ms`, in
-    /// `order`, strictly past `after` ([`Records::records_by_status`]: the sweeper's query).
-    /// Eventually consistent on DynamoDB.
+    /// A page of calls with `status` ([`Records::records_by_status`]).
     async fn list_calls_by_status(
         &self,
         status: CallStatus,
@@ -359,16 +305,20 @@ pub trait CallStore: Send + Sync {
         limit: u32,
         order: Order,
         after: Option<&SweepCursor>,
-    ) -> Result<Page<Call>, StoreError>;
+    ) -> Result<Page<Call>, StoreError> {
+        self.records_by_status(status, created_before_ms, limit, order, after)
+            .await
+    }
 
-    /// Up to `limit` calls whose match token is `token` and whose span in doubt ends at or
-    /// after `until_from_ms`, earliest end first ([`Records::records_in_doubt`]).
+    /// Calls in doubt with the match token `token` ([`Records::records_in_doubt`]).
     async fn calls_in_doubt(
         &self,
         token: &LookupToken,
         until_from_ms: i64,
         limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError>;
+    ) -> Result<Vec<InDoubt>, StoreError> {
+        self.records_in_doubt(token, until_from_ms, limit).await
+    }
 
     /// Applies `report` under the retry policy ([`Call::reported`]): the next attempt, due at
     /// `retry_at_ms`, for an unanswered or unacknowledged attempt while `attempt <
@@ -380,7 +330,7 @@ pub trait CallStore: Send + Sync {
         max_attempts: u32,
         retry_at_ms: i64,
     ) -> Result<CallApplied, StoreError> {
-        self.update_call(id, &|c: &Call| {
+        self.update_record(id, &|c: &Call| {
             c.reported(report, max_attempts, retry_at_ms)
         })
         .await
@@ -414,7 +364,7 @@ pub trait CallStore: Send + Sync {
         attempt: u32,
         at_ms: i64,
     ) -> Result<CallApplied, StoreError> {
-        self.update_call(id, &|c: &Call| c.acknowledged(attempt, at_ms))
+        self.update_record(id, &|c: &Call| c.acknowledged(attempt, at_ms))
             .await
     }
 }

@@ -19,12 +19,13 @@ use tokio::task::JoinSet;
 
 use crate::crypto::{CryptoError, LookupToken, Sealed, Vault};
 use crate::domain::{
-    Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+    Attempted, Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange,
+    Subject,
 };
 use crate::phone::Masked;
 use crate::ports::{
     Applied, Claim, Clock, Decide, EventStore, InDoubt, KeyError, KeyService, Keyring, ManualClock,
-    MessageStore, OptOutStore, Order, StoreError,
+    MessageStore, OptOutStore, Order, Records, StoreError,
 };
 use crate::templates::Encoding;
 
@@ -1390,46 +1391,48 @@ impl<S> Alternate<S> {
 }
 
 #[async_trait::async_trait]
-impl<S: MessageStore + 'static> MessageStore for Alternate<S> {
-    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
-        self.pick().insert_message(message).await
+impl<R: Attempted, S: Records<R> + 'static> Records<R> for Alternate<S> {
+    async fn insert_record(&self, record: &R) -> Result<(), StoreError> {
+        self.pick().insert_record(record).await
     }
 
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        self.pick().get_message(id).await
+    async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        self.pick().get_record(id).await
     }
 
-    async fn update_message(
+    async fn update_record(
         &self,
-        id: &MessageId,
-        decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError> {
-        self.pick().update_message(id, decide).await
+        id: &R::Id,
+        decide: &Decide<'_, R>,
+    ) -> Result<Applied<R>, StoreError> {
+        self.pick().update_record(id, decide).await
     }
 
-    async fn list_messages_by_status(
+    async fn records_by_status(
         &self,
-        status: MessageStatus,
+        status: R::Status,
         created_before_ms: i64,
         limit: u32,
         order: crate::ports::Order,
         after: Option<&crate::ports::SweepCursor>,
-    ) -> Result<crate::ports::Page<Message>, StoreError> {
+    ) -> Result<crate::ports::Page<R>, StoreError> {
         self.pick()
-            .list_messages_by_status(status, created_before_ms, limit, order, after)
+            .records_by_status(status, created_before_ms, limit, order, after)
             .await
     }
-    async fn messages_in_doubt(
+    async fn records_in_doubt(
         &self,
         token: &LookupToken,
         until_from_ms: i64,
         limit: u32,
     ) -> Result<Vec<InDoubt>, StoreError> {
         self.pick()
-            .messages_in_doubt(token, until_from_ms, limit)
+            .records_in_doubt(token, until_from_ms, limit)
             .await
     }
 }
+
+impl<S: MessageStore + 'static> MessageStore for Alternate<S> {}
 
 #[async_trait::async_trait]
 impl<S: EventStore + 'static> EventStore for Alternate<S> {

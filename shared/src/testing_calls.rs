@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::crypto::{LookupToken, Vault};
+use crate::crypto::Vault;
 use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Speech};
 use crate::phone::Masked;
-use crate::ports::{CallApplied, CallClaim, CallStore, DecideCall, InDoubt, StoreError};
+use crate::ports::{CallApplied, CallClaim, CallStore, DecideCall, StoreError};
 use crate::testing::{Alternate, contains, race};
 
 /// A call accepted at `id_ms` for `to_e164` speaking `text`, both sealed through `vault`, at
@@ -472,47 +472,7 @@ pub async fn store_call_personal_data(store: &dyn CallStore, vault: &Vault) -> C
     }
 }
 
-#[async_trait::async_trait]
-impl<S: CallStore + 'static> CallStore for Alternate<S> {
-    async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
-        self.pick().insert_call(call).await
-    }
-
-    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        self.pick().get_call(id).await
-    }
-
-    async fn update_call(
-        &self,
-        id: &CallId,
-        decide: &DecideCall<'_>,
-    ) -> Result<CallApplied, StoreError> {
-        self.pick().update_call(id, decide).await
-    }
-
-    async fn list_calls_by_status(
-        &self,
-        status: CallStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: crate::ports::Order,
-        after: Option<&crate::ports::SweepCursor>,
-    ) -> Result<crate::ports::Page<Call>, StoreError> {
-        self.pick()
-            .list_calls_by_status(status, created_before_ms, limit, order, after)
-            .await
-    }
-    async fn calls_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.pick()
-            .calls_in_doubt(token, until_from_ms, limit)
-            .await
-    }
-}
+impl<S: CallStore + 'static> CallStore for Alternate<S> {}
 
 /// [`crate::testing::in_doubt_contract`] for calls: three to one callee (calls match on their
 /// callee alone), one to another.

@@ -9,13 +9,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::crypto::LookupToken;
-use crate::domain::{
-    Call, CallId, Message, MessageId, MessageStatus, Verification, VerificationId,
-};
+use crate::domain::{Attempted, Call, Message, Verification, VerificationId};
 use crate::ports::{
-    Acquired, Applied, Begun, CallApplied, CallStore, Decide, DecideCall, DecideVerification,
-    IdempotencyStore, InDoubt, MessagePage, MessageQueries, MessageQuery, MessageStore,
-    RateLimiter, StoreError, StoredResponse, VerificationApplied, VerificationStore,
+    Acquired, Applied, Begun, CallStore, Decide, DecideVerification, IdempotencyStore, InDoubt,
+    MessagePage, MessageQueries, MessageQuery, MessageStore, RateLimiter, Records, StoreError,
+    StoredResponse, VerificationApplied, VerificationStore,
 };
 
 /// A write [`CommitThenFail`] can make fail after it committed.
@@ -96,89 +94,66 @@ impl<S> CommitThenFail<S> {
     }
 }
 
+/// Which [`Write`] inserting a record of the kind is.
+pub trait Inserted: Attempted {
+    /// [`Records::insert_record`] of the kind.
+    const INSERT: Write;
+}
+
+impl Inserted for Message {
+    const INSERT: Write = Write::InsertMessage;
+}
+
+impl Inserted for Call {
+    const INSERT: Write = Write::InsertCall;
+}
+
 #[async_trait]
-impl<S: MessageStore> MessageStore for CommitThenFail<S> {
-    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
-        self.write(Write::InsertMessage, self.inner.insert_message(message))
+impl<R: Inserted, S: Records<R>> Records<R> for CommitThenFail<S> {
+    async fn insert_record(&self, record: &R) -> Result<(), StoreError> {
+        self.write(R::INSERT, self.inner.insert_record(record))
             .await
     }
 
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        self.inner.get_message(id).await
+    async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        self.inner.get_record(id).await
     }
 
-    async fn update_message(
+    async fn update_record(
         &self,
-        id: &MessageId,
-        decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError> {
-        self.inner.update_message(id, decide).await
+        id: &R::Id,
+        decide: &Decide<'_, R>,
+    ) -> Result<Applied<R>, StoreError> {
+        self.inner.update_record(id, decide).await
     }
 
-    async fn list_messages_by_status(
+    async fn records_by_status(
         &self,
-        status: MessageStatus,
+        status: R::Status,
         created_before_ms: i64,
         limit: u32,
         order: crate::ports::Order,
         after: Option<&crate::ports::SweepCursor>,
-    ) -> Result<crate::ports::Page<Message>, StoreError> {
+    ) -> Result<crate::ports::Page<R>, StoreError> {
         self.inner
-            .list_messages_by_status(status, created_before_ms, limit, order, after)
+            .records_by_status(status, created_before_ms, limit, order, after)
             .await
     }
-    async fn messages_in_doubt(
+    async fn records_in_doubt(
         &self,
         token: &LookupToken,
         until_from_ms: i64,
         limit: u32,
     ) -> Result<Vec<InDoubt>, StoreError> {
         self.inner
-            .messages_in_doubt(token, until_from_ms, limit)
+            .records_in_doubt(token, until_from_ms, limit)
             .await
     }
 }
 
-#[async_trait]
-impl<S: CallStore> CallStore for CommitThenFail<S> {
-    async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
-        self.write(Write::InsertCall, self.inner.insert_call(call))
-            .await
-    }
+impl<S: MessageStore> MessageStore for CommitThenFail<S> {}
 
-    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        self.inner.get_call(id).await
-    }
-
-    async fn update_call(
-        &self,
-        id: &CallId,
-        decide: &DecideCall<'_>,
-    ) -> Result<CallApplied, StoreError> {
-        self.inner.update_call(id, decide).await
-    }
-
-    async fn list_calls_by_status(
-        &self,
-        status: crate::domain::CallStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: crate::ports::Order,
-        after: Option<&crate::ports::SweepCursor>,
-    ) -> Result<crate::ports::Page<Call>, StoreError> {
-        self.inner
-            .list_calls_by_status(status, created_before_ms, limit, order, after)
-            .await
-    }
-    async fn calls_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.inner.calls_in_doubt(token, until_from_ms, limit).await
-    }
-}
+impl<S: CallStore> CallStore for CommitThenFail<S> {}
 
 #[async_trait]
 impl<S: RateLimiter> RateLimiter for CommitThenFail<S> {

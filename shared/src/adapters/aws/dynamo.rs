@@ -32,11 +32,12 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
+use crate::adapters::Stored;
 use crate::crypto::LookupToken;
-use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
+use crate::domain::{Attempted, Event, Message, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
     Applied, Clock, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore,
-    OptOutStore, Order, Page, StoreError, SweepCursor,
+    OptOutStore, Order, Page, Records, StoreError, SweepCursor,
 };
 
 mod calls;
@@ -201,19 +202,6 @@ impl DynamoStore {
         &self.tables
     }
 
-    async fn read_message(&self, id: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.messages)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(transient)?;
-        Ok(out.item)
-    }
-
     fn keyring_pk(name: &str) -> AttributeValue {
         s(format!("keyring#{name}"))
     }
@@ -240,23 +228,102 @@ impl DynamoStore {
     }
 }
 
+/// What differs between the record kinds' items of the messages table (module docs).
+pub(super) trait DynamoKind: Stored {
+    /// The `status` attribute of a record with `status`: the `by_status` index's key, which
+    /// keeps the kinds apart.
+    fn status_attribute(status: Self::Status) -> String;
+    /// The attributes besides `status` that follow the record's status: written by every
+    /// change.
+    fn status_attributes(&self) -> Vec<(&'static str, AttributeValue)>;
+    /// The attributes written once, when the record is created.
+    fn created_attributes(&self) -> Vec<(&'static str, AttributeValue)>;
+}
+
+/// Messages: `status` is the message's status; `caller` (the `by_caller` index) is theirs only.
+impl DynamoKind for Message {
+    fn status_attribute(status: MessageStatus) -> String {
+        status.as_str().to_owned()
+    }
+    fn status_attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        Vec::new()
+    }
+    fn created_attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        vec![("caller", s(&self.caller))]
+    }
+}
+
 impl DynamoStore {
+    /// A consistent read of the item of the messages table keyed `id` (a record of any kind).
+    async fn read_item(&self, id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.messages)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(transient)?;
+        Ok(out.item)
+    }
+}
+
+/// Every record kind's items of the messages table: the attributes every kind has, and the
+/// kind's own ([`DynamoKind`]).
+#[async_trait]
+impl<R: DynamoKind> Records<R> for DynamoStore {
+    async fn insert_record(&self, record: &R) -> Result<(), StoreError> {
+        let doc = to_doc(record)?;
+        let (status, a) = (record.status(), record.attempts());
+        let mut put = self.client.put_item();
+        for (name, value) in doubt_attributes(record)
+            .into_iter()
+            .chain(record.created_attributes())
+            .chain(record.status_attributes())
+        {
+            put = put.item(name, value);
+        }
+        let res = put
+            .table_name(&self.tables.messages)
+            .item("id", s(record.record_id().to_string()))
+            .item("status", s(R::status_attribute(status)))
+            .item("status_rank", n(status.rank()))
+            .item("attempt", n(a.attempt))
+            .item("to_token", s(&record.to_token().0))
+            .item("created_at_ms", n(a.created_at_ms))
+            .item("version", n(0))
+            .item("doc", s(doc))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", "id")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        self.read_item(&id.to_string())
+            .await?
+            .map(|item| doc(&item))
+            .transpose()
+    }
+
     /// The one compare-and-set every record kind's change goes through: decide on a consistent
     /// read, write the new document (with its `status_rank`, `attempt` and the kind's own
-    /// index attributes, `indexed`) only if the item's `version` is still the one read, and
-    /// read and decide again otherwise, at most [`MAX_UPDATE_ROUNDS`] times.
-    async fn update_doc<R>(
+    /// status attributes) only if the item's `version` is still the one read, and read and
+    /// decide again otherwise, at most [`MAX_UPDATE_ROUNDS`] times.
+    async fn update_record(
         &self,
         id: &R::Id,
         decide: &Decide<'_, R>,
-        indexed: fn(&R) -> Vec<(&'static str, AttributeValue)>,
-    ) -> Result<Applied<R>, StoreError>
-    where
-        R: Attempted + serde::Serialize + serde::de::DeserializeOwned,
-    {
+    ) -> Result<Applied<R>, StoreError> {
         let key = id.to_string();
         for _ in 0..MAX_UPDATE_ROUNDS {
-            let Some(item) = self.read_message(&key).await? else {
+            let Some(item) = self.read_item(&key).await? else {
                 return Ok(Applied::NotFound);
             };
             let current: R = doc(&item)?;
@@ -289,7 +356,10 @@ impl DynamoStore {
                 .expression_attribute_values(":attempt", n(next.attempts().attempt))
                 .expression_attribute_values(":doc", s(to_doc(&next)?))
                 .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
-            for (i, (name, value)) in indexed(&next).into_iter().enumerate() {
+            // The kind's attributes that follow its status, then `status` (the `by_status` key).
+            let mut indexed = next.status_attributes();
+            indexed.push(("status", s(R::status_attribute(next.status()))));
+            for (i, (name, value)) in indexed.into_iter().enumerate() {
                 set.push(format!("#ix{i} = :ix{i}"));
                 update = update
                     .expression_attribute_names(format!("#ix{i}"), name)
@@ -332,67 +402,21 @@ impl DynamoStore {
         )))
     }
 
-    /// Up to `limit` items of the messages table whose `status` attribute is `status`, created
-    /// before `created_before_ms`, oldest first (the `by_status` index).
-    async fn docs_in_doubt(
+    /// The `by_status` index under the kind's status attribute, in `order`
+    /// (`ScanIndexForward`), strictly past `after`: the cursor is the index's keys plus the
+    /// table's (`status`, `created_at_ms`, `id`), given as `ExclusiveStartKey`, a position that
+    /// holds whether or not its item is still there. One more item is read than asked for, to
+    /// know whether a next page exists.
+    async fn records_by_status(
         &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        while found.len() < limit as usize {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.messages)
-                .index_name(MESSAGES_IN_DOUBT)
-                .key_condition_expression("#token = :token AND #until >= :from")
-                .expression_attribute_names("#token", "doubt_token")
-                .expression_attribute_names("#until", "doubt_until_ms")
-                .expression_attribute_values(":token", s(&token.0))
-                .expression_attribute_values(":from", n(until_from_ms))
-                .scan_index_forward(true)
-                .limit(
-                    i32::try_from(limit)
-                        .unwrap_or(i32::MAX)
-                        .min(self.page_size.unwrap_or(i32::MAX)),
-                )
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(transient)?;
-            for item in out.items.unwrap_or_default() {
-                if found.len() < limit as usize {
-                    found.push(InDoubt {
-                        record_id: get_s(&item, "id")?.to_owned(),
-                        since_ms: get_n(&item, "doubt_since_ms")?,
-                        until_ms: get_n(&item, "doubt_until_ms")?,
-                    });
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(found)
-    }
-
-    /// A page of up to `limit` documents of `status` (the `by_status` index), created before
-    /// `created_before_ms`, in `order` (`ScanIndexForward`), strictly past `after`: the
-    /// cursor is the index's keys plus the table's (`status`, `created_at_ms`, `id`), given as
-    /// `ExclusiveStartKey`, a position that holds whether or not its item is still there. One
-    /// more item is read than asked for, to know whether a next page exists.
-    async fn docs_by_status<R: serde::de::DeserializeOwned>(
-        &self,
-        status: &str,
+        status: R::Status,
         created_before_ms: i64,
         limit: u32,
         order: Order,
         after: Option<&SweepCursor>,
     ) -> Result<Page<R>, StoreError> {
+        let status = R::status_attribute(status);
+        let status = status.as_str();
         let wanted = limit as usize + 1;
         let mut found: Vec<Item> = Vec::new();
         let mut start: Option<Item> = after.map(|c| {
@@ -453,77 +477,56 @@ impl DynamoStore {
             next: page.next,
         })
     }
-}
 
-#[async_trait]
-impl MessageStore for DynamoStore {
-    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
-        let doc = to_doc(message)?;
-        let mut put = self.client.put_item();
-        for (name, value) in doubt_attributes(message) {
-            put = put.item(name, value);
-        }
-        let res = put
-            .table_name(&self.tables.messages)
-            .item("id", s(message.id.as_str()))
-            .item("status", s(message.status.as_str()))
-            .item("status_rank", n(message.status.rank()))
-            .item("attempt", n(message.attempt))
-            .item("caller", s(&message.caller))
-            .item("to_token", s(&message.to_token.0))
-            .item("created_at_ms", n(message.created_at_ms))
-            .item("version", n(0))
-            .item("doc", s(doc))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", "id")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(transient(e)),
-        }
-    }
-
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        self.read_message(id.as_str())
-            .await?
-            .map(|item| doc(&item))
-            .transpose()
-    }
-
-    async fn update_message(
-        &self,
-        id: &MessageId,
-        decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError> {
-        self.update_doc(id, decide, |m: &Message| {
-            vec![("status", s(m.status.as_str()))]
-        })
-        .await
-    }
-
-    async fn list_messages_by_status(
-        &self,
-        status: MessageStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: Order,
-        after: Option<&SweepCursor>,
-    ) -> Result<Page<Message>, StoreError> {
-        self.docs_by_status(status.as_str(), created_before_ms, limit, order, after)
-            .await
-    }
-
-    async fn messages_in_doubt(
+    /// The sparse `in_doubt` index of the messages table (records of every kind).
+    async fn records_in_doubt(
         &self,
         token: &LookupToken,
         until_from_ms: i64,
         limit: u32,
     ) -> Result<Vec<InDoubt>, StoreError> {
-        self.docs_in_doubt(token, until_from_ms, limit).await
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        while found.len() < limit as usize {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.messages)
+                .index_name(MESSAGES_IN_DOUBT)
+                .key_condition_expression("#token = :token AND #until >= :from")
+                .expression_attribute_names("#token", "doubt_token")
+                .expression_attribute_names("#until", "doubt_until_ms")
+                .expression_attribute_values(":token", s(&token.0))
+                .expression_attribute_values(":from", n(until_from_ms))
+                .scan_index_forward(true)
+                .limit(
+                    i32::try_from(limit)
+                        .unwrap_or(i32::MAX)
+                        .min(self.page_size.unwrap_or(i32::MAX)),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(transient)?;
+            for item in out.items.unwrap_or_default() {
+                if found.len() < limit as usize {
+                    found.push(InDoubt {
+                        record_id: get_s(&item, "id")?.to_owned(),
+                        since_ms: get_n(&item, "doubt_since_ms")?,
+                        until_ms: get_n(&item, "doubt_until_ms")?,
+                    });
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 }
+
+impl MessageStore for DynamoStore {}
 
 #[async_trait]
 impl EventStore for DynamoStore {

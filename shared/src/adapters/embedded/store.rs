@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::adapters::Stored;
 use crate::crypto::LookupToken;
-use crate::domain::{Attempted, Event, Message, MessageId, MessageStatus, RecordStatus, Subject};
+use crate::domain::{Attempted, Event, Message, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
     Applied, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore,
-    Order, Page, StoreError, SweepCursor,
+    Order, Page, Records, StoreError, SweepCursor,
 };
 
 mod calls;
@@ -146,33 +147,115 @@ impl SqliteStore {
     }
 
     /// Runs `f` with the connection on the blocking pool.
-    /// The one compare-and-set every record kind's change goes through (`table`: `messages` or
-    /// `calls`, which have the same columns): decide outside the connection on the document
-    /// read, write only if the stored document is still that one (another connection to the
-    /// file may have changed it), else read and decide again, at most
-    /// [`MAX_UPDATE_ROUNDS`] times.
-    pub(super) async fn update_doc<R>(
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| StoreError::Corrupt("store lock poisoned".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(StoreError::transient)?
+    }
+
+    /// Deletes events past their expiry (SQLite has no TTL of its own); returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        self.with(move |c| {
+            c.execute("DELETE FROM events WHERE expires_at_ms <= ?1", params![now])
+                .map_err(backend)
+        })
+        .await
+    }
+}
+
+/// The document stored under `id` in `table`, if any.
+fn read_doc(c: &Connection, table: &str, id: &str) -> Result<Option<String>, StoreError> {
+    c.query_row(
+        &format!("SELECT doc FROM {table} WHERE id = ?1"),
+        params![id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+/// What differs between the record kinds in the SQLite store: only their table (`messages`,
+/// `calls`), which have the same columns.
+pub(super) trait SqliteKind: Stored {
+    /// The kind's table.
+    const TABLE: &'static str;
+}
+
+impl SqliteKind for Message {
+    const TABLE: &'static str = "messages";
+}
+
+/// Every record kind's store: a JSON document plus the columns its conditions and indexes
+/// need, in the kind's table.
+#[async_trait]
+impl<R: SqliteKind> Records<R> for SqliteStore {
+    async fn insert_record(&self, record: &R) -> Result<(), StoreError> {
+        let table = R::TABLE;
+        let doc = serde_json::to_string(record).map_err(corrupt)?;
+        let doubt = doubt_columns(record);
+        let id = record.record_id().to_string();
+        let caller = record.caller().to_owned();
+        let to_token = record.to_token().0.clone();
+        let (status, a) = (record.status(), record.attempts());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc,
+                             doubt_token, doubt_since_ms, doubt_until_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING"
+                    ),
+                    params![
+                        id,
+                        caller,
+                        status.as_str(),
+                        status.rank(),
+                        a.attempt,
+                        to_token,
+                        a.created_at_ms,
+                        doc,
+                        doubt.0,
+                        doubt.1,
+                        doubt.2
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn get_record(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        let id = id.to_string();
+        let doc = self.with(move |c| read_doc(c, R::TABLE, &id)).await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(corrupt))
+            .transpose()
+    }
+
+    /// The one compare-and-set every record kind's change goes through: decide outside the
+    /// connection on the document read, write only if the stored document is still that one
+    /// (another connection to the file may have changed it), else read and decide again, at
+    /// most [`MAX_UPDATE_ROUNDS`] times.
+    async fn update_record(
         &self,
-        table: &'static str,
         id: &R::Id,
         decide: &Decide<'_, R>,
-    ) -> Result<Applied<R>, StoreError>
-    where
-        R: Attempted + serde::Serialize + serde::de::DeserializeOwned,
-    {
+    ) -> Result<Applied<R>, StoreError> {
+        let table = R::TABLE;
         for _ in 0..MAX_UPDATE_ROUNDS {
             let key = id.to_string();
-            let read = self
-                .with(move |c| {
-                    c.query_row(
-                        &format!("SELECT doc FROM {table} WHERE id = ?1"),
-                        params![key],
-                        |r| r.get::<_, String>(0),
-                    )
-                    .optional()
-                    .map_err(backend)
-                })
-                .await?;
+            let read = self.with(move |c| read_doc(c, table, &key)).await?;
             let Some(old_doc) = read else {
                 return Ok(Applied::NotFound);
             };
@@ -218,22 +301,17 @@ impl SqliteStore {
         ))
     }
 
-    /// A page of up to `limit` documents of `table` with `status`, created before
-    /// `created_before_ms`, in `order` by `(created_at_ms, id)`, strictly past `after`: a keyset
-    /// range over the `{table}_by_status_id` index, one more row read than asked for to know
-    /// whether a next page exists.
-    pub(super) async fn docs_by_status<R>(
+    /// A keyset range over the `{table}_by_status_id` index, one more row read than asked for
+    /// to know whether a next page exists.
+    async fn records_by_status(
         &self,
-        table: &'static str,
-        status: &'static str,
+        status: R::Status,
         created_before_ms: i64,
         limit: u32,
         order: Order,
         after: Option<&SweepCursor>,
-    ) -> Result<Page<R>, StoreError>
-    where
-        R: serde::de::DeserializeOwned + Send + 'static,
-    {
+    ) -> Result<Page<R>, StoreError> {
+        let (table, status) = (R::TABLE, status.as_str());
         let (past, direction) = match order {
             Order::OldestFirst => (">", "ASC"),
             Order::NewestFirst => ("<", "DESC"),
@@ -287,16 +365,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Up to `limit` records of `table` in doubt with the match token `token`, their span
-    /// ending at or after `until_from_ms`, earliest end first (the doubt index).
-    pub(super) async fn docs_in_doubt(
+    /// The kind's table's doubt index.
+    async fn records_in_doubt(
         &self,
-        table: &'static str,
         token: &LookupToken,
         until_from_ms: i64,
         limit: u32,
     ) -> Result<Vec<InDoubt>, StoreError> {
-        let token = token.0.clone();
+        let (table, token) = (R::TABLE, token.0.clone());
         self.with(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
@@ -318,119 +394,9 @@ impl SqliteStore {
         })
         .await
     }
-
-    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn
-                .lock()
-                .map_err(|_| StoreError::Corrupt("store lock poisoned".into()))?;
-            f(&mut c)
-        })
-        .await
-        .map_err(StoreError::transient)?
-    }
-
-    /// Deletes events past their expiry (SQLite has no TTL of its own); returns how many.
-    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        let now = self.clock.now_ms();
-        self.with(move |c| {
-            c.execute("DELETE FROM events WHERE expires_at_ms <= ?1", params![now])
-                .map_err(backend)
-        })
-        .await
-    }
 }
 
-fn read_message(c: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
-    let doc: Option<String> = c
-        .query_row("SELECT doc FROM messages WHERE id = ?1", params![id], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(backend)?;
-    doc.map(|d| serde_json::from_str(&d).map_err(corrupt))
-        .transpose()
-}
-
-#[async_trait]
-impl MessageStore for SqliteStore {
-    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
-        let m = message.clone();
-        let doc = serde_json::to_string(&m).map_err(corrupt)?;
-        let doubt = doubt_columns(&m);
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "INSERT INTO messages (id, caller, status, status_rank, attempt, to_token, created_at_ms, doc,
-                         doubt_token, doubt_since_ms, doubt_until_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
-                    params![
-                        m.id.as_str(),
-                        m.caller,
-                        m.status.as_str(),
-                        m.status.rank(),
-                        m.attempt,
-                        m.to_token.0,
-                        m.created_at_ms,
-                        doc,
-                        doubt.0,
-                        doubt.1,
-                        doubt.2
-                    ],
-                )
-                .map_err(backend)?;
-            if n == 1 { Ok(()) } else { Err(StoreError::Conflict) }
-        })
-        .await
-    }
-
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        let id = id.to_string();
-        self.with(move |c| read_message(c, &id)).await
-    }
-
-    async fn update_message(
-        &self,
-        id: &MessageId,
-        decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError> {
-        self.update_doc("messages", id, decide).await
-    }
-
-    async fn list_messages_by_status(
-        &self,
-        status: MessageStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: Order,
-        after: Option<&SweepCursor>,
-    ) -> Result<Page<Message>, StoreError> {
-        self.docs_by_status(
-            "messages",
-            status.as_str(),
-            created_before_ms,
-            limit,
-            order,
-            after,
-        )
-        .await
-    }
-
-    async fn messages_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.docs_in_doubt("messages", token, until_from_ms, limit)
-            .await
-    }
-}
+impl MessageStore for SqliteStore {}
 
 #[async_trait]
 impl EventStore for SqliteStore {
