@@ -11,7 +11,8 @@ pub mod embedded;
 pub(crate) trait Stored:
     crate::domain::Attempted + serde::Serialize + serde::de::DeserializeOwned
 {
-    /// The caller that sent it.
+    /// The caller that sent it (a column of its own in SQLite).
+    #[cfg(feature = "embedded")]
     fn caller(&self) -> &str;
     /// The lookup token of its recipient.
     fn to_token(&self) -> &crate::crypto::LookupToken;
@@ -22,6 +23,7 @@ macro_rules! stored {
     ($($kind:ty),*) => {$(
         #[cfg(any(feature = "aws", feature = "embedded"))]
         impl Stored for $kind {
+            #[cfg(feature = "embedded")]
             fn caller(&self) -> &str {
                 &self.caller
             }
