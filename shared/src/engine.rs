@@ -799,8 +799,8 @@ pub async fn sweep<K: Channel>(
 
 /// How many records one sweep works on at once: a Twilio look-up is a network round trip
 /// (100-300 ms), so one at a time a sweep of `limit` records per in-flight status would outlast
-/// retry-processor's timeout; Twilio answers 429 (error 20429) past its concurrency limit, far
-/// above this.
+/// retry-processor's timeout. Kept small: past an account's concurrency limit Twilio answers
+/// 429 (error 20429), and Herald's sends share that limit with the sweeper.
 pub const SWEEP_CONCURRENCY: usize = 16;
 
 /// Runs `step` for every record, [`SWEEP_CONCURRENCY`] at a time; returns for how many it

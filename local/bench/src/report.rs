@@ -802,7 +802,7 @@ pub fn sweep_section(o: &mut String, r: Option<&SweepReport>, reproduce: &str) {
          `SWEEP_CONCURRENCY` (16) at a time over loopback to the simulator (which finds a \
          message by a linear scan, so part of the time grows with the backlog in the simulator, \
          not in Herald); against Twilio each GET is a network round trip instead: at 200 ms, 500 \
-         GETs 16 at a time take about 6.5 s, well within retry-processor's 120 s timeout. The store is SQLite in memory (its index \
+         GETs 16 at a time take about 6 s per status, well within retry-processor's 120 s timeout. The store is SQLite in memory (its index \
          `messages_by_status_id`); DynamoDB reads per sweep are not counted here.\n"
     );
     if !reproduce.is_empty() {
