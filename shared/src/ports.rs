@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use crate::crypto::{DataKey, LookupToken};
 use crate::domain::{
-    Attempted, Call, CallId, CallReport, CallRetry, CallStatus, ClaimRefusal, Event, Message,
-    MessageId, MessageStatus, RetryChange, StatusChange, Subject,
+    Attempted, Call, CallId, CallReport, ClaimRefusal, Event, Message, MessageId, MessageStatus,
+    RetryChange, StatusChange, Subject,
 };
 use crate::secret::Secret;
 
@@ -63,8 +63,8 @@ pub enum Applied<R = Message> {
 /// stops: a record that hot is better retried by the caller than spun on).
 pub const MAX_UPDATE_ROUNDS: usize = 100;
 
-/// How a store's read-decide-write ([`MessageStore::update_message`],
-/// [`CallStore::update_call`]) decides a record's next version (`None`: leave it).
+/// How a store's read-decide-write ([`Records::update_record`]) decides a record's next version
+/// (`None`: leave it).
 pub type Decide<'a, R = Message> = dyn for<'m> Fn(&'m R) -> Option<R> + Send + Sync + 'a;
 
 /// The result of claiming an attempt ([`Records::claim`]).
@@ -188,48 +188,6 @@ pub trait Records<R: Attempted>: Send + Sync {
 /// only messages have.
 #[async_trait]
 pub trait MessageStore: Records<Message> {
-    /// Records a new message ([`Records::insert_record`]).
-    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
-        self.insert_record(message).await
-    }
-
-    /// The message with this id, if any ([`Records::get_record`]).
-    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        self.get_record(id).await
-    }
-
-    /// The atomic read-decide-write of a message ([`Records::update_record`]).
-    async fn update_message(
-        &self,
-        id: &MessageId,
-        decide: &Decide<'_>,
-    ) -> Result<Applied, StoreError> {
-        self.update_record(id, decide).await
-    }
-
-    /// A page of messages with `status` ([`Records::records_by_status`]).
-    async fn list_messages_by_status(
-        &self,
-        status: MessageStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: Order,
-        after: Option<&SweepCursor>,
-    ) -> Result<Page<Message>, StoreError> {
-        self.records_by_status(status, created_before_ms, limit, order, after)
-            .await
-    }
-
-    /// Messages in doubt with the match token `token` ([`Records::records_in_doubt`]).
-    async fn messages_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.records_in_doubt(token, until_from_ms, limit).await
-    }
-
     /// Applies `change` atomically, only if the stored record is at `change.attempt` and the
     /// transition rule ([`crate::domain::MessageStatus::transition`]) allows it. Of concurrent
     /// changes, each is decided against the record as the previous one left it, so the final
@@ -241,26 +199,6 @@ pub trait MessageStore: Records<Message> {
     ) -> Result<Applied, StoreError> {
         self.update_record(id, &|m: &Message| m.changed(change))
             .await
-    }
-
-    /// Claims `attempt` of a message ([`Records::claim`]).
-    async fn claim_attempt(
-        &self,
-        id: &MessageId,
-        attempt: u32,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Claim, StoreError> {
-        Records::<Message>::claim(self, id, attempt, now_ms, lease_ms).await
-    }
-
-    /// Schedules a message's next attempt ([`Records::schedule`]).
-    async fn schedule_retry(
-        &self,
-        id: &MessageId,
-        change: &RetryChange,
-    ) -> Result<Applied, StoreError> {
-        Records::<Message>::schedule(self, id, change).await
     }
 }
 
@@ -278,48 +216,6 @@ pub type CallClaim = Claim<Call>;
 /// it), and what only calls have.
 #[async_trait]
 pub trait CallStore: Records<Call> {
-    /// Records a new call ([`Records::insert_record`]).
-    async fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
-        self.insert_record(call).await
-    }
-
-    /// The call with this id, if any ([`Records::get_record`]).
-    async fn get_call(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        self.get_record(id).await
-    }
-
-    /// The atomic read-decide-write of a call ([`Records::update_record`]).
-    async fn update_call(
-        &self,
-        id: &CallId,
-        decide: &DecideCall<'_>,
-    ) -> Result<CallApplied, StoreError> {
-        self.update_record(id, decide).await
-    }
-
-    /// A page of calls with `status` ([`Records::records_by_status`]).
-    async fn list_calls_by_status(
-        &self,
-        status: CallStatus,
-        created_before_ms: i64,
-        limit: u32,
-        order: Order,
-        after: Option<&SweepCursor>,
-    ) -> Result<Page<Call>, StoreError> {
-        self.records_by_status(status, created_before_ms, limit, order, after)
-            .await
-    }
-
-    /// Calls in doubt with the match token `token` ([`Records::records_in_doubt`]).
-    async fn calls_in_doubt(
-        &self,
-        token: &LookupToken,
-        until_from_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<InDoubt>, StoreError> {
-        self.records_in_doubt(token, until_from_ms, limit).await
-    }
-
     /// Applies `report` under the retry policy ([`Call::reported`]): the next attempt, due at
     /// `retry_at_ms`, for an unanswered or unacknowledged attempt while `attempt <
     /// max_attempts`, else the status by the transition rule.
@@ -334,26 +230,6 @@ pub trait CallStore: Records<Call> {
             c.reported(report, max_attempts, retry_at_ms)
         })
         .await
-    }
-
-    /// Claims `attempt` of a call ([`Records::claim`]): a done call is never claimed.
-    async fn claim_call_attempt(
-        &self,
-        id: &CallId,
-        attempt: u32,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<CallClaim, StoreError> {
-        Records::<Call>::claim(self, id, attempt, now_ms, lease_ms).await
-    }
-
-    /// Schedules a call's next attempt ([`Records::schedule`]).
-    async fn schedule_call_retry(
-        &self,
-        id: &CallId,
-        change: &CallRetry,
-    ) -> Result<CallApplied, StoreError> {
-        Records::<Call>::schedule(self, id, change).await
     }
 
     /// Records the callee's acknowledgement of `attempt` ([`Call::acknowledged`]); ignored when
@@ -994,7 +870,7 @@ pub trait VerificationStore: Send + Sync {
         id: &crate::domain::VerificationId,
     ) -> Result<Option<crate::domain::Verification>, StoreError>;
 
-    /// The atomic read-decide-write of one verification, as [`MessageStore::update_message`]:
+    /// The atomic read-decide-write of one verification, as [`Records::update_record`]:
     /// of concurrent updates each is decided against the record as the previous one left it
     /// (so of N concurrent wrong checks against a limit, no more than the limit are counted
     /// and exactly one locks it). `decide` may run more than once. The id, caller and

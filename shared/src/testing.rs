@@ -89,7 +89,7 @@ pub async fn run_all(ports: &Ports) {
     assert_eq!(
         ports
             .messages
-            .get_message(&data.id)
+            .get_record(&data.id)
             .await
             .expect("get")
             .map(|m| m.id),
@@ -456,7 +456,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
 
     // Unknown ids.
     let unknown = MessageId::generate(1_731_600_000_000);
-    assert_eq!(store.get_message(&unknown).await.expect("get"), None);
+    assert_eq!(store.get_record(&unknown).await.expect("get"), None);
     assert_eq!(
         store
             .apply_message_status(&unknown, &change(1, MessageStatus::Queued, t))
@@ -466,21 +466,21 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
     );
 
     // Create-if-absent.
-    store.insert_message(&m).await.expect("insert");
-    assert_eq!(store.get_message(&id).await.expect("get"), Some(m.clone()));
+    store.insert_record(&m).await.expect("insert");
+    assert_eq!(store.get_record(&id).await.expect("get"), Some(m.clone()));
     let mut impostor = m.clone();
     impostor.caller = "impostor".to_owned();
     impostor.status = MessageStatus::Delivered;
     impostor.attempt = 7;
     assert!(
         matches!(
-            store.insert_message(&impostor).await,
+            store.insert_record(&impostor).await,
             Err(StoreError::Conflict)
         ),
         "a second insert of one id did not conflict"
     );
     assert_eq!(
-        store.get_message(&id).await.expect("get"),
+        store.get_record(&id).await.expect("get"),
         Some(m.clone()),
         "a conflicting insert changed the record"
     );
@@ -498,7 +498,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
     expected.apply(&queued);
     assert_eq!(after, expected);
     assert_eq!(
-        store.get_message(&id).await.expect("get"),
+        store.get_record(&id).await.expect("get"),
         Some(expected.clone())
     );
 
@@ -514,7 +514,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
             "{what}: Ignored did not return the record as is"
         );
         assert_eq!(
-            store.get_message(&id).await.expect("get"),
+            store.get_record(&id).await.expect("get"),
             Some(expected.clone()),
             "{what}: the record moved"
         );
@@ -556,14 +556,14 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
         let got = ignored(store.apply_message_status(&id, &c).await.expect("apply"));
         assert_eq!(got, expected, "terminal record moved to {late}");
     }
-    assert_eq!(store.get_message(&id).await.expect("get"), Some(expected));
+    assert_eq!(store.get_record(&id).await.expect("get"), Some(expected));
 
     // A failure straight from accepted keeps its code and reason; a retry record waits for
     // its own attempt.
     let mut f = sample_message(vault, t + 1, "+14155550143", "second body").await;
     f.attempt = 2;
     f.status = MessageStatus::Retrying;
-    store.insert_message(&f).await.expect("insert");
+    store.insert_record(&f).await.expect("insert");
     ignored(
         store
             .apply_message_status(&f.id, &change(1, MessageStatus::Failed, t + 60))
@@ -583,11 +583,11 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
     assert_eq!(got.error_code, Some(21_211));
     assert_eq!(got.error_reason.as_deref(), Some("invalid 'To' number"));
     assert_eq!(got.updated_at_ms, t + 70);
-    assert_eq!(store.get_message(&f.id).await.expect("get"), Some(got));
+    assert_eq!(store.get_record(&f.id).await.expect("get"), Some(got));
 
     // The sealed fields survive the store byte for byte.
     let back = store
-        .get_message(&f.id)
+        .get_record(&f.id)
         .await
         .expect("get")
         .expect("present");
@@ -673,7 +673,7 @@ pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
                 let store = store.clone();
                 let mut mine = m.clone();
                 mine.caller = format!("caller-{i}");
-                async move { store.insert_message(&mine).await }
+                async move { store.insert_record(&mine).await }
             })
             .await;
             let mut winner = None;
@@ -689,7 +689,7 @@ pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
             }
             let winner = winner.unwrap_or_else(|| panic!("none of {n} racing inserts succeeded"));
             let stored = store
-                .get_message(&m.id)
+                .get_record(&m.id)
                 .await
                 .expect("get")
                 .expect("present");
@@ -736,7 +736,7 @@ pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
     ];
     for (round, offered) in rounds.iter().enumerate() {
         let m = sample_message(vault, t, "+14155550145", "race body").await;
-        store.insert_message(&m).await.expect("insert");
+        store.insert_record(&m).await.expect("insert");
         let changes: Vec<StatusChange> = offered
             .iter()
             .enumerate()
@@ -758,7 +758,7 @@ pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
             .map(|r| r.expect("apply_message_status"))
             .collect();
         let last = store
-            .get_message(&m.id)
+            .get_record(&m.id)
             .await
             .expect("get")
             .expect("present");
@@ -769,24 +769,21 @@ pub async fn message_store_races(store: Arc<dyn MessageStore>, vault: &Vault) {
 // ---------------------------------------------------------------------------------------------
 // EventStore
 
-/// Attempts: `claim_attempt` (one holder at a time, a lease that expires and makes the attempt
-/// ambiguous, stale attempts refused), `schedule_retry` (next attempt, once), and
-/// `list_messages_by_status` (status, age, order, limit).
+/// Attempts: `claim` (one holder at a time, a lease that expires and makes the attempt
+/// ambiguous, stale attempts refused), `schedule` (next attempt, once), and
+/// `records_by_status` (status, age, order, limit).
 pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     use MessageStatus::*;
     let t = 1_731_700_000_000;
     let unknown = MessageId::generate(1);
     assert_eq!(
-        store
-            .claim_attempt(&unknown, 1, t, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&unknown, 1, t, 1000).await.expect("claim"),
         Claim::NotFound
     );
 
     let m = sample_message(vault, t, "+14155550160", "attempt body").await;
-    store.insert_message(&m).await.expect("insert");
-    let Claim::Claimed(c) = store.claim_attempt(&m.id, 1, t, 1000).await.expect("claim") else {
+    store.insert_record(&m).await.expect("insert");
+    let Claim::Claimed(c) = store.claim(&m.id, 1, t, 1000).await.expect("claim") else {
         panic!("a waiting message is claimed");
     };
     assert_eq!(
@@ -794,25 +791,15 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         (Some(t), Some(t + 1000), None)
     );
     assert_eq!(
-        store
-            .claim_attempt(&m.id, 1, t + 999, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&m.id, 1, t + 999, 1000).await.expect("claim"),
         Claim::Busy { until_ms: t + 1000 }
     );
     assert!(matches!(
-        store
-            .claim_attempt(&m.id, 2, t + 10, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&m.id, 2, t + 10, 1000).await.expect("claim"),
         Claim::Stale(_)
     ));
     // The holder died: after the lease, the attempt is taken over and marked ambiguous.
-    let Claim::Claimed(again) = store
-        .claim_attempt(&m.id, 1, t + 1000, 1000)
-        .await
-        .expect("claim")
-    else {
+    let Claim::Claimed(again) = store.claim(&m.id, 1, t + 1000, 1000).await.expect("claim") else {
         panic!("an expired claim is taken over");
     };
     assert_eq!(again.ambiguous_since_ms, Some(t));
@@ -831,7 +818,7 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         next_attempt_at_ms: t + 5000,
         at_ms: t + 1100,
     };
-    let Applied::Applied(r) = store.schedule_retry(&m.id, &retry).await.expect("retry") else {
+    let Applied::Applied(r) = store.schedule(&m.id, &retry).await.expect("retry") else {
         panic!("a failed attempt is retried");
     };
     assert_eq!(
@@ -845,21 +832,14 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     );
     assert_eq!(r.error_code, Some(30001));
     assert!(matches!(
-        store.schedule_retry(&m.id, &retry).await.expect("retry"),
+        store.schedule(&m.id, &retry).await.expect("retry"),
         Applied::Ignored(_)
     ));
     assert!(matches!(
-        store
-            .claim_attempt(&m.id, 1, t + 6000, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&m.id, 1, t + 6000, 1000).await.expect("claim"),
         Claim::Stale(_)
     ));
-    let Claim::Claimed(_) = store
-        .claim_attempt(&m.id, 2, t + 6000, 1000)
-        .await
-        .expect("claim")
-    else {
+    let Claim::Claimed(_) = store.claim(&m.id, 2, t + 6000, 1000).await.expect("claim") else {
         panic!("the next attempt is claimed");
     };
     let queued = StatusChange {
@@ -878,14 +858,11 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         (Queued, None, None)
     );
     assert!(matches!(
-        store
-            .claim_attempt(&m.id, 2, t + 9000, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&m.id, 2, t + 9000, 1000).await.expect("claim"),
         Claim::Stale(_)
     ));
     let stored = store
-        .get_message(&m.id)
+        .get_record(&m.id)
         .await
         .expect("get")
         .expect("present");
@@ -899,11 +876,11 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         let mut w = sample_message(vault, base + k, "+14155550161", "waiting").await;
         w.status = Accepted;
         w.created_at_ms = base + k * 100;
-        store.insert_message(&w).await.expect("insert");
+        store.insert_record(&w).await.expect("insert");
         ids.push(w.id);
     }
     let listed = store
-        .list_messages_by_status(Accepted, base + 250, 100, Order::OldestFirst, None)
+        .records_by_status(Accepted, base + 250, 100, Order::OldestFirst, None)
         .await
         .expect("list")
         .records;
@@ -925,7 +902,7 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     );
     assert!(
         store
-            .list_messages_by_status(Accepted, base + 1000, 2, Order::OldestFirst, None)
+            .records_by_status(Accepted, base + 1000, 2, Order::OldestFirst, None)
             .await
             .expect("list")
             .records
@@ -934,7 +911,7 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     );
     assert!(
         store
-            .list_messages_by_status(Delivered, base + 1000, 10, Order::OldestFirst, None)
+            .records_by_status(Delivered, base + 1000, 10, Order::OldestFirst, None)
             .await
             .expect("list")
             .records
@@ -949,11 +926,11 @@ pub async fn attempt_races(store: Arc<dyn MessageStore>, vault: &Vault) {
     let t = 1_731_800_000_000;
     for n in [2, 8] {
         let m = sample_message(vault, t, "+14155550162", "race").await;
-        store.insert_message(&m).await.expect("insert");
+        store.insert_record(&m).await.expect("insert");
         let results = race(n, |_| {
             let store = store.clone();
             let id = m.id.clone();
-            async move { store.claim_attempt(&id, 1, t, 60_000).await.expect("claim") }
+            async move { store.claim(&id, 1, t, 60_000).await.expect("claim") }
         })
         .await;
         let winners = results
@@ -983,7 +960,7 @@ pub async fn attempt_races(store: Arc<dyn MessageStore>, vault: &Vault) {
             let store = store.clone();
             let id = m.id.clone();
             let retry = retry.clone();
-            async move { store.schedule_retry(&id, &retry).await.expect("retry") }
+            async move { store.schedule(&id, &retry).await.expect("retry") }
         })
         .await;
         assert_eq!(
@@ -994,7 +971,7 @@ pub async fn attempt_races(store: Arc<dyn MessageStore>, vault: &Vault) {
             1
         );
         let stored = store
-            .get_message(&m.id)
+            .get_record(&m.id)
             .await
             .expect("get")
             .expect("present");
@@ -1301,7 +1278,7 @@ pub async fn store_personal_data(
     let e164 = "+12025550187".to_owned();
     let body = "Your Herald verification code is 731946. Do not share it.".to_owned();
     let m = sample_message(vault, 1_731_600_000_000, &e164, &body).await;
-    messages.insert_message(&m).await.expect("insert");
+    messages.insert_record(&m).await.expect("insert");
     let mut c = change(1, MessageStatus::Queued, 1_731_600_000_100);
     c.twilio_sid = Some("SM99999999999999999999999999999999".to_owned());
     applied(
@@ -1339,7 +1316,7 @@ pub async fn store_personal_data(
         &body
     );
     let back = messages
-        .get_message(&m.id)
+        .get_record(&m.id)
         .await
         .expect("get")
         .expect("present");
@@ -1654,11 +1631,11 @@ pub async fn message_in_doubt_contract(store: Arc<dyn MessageStore>, vault: &Vau
     let mut same = Vec::new();
     for i in 0..3 {
         let m = sample_message(vault, t + i, to, "Pager: db-1 is down").await;
-        store.insert_message(&m).await.expect("insert");
+        store.insert_record(&m).await.expect("insert");
         same.push(m);
     }
     let other = sample_message(vault, t + 3, to, "Pager: db-2 is down").await;
-    store.insert_message(&other).await.expect("insert");
+    store.insert_record(&other).await.expect("insert");
     let same: [Message; 3] = same.try_into().expect("three");
     in_doubt_contract::<Message, _>(store.as_ref(), same, other, t).await;
 }

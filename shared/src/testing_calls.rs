@@ -85,14 +85,14 @@ fn report(attempt: u32, status: CallStatus, at_ms: i64) -> CallReport {
 /// Insert, read, the status machine by attempt, claims, retries and acknowledgement.
 pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
     let c = sample_call(vault, T0, "+14155550100", "Disk full on db-1", true).await;
-    store.insert_call(&c).await.expect("insert");
+    store.insert_record(&c).await.expect("insert");
     assert!(
-        matches!(store.insert_call(&c).await, Err(StoreError::Conflict)),
+        matches!(store.insert_record(&c).await, Err(StoreError::Conflict)),
         "a second insert of one id is a conflict"
     );
-    assert_eq!(store.get_call(&c.id).await.expect("get"), Some(c.clone()));
+    assert_eq!(store.get_record(&c.id).await.expect("get"), Some(c.clone()));
     let missing = CallId::generate(1);
-    assert_eq!(store.get_call(&missing).await.expect("get"), None);
+    assert_eq!(store.get_record(&missing).await.expect("get"), None);
     assert_eq!(
         store
             .report_call(&missing, &report(1, CallStatus::Queued, T0), 3, T0)
@@ -101,37 +101,24 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         CallApplied::NotFound
     );
     assert_eq!(
-        store
-            .claim_call_attempt(&missing, 1, T0, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&missing, 1, T0, 1000).await.expect("claim"),
         CallClaim::NotFound
     );
 
     // Claims: one holder; a live claim is respected; a wrong attempt is stale.
-    let held = match store
-        .claim_call_attempt(&c.id, 1, T0 + 10, 1000)
-        .await
-        .expect("claim")
-    {
+    let held = match store.claim(&c.id, 1, T0 + 10, 1000).await.expect("claim") {
         CallClaim::Claimed(h) => h,
         other => panic!("expected a claim, got {other:?}"),
     };
     assert_eq!(held.claimed_until_ms, Some(T0 + 1010));
     assert_eq!(
-        store
-            .claim_call_attempt(&c.id, 1, T0 + 20, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&c.id, 1, T0 + 20, 1000).await.expect("claim"),
         CallClaim::Busy {
             until_ms: T0 + 1010
         }
     );
     assert!(matches!(
-        store
-            .claim_call_attempt(&c.id, 2, T0 + 20, 1000)
-            .await
-            .expect("claim"),
+        store.claim(&c.id, 2, T0 + 20, 1000).await.expect("claim"),
         CallClaim::Stale(_)
     ));
 
@@ -199,7 +186,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
     // Attempt 2 is claimed, and busy: attempt 3; attempt 3 busy is the last word.
     assert!(matches!(
         store
-            .claim_call_attempt(&c.id, 2, T0 + 5_000, 1000)
+            .claim(&c.id, 2, T0 + 5_000, 1000)
             .await
             .expect("claim"),
         CallClaim::Claimed(_)
@@ -237,7 +224,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
 
     // Acknowledgement: the first one counts; a done call is never claimed again.
     let a = sample_call(vault, T0, "+14155550101", "Ack me", true).await;
-    store.insert_call(&a).await.expect("insert");
+    store.insert_record(&a).await.expect("insert");
     let mut progress = report(1, CallStatus::InProgress, T0 + 10);
     progress.twilio_sid = Some("CA00000000000000000000000000000002".to_owned());
     applied(
@@ -271,9 +258,9 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
     );
     assert_eq!((fin.status, fin.attempt), (CallStatus::Completed, 1));
 
-    // schedule_call_retry: only at its attempt.
+    // schedule: only at its attempt.
     let r = sample_call(vault, T0, "+14155550102", "Retry me", false).await;
-    store.insert_call(&r).await.expect("insert");
+    store.insert_record(&r).await.expect("insert");
     let retry = CallRetry {
         attempt: 1,
         error_code: Some(20500),
@@ -283,12 +270,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         next_attempt_at_ms: T0 + 2_000,
         at_ms: T0 + 1,
     };
-    let moved = applied(
-        store
-            .schedule_call_retry(&r.id, &retry)
-            .await
-            .expect("retry"),
-    );
+    let moved = applied(store.schedule(&r.id, &retry).await.expect("retry"));
     assert_eq!(
         (
             moved.attempt,
@@ -298,18 +280,13 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         ),
         (2, Some(T0), Some(T0 + 1), Some(20500))
     );
-    ignored(
-        store
-            .schedule_call_retry(&r.id, &retry)
-            .await
-            .expect("retry"),
-    );
+    ignored(store.schedule(&r.id, &retry).await.expect("retry"));
 
-    // update_call never changes the id or the creation time.
+    // update_record never changes the id or the creation time.
     let other = CallId::generate(2);
     let kept = applied(
         store
-            .update_call(&r.id, &|c: &Call| {
+            .update_record(&r.id, &|c: &Call| {
                 let mut n = c.clone();
                 n.id = other.clone();
                 n.created_at_ms = 0;
@@ -320,9 +297,13 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .expect("update"),
     );
     assert_eq!((kept.id.clone(), kept.created_at_ms), (r.id.clone(), T0));
-    let stored = store.get_call(&r.id).await.expect("get").expect("present");
+    let stored = store
+        .get_record(&r.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(stored.caller, "changed");
-    assert_eq!(store.get_call(&other).await.expect("get"), None);
+    assert_eq!(store.get_record(&other).await.expect("get"), None);
 }
 
 /// Concurrency: one insert of an id wins, one claim of an attempt wins, no update is lost, the
@@ -332,7 +313,7 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
     let c = sample_call(vault, T0, "+14155550110", "Race", true).await;
     let inserts = race(N, |_| {
         let (s, c) = (store.clone(), c.clone());
-        async move { s.insert_call(&c).await }
+        async move { s.insert_record(&c).await }
     })
     .await;
     assert_eq!(inserts.iter().filter(|r| r.is_ok()).count(), 1);
@@ -344,7 +325,7 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
 
     let claims = race(N, |_| {
         let (s, id) = (store.clone(), c.id.clone());
-        async move { s.claim_call_attempt(&id, 1, T0 + 1, 60_000).await }
+        async move { s.claim(&id, 1, T0 + 1, 60_000).await }
     })
     .await;
     let won = claims
@@ -362,7 +343,7 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
                 n.duration_seconds = Some(c.duration_seconds.unwrap_or(0) + 1);
                 Some(n)
             };
-            s.update_call(&id, decide).await
+            s.update_record(&id, decide).await
         }
     })
     .await;
@@ -371,7 +352,11 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
             .iter()
             .all(|r| matches!(r, Ok(CallApplied::Applied(_))))
     );
-    let after = store.get_call(&c.id).await.expect("get").expect("present");
+    let after = store
+        .get_record(&c.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(after.duration_seconds, Some(N as u32));
 
     // Reports in any order: the highest rank wins.
@@ -388,7 +373,11 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
     })
     .await;
     assert!(reports.iter().all(Result::is_ok));
-    let after = store.get_call(&c.id).await.expect("get").expect("present");
+    let after = store
+        .get_record(&c.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(after.status, CallStatus::InProgress);
 
     let acks = race(N, |i| {
@@ -452,11 +441,15 @@ pub async fn store_call_personal_data(store: &dyn CallStore, vault: &Vault) -> C
     let e164 = "+12025550143".to_owned();
     let text = "Reactor pressure critical in hall seven".to_owned();
     let c = sample_call(vault, T0, &e164, &text, true).await;
-    store.insert_call(&c).await.expect("insert");
+    store.insert_record(&c).await.expect("insert");
     let mut r = report(1, CallStatus::Queued, T0 + 1);
     r.twilio_sid = Some("CA99999999999999999999999999999999".to_owned());
     applied(store.report_call(&c.id, &r, 3, T0).await.expect("report"));
-    let back = store.get_call(&c.id).await.expect("get").expect("present");
+    let back = store
+        .get_record(&c.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(
         vault
             .open_string(c.id.as_str(), &back.message)
@@ -485,7 +478,7 @@ pub async fn call_in_doubt_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         .enumerate()
     {
         let c = sample_call(vault, t + i as i64, &to, text, false).await;
-        store.insert_call(&c).await.expect("insert");
+        store.insert_record(&c).await.expect("insert");
         same.push(c);
     }
     let other = sample_call(
@@ -496,7 +489,7 @@ pub async fn call_in_doubt_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         false,
     )
     .await;
-    store.insert_call(&other).await.expect("insert");
+    store.insert_record(&other).await.expect("insert");
     let same: [Call; 3] = same.try_into().expect("three");
     crate::testing::in_doubt_contract::<Call, _>(store.as_ref(), same, other, t).await;
 }

@@ -19,9 +19,9 @@ use crate::ports::{
 /// A write [`CommitThenFail`] can make fail after it committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Write {
-    /// [`MessageStore::insert_message`].
+    /// [`Records::insert_record`] of a message.
     InsertMessage,
-    /// [`CallStore::insert_call`].
+    /// [`Records::insert_record`] of a call.
     InsertCall,
     /// [`VerificationStore::insert_verification`].
     InsertVerification,

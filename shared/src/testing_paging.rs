@@ -161,12 +161,12 @@ pub async fn message_paging_contract(store: Arc<dyn MessageStore>, vault: &Vault
     let mut mine = Vec::new();
     for offset in PAGING_OFFSETS {
         let m = crate::testing::sample_message(vault, base + offset, &to, "paging").await;
-        store.insert_message(&m).await.expect("insert");
+        store.insert_record(&m).await.expect("insert");
         mine.push(m);
     }
     let mut other = crate::testing::sample_message(vault, base + 25, &to, "paging").await;
     other.status = MessageStatus::Queued;
-    store.insert_message(&other).await.expect("insert");
+    store.insert_record(&other).await.expect("insert");
     paging_contract(store.as_ref(), MessageStatus::Accepted, mine, other, base).await;
 }
 
@@ -177,11 +177,11 @@ pub async fn call_paging_contract(store: Arc<dyn CallStore>, vault: &Vault) {
     let mut mine = Vec::new();
     for offset in PAGING_OFFSETS {
         let c = crate::testing_calls::sample_call(vault, base + offset, &to, "paging", false).await;
-        store.insert_call(&c).await.expect("insert");
+        store.insert_record(&c).await.expect("insert");
         mine.push(c);
     }
     let mut other = crate::testing_calls::sample_call(vault, base + 25, &to, "paging", false).await;
     other.status = CallStatus::Queued;
-    store.insert_call(&other).await.expect("insert");
+    store.insert_record(&other).await.expect("insert");
     paging_contract(store.as_ref(), CallStatus::Accepted, mine, other, base).await;
 }

@@ -491,16 +491,16 @@ pub async fn message_query_contract(
         if i % 2 == 0 {
             m.status = MessageStatus::Delivered;
         }
-        messages.insert_message(&m).await.expect("insert");
+        messages.insert_record(&m).await.expect("insert");
         mine.push(m);
         let mut theirs = sample_message(vault, T0 + i * 1000, "+14155550101", "not yours").await;
         theirs.caller = b.clone();
-        messages.insert_message(&theirs).await.expect("insert");
+        messages.insert_record(&theirs).await.expect("insert");
     }
     // Two at the same millisecond: pages still neither skip nor repeat them.
     let mut twin = sample_message(vault, T0 + 3000, "+14155550100", "twin").await;
     twin.caller = a.clone();
-    messages.insert_message(&twin).await.expect("insert");
+    messages.insert_record(&twin).await.expect("insert");
     mine.push(twin);
 
     let q = |after, status, from_ms, to_ms, limit| MessageQuery {

@@ -20,9 +20,7 @@ use herald::adapters::aws::{
     create_tables,
 };
 use herald::domain::{MessageStatus, Subject};
-use herald::ports::{
-    Clock, ManualClock, MessageStore, SecretError, SecretSource, TwilioCredentials,
-};
+use herald::ports::{Clock, ManualClock, Records, SecretError, SecretSource, TwilioCredentials};
 use herald::testing::{self, Alternate, Ports};
 
 fn endpoint() -> String {
@@ -364,7 +362,7 @@ async fn items_have_the_documented_attributes() {
     let p = f.production_ports();
     let vault = p.vault();
     let m = testing::sample_message(&vault, 1_731_600_000_000, "+14155550199", "hi").await;
-    p.messages.insert_message(&m).await.expect("insert");
+    p.messages.insert_record(&m).await.expect("insert");
     p.messages
         .apply_message_status(
             &m.id,
@@ -468,7 +466,11 @@ async fn a_missing_table_is_an_error_not_a_silence() {
     tables.messages = testing::unique("missing");
     let store = DynamoStore::new(f.ddb(), tables, f.clock.clone() as Arc<dyn Clock>);
     let id = herald::domain::MessageId::generate(1_731_600_000_000);
-    assert!(store.get_message(&id).await.is_err());
+    assert!(
+        Records::<herald::domain::Message>::get_record(&store, &id)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -598,7 +600,7 @@ mod calls {
         assert!(!item.contains_key("caller"));
         let listed = p
             .messages
-            .list_messages_by_status(
+            .records_by_status(
                 MessageStatus::Queued,
                 i64::MAX,
                 100,
@@ -610,7 +612,7 @@ mod calls {
             .records;
         assert!(listed.is_empty(), "{listed:?}");
         let calls = calls
-            .list_calls_by_status(CallStatus::Queued, i64::MAX, 100, Order::OldestFirst, None)
+            .records_by_status(CallStatus::Queued, i64::MAX, 100, Order::OldestFirst, None)
             .await
             .expect("list calls")
             .records;

@@ -243,7 +243,7 @@ async fn the_raw_dump_would_see_plaintext() {
     leaky.caller = data.body.clone();
     f.ports
         .messages
-        .insert_message(&leaky)
+        .insert_record(&leaky)
         .await
         .expect("insert");
     let dump = raw_dump(f.path.as_deref().expect("a file"));
@@ -262,7 +262,7 @@ async fn a_database_from_before_paged_sweeps_is_migrated() {
     let path = f.path.clone().expect("a file");
     let vault = f.ports.vault();
     let m = testing::sample_message(&vault, 1_731_600_000_000, "+14155550199", "old").await;
-    f.ports.messages.insert_message(&m).await.expect("insert");
+    f.ports.messages.insert_record(&m).await.expect("insert");
     drop(f.ports);
     let indexes = |c: &rusqlite::Connection| -> Vec<String> {
         c.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%by_status%' ORDER BY name")
@@ -284,12 +284,18 @@ async fn a_database_from_before_paged_sweeps_is_migrated() {
     let store = SqliteStore::open(&path, testing::test_clock() as Arc<dyn Clock>).expect("open");
     let c = rusqlite::Connection::open(&path).expect("open raw");
     assert_eq!(indexes(&c), ["calls_by_status_id", "messages_by_status_id"]);
-    use herald::ports::{MessageStore, Order};
-    let listed = store
-        .list_messages_by_status(m.status, i64::MAX, 10, Order::NewestFirst, None)
-        .await
-        .expect("list")
-        .records;
+    use herald::ports::{Order, Records};
+    let listed = Records::<herald::domain::Message>::records_by_status(
+        &store,
+        m.status,
+        i64::MAX,
+        10,
+        Order::NewestFirst,
+        None,
+    )
+    .await
+    .expect("list")
+    .records;
     assert_eq!(listed, [m]);
 }
 

@@ -225,7 +225,7 @@ async fn record_new(
         doubt_until_ms: None,
         id,
     };
-    match svc.calls.insert_call(&call).await {
+    match svc.calls.insert_record(&call).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -268,7 +268,7 @@ async fn place(
     };
     herald::telemetry::record_call_id(&id);
     if keyed.as_ref().is_some_and(Keyed::is_retry) {
-        match svc.calls.get_call(&id).await {
+        match svc.calls.get_record(&id).await {
             Ok(Some(c)) => return resume(svc, c).await,
             Ok(None) => {}
             Err(e) => return unavailable(&e),
@@ -288,7 +288,7 @@ async fn place(
     let call = match record_new(svc, id.clone(), &v, caller.to_owned()).await {
         Ok(Some(c)) => c,
         Ok(None) => {
-            return match svc.calls.get_call(&id).await {
+            return match svc.calls.get_record(&id).await {
                 Ok(Some(c)) => resume(svc, c).await,
                 Ok(None) => unavailable(&StoreError::Conflict),
                 Err(e) => unavailable(&e),

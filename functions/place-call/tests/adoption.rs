@@ -31,7 +31,7 @@ async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
 
 async fn call(env: &TestEnv, id: &str) -> herald::domain::Call {
     let id: CallId = id.parse().unwrap();
-    env.services.calls.get_call(&id).await.unwrap().unwrap()
+    env.services.calls.get_record(&id).await.unwrap().unwrap()
 }
 
 async fn run_retries(env: &TestEnv) -> usize {

@@ -39,7 +39,7 @@ async fn env_losing_callbacks() -> TestEnv {
 }
 
 async fn call(env: &TestEnv, id: &CallId) -> Call {
-    env.services.calls.get_call(id).await.unwrap().unwrap()
+    env.services.calls.get_record(id).await.unwrap().unwrap()
 }
 
 async fn run_retries(env: &TestEnv) -> usize {
@@ -80,7 +80,7 @@ async fn a_call_whose_request_died_after_recording_it_is_placed_by_the_sweeper()
     let listed = env
         .services
         .calls
-        .list_calls_by_status(CallStatus::Accepted, i64::MAX, 10, Order::OldestFirst, None)
+        .records_by_status(CallStatus::Accepted, i64::MAX, 10, Order::OldestFirst, None)
         .await
         .unwrap()
         .records;
@@ -183,7 +183,7 @@ async fn the_sweeper_applies_nothing_from_another_recipient_s_call() {
     let other_sid = call(&env, &other_id).await.twilio_sid.unwrap();
     env.services
         .calls
-        .update_call(&id, &|c: &Call| {
+        .update_record(&id, &|c: &Call| {
             let mut c = c.clone();
             c.twilio_sid = Some(other_sid.clone());
             Some(c)

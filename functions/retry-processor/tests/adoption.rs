@@ -172,7 +172,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     let herald::ports::Claim::Claimed(claimed) = env
         .services
         .messages
-        .claim_attempt(&id, 2, env.clock.now_ms(), lease)
+        .claim(&id, 2, env.clock.now_ms(), lease)
         .await
         .unwrap()
     else {
@@ -243,7 +243,7 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     let held = a_sid.clone();
     env.services
         .messages
-        .update_message(&c_id, &move |m| {
+        .update_record(&c_id, &move |m| {
             let mut next = m.clone();
             next.twilio_sid = Some(held.clone());
             Some(next)
@@ -391,7 +391,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     let herald::ports::Claim::Claimed(claimed) = env
         .services
         .messages
-        .claim_attempt(&id, 2, env.clock.now_ms(), lease)
+        .claim(&id, 2, env.clock.now_ms(), lease)
         .await
         .unwrap()
     else {

@@ -41,13 +41,7 @@ async fn sent_message(env: &TestEnv, body: &str) -> MessageId {
 }
 
 async fn report(env: &TestEnv, id: &MessageId, status: MessageStatus, code: Option<u32>) {
-    let m = env
-        .services
-        .messages
-        .get_message(id)
-        .await
-        .unwrap()
-        .unwrap();
+    let m = env.services.messages.get_record(id).await.unwrap().unwrap();
     delivery::apply_report(
         &env.services,
         id,
@@ -139,7 +133,7 @@ async fn a_late_failure_after_unconfirmed_is_recorded_and_never_sent_again() {
     let m = env
         .services
         .messages
-        .get_message(&id)
+        .get_record(&id)
         .await
         .unwrap()
         .unwrap();

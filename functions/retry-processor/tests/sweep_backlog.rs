@@ -31,7 +31,7 @@ async fn sent(env: &TestEnv, id: &str) -> String {
     let m = env
         .services
         .messages
-        .get_message(&id)
+        .get_record(&id)
         .await
         .unwrap()
         .unwrap();
@@ -97,7 +97,7 @@ async fn a_backlog_of_stuck_messages_neither_hides_a_recent_one_nor_is_left_unvi
         let svc = env.services.clone();
         async move {
             svc.messages
-                .get_message(&id.parse().unwrap())
+                .get_record(&id.parse().unwrap())
                 .await
                 .unwrap()
                 .unwrap()

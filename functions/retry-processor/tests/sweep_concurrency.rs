@@ -49,13 +49,7 @@ async fn the_sweeper_has_a_group_of_twilio_lookups_in_flight_at_once() {
         .count();
     assert_eq!(gets, 2 * group, "one look-up per record");
     for id in &ids {
-        let m = env
-            .services
-            .messages
-            .get_message(id)
-            .await
-            .unwrap()
-            .unwrap();
+        let m = env.services.messages.get_record(id).await.unwrap().unwrap();
         assert_eq!(
             m.status,
             MessageStatus::Delivered,

@@ -64,7 +64,7 @@ async fn queue(q: &dyn Queue) -> Value {
 pub async fn health(svc: &Services) -> http::Response<String> {
     // A key no message has (ids are made at their creation time, never at time 0).
     let probe = herald::domain::MessageId::generate(0);
-    let store = match svc.messages.get_message(&probe).await {
+    let store = match svc.messages.get_record(&probe).await {
         Ok(_) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": error_kind(&e.to_string())}),
     };

@@ -271,7 +271,7 @@ async fn record_new(
         message.claimed_at_ms = Some(now);
         message.claimed_until_ms = Some(now + lease);
     }
-    match svc.messages.insert_message(&message).await {
+    match svc.messages.insert_record(&message).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => return Ok(Recorded::Exists),
         Err(e) => return Err(e.into()),
@@ -355,7 +355,7 @@ async fn earlier(
     id: Option<&MessageId>,
 ) -> Result<Option<Message>, StoreError> {
     match id {
-        Some(id) if lookup => svc.messages.get_message(id).await,
+        Some(id) if lookup => svc.messages.get_record(id).await,
         _ => Ok(None),
     }
 }

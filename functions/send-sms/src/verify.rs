@@ -268,7 +268,7 @@ pub async fn start(
 
     // The SMS: found when an earlier try recorded it, else recorded now (only if absent).
     let found = match (&message_id, resumed) {
-        (Some(mid), true) => match svc.messages.get_message(mid).await {
+        (Some(mid), true) => match svc.messages.get_record(mid).await {
             Ok(m) => m,
             Err(e) => return unavailable(&e),
         },
@@ -303,7 +303,7 @@ pub async fn start(
                 // Recorded by an earlier try of this request (its id is derived from the key).
                 Ok(crate::Recorded::Exists) => {
                     let found = match &message_id {
-                        Some(mid) => svc.messages.get_message(mid).await,
+                        Some(mid) => svc.messages.get_record(mid).await,
                         None => Ok(None),
                     };
                     match found {

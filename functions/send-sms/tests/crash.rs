@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use herald::domain::{Message, MessageStatus};
-use herald::ports::{MessageStore, Order};
+use herald::ports::{Order, Records};
 use herald::service::{CrashPoint, Services};
 use herald::test_env::{TestEnv, read, request_as};
 use serde_json::{Value, json};
@@ -46,12 +46,17 @@ fn post(path: &str, body: &Value, key: &str) -> lambda_http::Request {
 async fn recorded(env: &TestEnv) -> HashMap<String, Message> {
     let mut all = HashMap::new();
     for status in MessageStatus::ALL {
-        for m in env
-            .store
-            .list_messages_by_status(status, i64::MAX, 10_000, Order::OldestFirst, None)
-            .await
-            .unwrap()
-            .records
+        for m in Records::<Message>::records_by_status(
+            &env.store,
+            status,
+            i64::MAX,
+            10_000,
+            Order::OldestFirst,
+            None,
+        )
+        .await
+        .unwrap()
+        .records
         {
             let last4 = m.to_masked[m.to_masked.len() - 4..].to_owned();
             assert!(all.insert(last4, m).is_none(), "one record per number");
@@ -304,7 +309,10 @@ async fn a_dead_batch_whose_key_is_reused_for_another_batch_leaves_the_first_alo
         .unwrap()
         .parse()
         .unwrap();
-    let m = env.store.get_message(&id).await.unwrap().unwrap();
+    let m = Records::<Message>::get_record(&env.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.caller, "alice");
     run_queues(&env).await;
     let sent = env.sim.messages();
@@ -393,7 +401,7 @@ async fn call_dies_and_is_retried(point: CrashPoint, after_twilio: bool) {
     assert_eq!(status, 201, "{point:?}: {answer}");
     let id: herald::domain::CallId = answer["id"].as_str().unwrap().parse().unwrap();
     assert!(
-        herald::ports::CallStore::get_call(&env.store, &id)
+        Records::<herald::domain::Call>::get_record(&env.store, &id)
             .await
             .unwrap()
             .is_some(),

@@ -100,7 +100,7 @@ async fn every_record_carries_its_caller_and_callers_see_only_their_own() {
     let m = env
         .services
         .messages
-        .get_message(&id.parse().unwrap())
+        .get_record(&id.parse().unwrap())
         .await
         .unwrap()
         .unwrap();

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use herald::adapters::embedded::SqliteStore;
-use herald::domain::{MessageId, MessageStatus, VerificationId};
-use herald::ports::{CallStore, MessageStore, VerificationStore};
+use herald::domain::{Call, Message, MessageId, MessageStatus, VerificationId};
+use herald::ports::{Records, VerificationStore};
 use herald::service::Services;
 use herald::test_env::{TestEnv, read, request_as};
 use herald::testing_faults::{CommitThenFail, Write};
@@ -122,12 +122,20 @@ async fn a_send_whose_record_committed_though_the_store_failed_is_sent_once() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["status"], "accepted");
     let id: MessageId = answer["id"].as_str().unwrap().parse().unwrap();
-    assert!(env.store.get_message(&id).await.unwrap().is_some());
+    assert!(
+        Records::<Message>::get_record(&env.store, &id)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(env.store.count_messages().await.unwrap(), 1);
 
     settle(&env, &svc).await;
     assert_eq!(env.sim.creates_for(to), 1, "sent once");
-    let m = env.store.get_message(&id).await.unwrap().unwrap();
+    let m = Records::<Message>::get_record(&env.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.status, MessageStatus::Queued);
     assert_eq!(env.store.count_messages().await.unwrap(), 1);
     let replay = send_sms::handle(&svc, post("/v1/messages", &body, Some("s-k")))
@@ -179,9 +187,7 @@ async fn a_batch_whose_item_committed_though_the_store_failed_is_sent_once() {
     for (i, id) in ids.iter().enumerate() {
         let to = format!("+1415555{:04}", 2000 + i);
         assert_eq!(env.sim.creates_for(&to), 1, "item {i} sent once");
-        let m = env
-            .store
-            .get_message(&id.parse().unwrap())
+        let m = Records::<Message>::get_record(&env.store, &id.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -292,9 +298,14 @@ async fn a_call_whose_record_committed_though_the_store_failed_is_placed_once() 
     );
     assert_eq!(status, 202, "{answer}");
     let id = answer["id"].as_str().unwrap().parse().unwrap();
-    assert!(env.store.get_call(&id).await.unwrap().is_some());
+    assert!(
+        Records::<Call>::get_record(&env.store, &id)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(env.store.count_calls().await.unwrap(), 1);
-    // No sweeper looks for calls: the job queued for when the first try's claim ends places it.
+    // Without a sweep: the job queued for when the first try's claim ends places it.
     settle(&env, &svc).await;
     assert_eq!(env.sim.creates_for_call(to), 1, "called once");
     assert_eq!(env.store.count_calls().await.unwrap(), 1);

@@ -190,7 +190,7 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
         tracing::warn!("gather without a call id");
         return twiml_response(twiml::empty());
     };
-    let call = match svc.calls.get_call(&id).await {
+    let call = match svc.calls.get_record(&id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             tracing::warn!(call_id = %id, "gather for an unknown call");

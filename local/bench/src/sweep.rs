@@ -80,7 +80,7 @@ async fn apply_sent(env: &TestEnv, id: &MessageId) -> Result<String, String> {
     let m = env
         .services
         .messages
-        .get_message(id)
+        .get_record(id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("a sent message is not in the store")?;
@@ -105,7 +105,7 @@ async fn status_of(env: &TestEnv, id: &MessageId) -> Result<MessageStatus, Strin
     Ok(env
         .services
         .messages
-        .get_message(id)
+        .get_record(id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("a message left the store")?

@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald::adapters::embedded::{SqliteQueue, SqliteStore};
-use herald::domain::CallId;
-use herald::ports::{CallStore, MessageStore, Queue, SystemClock};
+use herald::domain::{Call, CallId, Message};
+use herald::ports::{Queue, Records, SystemClock};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -536,10 +536,10 @@ fn query_param(url: Option<&str>, name: &str) -> Option<String> {
 /// Whether record `id` (a call with `call`, else a message) is in a final state.
 async fn is_final(store: &SqliteStore, id: &str, call: bool) -> Result<bool, BoxError> {
     Ok(if call {
-        let c = store.get_call(&id.parse()?).await?;
+        let c = Records::<Call>::get_record(store, &id.parse()?).await?;
         c.is_some_and(|c| c.status.is_terminal())
     } else {
-        let m = store.get_message(&id.parse()?).await?;
+        let m = Records::<Message>::get_record(store, &id.parse()?).await?;
         m.is_some_and(|m| m.status.is_terminal())
     })
 }
@@ -864,15 +864,19 @@ async fn check_messages(
     }
     let mut records = Vec::with_capacity(sent.len());
     for s in sent {
-        records.push(store.get_message(&s.id.parse()?).await?.map(|m| Held {
-            status: m.status.as_str(),
-            terminal: m.status.is_terminal(),
-            attempt: m.attempt,
-            in_doubt: m.doubt_since_ms.is_some(),
-            error_code: m.error_code,
-            acknowledged: false,
-            sid: m.twilio_sid,
-        }));
+        records.push(
+            Records::<Message>::get_record(store, &s.id.parse()?)
+                .await?
+                .map(|m| Held {
+                    status: m.status.as_str(),
+                    terminal: m.status.is_terminal(),
+                    attempt: m.attempt,
+                    in_doubt: m.doubt_since_ms.is_some(),
+                    error_code: m.error_code,
+                    acknowledged: false,
+                    sid: m.twilio_sid,
+                }),
+        );
     }
     Ok(check(sent, own, records, |r| format!("{:?}", r.error_code)))
 }
@@ -923,15 +927,19 @@ async fn check_calls(
     }
     let mut records = Vec::with_capacity(sent.len());
     for (s, id) in sent.iter().map(|s| (s, s.id.parse::<CallId>())) {
-        records.push(store.get_call(&id?).await?.map(|c| Held {
-            status: c.status.as_str(),
-            terminal: c.status.is_terminal(),
-            attempt: c.attempt,
-            in_doubt: c.doubt_since_ms.is_some(),
-            error_code: None,
-            acknowledged: s.require_ack && c.acknowledged_at_ms.is_some(),
-            sid: c.twilio_sid,
-        }));
+        records.push(
+            Records::<Call>::get_record(store, &id?)
+                .await?
+                .map(|c| Held {
+                    status: c.status.as_str(),
+                    terminal: c.status.is_terminal(),
+                    attempt: c.attempt,
+                    in_doubt: c.doubt_since_ms.is_some(),
+                    error_code: None,
+                    acknowledged: s.require_ack && c.acknowledged_at_ms.is_some(),
+                    sid: c.twilio_sid,
+                }),
+        );
     }
     Ok(check(sent, own, records, |r| {
         format!("ack {}", r.acknowledged)

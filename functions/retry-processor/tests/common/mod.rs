@@ -28,7 +28,7 @@ pub async fn post(env: &TestEnv, to: &str) -> (u16, serde_json::Value) {
 pub async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
     env.services
         .messages
-        .get_message(&id.parse().unwrap())
+        .get_record(&id.parse().unwrap())
         .await
         .unwrap()
         .unwrap()
