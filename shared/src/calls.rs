@@ -32,7 +32,7 @@ pub fn max_attempts(svc: &Services) -> u32 {
 pub fn twiml_for(svc: &Services, call: &Call, text: &str) -> String {
     let action = call
         .require_ack
-        .then(|| svc.voice_gather_url(&call.id, call.attempt, false));
+        .then(|| svc.voice_gather_url(&call.id, call.attempts.attempt, false));
     twiml::alert(&call.speech, text, action.as_deref())
 }
 
@@ -143,7 +143,7 @@ impl Channel for Voice {
             });
         };
         let twiml = twiml_for(svc, call, o.text.expose());
-        let callback = svc.call_status_callback(&call.id, call.attempt);
+        let callback = svc.call_status_callback(&call.id, call.attempts.attempt);
         let new = NewCall {
             to: o.to.expose(),
             from,
@@ -193,7 +193,7 @@ impl Channel for Voice {
 
     fn report_of(c: &Call, r: &CallResource, at_ms: i64) -> Option<CallReport> {
         let status = CallStatus::from_twilio(&r.status).unwrap_or(CallStatus::Queued);
-        let mut report = CallReport::new(c.attempt, status, at_ms);
+        let mut report = CallReport::new(c.attempts.attempt, status, at_ms);
         report.twilio_sid = Some(r.sid.clone());
         report.duration_seconds = r.duration.as_deref().and_then(|d| d.parse().ok());
         Some(report)
@@ -212,11 +212,15 @@ impl Channel for Voice {
     }
 
     fn unconfirmed(c: &Call, at_ms: i64) -> Option<Call> {
-        c.changed(&CallReport::new(c.attempt, CallStatus::Unconfirmed, at_ms))
+        c.changed(&CallReport::new(
+            c.attempts.attempt,
+            CallStatus::Unconfirmed,
+            at_ms,
+        ))
     }
 
     fn failed(c: &Call, code: Option<u32>, reason: String, at_ms: i64) -> Option<Call> {
-        let mut report = CallReport::new(c.attempt, CallStatus::Failed, at_ms);
+        let mut report = CallReport::new(c.attempts.attempt, CallStatus::Failed, at_ms);
         report.error_code = code;
         report.error_reason = Some(reason);
         // No retry from here: the report is final whatever the policy would say.

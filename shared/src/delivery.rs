@@ -246,7 +246,7 @@ impl Channel for Sms {
         m: &Message,
         o: &Opened,
     ) -> Result<MessageResource, TwilioError> {
-        let callback = svc.message_status_callback(&m.id, m.attempt);
+        let callback = svc.message_status_callback(&m.id, m.attempts.attempt);
         let new = NewMessage {
             to: o.to.expose(),
             sender: &svc.config.sender,
@@ -300,7 +300,7 @@ impl Channel for Sms {
 
     fn report_of(m: &Message, r: &MessageResource, at_ms: i64) -> Option<Report> {
         Some(Report {
-            attempt: m.attempt,
+            attempt: m.attempts.attempt,
             status: MessageStatus::from_twilio(&r.status).unwrap_or(MessageStatus::Queued),
             twilio_sid: Some(r.sid.clone()),
             error_code: r.error_code,
@@ -332,17 +332,23 @@ impl Channel for Sms {
         if let Some(class) = code
             .map(crate::twilio::class_of_code)
             .filter(|c| failure && c.is_retryable())
-            && m.attempt < attempts_allowed(svc, class)
+            && m.attempts.attempt < attempts_allowed(svc, class)
             // An unconfirmed message is old: a late failure is recorded, never tried again.
             && m.status != MessageStatus::Unconfirmed
         {
             return m.retried(&RetryChange {
-                attempt: m.attempt,
+                attempt: m.attempts.attempt,
                 error_code: code,
                 error_reason: reason,
                 ambiguous_since_ms: None,
                 ambiguous_until_ms: None,
-                next_attempt_at_ms: engine::retry_at_ms(svc, m.attempt, class, None, report.at_ms),
+                next_attempt_at_ms: engine::retry_at_ms(
+                    svc,
+                    m.attempts.attempt,
+                    class,
+                    None,
+                    report.at_ms,
+                ),
                 at_ms: report.at_ms,
             });
         }
@@ -351,7 +357,7 @@ impl Channel for Sms {
 
     fn unconfirmed(m: &Message, at_ms: i64) -> Option<Message> {
         m.changed(&StatusChange {
-            attempt: m.attempt,
+            attempt: m.attempts.attempt,
             status: MessageStatus::Unconfirmed,
             twilio_sid: None,
             error_code: None,
@@ -362,7 +368,7 @@ impl Channel for Sms {
 
     fn failed(m: &Message, code: Option<u32>, reason: String, at_ms: i64) -> Option<Message> {
         m.changed(&StatusChange {
-            attempt: m.attempt,
+            attempt: m.attempts.attempt,
             status: MessageStatus::Failed,
             twilio_sid: None,
             error_code: code,

@@ -133,20 +133,10 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
         encoding: Encoding::Gsm7,
         segments: 1,
         status: MessageStatus::Accepted,
-        attempt: 1,
+        attempts: crate::domain::Attempts::new(id_ms),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
-        created_at_ms: id_ms,
-        updated_at_ms: id_ms,
-        claimed_at_ms: None,
-        claimed_until_ms: None,
-        ambiguous_since_ms: None,
-        ambiguous_until_ms: None,
-        ambiguous_from_attempt: None,
-        next_attempt_at_ms: None,
-        doubt_since_ms: None,
-        doubt_until_ms: None,
         match_token: Some(vault.match_token(to_e164, body).await.expect("match token")),
     }
 }
@@ -471,7 +461,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
     let mut impostor = m.clone();
     impostor.caller = "impostor".to_owned();
     impostor.status = MessageStatus::Delivered;
-    impostor.attempt = 7;
+    impostor.attempts.attempt = 7;
     assert!(
         matches!(
             store.insert_record(&impostor).await,
@@ -561,7 +551,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
     // A failure straight from accepted keeps its code and reason; a retry record waits for
     // its own attempt.
     let mut f = sample_message(vault, t + 1, "+14155550143", "second body").await;
-    f.attempt = 2;
+    f.attempts.attempt = 2;
     f.status = MessageStatus::Retrying;
     store.insert_record(&f).await.expect("insert");
     ignored(
@@ -582,7 +572,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
     assert_eq!(got.status, MessageStatus::Failed);
     assert_eq!(got.error_code, Some(21_211));
     assert_eq!(got.error_reason.as_deref(), Some("invalid 'To' number"));
-    assert_eq!(got.updated_at_ms, t + 70);
+    assert_eq!(got.attempts.updated_at_ms, t + 70);
     assert_eq!(store.get_record(&f.id).await.expect("get"), Some(got));
 
     // The sealed fields survive the store byte for byte.
@@ -603,7 +593,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
 
 /// Checks the outcome of concurrent changes of one record that started as `initial`.
 fn check_race(initial: &Message, changes: &[StatusChange], results: &[Applied], last: &Message) {
-    let valid = |c: &StatusChange| c.attempt == initial.attempt;
+    let valid = |c: &StatusChange| c.attempt == initial.attempts.attempt;
     let max_rank = changes
         .iter()
         .filter(|c| valid(c))
@@ -787,7 +777,11 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         panic!("a waiting message is claimed");
     };
     assert_eq!(
-        (c.claimed_at_ms, c.claimed_until_ms, c.ambiguous_since_ms),
+        (
+            c.attempts.claimed_at_ms,
+            c.attempts.claimed_until_ms,
+            c.attempts.ambiguous_since_ms
+        ),
         (Some(t), Some(t + 1000), None)
     );
     assert_eq!(
@@ -802,9 +796,9 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     let Claim::Claimed(again) = store.claim(&m.id, 1, t + 1000, 1000).await.expect("claim") else {
         panic!("an expired claim is taken over");
     };
-    assert_eq!(again.ambiguous_since_ms, Some(t));
+    assert_eq!(again.attempts.ambiguous_since_ms, Some(t));
     assert_eq!(
-        again.ambiguous_until_ms,
+        again.attempts.ambiguous_until_ms,
         Some(t + 1000),
         "the dead holder's window ends with its lease"
     );
@@ -824,9 +818,9 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     assert_eq!(
         (
             r.status,
-            r.attempt,
-            r.claimed_until_ms,
-            r.next_attempt_at_ms
+            r.attempts.attempt,
+            r.attempts.claimed_until_ms,
+            r.attempts.next_attempt_at_ms
         ),
         (Retrying, 2, None, Some(t + 5000))
     );
@@ -854,7 +848,11 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         panic!("Twilio's answer applies to the claimed attempt");
     };
     assert_eq!(
-        (q.status, q.claimed_until_ms, q.ambiguous_since_ms),
+        (
+            q.status,
+            q.attempts.claimed_until_ms,
+            q.attempts.ambiguous_since_ms
+        ),
         (Queued, None, None)
     );
     assert!(matches!(
@@ -867,7 +865,7 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
         .expect("get")
         .expect("present");
     assert_eq!(stored, q, "what was returned is what was stored");
-    assert_eq!(stored.created_at_ms, m.created_at_ms);
+    assert_eq!(stored.attempts.created_at_ms, m.attempts.created_at_ms);
 
     // Listing by status: only that status, only older than the bound, oldest first, limited.
     let base = t + 1_000_000 + (rand::random::<u32>() % 1_000_000) as i64 * 10;
@@ -875,7 +873,7 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     for k in 0..4 {
         let mut w = sample_message(vault, base + k, "+14155550161", "waiting").await;
         w.status = Accepted;
-        w.created_at_ms = base + k * 100;
+        w.attempts.created_at_ms = base + k * 100;
         store.insert_record(&w).await.expect("insert");
         ids.push(w.id);
     }
@@ -893,12 +891,12 @@ pub async fn attempt_contract(store: Arc<dyn MessageStore>, vault: &Vault) {
     assert!(
         listed
             .iter()
-            .all(|m| m.status == Accepted && m.created_at_ms < base + 250)
+            .all(|m| m.status == Accepted && m.attempts.created_at_ms < base + 250)
     );
     assert!(
         listed
             .windows(2)
-            .all(|w| w[0].created_at_ms <= w[1].created_at_ms)
+            .all(|w| w[0].attempts.created_at_ms <= w[1].attempts.created_at_ms)
     );
     assert!(
         store
@@ -976,7 +974,7 @@ pub async fn attempt_races(store: Arc<dyn MessageStore>, vault: &Vault) {
             .expect("get")
             .expect("present");
         assert_eq!(
-            (stored.attempt, stored.status),
+            (stored.attempts.attempt, stored.status),
             (2, MessageStatus::Retrying)
         );
     }

@@ -43,22 +43,12 @@ pub async fn sample_call(
         },
         require_ack,
         status: CallStatus::Accepted,
-        attempt: 1,
+        attempts: crate::domain::Attempts::new(id_ms),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
         duration_seconds: None,
         acknowledged_at_ms: None,
-        created_at_ms: id_ms,
-        updated_at_ms: id_ms,
-        claimed_at_ms: None,
-        claimed_until_ms: None,
-        ambiguous_since_ms: None,
-        ambiguous_until_ms: None,
-        ambiguous_from_attempt: None,
-        next_attempt_at_ms: None,
-        doubt_since_ms: None,
-        doubt_until_ms: None,
     }
 }
 
@@ -110,7 +100,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
         CallClaim::Claimed(h) => h,
         other => panic!("expected a claim, got {other:?}"),
     };
-    assert_eq!(held.claimed_until_ms, Some(T0 + 1010));
+    assert_eq!(held.attempts.claimed_until_ms, Some(T0 + 1010));
     assert_eq!(
         store.claim(&c.id, 1, T0 + 20, 1000).await.expect("claim"),
         CallClaim::Busy {
@@ -132,7 +122,11 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .expect("report"),
     );
     assert_eq!(
-        (q.status, q.claimed_until_ms, q.twilio_sid.as_deref()),
+        (
+            q.status,
+            q.attempts.claimed_until_ms,
+            q.twilio_sid.as_deref()
+        ),
         (
             CallStatus::Queued,
             None,
@@ -177,8 +171,8 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
     assert_eq!(
         (
             next.status,
-            next.attempt,
-            next.next_attempt_at_ms,
+            next.attempts.attempt,
+            next.attempts.next_attempt_at_ms,
             next.duration_seconds
         ),
         (CallStatus::Retrying, 2, Some(T0 + 5_000), Some(12))
@@ -202,7 +196,10 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .await
             .expect("report"),
     );
-    assert_eq!((third.status, third.attempt), (CallStatus::Retrying, 3));
+    assert_eq!(
+        (third.status, third.attempts.attempt),
+        (CallStatus::Retrying, 3)
+    );
     let last = applied(
         store
             .report_call(
@@ -214,7 +211,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .await
             .expect("report"),
     );
-    assert_eq!((last.status, last.attempt), (CallStatus::Busy, 3));
+    assert_eq!((last.status, last.attempts.attempt), (CallStatus::Busy, 3));
     ignored(
         store
             .report_call(&c.id, &report(3, CallStatus::Completed, T0 + 9_200), 3, T0)
@@ -256,7 +253,10 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .await
             .expect("report"),
     );
-    assert_eq!((fin.status, fin.attempt), (CallStatus::Completed, 1));
+    assert_eq!(
+        (fin.status, fin.attempts.attempt),
+        (CallStatus::Completed, 1)
+    );
 
     // schedule: only at its attempt.
     let r = sample_call(vault, T0, "+14155550102", "Retry me", false).await;
@@ -273,9 +273,9 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
     let moved = applied(store.schedule(&r.id, &retry).await.expect("retry"));
     assert_eq!(
         (
-            moved.attempt,
-            moved.ambiguous_since_ms,
-            moved.ambiguous_until_ms,
+            moved.attempts.attempt,
+            moved.attempts.ambiguous_since_ms,
+            moved.attempts.ambiguous_until_ms,
             moved.error_code
         ),
         (2, Some(T0), Some(T0 + 1), Some(20500))
@@ -289,14 +289,17 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .update_record(&r.id, &|c: &Call| {
                 let mut n = c.clone();
                 n.id = other.clone();
-                n.created_at_ms = 0;
+                n.attempts.created_at_ms = 0;
                 n.caller = "changed".to_owned();
                 Some(n)
             })
             .await
             .expect("update"),
     );
-    assert_eq!((kept.id.clone(), kept.created_at_ms), (r.id.clone(), T0));
+    assert_eq!(
+        (kept.id.clone(), kept.attempts.created_at_ms),
+        (r.id.clone(), T0)
+    );
     let stored = store
         .get_record(&r.id)
         .await

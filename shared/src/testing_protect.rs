@@ -533,7 +533,7 @@ pub async fn message_query_contract(
     let mut got: Vec<String> = seen.iter().map(|m| m.id.to_string()).collect();
     assert!(
         seen.windows(2)
-            .all(|w| w[0].created_at_ms >= w[1].created_at_ms),
+            .all(|w| w[0].attempts.created_at_ms >= w[1].attempts.created_at_ms),
         "newest first"
     );
     got.sort();

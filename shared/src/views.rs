@@ -64,13 +64,13 @@ macro_rules! record_view {
             id: $r.id.clone(),
             to: $r.to_masked.clone(),
             status: $r.status,
-            attempts: $r.attempt,
+            attempts: $r.attempts.attempt,
             template: $r.template.clone(),
             twilio_sid: $r.twilio_sid.clone(),
             error_code: $r.error_code,
             error: $r.error_reason.clone(),
-            created_at: $crate::domain::rfc3339($r.created_at_ms),
-            updated_at: $crate::domain::rfc3339($r.updated_at_ms),
+            created_at: $crate::domain::rfc3339($r.attempts.created_at_ms),
+            updated_at: $crate::domain::rfc3339($r.attempts.updated_at_ms),
             timeline: $timeline,
         }
     };

@@ -207,22 +207,16 @@ async fn record_new(
         speech: v.speech.clone(),
         require_ack: v.require_ack,
         status: CallStatus::Accepted,
-        attempt: 1,
+        attempts: herald::domain::Attempts {
+            claimed_at_ms: Some(now),
+            claimed_until_ms: Some(now + lease),
+            ..herald::domain::Attempts::new(now)
+        },
         twilio_sid: None,
         error_code: None,
         error_reason: None,
         duration_seconds: None,
         acknowledged_at_ms: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        claimed_at_ms: Some(now),
-        claimed_until_ms: Some(now + lease),
-        ambiguous_since_ms: None,
-        ambiguous_until_ms: None,
-        ambiguous_from_attempt: None,
-        next_attempt_at_ms: None,
-        doubt_since_ms: None,
-        doubt_until_ms: None,
         id,
     };
     match svc.calls.insert_record(&call).await {

@@ -55,7 +55,7 @@ async fn an_identical_alert_s_call_is_not_adopted() {
     let (status, b) = place(&env).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
-    assert!(call(&env, &b).await.ambiguous_since_ms.is_some());
+    assert!(call(&env, &b).await.attempts.ambiguous_since_ms.is_some());
     env.sim.set_faults(twilio_sim::Faults::default());
     let (status, a) = place(&env).await;
     assert_eq!(status, 201, "{a}");
@@ -89,7 +89,7 @@ async fn a_lost_answer_s_call_is_still_adopted() {
     env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     let c = call(&env, &b).await;
-    assert!(c.ambiguous_since_ms.is_some() && c.ambiguous_until_ms.is_some());
+    assert!(c.attempts.ambiguous_since_ms.is_some() && c.attempts.ambiguous_until_ms.is_some());
     assert_eq!(env.sim.creates_for_call(TO), 1, "Twilio has it");
 
     env.clock.advance(10_000);
@@ -202,7 +202,7 @@ async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let b_sid = bc.twilio_sid.clone().expect("B was placed");
     assert_eq!(env.sim.creates_for_call(TO), 2, "B placed its own call");
     assert!(
-        bc.doubt_since_ms.is_some(),
+        bc.attempts.doubt_since_ms.is_some(),
         "B's first attempt stays in doubt"
     );
 

@@ -90,7 +90,10 @@ async fn a_call_whose_request_died_after_recording_it_is_placed_by_the_sweeper()
 
     // The record was created holding its first attempt's claim: not before that lease and the
     // grace have passed.
-    let until = listed[0].claimed_until_ms.expect("recorded with its claim");
+    let until = listed[0]
+        .attempts
+        .claimed_until_ms
+        .expect("recorded with its claim");
     assert_eq!(sweep(&env).await, 0);
     env.clock.advance(until - now(&env) + GRACE_MS + 1);
     assert_eq!(sweep(&env).await, 1, "the sweeper queues the attempt");
@@ -119,7 +122,10 @@ async fn an_attempt_whose_caller_died_is_resumed_after_its_lease_and_never_place
         let id: CallId = b["id"].as_str().unwrap().parse().unwrap();
         let held = call(&env, &id).await;
         assert_eq!(held.status, CallStatus::Accepted);
-        let until = held.claimed_until_ms.expect("the dead caller's claim");
+        let until = held
+            .attempts
+            .claimed_until_ms
+            .expect("the dead caller's claim");
         assert_eq!(env.sim.creates_for_call(TO), creates);
 
         // While the lease holds, the sweeper leaves the attempt to its holder.
@@ -243,7 +249,7 @@ async fn a_call_that_never_ends_is_finished_unconfirmed_after_the_configured_tim
     env.clock.advance(120_000);
     sweep(&env).await;
     let c = call(&env, &id).await;
-    assert_eq!((c.status, c.attempt), (CallStatus::Unconfirmed, 1));
+    assert_eq!((c.status, c.attempts.attempt), (CallStatus::Unconfirmed, 1));
     let events = env
         .services
         .events

@@ -22,7 +22,7 @@ async fn an_identical_alert_s_message_is_not_adopted() {
     let (status, b) = post(&env, TO).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
-    assert!(record(&env, &b).await.ambiguous_since_ms.is_some());
+    assert!(record(&env, &b).await.attempts.ambiguous_since_ms.is_some());
     env.sim.set_faults(twilio_sim::Faults::default());
     let (status, a) = post(&env, TO).await;
     assert_eq!(status, 201, "{a}");
@@ -61,8 +61,8 @@ async fn a_lost_answer_s_message_is_still_adopted() {
     let b = b["id"].as_str().unwrap().to_owned();
     let m = record(&env, &b).await;
     let (since, until) = (
-        m.ambiguous_since_ms.expect("ambiguous"),
-        m.ambiguous_until_ms.expect("with its end"),
+        m.attempts.ambiguous_since_ms.expect("ambiguous"),
+        m.attempts.ambiguous_until_ms.expect("with its end"),
     );
     assert!(since <= until);
     assert_eq!(env.sim.creates_for(TO), 1, "Twilio has it");
@@ -164,7 +164,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     env.sim.set_faults(twilio_sim::Faults::default());
     let id: herald::domain::MessageId = b["id"].as_str().unwrap().parse().unwrap();
     let m = record(&env, id.as_str()).await;
-    assert_eq!((m.status, m.attempt), (MessageStatus::Retrying, 2));
+    assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
 
     // Attempt 2 is made half a second later, well inside the settle margin.
     env.clock.advance(500);
@@ -182,7 +182,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     assert_eq!(outcome, herald::delivery::Delivery::Interrupted);
     let m = record(&env, id.as_str()).await;
     assert_eq!(
-        (m.status, m.attempt),
+        (m.status, m.attempts.attempt),
         (MessageStatus::Retrying, 2),
         "not used up"
     );
@@ -200,7 +200,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     env.clock.advance(lease + 10_000);
     run_retries(&env).await;
     let m = record(&env, id.as_str()).await;
-    assert_eq!((m.status, m.attempt), (MessageStatus::Queued, 2));
+    assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Queued, 2));
     assert_eq!(
         m.twilio_sid.as_deref(),
         Some(env.sim.messages()[0].sid.as_str())
@@ -382,7 +382,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     herald::delivery::apply_report(&env.services, &id, &report)
         .await
         .unwrap();
-    assert_eq!(record(&env, id.as_str()).await.attempt, 2);
+    assert_eq!(record(&env, id.as_str()).await.attempts.attempt, 2);
 
     // Attempt 2, half a second later, is answered 500: its outcome is unknown.
     env.sim.set_faults(faults_500());
@@ -410,7 +410,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     env.clock.advance(10_000);
     run_retries(&env).await;
     let m = record(&env, id.as_str()).await;
-    assert_eq!((m.status, m.attempt), (MessageStatus::Queued, 3));
+    assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Queued, 3));
     assert_ne!(m.twilio_sid.as_deref(), Some(first.as_str()));
     assert_eq!(env.sim.creates_for(TO), 2);
 }
@@ -450,7 +450,7 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
     assert_ne!(b_sid, a_first, "B did not adopt A's message");
     assert_eq!(env.sim.creates_for(TO), 2, "B sent its own");
     assert!(
-        bm.doubt_since_ms.is_some(),
+        bm.attempts.doubt_since_ms.is_some(),
         "B's first attempt stays in doubt"
     );
     let ambiguous = |id: String| {
@@ -526,7 +526,7 @@ async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
         "adopted"
     );
     assert_eq!(env.sim.creates_for(TO), 2, "one message per alert");
-    assert!(m.doubt_since_ms.is_none());
+    assert!(m.attempts.doubt_since_ms.is_none());
 }
 
 /// B's create reached Twilio, its answer was lost, and Twilio's signed status callback for
@@ -557,7 +557,10 @@ async fn a_message_a_callback_registered_for_an_unknown_attempt_is_adopted() {
     )
     .await
     .unwrap();
-    assert_eq!(record(&env, &b).await.ambiguous_from_attempt, Some(1));
+    assert_eq!(
+        record(&env, &b).await.attempts.ambiguous_from_attempt,
+        Some(1)
+    );
 
     env.clock.advance(10_000);
     run_retries(&env).await;

@@ -46,7 +46,7 @@ async fn report(env: &TestEnv, id: &MessageId, status: MessageStatus, code: Opti
         &env.services,
         id,
         &Report {
-            attempt: m.attempt,
+            attempt: m.attempts.attempt,
             status,
             twilio_sid: m.twilio_sid.clone(),
             error_code: code,

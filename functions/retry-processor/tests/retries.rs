@@ -27,8 +27,8 @@ async fn a_transient_failure_is_retried_after_its_backoff_and_sent_once() {
     let id = answer["id"].as_str().unwrap().to_owned();
     env.sim.set_faults(twilio_sim::Faults::default());
     let m = record(&env, &id).await;
-    assert_eq!((m.status, m.attempt), (MessageStatus::Retrying, 2));
-    let due = m.next_attempt_at_ms.unwrap() - env.clock.now_ms();
+    assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
+    let due = m.attempts.next_attempt_at_ms.unwrap() - env.clock.now_ms();
     assert!(
         (1000..=5000).contains(&due),
         "first backoff within [1 s, base 5 s]: {due}"
@@ -37,7 +37,7 @@ async fn a_transient_failure_is_retried_after_its_backoff_and_sent_once() {
     assert_eq!(run_retries(&env).await, 0);
     assert_eq!(later(&env, due + 1000).await, 1);
     let m = record(&env, &id).await;
-    assert_eq!((m.status, m.attempt), (MessageStatus::Queued, 2));
+    assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Queued, 2));
     assert!(m.twilio_sid.is_some() && m.error_code.is_none());
     assert_eq!(env.sim.creates_for(TO), 1);
 }
@@ -111,7 +111,7 @@ async fn attempts_run_out_into_failed_with_the_last_reason() {
         later(&env, i64::from(VISIBILITY) * 1000).await;
     }
     let m = record(&env, &id).await;
-    assert_eq!((m.status, m.attempt), (MessageStatus::Failed, 3));
+    assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Failed, 3));
     assert_eq!(
         m.error_reason.as_deref(),
         Some("Twilio answered 500 with code 20500 (internal server error)")
@@ -138,7 +138,7 @@ async fn retry_after_is_honoured() {
     });
     let (_, answer) = post(&env, TO).await;
     let m = record(&env, answer["id"].as_str().unwrap()).await;
-    assert!(m.next_attempt_at_ms.unwrap() - env.clock.now_ms() >= 120_000);
+    assert!(m.attempts.next_attempt_at_ms.unwrap() - env.clock.now_ms() >= 120_000);
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn a_crash_after_the_claim_is_recovered_without_a_second_send() {
         .await;
     assert_eq!(handled, 1);
     assert!(
-        record(&env, &id).await.claimed_until_ms.is_some(),
+        record(&env, &id).await.attempts.claimed_until_ms.is_some(),
         "claimed, then the holder died"
     );
     // The job comes back after its visibility timeout; the lease has expired: taken over.
@@ -236,7 +236,7 @@ async fn a_timeout_after_twilio_accepted_is_reconciled_not_resent() {
     let id = answer["id"].as_str().unwrap().to_owned();
     let m = record(&env, &id).await;
     assert!(
-        m.ambiguous_since_ms.is_some(),
+        m.attempts.ambiguous_since_ms.is_some(),
         "a timeout leaves the outcome unknown"
     );
     assert_eq!(later(&env, 10_000).await, 1);

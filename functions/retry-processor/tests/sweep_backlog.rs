@@ -36,7 +36,7 @@ async fn sent(env: &TestEnv, id: &str) -> String {
         .unwrap()
         .unwrap();
     let change = StatusChange {
-        attempt: m.attempt,
+        attempt: m.attempts.attempt,
         status: MessageStatus::Sent,
         twilio_sid: m.twilio_sid.clone(),
         error_code: None,

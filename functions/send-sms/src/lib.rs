@@ -268,8 +268,8 @@ async fn record_new(
     let mut message = seal_message(svc, &id, v, caller.to_owned(), now).await?;
     if claim {
         let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-        message.claimed_at_ms = Some(now);
-        message.claimed_until_ms = Some(now + lease);
+        message.attempts.claimed_at_ms = Some(now);
+        message.attempts.claimed_until_ms = Some(now + lease);
     }
     match svc.messages.insert_record(&message).await {
         Ok(()) => {}
@@ -315,20 +315,10 @@ async fn seal_message(
         encoding: v.encoding,
         segments: v.segments,
         status: MessageStatus::Accepted,
-        attempt: 1,
+        attempts: herald::domain::Attempts::new(now),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        claimed_at_ms: None,
-        claimed_until_ms: None,
-        ambiguous_since_ms: None,
-        ambiguous_until_ms: None,
-        ambiguous_from_attempt: None,
-        next_attempt_at_ms: None,
-        doubt_since_ms: None,
-        doubt_until_ms: None,
         match_token: Some(svc.vault.match_token(v.to.e164(), &v.body).await?),
     })
 }
@@ -649,7 +639,7 @@ fn accept_found(
         jobs.push(
             Job::Message {
                 id: m.id.clone(),
-                attempt: m.attempt,
+                attempt: m.attempts.attempt,
                 not_before_ms: None,
             }
             .to_body(),

@@ -148,10 +148,10 @@ pub async fn list(svc: &Services, req: &Request, caller: &str) -> http::Response
             segments: m.segments,
             encoding: m.encoding,
             template: m.template,
-            attempts: m.attempt,
+            attempts: m.attempts.attempt,
             error_code: m.error_code,
-            created_at: rfc3339(m.created_at_ms),
-            updated_at: rfc3339(m.updated_at_ms),
+            created_at: rfc3339(m.attempts.created_at_ms),
+            updated_at: rfc3339(m.attempts.updated_at_ms),
             id: m.id,
         })
         .collect();

@@ -139,7 +139,7 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
                 event.subject = Subject::from(id);
                 event.kind = EventKind::StatusCallback;
                 event.applied = true;
-                tracing::info!(call_id = %id, reported = status.as_str(), status = c.status.as_str(), attempt = c.attempt, "call status applied");
+                tracing::info!(call_id = %id, reported = status.as_str(), status = c.status.as_str(), attempt = c.attempts.attempt, "call status applied");
             }
             Ok(CallApplied::Ignored(c)) => {
                 event.subject = Subject::from(id);

@@ -870,8 +870,8 @@ async fn check_messages(
                 .map(|m| Held {
                     status: m.status.as_str(),
                     terminal: m.status.is_terminal(),
-                    attempt: m.attempt,
-                    in_doubt: m.doubt_since_ms.is_some(),
+                    attempt: m.attempts.attempt,
+                    in_doubt: m.attempts.doubt_since_ms.is_some(),
                     error_code: m.error_code,
                     acknowledged: false,
                     sid: m.twilio_sid,
@@ -933,8 +933,8 @@ async fn check_calls(
                 .map(|c| Held {
                     status: c.status.as_str(),
                     terminal: c.status.is_terminal(),
-                    attempt: c.attempt,
-                    in_doubt: c.doubt_since_ms.is_some(),
+                    attempt: c.attempts.attempt,
+                    in_doubt: c.attempts.doubt_since_ms.is_some(),
                     error_code: None,
                     acknowledged: s.require_ack && c.acknowledged_at_ms.is_some(),
                     sid: c.twilio_sid,

@@ -19,39 +19,72 @@ pub trait RecordStatus: Copy + Eq + std::fmt::Debug + Send + Sync + 'static {
     fn as_str(self) -> &'static str;
 }
 
-/// The attempt bookkeeping of a record, copied out of it and back ([`Attempted::attempts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The attempt bookkeeping of a record: what the attempt engine ([`crate::engine`]) reads and
+/// writes of every record kind, held once in each record ([`Attempted::attempts`]) and stored
+/// flattened into the record's document (the fields stand beside the record's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attempts {
     /// The attempt the record waits for or has made (1 for the first).
     pub attempt: u32,
-    /// When the attempt in flight was claimed.
+    /// When the record was accepted, Unix milliseconds (never changed by
+    /// [`Attempted::set_attempts`]).
+    pub created_at_ms: i64,
+    /// When the record last changed, Unix milliseconds.
+    pub updated_at_ms: i64,
+    /// When the attempt in flight was claimed (a sender is handing it to Twilio).
+    #[serde(default)]
     pub claimed_at_ms: Option<i64>,
     /// Until when that claim holds; a later claim means its holder died mid-attempt.
+    #[serde(default)]
     pub claimed_until_ms: Option<i64>,
-    /// When an earlier attempt whose outcome is unknown started.
+    /// Set when an earlier attempt may have reached Twilio without Herald learning of it (a
+    /// timeout, a dropped connection, a 5xx, a crash): when that attempt started. The next
+    /// attempt first asks Twilio for the record's resource created between this time and
+    /// [`ambiguous_until_ms`](Self::ambiguous_until_ms), so a retry never sends twice.
+    #[serde(default)]
     pub ambiguous_since_ms: Option<i64>,
-    /// When it (or the latest of several) ended.
+    /// When the ambiguous attempt (or the latest of several) ended: its failure was seen, or its
+    /// lease ran out. Records stored before this field have none: their window ends at
+    /// `ambiguous_since_ms` plus the attempt lease.
+    #[serde(default)]
     pub ambiguous_until_ms: Option<i64>,
     /// The first of the attempts whose outcome is unknown since the last known one: a Twilio
     /// resource one of them owns (a status callback registered it) is the record's own.
     /// `None` on records stored before it was kept.
+    #[serde(default)]
     pub ambiguous_from_attempt: Option<u32>,
     /// When the next attempt is due, while retrying.
+    #[serde(default)]
     pub next_attempt_at_ms: Option<i64>,
     /// When an earlier attempt that may have created a Twilio resource the record never took
     /// for its own started: the record sent again without knowing which resource was its own
     /// (the reconcile was ambiguous). Never cleared: such a resource stays possibly the
     /// record's, and no identical record may adopt it ([`crate::reconcile`], step 5).
+    #[serde(default)]
     pub doubt_since_ms: Option<i64>,
     /// When the latest such attempt ended.
+    #[serde(default)]
     pub doubt_until_ms: Option<i64>,
-    /// When the record last changed.
-    pub updated_at_ms: i64,
-    /// When the record was accepted (never changed by [`Attempted::set_attempts`]).
-    pub created_at_ms: i64,
 }
 
 impl Attempts {
+    /// A new record's bookkeeping: waiting for its first attempt, accepted at `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        Self {
+            attempt: 1,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            claimed_at_ms: None,
+            claimed_until_ms: None,
+            ambiguous_since_ms: None,
+            ambiguous_until_ms: None,
+            ambiguous_from_attempt: None,
+            next_attempt_at_ms: None,
+            doubt_since_ms: None,
+            doubt_until_ms: None,
+        }
+    }
+
     /// Twilio has the record's resource, or the record is final: nothing is in flight, unknown
     /// or due any more.
     pub fn settle(&mut self) {
@@ -149,40 +182,20 @@ pub trait Attempted: Clone + Send + Sync + 'static {
     }
 }
 
-/// Implements [`Attempted::attempts`] and [`Attempted::set_attempts`] for a record whose fields
-/// have the names of [`Attempts`]'.
+/// Implements [`Attempted::attempts`], [`Attempted::set_attempts`] and
+/// [`Attempted::keep_identity`] for a record with an `id` and its [`Attempts`] in `attempts`.
 macro_rules! attempt_fields {
     () => {
         fn attempts(&self) -> $crate::domain::attempt::Attempts {
-            $crate::domain::attempt::Attempts {
-                attempt: self.attempt,
-                claimed_at_ms: self.claimed_at_ms,
-                claimed_until_ms: self.claimed_until_ms,
-                ambiguous_since_ms: self.ambiguous_since_ms,
-                ambiguous_until_ms: self.ambiguous_until_ms,
-                ambiguous_from_attempt: self.ambiguous_from_attempt,
-                next_attempt_at_ms: self.next_attempt_at_ms,
-                doubt_since_ms: self.doubt_since_ms,
-                doubt_until_ms: self.doubt_until_ms,
-                updated_at_ms: self.updated_at_ms,
-                created_at_ms: self.created_at_ms,
-            }
+            self.attempts
         }
         fn keep_identity(&mut self, of: &Self) {
             self.id = of.id.clone();
-            self.created_at_ms = of.created_at_ms;
+            self.attempts.created_at_ms = of.attempts.created_at_ms;
         }
         fn set_attempts(&mut self, a: $crate::domain::attempt::Attempts) {
-            self.attempt = a.attempt;
-            self.claimed_at_ms = a.claimed_at_ms;
-            self.claimed_until_ms = a.claimed_until_ms;
-            self.ambiguous_since_ms = a.ambiguous_since_ms;
-            self.ambiguous_until_ms = a.ambiguous_until_ms;
-            self.ambiguous_from_attempt = a.ambiguous_from_attempt;
-            self.next_attempt_at_ms = a.next_attempt_at_ms;
-            self.doubt_since_ms = a.doubt_since_ms;
-            self.doubt_until_ms = a.doubt_until_ms;
-            self.updated_at_ms = a.updated_at_ms;
+            let created_at_ms = self.attempts.created_at_ms;
+            self.attempts = $crate::domain::attempt::Attempts { created_at_ms, ..a };
         }
     };
 }

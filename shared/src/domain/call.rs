@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, RecordStatus};
+use super::attempt::{Attempted, Attempts, RecordStatus};
 use super::ids::CallId;
 use super::message::{ClaimRefusal, Transition, UNCONFIRMED_RANK};
 use crate::crypto::{LookupToken, Sealed};
@@ -175,8 +175,10 @@ pub struct Call {
     pub require_ack: bool,
     /// Where it is now.
     pub status: CallStatus,
-    /// The attempt the record waits for or has made (1 for the first call).
-    pub attempt: u32,
+    /// Its attempts: the attempt engine's bookkeeping, and when it was accepted and last
+    /// changed.
+    #[serde(flatten)]
+    pub attempts: Attempts,
     /// Twilio's `CA…` id of the current attempt, once Twilio accepted it.
     pub twilio_sid: Option<String>,
     /// Twilio's error code of the last failure.
@@ -187,37 +189,6 @@ pub struct Call {
     pub duration_seconds: Option<u32>,
     /// When the callee pressed 1, Unix milliseconds.
     pub acknowledged_at_ms: Option<i64>,
-    /// When it was accepted, Unix milliseconds.
-    pub created_at_ms: i64,
-    /// When it last changed, Unix milliseconds.
-    pub updated_at_ms: i64,
-    /// When the attempt in flight was claimed.
-    pub claimed_at_ms: Option<i64>,
-    /// Until when that claim holds.
-    pub claimed_until_ms: Option<i64>,
-    /// Set when an earlier attempt may have reached Twilio without Herald learning of it: when
-    /// that attempt started. The next attempt first asks Twilio for this call created between
-    /// this time and [`ambiguous_until_ms`](Self::ambiguous_until_ms).
-    #[serde(default)]
-    pub ambiguous_since_ms: Option<i64>,
-    /// When the ambiguous attempt (or the latest of several) ended. Records stored before this
-    /// field have none: their window ends at `ambiguous_since_ms` plus the attempt lease
-    /// ([`Call::ambiguous_window`]).
-    #[serde(default)]
-    pub ambiguous_until_ms: Option<i64>,
-    /// The first of the attempts whose outcome is unknown
-    /// ([`crate::domain::attempt::Attempts::ambiguous_from_attempt`]).
-    #[serde(default)]
-    pub ambiguous_from_attempt: Option<u32>,
-    /// When the next attempt is due, while `retrying`.
-    pub next_attempt_at_ms: Option<i64>,
-    /// When an attempt the record sent again after, not knowing which Twilio resource was its
-    /// own, started ([`crate::domain::attempt::Attempts::doubt_since_ms`]).
-    #[serde(default)]
-    pub doubt_since_ms: Option<i64>,
-    /// When the latest such attempt ended.
-    #[serde(default)]
-    pub doubt_until_ms: Option<i64>,
 }
 
 /// A report about one attempt of a call (a status callback, or Twilio's answer to the create),
@@ -299,7 +270,8 @@ impl Call {
 
     /// Whether `report` would move this record, by attempt and by the transition rule.
     pub fn accepts(&self, report: &CallReport) -> bool {
-        self.attempt == report.attempt && self.status.transition(report.status) == Transition::Apply
+        self.attempts.attempt == report.attempt
+            && self.status.transition(report.status) == Transition::Apply
     }
 
     /// The record after `report`, or `None` when it does not apply.
@@ -323,7 +295,7 @@ impl Call {
             c.error_code = None;
             c.error_reason = None;
         }
-        c.updated_at_ms = report.at_ms;
+        c.attempts.updated_at_ms = report.at_ms;
         if report.status != CallStatus::Retrying {
             let mut a = c.attempts();
             a.settle();
@@ -350,7 +322,7 @@ impl Call {
         if report.status.is_terminal()
             && self.status != CallStatus::Unconfirmed
             && self.wants_another_attempt(report.status)
-            && self.attempt < max_attempts
+            && self.attempts.attempt < max_attempts
         {
             let mut retried = self.retried(&CallRetry {
                 attempt: report.attempt,
@@ -380,23 +352,23 @@ impl Call {
     /// on to a next attempt no one has claimed yet goes back to that acknowledged attempt,
     /// `completed`: the next attempt is then never made.
     pub fn acknowledged(&self, attempt: u32, at_ms: i64) -> Option<Call> {
-        if self.acknowledged_at_ms.is_some() || attempt == 0 || attempt > self.attempt {
+        if self.acknowledged_at_ms.is_some() || attempt == 0 || attempt > self.attempts.attempt {
             return None;
         }
         let mut c = self.clone();
         c.acknowledged_at_ms = Some(at_ms);
-        c.updated_at_ms = at_ms;
+        c.attempts.updated_at_ms = at_ms;
         if self.status == CallStatus::Retrying
-            && attempt < self.attempt
-            && self.claimed_until_ms.is_none()
+            && attempt < self.attempts.attempt
+            && self.attempts.claimed_until_ms.is_none()
         {
             c.status = CallStatus::Completed;
-            c.attempt = attempt;
+            c.attempts.attempt = attempt;
             c.error_code = None;
             c.error_reason = None;
-            c.next_attempt_at_ms = None;
-            c.ambiguous_since_ms = None;
-            c.ambiguous_until_ms = None;
+            c.attempts.next_attempt_at_ms = None;
+            c.attempts.ambiguous_since_ms = None;
+            c.attempts.ambiguous_until_ms = None;
         }
         Some(c)
     }
@@ -463,22 +435,15 @@ mod tests {
             },
             require_ack,
             status,
-            attempt,
+            attempts: Attempts {
+                attempt,
+                ..Attempts::new(0)
+            },
             twilio_sid: None,
             error_code: None,
             error_reason: None,
             duration_seconds: None,
             acknowledged_at_ms: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            claimed_at_ms: None,
-            claimed_until_ms: None,
-            ambiguous_since_ms: None,
-            ambiguous_until_ms: None,
-            ambiguous_from_attempt: None,
-            next_attempt_at_ms: None,
-            doubt_since_ms: None,
-            doubt_until_ms: None,
         }
     }
 
@@ -510,14 +475,18 @@ mod tests {
         assert!(c.claimed(1, 10, 10).is_err());
         let late = c.reported(&CallReport::new(1, Busy, 10), 3, 500).unwrap();
         assert_eq!(
-            (late.status, late.attempt, late.next_attempt_at_ms),
+            (
+                late.status,
+                late.attempts.attempt,
+                late.attempts.next_attempt_at_ms
+            ),
             (Busy, 1, None)
         );
         let ack = record(Unconfirmed, 1, true);
         let done = ack
             .reported(&CallReport::new(1, Completed, 10), 3, 500)
             .unwrap();
-        assert_eq!((done.status, done.attempt), (Completed, 1));
+        assert_eq!((done.status, done.attempts.attempt), (Completed, 1));
     }
 
     #[test]
@@ -525,7 +494,7 @@ mod tests {
         let c = record(Ringing, 1, false);
         let r = c.reported(&CallReport::new(1, Busy, 10), 3, 500).unwrap();
         assert_eq!(
-            (r.status, r.attempt, r.next_attempt_at_ms),
+            (r.status, r.attempts.attempt, r.attempts.next_attempt_at_ms),
             (Retrying, 2, Some(500))
         );
         // The last attempt's outcome sticks.
@@ -549,14 +518,14 @@ mod tests {
         let done = c
             .reported(&CallReport::new(1, Completed, 10), 3, 500)
             .unwrap();
-        assert_eq!((done.status, done.attempt), (Completed, 1));
+        assert_eq!((done.status, done.attempts.attempt), (Completed, 1));
         assert_eq!(done.claimed(1, 20, 10), Err(ClaimRefusal::Stale));
 
         let ack = record(InProgress, 1, true);
         let again = ack
             .reported(&CallReport::new(1, Completed, 10), 3, 500)
             .unwrap();
-        assert_eq!((again.status, again.attempt), (Retrying, 2));
+        assert_eq!((again.status, again.attempts.attempt), (Retrying, 2));
         assert!(again.claimed(2, 600, 10).is_ok());
 
         let acked = ack.acknowledged(1, 5).unwrap();
@@ -576,12 +545,12 @@ mod tests {
             .reported(&CallReport::new(1, Completed, 10), 3, 500)
             .unwrap();
         let acked = c.acknowledged(1, 20).unwrap();
-        assert_eq!((acked.status, acked.attempt), (Completed, 1));
+        assert_eq!((acked.status, acked.attempts.attempt), (Completed, 1));
         assert_eq!(acked.claimed(2, 600, 10), Err(ClaimRefusal::Stale));
 
         let held = c.claimed(2, 600, 100).unwrap();
         let acked = held.acknowledged(1, 620).unwrap();
-        assert_eq!((acked.status, acked.attempt), (Retrying, 2));
+        assert_eq!((acked.status, acked.attempts.attempt), (Retrying, 2));
         assert!(acked.acknowledged_at_ms.is_some());
     }
 
@@ -620,7 +589,7 @@ mod tests {
         report.twilio_sid = Some("CA1".into());
         let q = c.changed(&report).unwrap();
         assert_eq!(
-            (q.claimed_until_ms, q.twilio_sid.as_deref()),
+            (q.attempts.claimed_until_ms, q.twilio_sid.as_deref()),
             (None, Some("CA1"))
         );
         let mut done = CallReport::new(1, Completed, 200);

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, RecordStatus, RetryChange};
+use super::attempt::{Attempted, Attempts, RecordStatus, RetryChange};
 use super::ids::MessageId;
 use crate::crypto::{LookupToken, Sealed};
 use crate::templates::Encoding;
@@ -178,49 +178,16 @@ pub struct Message {
     pub segments: u32,
     /// Where it is now.
     pub status: MessageStatus,
-    /// The attempt the record waits for or has made (1 for the first send).
-    pub attempt: u32,
+    /// Its attempts: the attempt engine's bookkeeping, and when it was accepted and last
+    /// changed.
+    #[serde(flatten)]
+    pub attempts: Attempts,
     /// Twilio's `SM…` id once Twilio accepted it.
     pub twilio_sid: Option<String>,
     /// Twilio's error code of the last failure.
     pub error_code: Option<u32>,
     /// A sanitized reason for the last failure (never personal data).
     pub error_reason: Option<String>,
-    /// When it was accepted, Unix milliseconds.
-    pub created_at_ms: i64,
-    /// When it last changed, Unix milliseconds.
-    pub updated_at_ms: i64,
-    /// When the attempt in flight was claimed (a sender is handing it to Twilio).
-    #[serde(default)]
-    pub claimed_at_ms: Option<i64>,
-    /// Until when that claim holds; a later claim means its holder died mid-attempt.
-    #[serde(default)]
-    pub claimed_until_ms: Option<i64>,
-    /// Set when an earlier attempt may have reached Twilio without Herald learning of it (a
-    /// timeout, a dropped connection, a 5xx, a crash): when that attempt started. The next
-    /// attempt first asks Twilio for this message created between this time and
-    /// [`ambiguous_until_ms`](Self::ambiguous_until_ms), so a retry never sends twice.
-    #[serde(default)]
-    pub ambiguous_since_ms: Option<i64>,
-    /// When the ambiguous attempt (or the latest of several) ended: its failure was seen, or its
-    /// lease ran out. Records stored before this field have none: their window ends at
-    /// `ambiguous_since_ms` plus the attempt lease ([`Message::ambiguous_window`]).
-    #[serde(default)]
-    pub ambiguous_until_ms: Option<i64>,
-    /// The first of the attempts whose outcome is unknown
-    /// ([`crate::domain::attempt::Attempts::ambiguous_from_attempt`]).
-    #[serde(default)]
-    pub ambiguous_from_attempt: Option<u32>,
-    /// When the next attempt is due, while `retrying`.
-    #[serde(default)]
-    pub next_attempt_at_ms: Option<i64>,
-    /// When an attempt the record sent again after, not knowing which Twilio resource was its
-    /// own, started ([`crate::domain::attempt::Attempts::doubt_since_ms`]).
-    #[serde(default)]
-    pub doubt_since_ms: Option<i64>,
-    /// When the latest such attempt ended.
-    #[serde(default)]
-    pub doubt_until_ms: Option<i64>,
     /// Keyed hash of the recipient and the body ([`crate::crypto::Vault::match_token`]): the
     /// messages whose Twilio resources would match each other's share it. Records stored
     /// before it have none.
@@ -289,7 +256,7 @@ impl Message {
     /// A change belongs to the record when it is for the record's current attempt, or names the
     /// Twilio message the record holds (an earlier attempt's message that was adopted).
     pub fn accepts(&self, change: &StatusChange) -> bool {
-        let ours = self.attempt == change.attempt
+        let ours = self.attempts.attempt == change.attempt
             || (change.twilio_sid.is_some() && change.twilio_sid == self.twilio_sid);
         ours && self.status.transition(change.status) == Transition::Apply
     }
@@ -312,7 +279,7 @@ impl Message {
             self.error_code = None;
             self.error_reason = None;
         }
-        self.updated_at_ms = change.at_ms;
+        self.attempts.updated_at_ms = change.at_ms;
         if change.status != MessageStatus::Retrying {
             let mut a = self.attempts();
             a.settle();
@@ -383,20 +350,13 @@ mod tests {
             encoding: Encoding::Gsm7,
             segments: 1,
             status,
-            attempt,
+            attempts: Attempts {
+                attempt,
+                ..Attempts::new(0)
+            },
             twilio_sid: None,
             error_code: None,
             error_reason: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            claimed_at_ms: None,
-            claimed_until_ms: None,
-            ambiguous_since_ms: None,
-            ambiguous_until_ms: None,
-            ambiguous_from_attempt: None,
-            next_attempt_at_ms: None,
-            doubt_since_ms: None,
-            doubt_until_ms: None,
             match_token: None,
         }
     }
@@ -406,7 +366,11 @@ mod tests {
         let m = record(Accepted, 1);
         let c = m.claimed(1, 100, 50).unwrap();
         assert_eq!(
-            (c.claimed_at_ms, c.claimed_until_ms, c.ambiguous_since_ms),
+            (
+                c.attempts.claimed_at_ms,
+                c.attempts.claimed_until_ms,
+                c.attempts.ambiguous_since_ms
+            ),
             (Some(100), Some(150), None)
         );
         assert_eq!(m.claimed(2, 100, 50), Err(ClaimRefusal::Stale));
@@ -424,8 +388,8 @@ mod tests {
             Err(ClaimRefusal::Busy { until_ms: 150 })
         );
         let taken = c.claimed(1, 150, 50).unwrap();
-        assert_eq!(taken.ambiguous_since_ms, Some(100));
-        assert_eq!(taken.claimed_until_ms, Some(200));
+        assert_eq!(taken.attempts.ambiguous_since_ms, Some(100));
+        assert_eq!(taken.attempts.claimed_until_ms, Some(200));
         // The dead holder may have reached Twilio any time within its lease.
         assert_eq!(taken.ambiguous_window(50), Some((100, 150)));
     }
@@ -446,13 +410,13 @@ mod tests {
         assert_eq!(
             (
                 r.status,
-                r.attempt,
-                r.claimed_until_ms,
-                r.ambiguous_since_ms
+                r.attempts.attempt,
+                r.attempts.claimed_until_ms,
+                r.attempts.ambiguous_since_ms
             ),
             (Retrying, 2, None, Some(100))
         );
-        assert_eq!(r.next_attempt_at_ms, Some(400));
+        assert_eq!(r.attempts.next_attempt_at_ms, Some(400));
         assert_eq!(r.ambiguous_window(50), Some((100, 120)));
         // A second ambiguous attempt widens the window: the earliest start, the latest end.
         let wider = r
@@ -490,10 +454,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             (
-                q.claimed_until_ms,
-                q.ambiguous_since_ms,
-                q.ambiguous_until_ms,
-                q.next_attempt_at_ms
+                q.attempts.claimed_until_ms,
+                q.attempts.ambiguous_since_ms,
+                q.attempts.ambiguous_until_ms,
+                q.attempts.next_attempt_at_ms
             ),
             (None, None, None, None)
         );
@@ -502,11 +466,11 @@ mod tests {
     #[test]
     fn a_record_stored_without_the_window_s_end_loads_and_ends_it_one_lease_later() {
         let mut m = record(Retrying, 2);
-        m.ambiguous_since_ms = Some(1_000);
+        m.attempts.ambiguous_since_ms = Some(1_000);
         let mut doc = serde_json::to_value(&m).unwrap();
         doc.as_object_mut().unwrap().remove("ambiguous_until_ms");
         let old: Message = serde_json::from_value(doc).unwrap();
-        assert_eq!(old.ambiguous_until_ms, None);
+        assert_eq!(old.attempts.ambiguous_until_ms, None);
         assert_eq!(old.ambiguous_window(60_000), Some((1_000, 61_000)));
     }
 

@@ -422,7 +422,7 @@ impl MessageQueries for DynamoStore {
         let next = if found.len() > limit {
             found.truncate(limit);
             found.last().map(|m| PageCursor {
-                created_at_ms: m.created_at_ms,
+                created_at_ms: m.attempts.created_at_ms,
                 id: m.id.clone(),
             })
         } else {

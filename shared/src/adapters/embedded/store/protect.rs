@@ -332,7 +332,7 @@ impl MessageQueries for SqliteStore {
             let next = if messages.len() > limit as usize {
                 messages.truncate(limit as usize);
                 messages.last().map(|m| PageCursor {
-                    created_at_ms: m.created_at_ms,
+                    created_at_ms: m.attempts.created_at_ms,
                     id: m.id.clone(),
                 })
             } else {
