@@ -182,6 +182,61 @@ pub trait Attempted: Clone + Send + Sync + 'static {
     }
 }
 
+/// Writes what every record kind's status has, from its `ALL`, `rank` and `as_str`: whether it
+/// is final, the transition rule, [`RecordStatus`], `Display` and `FromStr` (the API's
+/// spelling).
+macro_rules! record_status {
+    ($status:ty) => {
+        impl $status {
+            /// Whether the status is final: no attempt is made again. Every final status but
+            /// `unconfirmed` sticks; `unconfirmed` still moves to Twilio's true final status when
+            /// it reports late ([`Self::transition`]).
+            pub fn is_terminal(self) -> bool {
+                self.rank() >= $crate::domain::message::UNCONFIRMED_RANK
+            }
+
+            /// What a report of `next` does to a record that is `self`: it moves up by rank, and
+            /// a final status sticks, except `unconfirmed`, which Twilio's true final status
+            /// replaces.
+            pub fn transition(self, next: Self) -> $crate::domain::message::Transition {
+                if (!self.is_terminal() || self == Self::Unconfirmed) && next.rank() > self.rank() {
+                    $crate::domain::message::Transition::Apply
+                } else {
+                    $crate::domain::message::Transition::EventOnly
+                }
+            }
+        }
+
+        impl $crate::domain::attempt::RecordStatus for $status {
+            const ACCEPTED: Self = Self::Accepted;
+            const RETRYING: Self = Self::Retrying;
+            fn is_terminal(self) -> bool {
+                <$status>::is_terminal(self)
+            }
+            fn as_str(self) -> &'static str {
+                <$status>::as_str(self)
+            }
+            fn rank(self) -> u8 {
+                <$status>::rank(self)
+            }
+        }
+
+        impl std::fmt::Display for $status {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $status {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
+            }
+        }
+    };
+}
+pub(crate) use record_status;
+
 /// Implements [`Attempted::attempts`], [`Attempted::set_attempts`] and
 /// [`Attempted::keep_identity`] for a record with an `id` and its [`Attempts`] in `attempts`.
 macro_rules! attempt_fields {

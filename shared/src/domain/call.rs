@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, Attempts, RecordStatus};
+use super::attempt::{Attempted, Attempts};
 use super::ids::CallId;
 use super::message::{ClaimRefusal, Transition, UNCONFIRMED_RANK};
 use crate::crypto::{LookupToken, Sealed};
@@ -76,13 +76,6 @@ impl CallStatus {
         }
     }
 
-    /// Whether the status is final: no attempt is made again. Every final status but
-    /// `unconfirmed` sticks; `unconfirmed` still moves to Twilio's true final status when it
-    /// reports late ([`CallStatus::transition`]).
-    pub fn is_terminal(self) -> bool {
-        self.rank() >= UNCONFIRMED_RANK
-    }
-
     /// The status as Twilio and Herald's API spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,30 +106,9 @@ impl CallStatus {
     pub fn is_unanswered(self) -> bool {
         matches!(self, Self::Busy | Self::NoAnswer | Self::Failed)
     }
-
-    /// What a report of `next` does to a call that is `self`: it moves up by rank, and a final
-    /// status sticks, except `unconfirmed`, which Twilio's true final status replaces.
-    pub fn transition(self, next: CallStatus) -> Transition {
-        if (!self.is_terminal() || self == Self::Unconfirmed) && next.rank() > self.rank() {
-            Transition::Apply
-        } else {
-            Transition::EventOnly
-        }
-    }
 }
 
-impl std::fmt::Display for CallStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for CallStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
-    }
-}
+super::attempt::record_status!(CallStatus);
 
 /// How the alert is spoken: Twilio `<Say>` attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,20 +343,6 @@ impl Call {
             c.attempts.ambiguous_until_ms = None;
         }
         Some(c)
-    }
-}
-
-impl RecordStatus for CallStatus {
-    const ACCEPTED: Self = Self::Accepted;
-    const RETRYING: Self = Self::Retrying;
-    fn is_terminal(self) -> bool {
-        CallStatus::is_terminal(self)
-    }
-    fn as_str(self) -> &'static str {
-        CallStatus::as_str(self)
-    }
-    fn rank(self) -> u8 {
-        CallStatus::rank(self)
     }
 }
 

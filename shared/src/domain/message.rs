@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, Attempts, RecordStatus, RetryChange};
+use super::attempt::{Attempted, Attempts, RetryChange};
 use super::ids::MessageId;
 use crate::crypto::{LookupToken, Sealed};
 use crate::templates::Encoding;
@@ -83,13 +83,6 @@ impl MessageStatus {
         }
     }
 
-    /// Whether the status is final: no attempt is made again. Every final status but
-    /// `unconfirmed` sticks; `unconfirmed` still moves to Twilio's true final status when it
-    /// reports late ([`MessageStatus::transition`]).
-    pub fn is_terminal(self) -> bool {
-        self.rank() >= UNCONFIRMED_RANK
-    }
-
     /// The status as Twilio and Herald's API spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -117,30 +110,9 @@ impl MessageStatus {
             .into_iter()
             .find(|st| st.as_str() == s && !matches!(st, Self::Retrying | Self::Unconfirmed))
     }
-
-    /// What a report of `next` does to a message that is `self`: it moves up by rank, and a
-    /// final status sticks, except `unconfirmed`, which Twilio's true final status replaces.
-    pub fn transition(self, next: MessageStatus) -> Transition {
-        if (!self.is_terminal() || self == Self::Unconfirmed) && next.rank() > self.rank() {
-            Transition::Apply
-        } else {
-            Transition::EventOnly
-        }
-    }
 }
 
-impl std::fmt::Display for MessageStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for MessageStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
-    }
-}
+super::attempt::record_status!(MessageStatus);
 
 /// The outcome of the transition rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,20 +266,6 @@ impl Message {
             m.apply(change);
             m
         })
-    }
-}
-
-impl RecordStatus for MessageStatus {
-    const ACCEPTED: Self = Self::Accepted;
-    const RETRYING: Self = Self::Retrying;
-    fn is_terminal(self) -> bool {
-        MessageStatus::is_terminal(self)
-    }
-    fn as_str(self) -> &'static str {
-        MessageStatus::as_str(self)
-    }
-    fn rank(self) -> u8 {
-        MessageStatus::rank(self)
     }
 }
 
