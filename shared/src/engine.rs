@@ -714,6 +714,57 @@ async fn record_failure<K: Channel>(
     }
 }
 
+/// Applies a status callback Twilio sent about record `id` at `now_ms`: the SID it names is
+/// registered to the report's attempt beside the report, not before it (neither waits), and the
+/// report is applied ([`apply_report`]). Logs what it did. Twilio sends a callback answered
+/// with an error again, and both writes are idempotent: on `Err` the caller answers so.
+pub async fn apply_callback<K: Channel>(
+    svc: &Services,
+    id: &<K::Record as Attempted>::Id,
+    sid: Option<&str>,
+    report: &K::Report,
+    now_ms: i64,
+) -> Result<Applied<K::Record>, StoreError> {
+    let attempt = K::report_attempt(report);
+    let record_id = id.to_string();
+    let (registered, applied) = tokio::join!(
+        reconcile::register_reported(svc, K::NAME, &record_id, attempt, sid, now_ms),
+        apply_report::<K>(svc, id, report)
+    );
+    registered?;
+    let applied = applied?;
+    let (reported, _) = K::report_summary(report);
+    match &applied {
+        Applied::Applied(r) => {
+            tracing::info!(
+                record_id,
+                channel = K::NAME,
+                reported,
+                status = r.status().as_str(),
+                attempt = r.attempts().attempt,
+                "status applied"
+            );
+        }
+        Applied::Ignored(r) => {
+            tracing::info!(
+                record_id,
+                channel = K::NAME,
+                reported,
+                current = r.status().as_str(),
+                "status kept as event only"
+            );
+        }
+        Applied::NotFound => {
+            tracing::warn!(
+                record_id,
+                channel = K::NAME,
+                "callback for an unknown record"
+            );
+        }
+    }
+    Ok(applied)
+}
+
 /// Applies a report atomically under the channel's rules and retry policy, and queues the next
 /// attempt when the report moved the record to one, or when a repeated report finds the record
 /// already waiting for it, unclaimed (its job may have been lost with the first report's

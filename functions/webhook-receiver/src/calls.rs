@@ -118,42 +118,9 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
                 .map(|c| format!("Twilio error {c} ({})", herald::twilio::describe_code(c))),
             at_ms: now,
         };
-        // The SID's owner is registered beside the report, not before it: neither waits.
-        let (registered, applied) = tokio::join!(
-            herald::reconcile::register_reported(
-                svc,
-                "voice",
-                id.as_str(),
-                attempt,
-                event.twilio_sid.as_deref(),
-                now
-            ),
-            calls::apply_report(svc, id, &report)
-        );
-        if let Err(e) = registered {
-            tracing::error!(call_id = %id, error = %e, "store unavailable");
-            return Problem::new(ProblemKind::Unavailable).into_response();
-        }
-        match applied {
-            Ok(CallApplied::Applied(c)) => {
-                event.subject = Subject::from(id);
-                event.kind = EventKind::StatusCallback;
-                event.applied = true;
-                tracing::info!(call_id = %id, reported = status.as_str(), status = c.status.as_str(), attempt = c.attempts.attempt, "call status applied");
-            }
-            Ok(CallApplied::Ignored(c)) => {
-                event.subject = Subject::from(id);
-                event.kind = EventKind::StatusCallback;
-                tracing::info!(call_id = %id, reported = status.as_str(), current = c.status.as_str(), "call status kept as event only");
-            }
-            Ok(CallApplied::NotFound) => {
-                tracing::warn!(call_id = %id, "callback for an unknown call");
-            }
-            Err(e) => {
-                // Twilio retries on a 5xx: the report is idempotent, so a retry is safe.
-                tracing::error!(call_id = %id, error = %e, "store or queue unavailable");
-                return Problem::new(ProblemKind::Unavailable).into_response();
-            }
+        if let Err(answer) = crate::apply_status::<calls::Voice>(svc, id, &report, &mut event).await
+        {
+            return answer;
         }
     } else {
         tracing::warn!(

@@ -12,11 +12,11 @@ pub mod request;
 
 use herald::delivery;
 use herald::domain::event::EVENT_RETENTION_MS;
-use herald::domain::{Event, EventKind, MessageId, MessageStatus, StatusChange, Subject};
+use herald::domain::{Event, EventKind, MessageId, MessageStatus, Subject};
 use herald::ports::Applied;
 use herald::problem::{Problem, ProblemKind};
 use herald::service::Services;
-use herald::twilio::{describe_code, signature};
+use herald::twilio::signature;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 pub use inbound::INBOUND_SMS_PATH;
@@ -265,57 +265,15 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
     };
 
     if let (Some(id), Some(status)) = (id.as_ref(), status) {
-        let change = StatusChange {
+        let report = delivery::Report {
             attempt,
             status,
             twilio_sid: event.twilio_sid.clone(),
             error_code,
-            error_reason: error_code.map(|c| format!("Twilio error {c} ({})", describe_code(c))),
             at_ms: now,
         };
-        let report = delivery::Report {
-            attempt,
-            status,
-            twilio_sid: change.twilio_sid.clone(),
-            error_code,
-            at_ms: now,
-        };
-        // The SID's owner is registered beside the report, not before it: neither waits.
-        let (registered, applied) = tokio::join!(
-            herald::reconcile::register_reported(
-                svc,
-                "sms",
-                id.as_str(),
-                attempt,
-                event.twilio_sid.as_deref(),
-                now
-            ),
-            delivery::apply_report(svc, id, &report)
-        );
-        if let Err(e) = registered {
-            tracing::error!(message_id = %id, error = %e, "store unavailable");
-            return Problem::new(ProblemKind::Unavailable).into_response();
-        }
-        match applied {
-            Ok(Applied::Applied(m)) => {
-                event.subject = Subject::from(id);
-                event.kind = EventKind::StatusCallback;
-                event.applied = true;
-                tracing::info!(message_id = %id, status = m.status.as_str(), twilio_code = ?error_code, "status applied");
-            }
-            Ok(Applied::Ignored(m)) => {
-                event.subject = Subject::from(id);
-                event.kind = EventKind::StatusCallback;
-                tracing::info!(message_id = %id, reported = status.as_str(), current = m.status.as_str(), "status kept as event only");
-            }
-            Ok(Applied::NotFound) => {
-                tracing::warn!(message_id = %id, "callback for an unknown message");
-            }
-            Err(e) => {
-                // Twilio retries on a 5xx: the update is idempotent, so a retry is safe.
-                tracing::error!(message_id = %id, error = %e, "store unavailable");
-                return Problem::new(ProblemKind::Unavailable).into_response();
-            }
+        if let Err(answer) = apply_status::<delivery::Sms>(svc, id, &report, &mut event).await {
+            return answer;
         }
     } else {
         tracing::warn!(
@@ -330,4 +288,36 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
         Err(e) => tracing::error!(error = %e, "could not record the event"),
     }
     ok()
+}
+
+/// Applies the status callback `report` to record `id` ([`herald::engine::apply_callback`]) and
+/// says in `event` what it was about. `Err`: the answer when the store failed (a 5xx, so that
+/// Twilio sends the callback again).
+pub(crate) async fn apply_status<K: herald::engine::Channel>(
+    svc: &Services,
+    id: &<K::Record as herald::domain::Attempted>::Id,
+    report: &K::Report,
+    event: &mut Event,
+) -> Result<(), http::Response<String>> {
+    let applied = herald::engine::apply_callback::<K>(
+        svc,
+        id,
+        event.twilio_sid.as_deref(),
+        report,
+        event.at_ms,
+    )
+    .await;
+    match applied {
+        Ok(Applied::NotFound) => {}
+        Ok(applied) => {
+            event.subject = Subject::from(id);
+            event.kind = EventKind::StatusCallback;
+            event.applied = matches!(applied, Applied::Applied(_));
+        }
+        Err(e) => {
+            tracing::error!(record_id = %id, channel = K::NAME, error = %e, "store or queue unavailable");
+            return Err(Problem::new(ProblemKind::Unavailable).into_response());
+        }
+    }
+    Ok(())
 }
