@@ -39,6 +39,24 @@ pub struct Scenario {
     pub expect_attempts: u32,
 }
 
+/// A message the simulator delivers at the first attempt.
+fn delivered_first_time(
+    label: &'static str,
+    to: &'static str,
+    request: serde_json::Value,
+) -> Scenario {
+    Scenario {
+        label,
+        to,
+        request,
+        outcome: Some(twilio_sim::Outcome::Deliver),
+        expect_status: "delivered",
+        expect_code: None,
+        fault: SendFault::None,
+        expect_attempts: 1,
+    }
+}
+
 /// The demo's messages.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -62,16 +80,11 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: SendFault::Throttled,
             expect_attempts: 2,
         },
-        Scenario {
-            label: "delivered",
-            to: "+14155552671",
-            request: json!({"body": "Your order #1042 has shipped."}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
-            expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::None,
-            expect_attempts: 1,
-        },
+        delivered_first_time(
+            "delivered",
+            "+14155552671",
+            json!({"body": "Your order #1042 has shipped."}),
+        ),
         Scenario {
             label: "undelivered (30003 unreachable handset, 3 attempts)",
             to: "+14155550143",
@@ -102,26 +115,16 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: SendFault::None,
             expect_attempts: 1,
         },
-        Scenario {
-            label: "UCS-2, several segments",
-            to: "+447911123456",
-            request: json!({"body": "Привет! Ваш заказ отправлен 🚚 и будет доставлен завтра между 9:00 и 12:00. Спасибо, что выбрали нас!"}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
-            expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::None,
-            expect_attempts: 1,
-        },
-        Scenario {
-            label: "template (alert)",
-            to: "+33612345678",
-            request: json!({"template": "alert", "variables": {"service": "payments", "summary": "error rate 7% over 5 min"}}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
-            expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::None,
-            expect_attempts: 1,
-        },
+        delivered_first_time(
+            "UCS-2, several segments",
+            "+447911123456",
+            json!({"body": "Привет! Ваш заказ отправлен 🚚 и будет доставлен завтра между 9:00 и 12:00. Спасибо, что выбрали нас!"}),
+        ),
+        delivered_first_time(
+            "template (alert)",
+            "+33612345678",
+            json!({"template": "alert", "variables": {"service": "payments", "summary": "error rate 7% over 5 min"}}),
+        ),
     ]
 }
 
