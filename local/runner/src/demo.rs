@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::stack::{LocalStack, StackOptions};
+use crate::demo_flow::{self, Channel, str_field, u32_field};
 
 /// A fault the simulator applies while a scenario's message is sent (then cleared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,24 @@ pub struct Scenario {
     pub expect_attempts: u32,
 }
 
+/// A message the simulator delivers at the first attempt.
+fn delivered_first_time(
+    label: &'static str,
+    to: &'static str,
+    request: serde_json::Value,
+) -> Scenario {
+    Scenario {
+        label,
+        to,
+        request,
+        outcome: Some(twilio_sim::Outcome::Deliver),
+        expect_status: "delivered",
+        expect_code: None,
+        fault: SendFault::None,
+        expect_attempts: 1,
+    }
+}
+
 /// The demo's messages.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -62,16 +80,11 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: SendFault::Throttled,
             expect_attempts: 2,
         },
-        Scenario {
-            label: "delivered",
-            to: "+14155552671",
-            request: json!({"body": "Your order #1042 has shipped."}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
-            expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::None,
-            expect_attempts: 1,
-        },
+        delivered_first_time(
+            "delivered",
+            "+14155552671",
+            json!({"body": "Your order #1042 has shipped."}),
+        ),
         Scenario {
             label: "undelivered (30003 unreachable handset, 3 attempts)",
             to: "+14155550143",
@@ -102,26 +115,16 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: SendFault::None,
             expect_attempts: 1,
         },
-        Scenario {
-            label: "UCS-2, several segments",
-            to: "+447911123456",
-            request: json!({"body": "Привет! Ваш заказ отправлен 🚚 и будет доставлен завтра между 9:00 и 12:00. Спасибо, что выбрали нас!"}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
-            expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::None,
-            expect_attempts: 1,
-        },
-        Scenario {
-            label: "template (alert)",
-            to: "+33612345678",
-            request: json!({"template": "alert", "variables": {"service": "payments", "summary": "error rate 7% over 5 min"}}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
-            expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::None,
-            expect_attempts: 1,
-        },
+        delivered_first_time(
+            "UCS-2, several segments",
+            "+447911123456",
+            json!({"body": "Привет! Ваш заказ отправлен 🚚 и будет доставлен завтра между 9:00 и 12:00. Спасибо, что выбрали нас!"}),
+        ),
+        delivered_first_time(
+            "template (alert)",
+            "+33612345678",
+            json!({"template": "alert", "variables": {"service": "payments", "summary": "error rate 7% over 5 min"}}),
+        ),
     ]
 }
 
@@ -151,22 +154,34 @@ pub struct Row {
     pub as_expected: bool,
 }
 
-/// Runs the demo on a stack in `data_dir`; returns the rows.
-pub async fn run(
-    data_dir: &std::path::Path,
-) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
-    let stack = LocalStack::start(&StackOptions {
-        seed: 7,
-        ..StackOptions::new(data_dir)
-    })
-    .await?;
-    let http = reqwest::Client::new();
-    let mut sent = Vec::new();
-    for s in scenarios() {
+/// The SMS channel of the demo.
+struct Messages;
+
+impl Channel for Messages {
+    type Scenario = Scenario;
+    type Row = Row;
+    const PATH: &'static str = "/v1/messages";
+    const ID_FIELD: &'static str = "message_id";
+    const NOUN: &'static str = "message";
+    const SEED: u64 = 7;
+
+    fn label(s: &Scenario) -> &'static str {
+        s.label
+    }
+
+    fn to(s: &Scenario) -> &'static str {
+        s.to
+    }
+
+    fn request(s: &Scenario) -> &serde_json::Value {
+        &s.request
+    }
+
+    fn prepare(sim: &twilio_sim::SimHandle, s: &Scenario) {
         if let Some(outcome) = s.outcome {
-            stack.sim.set_outcome(s.to, outcome);
+            sim.set_outcome(s.to, outcome);
         }
-        stack.sim.set_faults(match s.fault {
+        sim.set_faults(match s.fault {
             SendFault::None => twilio_sim::Faults::default(),
             SendFault::ServerError => twilio_sim::Faults {
                 rate_500: 1.0,
@@ -178,80 +193,44 @@ pub async fn run(
                 ..Default::default()
             },
         });
-        let mut body = s.request.clone();
-        body["to"] = json!(s.to);
-        let resp = http
-            .post(format!("{}/v1/messages", stack.api_url))
-            .bearer_auth(&stack.api_key)
-            .json(&body)
-            .send()
-            .await?;
-        stack.sim.set_faults(twilio_sim::Faults::default());
-        let status = resp.status().as_u16();
-        let answer: serde_json::Value = resp.json().await?;
-        let id = answer
-            .get("id")
-            .or_else(|| answer.get("message_id"))
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("{}: no message id in the {status} answer", s.label))?
-            .to_owned();
-        sent.push((s, id));
     }
 
-    // Retries take real seconds (backoff); wait until every message is final, within a bound.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let views = loop {
-        stack.sim.wait_idle().await;
-        let mut views = Vec::new();
-        for (_, id) in &sent {
-            let v: serde_json::Value = http
-                .get(format!("{}/v1/messages/{id}", stack.api_url))
-                .bearer_auth(&stack.api_key)
-                .send()
-                .await?
-                .json()
-                .await?;
-            views.push(v);
-        }
-        let all_final = views.iter().all(|v| {
-            v["status"]
-                .as_str()
-                .and_then(|s| s.parse::<herald::domain::MessageStatus>().ok())
-                .is_some_and(|s| s.is_terminal())
-        });
-        if all_final || tokio::time::Instant::now() >= deadline {
-            break views;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    fn sent(sim: &twilio_sim::SimHandle) {
+        sim.set_faults(twilio_sim::Faults::default());
+    }
 
-    let mut rows = Vec::new();
-    for ((s, id), m) in sent.into_iter().zip(views) {
-        let status = m["status"].as_str().unwrap_or("").to_owned();
-        let error_code = m["error_code"].as_u64().and_then(|c| u32::try_from(c).ok());
-        let attempts = m["attempts"]
-            .as_u64()
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(0);
-        rows.push(Row {
+    fn is_final(view: &serde_json::Value) -> bool {
+        view["status"]
+            .as_str()
+            .and_then(|s| s.parse::<herald::domain::MessageStatus>().ok())
+            .is_some_and(|s| s.is_terminal())
+    }
+
+    fn row(s: Scenario, id: String, m: &serde_json::Value) -> Row {
+        let status = str_field(m, "status");
+        let error_code = u32_field(m, "error_code");
+        let attempts = u32_field(m, "attempts").unwrap_or(0);
+        Row {
             as_expected: status == s.expect_status
                 && error_code == s.expect_code
                 && attempts == s.expect_attempts,
             id,
-            to: m["to"].as_str().unwrap_or("").to_owned(),
+            to: str_field(m, "to"),
             status,
             error_code,
-            segments: m["segments"]
-                .as_u64()
-                .and_then(|c| u32::try_from(c).ok())
-                .unwrap_or(0),
-            encoding: m["encoding"].as_str().unwrap_or("").to_owned(),
+            segments: u32_field(m, "segments").unwrap_or(0),
+            encoding: str_field(m, "encoding"),
             label: s.label,
             attempts,
-        });
+        }
     }
-    stack.shutdown().await;
-    Ok(rows)
+}
+
+/// Runs the demo on a stack in `data_dir`; returns the rows.
+pub async fn run(
+    data_dir: &std::path::Path,
+) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
+    demo_flow::run::<Messages>(data_dir, scenarios()).await
 }
 
 /// The rows as a table for people.

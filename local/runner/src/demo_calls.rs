@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use twilio_sim::CallOutcome;
 
-use crate::stack::{LocalStack, StackOptions};
+use crate::demo_flow::{self, Channel, str_field, u32_field};
 
 /// One scripted voice alert.
 pub struct CallScenario {
@@ -93,96 +93,66 @@ pub struct CallRow {
     pub as_expected: bool,
 }
 
-fn is_final(view: &serde_json::Value) -> bool {
-    view["status"]
-        .as_str()
-        .and_then(|s| s.parse::<herald::domain::CallStatus>().ok())
-        .is_some_and(|s| s.is_terminal())
+/// The voice channel of the demo.
+struct Calls;
+
+impl Channel for Calls {
+    type Scenario = CallScenario;
+    type Row = CallRow;
+    const PATH: &'static str = "/v1/calls";
+    const ID_FIELD: &'static str = "call_id";
+    const NOUN: &'static str = "call";
+    const SEED: u64 = 11;
+
+    fn label(s: &CallScenario) -> &'static str {
+        s.label
+    }
+
+    fn to(s: &CallScenario) -> &'static str {
+        s.to
+    }
+
+    fn request(s: &CallScenario) -> &serde_json::Value {
+        &s.request
+    }
+
+    fn prepare(sim: &twilio_sim::SimHandle, s: &CallScenario) {
+        sim.set_call_outcomes(s.to, s.outcomes.clone());
+    }
+
+    fn is_final(view: &serde_json::Value) -> bool {
+        view["status"]
+            .as_str()
+            .and_then(|s| s.parse::<herald::domain::CallStatus>().ok())
+            .is_some_and(|s| s.is_terminal())
+    }
+
+    fn row(s: CallScenario, id: String, v: &serde_json::Value) -> CallRow {
+        let status = str_field(v, "status");
+        let attempts = u32_field(v, "attempts").unwrap_or(0);
+        let acknowledged = v["acknowledgement"]["acknowledged"]
+            .as_bool()
+            .unwrap_or(false);
+        CallRow {
+            as_expected: status == s.expect_status
+                && attempts == s.expect_attempts
+                && acknowledged == s.expect_acknowledged,
+            id,
+            to: str_field(v, "to"),
+            status,
+            attempts,
+            acknowledged,
+            duration_seconds: u32_field(v, "duration_seconds"),
+            label: s.label,
+        }
+    }
 }
 
 /// Runs the voice demo on a stack in `data_dir`; returns the rows.
 pub async fn run(
     data_dir: &std::path::Path,
 ) -> Result<Vec<CallRow>, Box<dyn std::error::Error + Send + Sync>> {
-    let stack = LocalStack::start(&StackOptions {
-        seed: 11,
-        ..StackOptions::new(data_dir)
-    })
-    .await?;
-    let http = reqwest::Client::new();
-    let mut placed = Vec::new();
-    for s in scenarios() {
-        stack.sim.set_call_outcomes(s.to, s.outcomes.clone());
-        let mut body = s.request.clone();
-        body["to"] = json!(s.to);
-        let resp = http
-            .post(format!("{}/v1/calls", stack.api_url))
-            .bearer_auth(&stack.api_key)
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let answer: serde_json::Value = resp.json().await?;
-        let id = answer
-            .get("id")
-            .or_else(|| answer.get("call_id"))
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("{}: no call id in the {status} answer", s.label))?
-            .to_owned();
-        placed.push((s, id));
-    }
-
-    // Retries take real seconds (backoff); wait until every call is final, within a bound.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let views = loop {
-        stack.sim.wait_idle().await;
-        let mut views = Vec::new();
-        for (_, id) in &placed {
-            let v: serde_json::Value = http
-                .get(format!("{}/v1/calls/{id}", stack.api_url))
-                .bearer_auth(&stack.api_key)
-                .send()
-                .await?
-                .json()
-                .await?;
-            views.push(v);
-        }
-        if views.iter().all(is_final) || tokio::time::Instant::now() >= deadline {
-            break views;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-
-    let rows = placed
-        .into_iter()
-        .zip(views)
-        .map(|((s, id), v)| {
-            let status = v["status"].as_str().unwrap_or("").to_owned();
-            let attempts = v["attempts"]
-                .as_u64()
-                .and_then(|a| u32::try_from(a).ok())
-                .unwrap_or(0);
-            let acknowledged = v["acknowledgement"]["acknowledged"]
-                .as_bool()
-                .unwrap_or(false);
-            CallRow {
-                as_expected: status == s.expect_status
-                    && attempts == s.expect_attempts
-                    && acknowledged == s.expect_acknowledged,
-                id,
-                to: v["to"].as_str().unwrap_or("").to_owned(),
-                status,
-                attempts,
-                acknowledged,
-                duration_seconds: v["duration_seconds"]
-                    .as_u64()
-                    .and_then(|d| u32::try_from(d).ok()),
-                label: s.label,
-            }
-        })
-        .collect();
-    stack.shutdown().await;
-    Ok(rows)
+    demo_flow::run::<Calls>(data_dir, scenarios()).await
 }
 
 /// The rows as a table for people.

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod demo_calls;
+mod demo_flow;
 pub mod event_source;
 pub mod gateway;
 pub mod rotation;

@@ -321,16 +321,14 @@ impl LocalStack {
             env_api_keys().into_iter().collect();
         api_keys.extend(opts.api_keys.iter().cloned());
         api_keys.insert(api_key.clone(), LOCAL_CALLER.to_owned());
+        // `/health` and the rest of `/v1/` share the one send-sms handler.
+        let send_sms_handler = handler(services.clone(), |s, r| async move {
+            send_sms::handle(&s, r).await
+        });
         let routes = Routes {
             api_keys: Arc::new(api_keys),
             routes: vec![
-                (
-                    "/health",
-                    "send-sms",
-                    handler(services.clone(), |s, r| async move {
-                        send_sms::handle(&s, r).await
-                    }),
-                ),
+                ("/health", "send-sms", send_sms_handler.clone()),
                 (
                     "/v1/calls",
                     "place-call",
@@ -338,13 +336,7 @@ impl LocalStack {
                         place_call::handle(&s, r).await
                     }),
                 ),
-                (
-                    "/v1/",
-                    "send-sms",
-                    handler(services.clone(), |s, r| async move {
-                        send_sms::handle(&s, r).await
-                    }),
-                ),
+                ("/v1/", "send-sms", send_sms_handler),
                 (
                     "/webhooks/",
                     "webhook-receiver",

@@ -1,0 +1,114 @@
+//! The flow the SMS demo and the voice demo share: start a stack, tell the simulator each
+//! scenario's outcome, `POST` it, read the id from the answer, wait (within a bound) until every
+//! record is final by `GET`ting it, and turn each final view into a row. What differs between
+//! the two is stated once per channel, in [`Channel`].
+
+use serde_json::json;
+
+use crate::stack::{LocalStack, StackOptions};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What differs between the messages and the calls of the demo.
+pub(crate) trait Channel {
+    /// One scripted record.
+    type Scenario;
+    /// One row of the result.
+    type Row;
+    /// The collection: `/v1/messages` or `/v1/calls`.
+    const PATH: &'static str;
+    /// The field naming the id when the answer has no `id`.
+    const ID_FIELD: &'static str;
+    /// The record, in an error: `message` or `call`.
+    const NOUN: &'static str;
+    /// The stack's seed.
+    const SEED: u64;
+    /// What the scenario shows.
+    fn label(s: &Self::Scenario) -> &'static str;
+    /// Its recipient.
+    fn to(s: &Self::Scenario) -> &'static str;
+    /// Its request body (without `to`).
+    fn request(s: &Self::Scenario) -> &serde_json::Value;
+    /// Tells the simulator what to do with the scenario, before it is sent.
+    fn prepare(sim: &twilio_sim::SimHandle, s: &Self::Scenario);
+    /// Once the send is answered: undoes what `prepare` set for the send alone.
+    fn sent(_sim: &twilio_sim::SimHandle) {}
+    /// Whether a view of the record shows a final status.
+    fn is_final(view: &serde_json::Value) -> bool;
+    /// The row of a scenario, from its final view (compared with what the simulator was told).
+    fn row(s: Self::Scenario, id: String, view: &serde_json::Value) -> Self::Row;
+}
+
+/// A number field of a view, when it fits a `u32`.
+pub(crate) fn u32_field(view: &serde_json::Value, key: &str) -> Option<u32> {
+    view[key].as_u64().and_then(|c| u32::try_from(c).ok())
+}
+
+/// A text field of a view (empty when missing).
+pub(crate) fn str_field(view: &serde_json::Value, key: &str) -> String {
+    view[key].as_str().unwrap_or("").to_owned()
+}
+
+/// Runs `scenarios` of channel `C` on a stack in `data_dir`; returns the rows.
+pub(crate) async fn run<C: Channel>(
+    data_dir: &std::path::Path,
+    scenarios: Vec<C::Scenario>,
+) -> Result<Vec<C::Row>, Error> {
+    let stack = LocalStack::start(&StackOptions {
+        seed: C::SEED,
+        ..StackOptions::new(data_dir)
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let mut sent = Vec::new();
+    for s in scenarios {
+        C::prepare(&stack.sim, &s);
+        let mut body = C::request(&s).clone();
+        body["to"] = json!(C::to(&s));
+        let resp = http
+            .post(format!("{}{}", stack.api_url, C::PATH))
+            .bearer_auth(&stack.api_key)
+            .json(&body)
+            .send()
+            .await?;
+        C::sent(&stack.sim);
+        let status = resp.status().as_u16();
+        let answer: serde_json::Value = resp.json().await?;
+        let id = answer
+            .get("id")
+            .or_else(|| answer.get(C::ID_FIELD))
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{}: no {} id in the {status} answer", C::label(&s), C::NOUN))?
+            .to_owned();
+        sent.push((s, id));
+    }
+
+    // Retries take real seconds (backoff); wait until every record is final, within a bound.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let views = loop {
+        stack.sim.wait_idle().await;
+        let mut views = Vec::new();
+        for (_, id) in &sent {
+            let v: serde_json::Value = http
+                .get(format!("{}{}/{id}", stack.api_url, C::PATH))
+                .bearer_auth(&stack.api_key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            views.push(v);
+        }
+        if views.iter().all(C::is_final) || tokio::time::Instant::now() >= deadline {
+            break views;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    let rows = sent
+        .into_iter()
+        .zip(views)
+        .map(|((s, id), v)| C::row(s, id, &v))
+        .collect();
+    stack.shutdown().await;
+    Ok(rows)
+}
