@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::CallOutcome;
-use crate::model::{API_VERSION, rfc2822};
+use crate::model::{API_VERSION, find_param, resource_path, rfc2822, ser_opt_time, ser_time};
 use crate::sim::Inner;
 use crate::webhook::{self, Attempt, Encoding, Signed};
 
@@ -57,17 +57,6 @@ impl CallStatus {
 impl std::fmt::Display for CallStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-fn ser_time<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc2822(*t))
-}
-
-fn ser_opt_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&rfc2822(*t)),
-        None => s.serialize_none(),
     }
 }
 
@@ -142,18 +131,16 @@ fn formatted(number: &str) -> String {
 impl SimCall {
     /// The resource URI, relative to the API host.
     pub fn uri(&self) -> String {
-        format!(
-            "/{API_VERSION}/Accounts/{}/Calls/{}.json",
-            self.account_sid, self.sid
-        )
+        format!("{}.json", self.base_path())
+    }
+
+    fn base_path(&self) -> String {
+        resource_path(&self.account_sid, "Calls", &self.sid)
     }
 
     /// The JSON Twilio returns for this call (every field of `api.v2010.account.call`).
     pub fn to_twilio_json(&self) -> Value {
-        let base = format!(
-            "/{API_VERSION}/Accounts/{}/Calls/{}",
-            self.account_sid, self.sid
-        );
+        let base = self.base_path();
         let sub = |name: &str| format!("{base}/{name}.json");
         json!({
             "sid": self.sid,
@@ -228,10 +215,7 @@ pub struct CallCallbackRecord {
 impl CallCallbackRecord {
     /// The value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        find_param(&self.params, name)
     }
 }
 
@@ -275,10 +259,7 @@ pub struct VoiceRequestRecord {
 impl VoiceRequestRecord {
     /// The value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        find_param(&self.params, name)
     }
 }
 
