@@ -73,20 +73,34 @@ struct OutcomeRequest {
 
 async fn sim_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> Response {
     let outcome = match (req.outcome.as_str(), req.error_code) {
-        ("deliver" | "delivered", _) => Outcome::Deliver,
-        ("undelivered", code) => Outcome::Undelivered(code.unwrap_or(30003)),
-        ("failed", code) => Outcome::Failed(code.unwrap_or(30008)),
-        ("stays-sent", _) => Outcome::StaysSent,
-        (other, _) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("unknown outcome {other:?}: deliver, undelivered, failed or stays-sent")})),
-            )
-                .into_response();
+        ("deliver" | "delivered", _) => Ok(Outcome::Deliver),
+        ("undelivered", code) => Ok(Outcome::Undelivered(code.unwrap_or(30003))),
+        ("failed", code) => Ok(Outcome::Failed(code.unwrap_or(30008))),
+        ("stays-sent", _) => Ok(Outcome::StaysSent),
+        (other, _) => Err(format!(
+            "unknown outcome {other:?}: deliver, undelivered, failed or stays-sent"
+        )),
+    };
+    store_outcome(&inner, req.to, outcome, |state| &mut state.outcomes)
+}
+
+/// Answers an outcome POST (`/_sim/outcomes`, `/_sim/call-outcomes`): stores the outcome for
+/// `to` in the map `pick` chooses and echoes `{to, outcome}`, or answers 400 `{error}` when
+/// the outcome was not understood.
+fn store_outcome<O: serde::Serialize + Clone>(
+    inner: &Inner,
+    to: String,
+    outcome: Result<O, String>,
+    pick: impl FnOnce(&mut crate::sim::State) -> &mut std::collections::HashMap<String, O>,
+) -> Response {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response();
         }
     };
-    inner.lock().outcomes.insert(req.to.clone(), outcome);
-    Json(json!({"to": req.to, "outcome": outcome})).into_response()
+    pick(&mut inner.lock()).insert(to.clone(), outcome.clone());
+    Json(json!({"to": to, "outcome": outcome})).into_response()
 }
 
 async fn sim_calls(State(inner): Shared) -> Json<Value> {
@@ -110,27 +124,17 @@ struct CallOutcomeRequest {
 
 async fn sim_call_outcome(State(inner): Shared, Json(req): Json<CallOutcomeRequest>) -> Response {
     let outcome = match (req.outcome.as_str(), req.digits) {
-        ("answer-and-press", Some(d)) => CallOutcome::AnswerAndPress(d),
-        ("answer-no-input", _) => CallOutcome::AnswerNoInput,
-        ("busy", _) => CallOutcome::Busy,
-        ("no-answer", _) => CallOutcome::NoAnswer,
-        ("failed", _) => CallOutcome::Failed,
-        ("rings-forever", _) => CallOutcome::RingsForever,
-        (other, _) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!(
-                    "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer, failed or rings-forever"
-                )})),
-            )
-                .into_response();
-        }
+        ("answer-and-press", Some(d)) => Ok(CallOutcome::AnswerAndPress(d)),
+        ("answer-no-input", _) => Ok(CallOutcome::AnswerNoInput),
+        ("busy", _) => Ok(CallOutcome::Busy),
+        ("no-answer", _) => Ok(CallOutcome::NoAnswer),
+        ("failed", _) => Ok(CallOutcome::Failed),
+        ("rings-forever", _) => Ok(CallOutcome::RingsForever),
+        (other, _) => Err(format!(
+            "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer, failed or rings-forever"
+        )),
     };
-    inner
-        .lock()
-        .call_outcomes
-        .insert(req.to.clone(), outcome.clone());
-    Json(json!({"to": req.to, "outcome": outcome})).into_response()
+    store_outcome(&inner, req.to, outcome, |state| &mut state.call_outcomes)
 }
 
 async fn sim_inbound(State(inner): Shared, Json(sms): Json<InboundSms>) -> Json<Value> {
