@@ -178,6 +178,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::tests::p;
 
     #[test]
     fn fragment_retry_count() {
@@ -186,13 +187,6 @@ mod tests {
         assert_eq!(retry_count("rc=9"), 5);
         assert_eq!(retry_count("rp=all"), 0);
         assert_eq!(retry_count("rc=x"), 0);
-    }
-
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
