@@ -30,16 +30,16 @@ type Shared = State<Arc<Inner>>;
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
-        .route("/_sim/messages", get(sim_messages))
-        .route("/_sim/requests", get(sim_requests))
-        .route("/_sim/callbacks", get(sim_callbacks))
+        .route("/_sim/messages", inspect(|s| &s.messages))
+        .route("/_sim/requests", inspect(|s| &s.requests))
+        .route("/_sim/callbacks", inspect(|s| &s.callbacks))
         .route("/_sim/outcomes", post(sim_outcome))
-        .route("/_sim/calls", get(sim_calls))
-        .route("/_sim/call-callbacks", get(sim_call_callbacks))
-        .route("/_sim/voice-requests", get(sim_voice_requests))
+        .route("/_sim/calls", inspect(|s| &s.calls))
+        .route("/_sim/call-callbacks", inspect(|s| &s.call_callbacks))
+        .route("/_sim/voice-requests", inspect(|s| &s.voice_requests))
         .route("/_sim/call-outcomes", post(sim_call_outcome))
-        .route("/_sim/inbound", get(sim_inbound_list).post(sim_inbound))
-        .route("/_sim/keys", get(sim_keys))
+        .route("/_sim/inbound", inspect(|s| &s.inbound).post(sim_inbound))
+        .route("/_sim/keys", inspect(|s| &s.creds.keys))
         .route("/_sim/auth-token", get(sim_auth_token))
         .route("/_sim/json-callbacks", post(sim_json_callbacks))
         .route("/_sim/faults", get(sim_get_faults).post(sim_set_faults))
@@ -52,16 +52,12 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 // ---------------------------------------------------------------------------------------------
 // Inspection API
 
-async fn sim_messages(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().messages))
-}
-
-async fn sim_requests(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().requests))
-}
-
-async fn sim_callbacks(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().callbacks))
+/// A `GET /_sim/…` route answering, as JSON, what `pick` chooses of the simulator's state
+/// (the messages, calls, their callbacks, requests…).
+fn inspect<T: serde::Serialize + ?Sized + 'static>(
+    pick: fn(&crate::sim::State) -> &T,
+) -> axum::routing::MethodRouter<Arc<Inner>> {
+    get(move |State(inner): Shared| async move { Json(json!(pick(&inner.lock()))) })
 }
 
 #[derive(Deserialize)]
@@ -103,18 +99,6 @@ fn store_outcome<O: serde::Serialize + Clone>(
     Json(json!({"to": to, "outcome": outcome})).into_response()
 }
 
-async fn sim_calls(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().calls))
-}
-
-async fn sim_call_callbacks(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().call_callbacks))
-}
-
-async fn sim_voice_requests(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().voice_requests))
-}
-
 #[derive(Deserialize)]
 struct CallOutcomeRequest {
     to: String,
@@ -140,14 +124,6 @@ async fn sim_call_outcome(State(inner): Shared, Json(req): Json<CallOutcomeReque
 async fn sim_inbound(State(inner): Shared, Json(sms): Json<InboundSms>) -> Json<Value> {
     let record = crate::inbound::deliver(&inner, sms).await;
     Json(json!(record))
-}
-
-async fn sim_inbound_list(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().inbound))
-}
-
-async fn sim_keys(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().creds.keys))
 }
 
 async fn sim_auth_token(State(inner): Shared) -> Json<Value> {
