@@ -251,6 +251,30 @@ impl Answer {
             created_sid: None,
         }
     }
+
+    /// A create's answer: 201 with the resource's JSON, recording the SID it made.
+    fn created(made: Result<(String, Value), TwilioError>) -> Self {
+        match made {
+            Ok((sid, body)) => Self {
+                created_sid: Some(sid),
+                ..Self::json(StatusCode::CREATED, body)
+            },
+            Err(e) => Self::error(e),
+        }
+    }
+
+    /// 200 with a JSON body (a page, a fetched resource), or the error.
+    fn ok(body: Result<Value, TwilioError>) -> Self {
+        match body {
+            Ok(body) => Self::json(StatusCode::OK, body),
+            Err(e) => Self::error(e),
+        }
+    }
+
+    /// A fetch's answer: 200 with the resource's JSON, or 404 for `path` when there is none.
+    fn found(body: Option<Value>, path: &str) -> Self {
+        Self::ok(body.ok_or_else(|| not_found(path)))
+    }
 }
 
 enum Fault {
@@ -469,59 +493,45 @@ fn handle(
     principal: &Option<String>,
 ) -> Answer {
     match (route, method) {
-        (Route::Messages, &Method::POST) => match create(inner, body, principal) {
-            Ok(m) => Answer {
-                response: (StatusCode::CREATED, Json(m.to_twilio_json())).into_response(),
-                error_code: None,
-                created_sid: Some(m.sid),
-            },
-            Err(e) => Answer::error(e),
-        },
-        (Route::Messages, &Method::GET) => match list(inner, path, query) {
-            Ok(page) => Answer::json(StatusCode::OK, page),
-            Err(e) => Answer::error(e),
-        },
+        (Route::Messages, &Method::POST) => Answer::created(
+            create(inner, body, principal).map(|m| (m.sid.clone(), m.to_twilio_json())),
+        ),
+        (Route::Messages, &Method::GET) => Answer::ok(list(inner, path, query)),
         (Route::Message(sid), &Method::GET) => {
-            match inner.lock().messages.iter().find(|m| m.sid == sid) {
-                Some(m) => Answer::json(StatusCode::OK, m.to_twilio_json()),
-                None => Answer::error(not_found(path)),
-            }
+            let found = inner
+                .lock()
+                .messages
+                .iter()
+                .find(|m| m.sid == sid)
+                .map(SimMessage::to_twilio_json);
+            Answer::found(found, path)
         }
-        (Route::Calls, &Method::POST) => match create_call(inner, body, principal) {
-            Ok(c) => Answer {
-                response: (StatusCode::CREATED, Json(c.to_twilio_json())).into_response(),
-                error_code: None,
-                created_sid: Some(c.sid),
-            },
-            Err(e) => Answer::error(e),
-        },
-        (Route::Calls, &Method::GET) => match list_calls(inner, path, query) {
-            Ok(page) => Answer::json(StatusCode::OK, page),
-            Err(e) => Answer::error(e),
-        },
+        (Route::Calls, &Method::POST) => Answer::created(
+            create_call(inner, body, principal).map(|c| (c.sid.clone(), c.to_twilio_json())),
+        ),
+        (Route::Calls, &Method::GET) => Answer::ok(list_calls(inner, path, query)),
         (Route::Call(sid), &Method::GET) => {
-            match inner.lock().calls.iter().find(|c| c.sid == sid) {
-                Some(c) => Answer::json(StatusCode::OK, c.to_twilio_json()),
-                None => Answer::error(not_found(path)),
-            }
+            let found = inner
+                .lock()
+                .calls
+                .iter()
+                .find(|c| c.sid == sid)
+                .map(SimCall::to_twilio_json);
+            Answer::found(found, path)
         }
-        (Route::Keys, &Method::POST) => match create_key(inner, body) {
-            Ok(k) => Answer {
-                response: (StatusCode::CREATED, Json(k.to_new_key_json())).into_response(),
-                error_code: None,
-                created_sid: Some(k.sid),
-            },
-            Err(e) => Answer::error(e),
-        },
-        (Route::Keys, &Method::GET) => match list_keys(inner, path, query) {
-            Ok(page) => Answer::json(StatusCode::OK, page),
-            Err(e) => Answer::error(e),
-        },
+        (Route::Keys, &Method::POST) => {
+            Answer::created(create_key(inner, body).map(|k| (k.sid.clone(), k.to_new_key_json())))
+        }
+        (Route::Keys, &Method::GET) => Answer::ok(list_keys(inner, path, query)),
         (Route::Key(sid), &Method::GET) => {
-            match inner.lock().creds.keys.iter().find(|k| k.sid == sid) {
-                Some(k) => Answer::json(StatusCode::OK, k.to_twilio_json()),
-                None => Answer::error(not_found(path)),
-            }
+            let found = inner
+                .lock()
+                .creds
+                .keys
+                .iter()
+                .find(|k| k.sid == sid)
+                .map(SimKey::to_twilio_json);
+            Answer::found(found, path)
         }
         (Route::Key(sid), &Method::POST) => match update_key(inner, &sid, body) {
             Ok(Some(k)) => Answer::json(StatusCode::OK, k.to_twilio_json()),
