@@ -1071,6 +1071,18 @@ fn paginate(
     }))
 }
 
+/// A list's items, `(sid, JSON)`: the matching resources newest first, as Twilio lists (by
+/// creation time, then creation order; `created` gives both).
+fn newest_first<'a, T: 'a>(
+    matching: impl Iterator<Item = &'a T>,
+    created: impl Fn(&T) -> (OffsetDateTime, usize),
+    item: impl Fn(&T) -> (String, Value),
+) -> Vec<(String, Value)> {
+    let mut matching: Vec<&T> = matching.collect();
+    matching.sort_by_key(|t| std::cmp::Reverse(created(t)));
+    matching.into_iter().map(item).collect()
+}
+
 fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
     let params = query_params(query)?;
     let get = |name: &str| first(&params, name);
@@ -1085,7 +1097,7 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
 
     let items = {
         let state = inner.lock();
-        let mut matching: Vec<&SimMessage> = state
+        let matching = state
             .messages
             .iter()
             .filter(|m| to.is_none_or(|t| m.to == t))
@@ -1097,18 +1109,12 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
                 on.is_none_or(|d| day == d)
                     && before.is_none_or(|d| day <= d)
                     && after.is_none_or(|d| day >= d)
-            })
-            .collect();
-        // Newest first, as Twilio lists.
-        matching.sort_by(|a, b| {
-            b.date_created
-                .cmp(&a.date_created)
-                .then(b.index.cmp(&a.index))
-        });
-        matching
-            .iter()
-            .map(|m| (m.sid.clone(), m.to_twilio_json()))
-            .collect()
+            });
+        newest_first(
+            matching,
+            |m| (m.date_created, m.index),
+            |m| (m.sid.clone(), m.to_twilio_json()),
+        )
     };
     paginate(
         path,
@@ -1126,22 +1132,17 @@ fn list_calls(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, T
     let (to, from, status) = (get("To"), get("From"), get("Status"));
     let items = {
         let state = inner.lock();
-        let mut matching: Vec<&SimCall> = state
+        let matching = state
             .calls
             .iter()
             .filter(|c| to.is_none_or(|t| c.to == t))
             .filter(|c| from.is_none_or(|f| c.from == f))
-            .filter(|c| status.is_none_or(|s| c.status.as_str() == s))
-            .collect();
-        matching.sort_by(|a, b| {
-            b.date_created
-                .cmp(&a.date_created)
-                .then(b.index.cmp(&a.index))
-        });
-        matching
-            .iter()
-            .map(|c| (c.sid.clone(), c.to_twilio_json()))
-            .collect()
+            .filter(|c| status.is_none_or(|s| c.status.as_str() == s));
+        newest_first(
+            matching,
+            |c| (c.date_created, c.index),
+            |c| (c.sid.clone(), c.to_twilio_json()),
+        )
     };
     paginate(
         path,
