@@ -398,13 +398,7 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &CallStep) {
                 }
                 let sequence = call.sequence;
                 call.sequence += 1;
-                let encoding = if call.status_callback_method == "GET" {
-                    Encoding::Get
-                } else if json {
-                    Encoding::Json
-                } else {
-                    Encoding::Form
-                };
+                let encoding = Encoding::for_method(&call.status_callback_method, json);
                 let signed = webhook::prepare(&token, url, params, encoding);
                 Some((event, call_status, sequence, signed))
             }
@@ -482,6 +476,29 @@ fn record_voice(
     answer
 }
 
+/// Sends a call's TwiML webhook, records its attempts and keeps the TwiML answered: as the
+/// TwiML the call ran (`Url` fetch) or as the `<Gather>` action's answer.
+async fn voice_request(
+    inner: &Arc<Inner>,
+    kind: VoiceRequestKind,
+    sid: &str,
+    signed: &Signed,
+    method: &str,
+) {
+    let key = match kind {
+        VoiceRequestKind::Twiml => format!("{sid}-twiml"),
+        VoiceRequestKind::Gather => format!("{sid}-gather"),
+    };
+    let attempts = deliver(inner, signed, &key).await;
+    let answer = record_voice(inner, kind, sid, signed, method, attempts);
+    if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
+        match kind {
+            VoiceRequestKind::Twiml => call.executed_twiml = answer,
+            VoiceRequestKind::Gather => call.gather_response = answer,
+        }
+    }
+}
+
 /// A call with a `Url`: fetch its TwiML when answered.
 async fn fetch_twiml(inner: &Arc<Inner>, sid: &str) {
     let (signed, method) = {
@@ -493,29 +510,14 @@ async fn fetch_twiml(inner: &Arc<Inner>, sid: &str) {
         let (Some(url), None) = (&call.url, &call.twiml) else {
             return;
         };
-        let encoding = if call.method == "GET" {
-            Encoding::Get
-        } else {
-            Encoding::Form
-        };
+        let encoding = Encoding::for_method(&call.method, false);
         let params = base_params(call, "in-progress");
         (
             webhook::prepare(&token, url, params, encoding),
             call.method.clone(),
         )
     };
-    let attempts = deliver(inner, &signed, &format!("{sid}-twiml")).await;
-    let answer = record_voice(
-        inner,
-        VoiceRequestKind::Twiml,
-        sid,
-        &signed,
-        &method,
-        attempts,
-    );
-    if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
-        call.executed_twiml = answer;
-    }
+    voice_request(inner, VoiceRequestKind::Twiml, sid, &signed, &method).await;
 }
 
 /// The callee presses `digits`: submitted to the TwiML's `<Gather action>`, if there is one.
@@ -542,29 +544,14 @@ async fn press(inner: &Arc<Inner>, sid: &str, digits: &str) {
         let mut params = base_params(call, "in-progress");
         params.push(("Digits".into(), sent));
         params.push(("FinishedOnKey".into(), finished_on));
-        let encoding = if gather.method == "GET" {
-            Encoding::Get
-        } else {
-            Encoding::Form
-        };
+        let encoding = Encoding::for_method(&gather.method, false);
         (
             webhook::prepare(&token, &action, params, encoding),
             gather.method,
         )
     };
     let (signed, method) = prepared;
-    let attempts = deliver(inner, &signed, &format!("{sid}-gather")).await;
-    let answer = record_voice(
-        inner,
-        VoiceRequestKind::Gather,
-        sid,
-        &signed,
-        &method,
-        attempts,
-    );
-    if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
-        call.gather_response = answer;
-    }
+    voice_request(inner, VoiceRequestKind::Gather, sid, &signed, &method).await;
 }
 
 /// The first `<Gather>` of a TwiML document.

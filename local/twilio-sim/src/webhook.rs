@@ -22,6 +22,20 @@ pub(crate) enum Encoding {
     Get,
 }
 
+impl Encoding {
+    /// How a webhook configured with `method` is sent: `GET` in the query string, otherwise a
+    /// POST, JSON when `json` is set.
+    pub(crate) fn for_method(method: &str, json: bool) -> Self {
+        if method == "GET" {
+            Self::Get
+        } else if json {
+            Self::Json
+        } else {
+            Self::Form
+        }
+    }
+}
+
 /// A webhook request, built and signed, ready to be sent (possibly several times).
 #[derive(Debug, Clone)]
 pub(crate) struct Signed {
