@@ -27,11 +27,10 @@ pub fn sign(auth_token: &str, url: &str, params: &[(String, String)]) -> String 
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// Owned parameter pairs, for the unit tests of signing and webhooks.
-    pub(crate) fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
