@@ -205,9 +205,6 @@ pub trait MessageStore: Records<Message> {
 /// The result of a conditional change of a call ([`Records::update_record`]).
 pub type CallApplied = Applied<Call>;
 
-/// How a call's [`Records::update_record`] decides a record's next version (`None`: leave it).
-pub type DecideCall<'a> = Decide<'a, Call>;
-
 /// The result of claiming a call's attempt.
 pub type CallClaim = Claim<Call>;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::crypto::Vault;
 use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Speech};
 use crate::phone::Masked;
-use crate::ports::{CallApplied, CallClaim, CallStore, DecideCall, StoreError};
+use crate::ports::{CallApplied, CallClaim, CallStore, Decide, StoreError};
 use crate::testing::{Alternate, contains, race};
 
 /// A call accepted at `id_ms` for `to_e164` speaking `text`, both sealed through `vault`, at
@@ -341,7 +341,7 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
     let bumps = race(N, |_| {
         let (s, id) = (store.clone(), c.id.clone());
         async move {
-            let decide: &DecideCall<'_> = &|c: &Call| {
+            let decide: &Decide<'_, Call> = &|c: &Call| {
                 let mut n = c.clone();
                 n.duration_seconds = Some(c.duration_seconds.unwrap_or(0) + 1);
                 Some(n)

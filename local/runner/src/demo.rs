@@ -159,6 +159,7 @@ struct Messages;
 
 impl Channel for Messages {
     type Scenario = Scenario;
+    type Status = herald::domain::MessageStatus;
     type Row = Row;
     const PATH: &'static str = "/v1/messages";
     const ID_FIELD: &'static str = "message_id";
@@ -197,13 +198,6 @@ impl Channel for Messages {
 
     fn sent(sim: &twilio_sim::SimHandle) {
         sim.set_faults(twilio_sim::Faults::default());
-    }
-
-    fn is_final(view: &serde_json::Value) -> bool {
-        view["status"]
-            .as_str()
-            .and_then(|s| s.parse::<herald::domain::MessageStatus>().ok())
-            .is_some_and(|s| s.is_terminal())
     }
 
     fn row(s: Scenario, id: String, m: &serde_json::Value) -> Row {

@@ -98,6 +98,7 @@ struct Calls;
 
 impl Channel for Calls {
     type Scenario = CallScenario;
+    type Status = herald::domain::CallStatus;
     type Row = CallRow;
     const PATH: &'static str = "/v1/calls";
     const ID_FIELD: &'static str = "call_id";
@@ -118,13 +119,6 @@ impl Channel for Calls {
 
     fn prepare(sim: &twilio_sim::SimHandle, s: &CallScenario) {
         sim.set_call_outcomes(s.to, s.outcomes.clone());
-    }
-
-    fn is_final(view: &serde_json::Value) -> bool {
-        view["status"]
-            .as_str()
-            .and_then(|s| s.parse::<herald::domain::CallStatus>().ok())
-            .is_some_and(|s| s.is_terminal())
     }
 
     fn row(s: CallScenario, id: String, v: &serde_json::Value) -> CallRow {

@@ -15,6 +15,8 @@ pub(crate) trait Channel {
     type Scenario;
     /// One row of the result.
     type Row;
+    /// The record's status, as its view spells it.
+    type Status: herald::domain::RecordStatus + std::str::FromStr;
     /// The collection: `/v1/messages` or `/v1/calls`.
     const PATH: &'static str;
     /// The field naming the id when the answer has no `id`.
@@ -33,10 +35,17 @@ pub(crate) trait Channel {
     fn prepare(sim: &twilio_sim::SimHandle, s: &Self::Scenario);
     /// Once the send is answered: undoes what `prepare` set for the send alone.
     fn sent(_sim: &twilio_sim::SimHandle) {}
-    /// Whether a view of the record shows a final status.
-    fn is_final(view: &serde_json::Value) -> bool;
     /// The row of a scenario, from its final view (compared with what the simulator was told).
     fn row(s: Self::Scenario, id: String, view: &serde_json::Value) -> Self::Row;
+}
+
+/// Whether a view of a record of channel `C` shows a final status.
+fn is_final<C: Channel>(view: &serde_json::Value) -> bool {
+    use herald::domain::RecordStatus;
+    view["status"]
+        .as_str()
+        .and_then(|s| s.parse::<C::Status>().ok())
+        .is_some_and(RecordStatus::is_terminal)
 }
 
 /// A number field of a view, when it fits a `u32`.
@@ -98,7 +107,7 @@ pub(crate) async fn run<C: Channel>(
                 .await?;
             views.push(v);
         }
-        if views.iter().all(C::is_final) || tokio::time::Instant::now() >= deadline {
+        if views.iter().all(is_final::<C>) || tokio::time::Instant::now() >= deadline {
             break views;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
