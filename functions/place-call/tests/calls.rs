@@ -20,15 +20,45 @@ const TO: &str = "+14155550123";
 struct Harness {
     env: TestEnv,
     base: String,
+    /// Where the webhook receiver dies in the next `<Gather>` submissions.
+    gather_death: Arc<std::sync::Mutex<Option<Death>>>,
 }
 
-async fn serve(svc: Arc<Services>, listener: tokio::net::TcpListener) {
+/// Where a webhook receiver killed in the middle of a `<Gather>` submission died: API Gateway
+/// answers 502 either way, and Twilio hears no TwiML.
+#[derive(Debug, Clone, Copy)]
+enum Death {
+    /// Before it read the request: nothing was stored.
+    BeforeHandling,
+    /// Once it stored what the callee pressed, before it answered.
+    BeforeAnswering,
+}
+
+fn bad_gateway() -> axum::response::Response {
+    let mut resp = axum::response::Response::new(axum::body::Body::empty());
+    *resp.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+    resp
+}
+
+async fn serve(
+    svc: Arc<Services>,
+    listener: tokio::net::TcpListener,
+    gather_death: Arc<std::sync::Mutex<Option<Death>>>,
+) {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, Method, Uri};
     let app = axum::Router::new().fallback(
         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let svc = svc.clone();
+            let death = uri
+                .path()
+                .ends_with("/voice-gather")
+                .then(|| *gather_death.lock().unwrap())
+                .flatten();
             async move {
+                if matches!(death, Some(Death::BeforeHandling)) {
+                    return bad_gateway();
+                }
                 let headers: Vec<(String, String)> = headers
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
@@ -40,6 +70,9 @@ async fn serve(svc: Arc<Services>, listener: tokio::net::TcpListener) {
                 let path = uri.path_and_query().map_or("/", |p| p.as_str());
                 let req = request(method.as_str(), path, &h, &body);
                 let resp = webhook_receiver::handle(&svc, req).await.expect("handled");
+                if matches!(death, Some(Death::BeforeAnswering)) {
+                    return bad_gateway();
+                }
                 let (parts, body) = resp.into_parts();
                 let bytes: Vec<u8> = body.as_ref().to_vec();
                 axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
@@ -56,8 +89,22 @@ impl Harness {
         let mut vars = vec![("TWILIO_WEBHOOK_BASE_URL", base.as_str())];
         vars.extend_from_slice(env);
         let env = TestEnv::start_with(&vars).await;
-        tokio::spawn(serve(env.services.clone(), listener));
-        Self { env, base }
+        let gather_death = Arc::default();
+        tokio::spawn(serve(
+            env.services.clone(),
+            listener,
+            Arc::clone(&gather_death),
+        ));
+        Self {
+            env,
+            base,
+            gather_death,
+        }
+    }
+
+    /// Kills the webhook receiver at `death` in every `<Gather>` submission from now on.
+    fn kill_gathers(&self, death: Option<Death>) {
+        *self.gather_death.lock().unwrap() = death;
     }
 
     async fn place(&self, body: Value) -> (u16, Value) {
@@ -121,6 +168,15 @@ impl Harness {
             }
         }
     }
+}
+
+/// A voice alert to `TO` that asks for an acknowledgement; its id.
+async fn alert(h: &Harness) -> String {
+    placed(
+        h,
+        json!({"to": TO, "message": "Disk full", "require_ack": true}),
+    )
+    .await
 }
 
 async fn placed(h: &Harness, body: Value) -> String {
@@ -453,6 +509,62 @@ async fn an_unacknowledged_alert_is_called_again_until_acknowledged() {
     let second = &h.env.sim.calls()[1];
     assert!(second.status_callback.as_deref().unwrap().ends_with("&a=2"));
     assert!(second.twiml.as_deref().unwrap().contains("&amp;a=2"));
+    assert_eq!(h.env.sim.creates_for_call(TO), 2);
+}
+
+/// The receiver killed once it stored the callee's 1, before it answered: the callee heard
+/// no thanks, but pressed 1 and Herald kept it, so the alert is acknowledged and never called
+/// again. (The soak holds Herald to the same truth: `Ack::Unanswered`.)
+#[tokio::test]
+async fn a_kept_acknowledgement_whose_answer_was_lost_is_final() {
+    let h = Harness::start(&[]).await;
+    h.env
+        .sim
+        .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
+    h.kill_gathers(Some(Death::BeforeAnswering));
+    let id = alert(&h).await;
+    h.settle().await;
+    let view = h.view(&id).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view["attempts"], 1);
+    assert_eq!(view["acknowledgement"]["acknowledged"], true);
+    let call = &h.env.sim.calls()[0];
+    assert_eq!(call.digits.as_deref(), Some("1"));
+    assert_eq!(call.gather_response, None, "no TwiML reached Twilio");
+    assert!(
+        h.env
+            .sim
+            .gathers()
+            .iter()
+            .all(|g| g.response_status == Some(502))
+    );
+    assert_eq!(h.env.sim.creates_for_call(TO), 1);
+}
+
+/// The receiver killed before it read the callee's 1: Herald never learnt of it, so the alert
+/// is unacknowledged and called again, and the next 1 ends it.
+#[tokio::test]
+async fn an_acknowledgement_lost_before_it_was_stored_calls_again() {
+    let h = Harness::start(&[]).await;
+    h.env
+        .sim
+        .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
+    h.kill_gathers(Some(Death::BeforeHandling));
+    let id = alert(&h).await;
+    h.flush().await;
+    let view = h.view(&id).await;
+    assert_eq!(
+        (view["status"].as_str(), view["attempts"].as_u64()),
+        (Some("retrying"), Some(2)),
+        "{view}"
+    );
+    assert_eq!(view["acknowledgement"]["acknowledged"], false);
+    h.kill_gathers(None);
+    h.settle().await;
+    let view = h.view(&id).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view["attempts"], 2);
+    assert_eq!(view["acknowledgement"]["acknowledged"], true);
     assert_eq!(h.env.sim.creates_for_call(TO), 2);
 }
 

@@ -748,7 +748,20 @@ struct Resource {
     /// `failed`/`undelivered`; a call busy, unanswered, failed, canceled, or answered without
     /// the acknowledgement it required.
     calls_for_another: bool,
-    acknowledged: bool,
+    ack: Ack,
+}
+
+/// Whether the callee of a call acknowledged it, as the simulator saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// No 1 was pressed (or no acknowledgement was asked for).
+    No,
+    /// 1 was pressed and Herald answered with its thanks.
+    Yes,
+    /// 1 was pressed and Herald's answer never came: it was killed while handling it, before
+    /// or after it stored the acknowledgement. Either record is true: acknowledged (the callee
+    /// pressed 1 and Herald kept it), or not, and then the alert must be called again.
+    Unanswered,
 }
 
 /// A record as the per-record checks see it.
@@ -784,7 +797,13 @@ fn check(
         report.twilio_resources += mine.len();
         report.retries += u64::from(rec.attempt.saturating_sub(1));
         let mut wrong = mine.iter().any(|r| !r.own_content);
-        let unasked = mine.windows(2).filter(|w| !w[0].calls_for_another).count();
+        // Herald keeps an acknowledgement on the call it was given on, its last.
+        let kept_ack = |r: &Resource| rec.acknowledged && rec.sid.as_deref() == Some(&r.sid);
+        // A next call after an unanswered acknowledgement is called for only when Herald did
+        // not keep it.
+        let another =
+            |r: &Resource| r.calls_for_another || (r.ack == Ack::Unanswered && !kept_ack(r));
+        let unasked = mine.windows(2).filter(|w| !another(&w[0])).count();
         let duplicated = unasked > 0 && !rec.in_doubt;
         report.duplicated += usize::from(duplicated);
         report.ambiguous_resends += usize::from(unasked > 0 && rec.in_doubt);
@@ -805,7 +824,11 @@ fn check(
             let (want, code) =
                 truth.map_or(("failed", rec.error_code), |r| (r.status, r.error_code));
             wrong |= rec.status != want || rec.error_code != code;
-            wrong |= rec.acknowledged != mine.iter().any(|r| r.acknowledged);
+            wrong |= if rec.acknowledged {
+                !mine.iter().any(|r| kept_ack(r) && r.ack != Ack::No)
+            } else {
+                mine.iter().any(|r| r.ack == Ack::Yes)
+            };
         }
         report.mismatched += usize::from(wrong);
         if wrong || lost || adopted || duplicated {
@@ -858,7 +881,7 @@ async fn check_messages(
                 m.status,
                 SimMessageStatus::Failed | SimMessageStatus::Undelivered
             ),
-            acknowledged: false,
+            ack: Ack::No,
             sid: m.sid,
         });
     }
@@ -881,12 +904,17 @@ async fn check_messages(
     Ok(check(sent, own, records, |r| format!("{:?}", r.error_code)))
 }
 
-/// Whether the callee acknowledged `c` (pressed 1 and was thanked).
-fn acknowledged(c: &twilio_sim::SimCall) -> bool {
-    c.digits.as_deref() == Some("1")
-        && c.gather_response
-            .as_deref()
-            .is_some_and(|t| t.contains("<Hangup/>"))
+/// Whether the callee acknowledged `c`: pressed 1 and was thanked, or pressed 1 and heard no
+/// answer.
+fn acknowledged(c: &twilio_sim::SimCall) -> Ack {
+    if c.digits.as_deref() != Some("1") {
+        return Ack::No;
+    }
+    match c.gather_response.as_deref() {
+        Some(t) if t.contains("<Hangup/>") => Ack::Yes,
+        Some(_) => Ack::No,
+        None => Ack::Unanswered,
+    }
 }
 
 /// The per-record checks of the calls (error codes aside: a call's outcome is its status and
@@ -907,7 +935,11 @@ async fn check_calls(
             continue;
         };
         let said = c.executed_twiml.as_deref().or(c.twiml.as_deref());
-        let acked = s.require_ack && acknowledged(&c);
+        let ack = if s.require_ack {
+            acknowledged(&c)
+        } else {
+            Ack::No
+        };
         own.entry(id).or_default().push(Resource {
             attempt: attempt_of(url),
             own_content: c.to == s.to && said.is_some_and(|t| t.contains(s.text)),
@@ -918,10 +950,10 @@ async fn check_calls(
                 | SimCallStatus::NoAnswer
                 | SimCallStatus::Failed
                 | SimCallStatus::Canceled => true,
-                SimCallStatus::Completed => s.require_ack && !acked,
+                SimCallStatus::Completed => s.require_ack && ack == Ack::No,
                 _ => false,
             },
-            acknowledged: acked,
+            ack,
             sid: c.sid,
         });
     }
@@ -941,7 +973,93 @@ async fn check_calls(
                 }),
         );
     }
-    Ok(check(sent, own, records, |r| {
-        format!("ack {}", r.acknowledged)
-    }))
+    Ok(check(sent, own, records, |r| format!("ack {:?}", r.ack)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One voice alert that asked for an acknowledgement.
+    fn alert() -> Vec<Sent> {
+        vec![Sent {
+            id: "call_1".into(),
+            to: "+14155550100".into(),
+            text: "Disk full",
+            require_ack: true,
+        }]
+    }
+
+    /// The call of `attempt`, completed, with what the callee's 1 got.
+    fn call(attempt: u32, ack: Ack) -> Resource {
+        Resource {
+            sid: format!("CA{attempt}"),
+            attempt: Some(attempt),
+            own_content: true,
+            status: "completed",
+            error_code: None,
+            calls_for_another: ack == Ack::No,
+            ack,
+        }
+    }
+
+    /// What Herald holds: completed on `attempt`, with that call's SID.
+    fn held(attempt: u32, acknowledged: bool) -> Option<Held> {
+        Some(Held {
+            status: "completed",
+            terminal: true,
+            attempt,
+            sid: Some(format!("CA{attempt}")),
+            in_doubt: false,
+            error_code: None,
+            acknowledged,
+        })
+    }
+
+    fn judge(calls: Vec<Resource>, record: Option<Held>) -> ChannelReport {
+        let own = HashMap::from([("call_1".to_string(), calls)]);
+        check(&alert(), own, vec![record], |r| format!("ack {:?}", r.ack))
+    }
+
+    /// (mismatched, duplicated) of one judged record.
+    fn verdict(calls: Vec<Resource>, record: Option<Held>) -> (usize, usize) {
+        let r = judge(calls, record);
+        (r.mismatched, r.duplicated)
+    }
+
+    #[test]
+    fn an_acknowledgement_herald_thanked_for_must_be_held() {
+        assert_eq!(verdict(vec![call(1, Ack::Yes)], held(1, true)), (0, 0));
+        assert_eq!(verdict(vec![call(1, Ack::Yes)], held(1, false)), (1, 0));
+    }
+
+    #[test]
+    fn an_acknowledgement_no_one_gave_must_not_be_held() {
+        assert_eq!(verdict(vec![call(1, Ack::No)], held(1, true)), (1, 0));
+    }
+
+    /// Herald killed while handling the 1, after or before storing it: either is true, and the
+    /// alert is called again only when it was not kept.
+    #[test]
+    fn an_unanswered_acknowledgement_is_kept_or_called_again_never_both() {
+        assert_eq!(
+            verdict(vec![call(1, Ack::Unanswered)], held(1, true)),
+            (0, 0)
+        );
+        assert_eq!(
+            verdict(
+                vec![call(1, Ack::Unanswered), call(2, Ack::Yes)],
+                held(2, true)
+            ),
+            (0, 0)
+        );
+        let kept_and_called_again = judge(
+            vec![call(1, Ack::Unanswered), call(2, Ack::Yes)],
+            Some(Held {
+                sid: Some("CA1".into()),
+                ..held(1, true).unwrap()
+            }),
+        );
+        assert_eq!(kept_and_called_again.duplicated, 1);
+    }
 }
