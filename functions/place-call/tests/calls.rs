@@ -428,11 +428,7 @@ async fn a_pressed_1_acknowledges_the_alert_and_ends_it() {
     h.env
         .sim
         .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
-    let id = placed(
-        &h,
-        json!({"to": TO, "message": "Disk full", "require_ack": true}),
-    )
-    .await;
+    let id = alert(&h).await;
     h.settle().await;
     let view = h.view(&id).await;
     assert_eq!(view["status"], "completed", "{view}");
@@ -488,11 +484,7 @@ async fn an_unacknowledged_alert_is_called_again_until_acknowledged() {
             CallOutcome::AnswerAndPress("1".into()),
         ],
     );
-    let id = placed(
-        &h,
-        json!({"to": TO, "message": "Disk full", "require_ack": true}),
-    )
-    .await;
+    let id = alert(&h).await;
     h.flush().await;
     let view = h.view(&id).await;
     assert_eq!(
@@ -628,11 +620,7 @@ async fn another_key_hears_the_prompt_once_more_then_goodbye() {
     h.env
         .sim
         .set_call_outcome(TO, CallOutcome::AnswerAndPress("7".into()));
-    let id = placed(
-        &h,
-        json!({"to": TO, "message": "Disk full", "require_ack": true}),
-    )
-    .await;
+    let id = alert(&h).await;
     h.flush().await;
     let gather = &h.env.sim.gathers()[0];
     let again = gather.response_body.as_deref().unwrap();
@@ -690,11 +678,7 @@ async fn duplicate_and_forged_callbacks_change_nothing() {
     h.env
         .sim
         .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
-    let id = placed(
-        &h,
-        json!({"to": TO, "message": "Disk full", "require_ack": true}),
-    )
-    .await;
+    let id = alert(&h).await;
     h.flush().await;
     let before = h.view(&id).await;
     let events = h.env.store.count_events().await.unwrap();
