@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::CallOutcome;
-use crate::model::{API_VERSION, rfc2822};
+use crate::model::{API_VERSION, find_param, resource_path, rfc2822, ser_opt_time, ser_time};
 use crate::sim::Inner;
 use crate::webhook::{self, Attempt, Encoding, Signed};
 
@@ -57,17 +57,6 @@ impl CallStatus {
 impl std::fmt::Display for CallStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-fn ser_time<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc2822(*t))
-}
-
-fn ser_opt_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&rfc2822(*t)),
-        None => s.serialize_none(),
     }
 }
 
@@ -142,18 +131,16 @@ fn formatted(number: &str) -> String {
 impl SimCall {
     /// The resource URI, relative to the API host.
     pub fn uri(&self) -> String {
-        format!(
-            "/{API_VERSION}/Accounts/{}/Calls/{}.json",
-            self.account_sid, self.sid
-        )
+        format!("{}.json", self.base_path())
+    }
+
+    fn base_path(&self) -> String {
+        resource_path(&self.account_sid, "Calls", &self.sid)
     }
 
     /// The JSON Twilio returns for this call (every field of `api.v2010.account.call`).
     pub fn to_twilio_json(&self) -> Value {
-        let base = format!(
-            "/{API_VERSION}/Accounts/{}/Calls/{}",
-            self.account_sid, self.sid
-        );
+        let base = self.base_path();
         let sub = |name: &str| format!("{base}/{name}.json");
         json!({
             "sid": self.sid,
@@ -228,10 +215,7 @@ pub struct CallCallbackRecord {
 impl CallCallbackRecord {
     /// The value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        find_param(&self.params, name)
     }
 }
 
@@ -275,10 +259,7 @@ pub struct VoiceRequestRecord {
 impl VoiceRequestRecord {
     /// The value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        find_param(&self.params, name)
     }
 }
 
@@ -417,13 +398,7 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &CallStep) {
                 }
                 let sequence = call.sequence;
                 call.sequence += 1;
-                let encoding = if call.status_callback_method == "GET" {
-                    Encoding::Get
-                } else if json {
-                    Encoding::Json
-                } else {
-                    Encoding::Form
-                };
+                let encoding = Encoding::for_method(&call.status_callback_method, json);
                 let signed = webhook::prepare(&token, url, params, encoding);
                 Some((event, call_status, sequence, signed))
             }
@@ -501,6 +476,29 @@ fn record_voice(
     answer
 }
 
+/// Sends a call's TwiML webhook, records its attempts and keeps the TwiML answered: as the
+/// TwiML the call ran (`Url` fetch) or as the `<Gather>` action's answer.
+async fn voice_request(
+    inner: &Arc<Inner>,
+    kind: VoiceRequestKind,
+    sid: &str,
+    signed: &Signed,
+    method: &str,
+) {
+    let key = match kind {
+        VoiceRequestKind::Twiml => format!("{sid}-twiml"),
+        VoiceRequestKind::Gather => format!("{sid}-gather"),
+    };
+    let attempts = deliver(inner, signed, &key).await;
+    let answer = record_voice(inner, kind, sid, signed, method, attempts);
+    if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
+        match kind {
+            VoiceRequestKind::Twiml => call.executed_twiml = answer,
+            VoiceRequestKind::Gather => call.gather_response = answer,
+        }
+    }
+}
+
 /// A call with a `Url`: fetch its TwiML when answered.
 async fn fetch_twiml(inner: &Arc<Inner>, sid: &str) {
     let (signed, method) = {
@@ -512,29 +510,14 @@ async fn fetch_twiml(inner: &Arc<Inner>, sid: &str) {
         let (Some(url), None) = (&call.url, &call.twiml) else {
             return;
         };
-        let encoding = if call.method == "GET" {
-            Encoding::Get
-        } else {
-            Encoding::Form
-        };
+        let encoding = Encoding::for_method(&call.method, false);
         let params = base_params(call, "in-progress");
         (
             webhook::prepare(&token, url, params, encoding),
             call.method.clone(),
         )
     };
-    let attempts = deliver(inner, &signed, &format!("{sid}-twiml")).await;
-    let answer = record_voice(
-        inner,
-        VoiceRequestKind::Twiml,
-        sid,
-        &signed,
-        &method,
-        attempts,
-    );
-    if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
-        call.executed_twiml = answer;
-    }
+    voice_request(inner, VoiceRequestKind::Twiml, sid, &signed, &method).await;
 }
 
 /// The callee presses `digits`: submitted to the TwiML's `<Gather action>`, if there is one.
@@ -561,29 +544,14 @@ async fn press(inner: &Arc<Inner>, sid: &str, digits: &str) {
         let mut params = base_params(call, "in-progress");
         params.push(("Digits".into(), sent));
         params.push(("FinishedOnKey".into(), finished_on));
-        let encoding = if gather.method == "GET" {
-            Encoding::Get
-        } else {
-            Encoding::Form
-        };
+        let encoding = Encoding::for_method(&gather.method, false);
         (
             webhook::prepare(&token, &action, params, encoding),
             gather.method,
         )
     };
     let (signed, method) = prepared;
-    let attempts = deliver(inner, &signed, &format!("{sid}-gather")).await;
-    let answer = record_voice(
-        inner,
-        VoiceRequestKind::Gather,
-        sid,
-        &signed,
-        &method,
-        attempts,
-    );
-    if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
-        call.gather_response = answer;
-    }
+    voice_request(inner, VoiceRequestKind::Gather, sid, &signed, &method).await;
 }
 
 /// The first `<Gather>` of a TwiML document.

@@ -6,11 +6,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::model::{API_VERSION, rfc2822};
-
-fn ser_time<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc2822(*t))
-}
+use crate::model::{API_VERSION, rfc2822, ser_time};
 
 /// An API key (`SK…`) accepted for HTTP Basic until deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

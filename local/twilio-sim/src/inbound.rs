@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::API_VERSION;
+use crate::model::{API_VERSION, find_param};
 use crate::segments::num_segments;
 use crate::sim::Inner;
 use crate::webhook::{self, Encoding};
@@ -50,10 +50,7 @@ pub struct InboundRecord {
 impl InboundRecord {
     /// The value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        find_param(&self.params, name)
     }
 }
 

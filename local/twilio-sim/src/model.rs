@@ -61,15 +61,34 @@ pub fn rfc2822(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| unreachable!("UTC timestamps between years 1900 and 9999 format"))
 }
 
-fn ser_time<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes a timestamp as [`rfc2822`] (for `#[serde(serialize_with)]`).
+pub(crate) fn ser_time<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc2822(*t))
 }
 
-fn ser_opt_time<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes an optional timestamp as [`rfc2822`], or `null`.
+pub(crate) fn ser_opt_time<S: Serializer>(
+    t: &Option<OffsetDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&rfc2822(*t)),
+        Some(t) => ser_time(t, s),
         None => s.serialize_none(),
     }
+}
+
+/// The value of the first parameter called `name`, in the order sent.
+pub(crate) fn find_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The path of an account's resource, without `.json`:
+/// `/2010-04-01/Accounts/{account_sid}/{collection}/{sid}`.
+pub(crate) fn resource_path(account_sid: &str, collection: &str, sid: &str) -> String {
+    format!("/{API_VERSION}/Accounts/{account_sid}/{collection}/{sid}")
 }
 
 /// A message created through the REST API.
@@ -117,18 +136,16 @@ pub struct SimMessage {
 impl SimMessage {
     /// The resource URI, relative to the API host.
     pub fn uri(&self) -> String {
-        format!(
-            "/{API_VERSION}/Accounts/{}/Messages/{}.json",
-            self.account_sid, self.sid
-        )
+        format!("{}.json", self.base_path())
+    }
+
+    fn base_path(&self) -> String {
+        resource_path(&self.account_sid, "Messages", &self.sid)
     }
 
     /// The JSON Twilio returns for this message (every field of `api.v2010.account.message`).
     pub fn to_twilio_json(&self) -> Value {
-        let base = format!(
-            "/{API_VERSION}/Accounts/{}/Messages/{}",
-            self.account_sid, self.sid
-        );
+        let base = self.base_path();
         json!({
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
@@ -209,10 +226,7 @@ pub struct CallbackRecord {
 impl CallbackRecord {
     /// The value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        find_param(&self.params, name)
     }
 
     /// Whether the receiver answered 2xx.

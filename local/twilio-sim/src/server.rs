@@ -30,16 +30,16 @@ type Shared = State<Arc<Inner>>;
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
-        .route("/_sim/messages", get(sim_messages))
-        .route("/_sim/requests", get(sim_requests))
-        .route("/_sim/callbacks", get(sim_callbacks))
+        .route("/_sim/messages", inspect(|s| &s.messages))
+        .route("/_sim/requests", inspect(|s| &s.requests))
+        .route("/_sim/callbacks", inspect(|s| &s.callbacks))
         .route("/_sim/outcomes", post(sim_outcome))
-        .route("/_sim/calls", get(sim_calls))
-        .route("/_sim/call-callbacks", get(sim_call_callbacks))
-        .route("/_sim/voice-requests", get(sim_voice_requests))
+        .route("/_sim/calls", inspect(|s| &s.calls))
+        .route("/_sim/call-callbacks", inspect(|s| &s.call_callbacks))
+        .route("/_sim/voice-requests", inspect(|s| &s.voice_requests))
         .route("/_sim/call-outcomes", post(sim_call_outcome))
-        .route("/_sim/inbound", get(sim_inbound_list).post(sim_inbound))
-        .route("/_sim/keys", get(sim_keys))
+        .route("/_sim/inbound", inspect(|s| &s.inbound).post(sim_inbound))
+        .route("/_sim/keys", inspect(|s| &s.creds.keys))
         .route("/_sim/auth-token", get(sim_auth_token))
         .route("/_sim/json-callbacks", post(sim_json_callbacks))
         .route("/_sim/faults", get(sim_get_faults).post(sim_set_faults))
@@ -52,16 +52,12 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 // ---------------------------------------------------------------------------------------------
 // Inspection API
 
-async fn sim_messages(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().messages))
-}
-
-async fn sim_requests(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().requests))
-}
-
-async fn sim_callbacks(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().callbacks))
+/// A `GET /_sim/…` route answering, as JSON, what `pick` chooses of the simulator's state
+/// (the messages, calls, their callbacks, requests…).
+fn inspect<T: serde::Serialize + ?Sized + 'static>(
+    pick: fn(&crate::sim::State) -> &T,
+) -> axum::routing::MethodRouter<Arc<Inner>> {
+    get(move |State(inner): Shared| async move { Json(json!(pick(&inner.lock()))) })
 }
 
 #[derive(Deserialize)]
@@ -73,32 +69,34 @@ struct OutcomeRequest {
 
 async fn sim_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> Response {
     let outcome = match (req.outcome.as_str(), req.error_code) {
-        ("deliver" | "delivered", _) => Outcome::Deliver,
-        ("undelivered", code) => Outcome::Undelivered(code.unwrap_or(30003)),
-        ("failed", code) => Outcome::Failed(code.unwrap_or(30008)),
-        ("stays-sent", _) => Outcome::StaysSent,
-        (other, _) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("unknown outcome {other:?}: deliver, undelivered, failed or stays-sent")})),
-            )
-                .into_response();
+        ("deliver" | "delivered", _) => Ok(Outcome::Deliver),
+        ("undelivered", code) => Ok(Outcome::Undelivered(code.unwrap_or(30003))),
+        ("failed", code) => Ok(Outcome::Failed(code.unwrap_or(30008))),
+        ("stays-sent", _) => Ok(Outcome::StaysSent),
+        (other, _) => Err(format!(
+            "unknown outcome {other:?}: deliver, undelivered, failed or stays-sent"
+        )),
+    };
+    store_outcome(&inner, req.to, outcome, |state| &mut state.outcomes)
+}
+
+/// Answers an outcome POST (`/_sim/outcomes`, `/_sim/call-outcomes`): stores the outcome for
+/// `to` in the map `pick` chooses and echoes `{to, outcome}`, or answers 400 `{error}` when
+/// the outcome was not understood.
+fn store_outcome<O: serde::Serialize + Clone>(
+    inner: &Inner,
+    to: String,
+    outcome: Result<O, String>,
+    pick: impl FnOnce(&mut crate::sim::State) -> &mut std::collections::HashMap<String, O>,
+) -> Response {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response();
         }
     };
-    inner.lock().outcomes.insert(req.to.clone(), outcome);
-    Json(json!({"to": req.to, "outcome": outcome})).into_response()
-}
-
-async fn sim_calls(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().calls))
-}
-
-async fn sim_call_callbacks(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().call_callbacks))
-}
-
-async fn sim_voice_requests(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().voice_requests))
+    pick(&mut inner.lock()).insert(to.clone(), outcome.clone());
+    Json(json!({"to": to, "outcome": outcome})).into_response()
 }
 
 #[derive(Deserialize)]
@@ -110,40 +108,22 @@ struct CallOutcomeRequest {
 
 async fn sim_call_outcome(State(inner): Shared, Json(req): Json<CallOutcomeRequest>) -> Response {
     let outcome = match (req.outcome.as_str(), req.digits) {
-        ("answer-and-press", Some(d)) => CallOutcome::AnswerAndPress(d),
-        ("answer-no-input", _) => CallOutcome::AnswerNoInput,
-        ("busy", _) => CallOutcome::Busy,
-        ("no-answer", _) => CallOutcome::NoAnswer,
-        ("failed", _) => CallOutcome::Failed,
-        ("rings-forever", _) => CallOutcome::RingsForever,
-        (other, _) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!(
-                    "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer, failed or rings-forever"
-                )})),
-            )
-                .into_response();
-        }
+        ("answer-and-press", Some(d)) => Ok(CallOutcome::AnswerAndPress(d)),
+        ("answer-no-input", _) => Ok(CallOutcome::AnswerNoInput),
+        ("busy", _) => Ok(CallOutcome::Busy),
+        ("no-answer", _) => Ok(CallOutcome::NoAnswer),
+        ("failed", _) => Ok(CallOutcome::Failed),
+        ("rings-forever", _) => Ok(CallOutcome::RingsForever),
+        (other, _) => Err(format!(
+            "unknown outcome {other:?}: answer-and-press (with digits), answer-no-input, busy, no-answer, failed or rings-forever"
+        )),
     };
-    inner
-        .lock()
-        .call_outcomes
-        .insert(req.to.clone(), outcome.clone());
-    Json(json!({"to": req.to, "outcome": outcome})).into_response()
+    store_outcome(&inner, req.to, outcome, |state| &mut state.call_outcomes)
 }
 
 async fn sim_inbound(State(inner): Shared, Json(sms): Json<InboundSms>) -> Json<Value> {
     let record = crate::inbound::deliver(&inner, sms).await;
     Json(json!(record))
-}
-
-async fn sim_inbound_list(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().inbound))
-}
-
-async fn sim_keys(State(inner): Shared) -> Json<Value> {
-    Json(json!(inner.lock().creds.keys))
 }
 
 async fn sim_auth_token(State(inner): Shared) -> Json<Value> {
@@ -270,6 +250,30 @@ impl Answer {
             error_code: None,
             created_sid: None,
         }
+    }
+
+    /// A create's answer: 201 with the resource's JSON, recording the SID it made.
+    fn created(made: Result<(String, Value), TwilioError>) -> Self {
+        match made {
+            Ok((sid, body)) => Self {
+                created_sid: Some(sid),
+                ..Self::json(StatusCode::CREATED, body)
+            },
+            Err(e) => Self::error(e),
+        }
+    }
+
+    /// 200 with a JSON body (a page, a fetched resource), or the error.
+    fn ok(body: Result<Value, TwilioError>) -> Self {
+        match body {
+            Ok(body) => Self::json(StatusCode::OK, body),
+            Err(e) => Self::error(e),
+        }
+    }
+
+    /// A fetch's answer: 200 with the resource's JSON, or 404 for `path` when there is none.
+    fn found(body: Option<Value>, path: &str) -> Self {
+        Self::ok(body.ok_or_else(|| not_found(path)))
     }
 }
 
@@ -489,59 +493,45 @@ fn handle(
     principal: &Option<String>,
 ) -> Answer {
     match (route, method) {
-        (Route::Messages, &Method::POST) => match create(inner, body, principal) {
-            Ok(m) => Answer {
-                response: (StatusCode::CREATED, Json(m.to_twilio_json())).into_response(),
-                error_code: None,
-                created_sid: Some(m.sid),
-            },
-            Err(e) => Answer::error(e),
-        },
-        (Route::Messages, &Method::GET) => match list(inner, path, query) {
-            Ok(page) => Answer::json(StatusCode::OK, page),
-            Err(e) => Answer::error(e),
-        },
+        (Route::Messages, &Method::POST) => Answer::created(
+            create(inner, body, principal).map(|m| (m.sid.clone(), m.to_twilio_json())),
+        ),
+        (Route::Messages, &Method::GET) => Answer::ok(list(inner, path, query)),
         (Route::Message(sid), &Method::GET) => {
-            match inner.lock().messages.iter().find(|m| m.sid == sid) {
-                Some(m) => Answer::json(StatusCode::OK, m.to_twilio_json()),
-                None => Answer::error(not_found(path)),
-            }
+            let found = inner
+                .lock()
+                .messages
+                .iter()
+                .find(|m| m.sid == sid)
+                .map(SimMessage::to_twilio_json);
+            Answer::found(found, path)
         }
-        (Route::Calls, &Method::POST) => match create_call(inner, body, principal) {
-            Ok(c) => Answer {
-                response: (StatusCode::CREATED, Json(c.to_twilio_json())).into_response(),
-                error_code: None,
-                created_sid: Some(c.sid),
-            },
-            Err(e) => Answer::error(e),
-        },
-        (Route::Calls, &Method::GET) => match list_calls(inner, path, query) {
-            Ok(page) => Answer::json(StatusCode::OK, page),
-            Err(e) => Answer::error(e),
-        },
+        (Route::Calls, &Method::POST) => Answer::created(
+            create_call(inner, body, principal).map(|c| (c.sid.clone(), c.to_twilio_json())),
+        ),
+        (Route::Calls, &Method::GET) => Answer::ok(list_calls(inner, path, query)),
         (Route::Call(sid), &Method::GET) => {
-            match inner.lock().calls.iter().find(|c| c.sid == sid) {
-                Some(c) => Answer::json(StatusCode::OK, c.to_twilio_json()),
-                None => Answer::error(not_found(path)),
-            }
+            let found = inner
+                .lock()
+                .calls
+                .iter()
+                .find(|c| c.sid == sid)
+                .map(SimCall::to_twilio_json);
+            Answer::found(found, path)
         }
-        (Route::Keys, &Method::POST) => match create_key(inner, body) {
-            Ok(k) => Answer {
-                response: (StatusCode::CREATED, Json(k.to_new_key_json())).into_response(),
-                error_code: None,
-                created_sid: Some(k.sid),
-            },
-            Err(e) => Answer::error(e),
-        },
-        (Route::Keys, &Method::GET) => match list_keys(inner, path, query) {
-            Ok(page) => Answer::json(StatusCode::OK, page),
-            Err(e) => Answer::error(e),
-        },
+        (Route::Keys, &Method::POST) => {
+            Answer::created(create_key(inner, body).map(|k| (k.sid.clone(), k.to_new_key_json())))
+        }
+        (Route::Keys, &Method::GET) => Answer::ok(list_keys(inner, path, query)),
         (Route::Key(sid), &Method::GET) => {
-            match inner.lock().creds.keys.iter().find(|k| k.sid == sid) {
-                Some(k) => Answer::json(StatusCode::OK, k.to_twilio_json()),
-                None => Answer::error(not_found(path)),
-            }
+            let found = inner
+                .lock()
+                .creds
+                .keys
+                .iter()
+                .find(|k| k.sid == sid)
+                .map(SimKey::to_twilio_json);
+            Answer::found(found, path)
         }
         (Route::Key(sid), &Method::POST) => match update_key(inner, &sid, body) {
             Ok(Some(k)) => Answer::json(StatusCode::OK, k.to_twilio_json()),
@@ -1081,6 +1071,18 @@ fn paginate(
     }))
 }
 
+/// A list's items, `(sid, JSON)`: the matching resources newest first, as Twilio lists (by
+/// creation time, then creation order; `created` gives both).
+fn newest_first<'a, T: 'a>(
+    matching: impl Iterator<Item = &'a T>,
+    created: impl Fn(&T) -> (OffsetDateTime, usize),
+    item: impl Fn(&T) -> (String, Value),
+) -> Vec<(String, Value)> {
+    let mut matching: Vec<&T> = matching.collect();
+    matching.sort_by_key(|t| std::cmp::Reverse(created(t)));
+    matching.into_iter().map(item).collect()
+}
+
 fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
     let params = query_params(query)?;
     let get = |name: &str| first(&params, name);
@@ -1095,7 +1097,7 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
 
     let items = {
         let state = inner.lock();
-        let mut matching: Vec<&SimMessage> = state
+        let matching = state
             .messages
             .iter()
             .filter(|m| to.is_none_or(|t| m.to == t))
@@ -1107,18 +1109,12 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
                 on.is_none_or(|d| day == d)
                     && before.is_none_or(|d| day <= d)
                     && after.is_none_or(|d| day >= d)
-            })
-            .collect();
-        // Newest first, as Twilio lists.
-        matching.sort_by(|a, b| {
-            b.date_created
-                .cmp(&a.date_created)
-                .then(b.index.cmp(&a.index))
-        });
-        matching
-            .iter()
-            .map(|m| (m.sid.clone(), m.to_twilio_json()))
-            .collect()
+            });
+        newest_first(
+            matching,
+            |m| (m.date_created, m.index),
+            |m| (m.sid.clone(), m.to_twilio_json()),
+        )
     };
     paginate(
         path,
@@ -1136,22 +1132,17 @@ fn list_calls(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, T
     let (to, from, status) = (get("To"), get("From"), get("Status"));
     let items = {
         let state = inner.lock();
-        let mut matching: Vec<&SimCall> = state
+        let matching = state
             .calls
             .iter()
             .filter(|c| to.is_none_or(|t| c.to == t))
             .filter(|c| from.is_none_or(|f| c.from == f))
-            .filter(|c| status.is_none_or(|s| c.status.as_str() == s))
-            .collect();
-        matching.sort_by(|a, b| {
-            b.date_created
-                .cmp(&a.date_created)
-                .then(b.index.cmp(&a.index))
-        });
-        matching
-            .iter()
-            .map(|c| (c.sid.clone(), c.to_twilio_json()))
-            .collect()
+            .filter(|c| status.is_none_or(|s| c.status.as_str() == s));
+        newest_first(
+            matching,
+            |c| (c.date_created, c.index),
+            |c| (c.sid.clone(), c.to_twilio_json()),
+        )
     };
     paginate(
         path,

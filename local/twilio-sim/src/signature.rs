@@ -27,10 +27,11 @@ pub fn sign(auth_token: &str, url: &str, params: &[(String, String)]) -> String 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// Owned parameter pairs, for the unit tests of signing and webhooks.
+    pub(crate) fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

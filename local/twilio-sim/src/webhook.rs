@@ -22,6 +22,20 @@ pub(crate) enum Encoding {
     Get,
 }
 
+impl Encoding {
+    /// How a webhook configured with `method` is sent: `GET` in the query string, otherwise a
+    /// POST, JSON when `json` is set.
+    pub(crate) fn for_method(method: &str, json: bool) -> Self {
+        if method == "GET" {
+            Self::Get
+        } else if json {
+            Self::Json
+        } else {
+            Self::Form
+        }
+    }
+}
+
 /// A webhook request, built and signed, ready to be sent (possibly several times).
 #[derive(Debug, Clone)]
 pub(crate) struct Signed {
@@ -178,6 +192,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::tests::p;
 
     #[test]
     fn fragment_retry_count() {
@@ -186,13 +201,6 @@ mod tests {
         assert_eq!(retry_count("rc=9"), 5);
         assert_eq!(retry_count("rp=all"), 0);
         assert_eq!(retry_count("rc=x"), 0);
-    }
-
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
