@@ -110,16 +110,16 @@ impl Channel for Voice {
         }
     }
     fn sealed(c: &Call) -> (&Sealed, &Sealed) {
-        (&c.to, &c.message)
+        (&c.to.sealed, &c.message)
     }
     fn caller(c: &Call) -> &str {
         &c.caller
     }
     fn to_token(c: &Call) -> &LookupToken {
-        &c.to_token
+        &c.to.token
     }
     fn country(c: &Call) -> Option<String> {
-        c.country.clone()
+        c.to.country.clone()
     }
     fn twilio_sid(c: &Call) -> Option<&str> {
         c.twilio_sid.as_deref()

@@ -217,16 +217,16 @@ impl Channel for Sms {
         }
     }
     fn sealed(m: &Message) -> (&Sealed, &Sealed) {
-        (&m.to, &m.body)
+        (&m.to.sealed, &m.body)
     }
     fn caller(m: &Message) -> &str {
         &m.caller
     }
     fn to_token(m: &Message) -> &LookupToken {
-        &m.to_token
+        &m.to.token
     }
     fn country(m: &Message) -> Option<String> {
-        m.country.clone()
+        m.to.country.clone()
     }
     fn twilio_sid(m: &Message) -> Option<&str> {
         m.twilio_sid.as_deref()

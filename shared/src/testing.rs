@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 
 use crate::crypto::{CryptoError, LookupToken, Sealed, Vault};
 use crate::domain::{
-    Attempted, Event, EventKind, Message, MessageId, MessageStatus, RetryChange, StatusChange,
-    Subject,
+    Attempted, Event, EventKind, Message, MessageId, MessageStatus, Recipient, RetryChange,
+    StatusChange, Subject,
 };
 use crate::phone::Masked;
 use crate::ports::{
@@ -124,10 +124,12 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
     Message {
         id,
         caller: "conformance".to_owned(),
-        to,
-        to_token,
-        to_masked: Masked::of(to_e164).as_str().to_owned(),
-        country: Some("US".to_owned()),
+        to: Recipient {
+            sealed: to,
+            token: to_token,
+            masked: Masked::of(to_e164).as_str().to_owned(),
+            country: Some("US".to_owned()),
+        },
         body: sealed_body,
         template: None,
         encoding: Encoding::Gsm7,
@@ -583,7 +585,7 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
         .expect("present");
     assert_eq!(
         vault
-            .open_string(f.id.as_str(), &back.to)
+            .open_string(f.id.as_str(), &back.to.sealed)
             .await
             .expect("open")
             .expose(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::crypto::Vault;
-use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Speech};
+use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Recipient, Speech};
 use crate::phone::Masked;
 use crate::ports::{CallApplied, CallClaim, CallStore, Decide, StoreError};
 use crate::testing::{Alternate, contains, race};
@@ -22,19 +22,21 @@ pub async fn sample_call(
 ) -> Call {
     let id = CallId::generate(u64::try_from(id_ms).expect("a time after 1970"));
     Call {
-        to: vault
-            .seal(id.as_str(), to_e164.as_bytes())
-            .await
-            .expect("seal the number"),
+        to: Recipient {
+            sealed: vault
+                .seal(id.as_str(), to_e164.as_bytes())
+                .await
+                .expect("seal the number"),
+            token: vault.lookup_token(to_e164).await.expect("lookup token"),
+            masked: Masked::of(to_e164).as_str().to_owned(),
+            country: Some("US".to_owned()),
+        },
         message: vault
             .seal(id.as_str(), text.as_bytes())
             .await
             .expect("seal the text"),
-        to_token: vault.lookup_token(to_e164).await.expect("lookup token"),
-        to_masked: Masked::of(to_e164).as_str().to_owned(),
         id,
         caller: "conformance".to_owned(),
-        country: Some("US".to_owned()),
         template: None,
         speech: Speech {
             voice: "alice".to_owned(),

@@ -62,7 +62,7 @@ macro_rules! record_view {
     ($r:expr, $timeline:expr) => {
         $crate::views::RecordView {
             id: $r.id.clone(),
-            to: $r.to_masked.clone(),
+            to: $r.to.masked.clone(),
             status: $r.status,
             attempts: $r.attempts.attempt,
             template: $r.template.clone(),

@@ -386,7 +386,7 @@ async fn items_have_the_documented_attributes() {
     assert_eq!(n("status_rank").as_deref(), Some("5"));
     assert_eq!(n("attempt").as_deref(), Some("1"));
     assert_eq!(s("caller").as_deref(), Some("conformance"));
-    assert_eq!(s("to_token"), Some(m.to_token.0.clone()));
+    assert_eq!(s("to_token"), Some(m.to.token.0.clone()));
     assert_eq!(n("created_at_ms").as_deref(), Some("1731600000000"));
     assert_eq!(n("version").as_deref(), Some("1"));
     assert!(s("doc").is_some());

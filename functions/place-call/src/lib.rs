@@ -12,7 +12,7 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::calls::{self, Placement, Voice};
 use herald::domain::rfc3339;
-use herald::domain::{Call, CallId, CallStatus, EventKind, Speech};
+use herald::domain::{Call, CallId, CallStatus, EventKind, Recipient, Speech};
 use herald::engine;
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -198,10 +198,7 @@ async fn record_new(
     let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
     let call = Call {
         caller,
-        to: svc.vault.seal(aad, v.to.e164().as_bytes()).await?,
-        to_token: svc.vault.lookup_token(v.to.e164()).await?,
-        to_masked: v.to.masked().to_string(),
-        country: v.to.country().map(str::to_owned),
+        to: Recipient::seal(&svc.vault, aad, &v.to).await?,
         message: svc.vault.seal(aad, v.text.as_bytes()).await?,
         template: v.template.clone(),
         speech: v.speech.clone(),

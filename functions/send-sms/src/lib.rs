@@ -9,7 +9,7 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::delivery::{self, Delivery, Job, Sms};
 use herald::domain::rfc3339;
-use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Subject};
+use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Recipient, Subject};
 use herald::engine;
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -287,7 +287,7 @@ async fn record_new(
         applied: true,
         at_ms: now,
         expires_at_ms: now + herald::domain::event::EVENT_RETENTION_MS,
-        country: message.country.clone(),
+        country: message.to.country.clone(),
         sealed: None,
     };
     delivery::record_event(svc, &ev).await;
@@ -306,10 +306,7 @@ async fn seal_message(
     Ok(Message {
         id: id.clone(),
         caller,
-        to: svc.vault.seal(aad, v.to.e164().as_bytes()).await?,
-        to_token: svc.vault.lookup_token(v.to.e164()).await?,
-        to_masked: v.to.masked().to_string(),
-        country: v.to.country().map(str::to_owned),
+        to: Recipient::seal(&svc.vault, aad, &v.to).await?,
         body: svc.vault.seal(aad, v.body.as_bytes()).await?,
         template: v.template.clone(),
         encoding: v.encoding,

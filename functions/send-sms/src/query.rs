@@ -142,9 +142,9 @@ pub async fn list(svc: &Services, req: &Request, caller: &str) -> http::Response
         .messages
         .into_iter()
         .map(|m| Item {
-            to: m.to_masked,
+            to: m.to.masked,
             status: m.status,
-            country: m.country,
+            country: m.to.country,
             segments: m.segments,
             encoding: m.encoding,
             template: m.template,
@@ -214,7 +214,7 @@ pub async fn report(svc: &Services, req: &Request, caller: &str) -> http::Respon
             r.total += 1;
             *r.by_status.entry(m.status.as_str()).or_default() += 1;
             *r.by_country
-                .entry(m.country.clone().unwrap_or_else(|| "unknown".into()))
+                .entry(m.to.country.clone().unwrap_or_else(|| "unknown".into()))
                 .or_default() += 1;
             if let Some(code) = m.error_code {
                 *r.by_error_code.entry(code.to_string()).or_default() += 1;

@@ -58,7 +58,7 @@ async fn recorded(env: &TestEnv) -> HashMap<String, Message> {
         .unwrap()
         .records
         {
-            let last4 = m.to_masked[m.to_masked.len() - 4..].to_owned();
+            let last4 = m.to.masked[m.to.masked.len() - 4..].to_owned();
             assert!(all.insert(last4, m).is_none(), "one record per number");
         }
     }

@@ -28,7 +28,7 @@ macro_rules! stored {
                 &self.caller
             }
             fn to_token(&self) -> &crate::crypto::LookupToken {
-                &self.to_token
+                &self.to.token
             }
         }
     )*};

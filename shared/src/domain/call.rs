@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::attempt::{Attempted, Attempts};
 use super::ids::CallId;
 use super::message::{ClaimRefusal, Transition, UNCONFIRMED_RANK};
+use super::recipient::Recipient;
 use crate::crypto::{LookupToken, Sealed};
 
 /// Where a call is, as Twilio reports it, plus Herald's own `accepted` and `retrying`.
@@ -129,14 +130,9 @@ pub struct Call {
     pub id: CallId,
     /// Who asked for it (the API caller's identity).
     pub caller: String,
-    /// The callee in E.164, encrypted with the id as associated data.
-    pub to: Sealed,
-    /// Keyed hash of the callee, for lookups.
-    pub to_token: LookupToken,
-    /// The callee as shown to people: `+*******2671`.
-    pub to_masked: String,
-    /// ISO 3166 region of the callee, such as `US`.
-    pub country: Option<String>,
+    /// The callee: sealed, with its lookup token, masked form and region.
+    #[serde(flatten)]
+    pub to: Recipient,
     /// The text spoken, encrypted with the id as associated data.
     pub message: Sealed,
     /// The voice template it was rendered from, if any.
@@ -358,7 +354,7 @@ impl Attempted for Call {
     super::attempt::attempt_fields!();
     fn match_token(&self) -> Option<&LookupToken> {
         // Twilio shows nothing of what a call says: calls match on their callee alone.
-        Some(&self.to_token)
+        Some(&self.to.token)
     }
     fn is_open(&self) -> bool {
         !self.status.is_terminal() && !self.is_done()
@@ -380,10 +376,12 @@ mod tests {
         Call {
             id: CallId::generate(1),
             caller: "c".into(),
-            to: Sealed(vec![]),
-            to_token: LookupToken("t".into()),
-            to_masked: "+*1".into(),
-            country: None,
+            to: Recipient {
+                sealed: Sealed(vec![]),
+                token: LookupToken("t".into()),
+                masked: "+*1".into(),
+                country: None,
+            },
             message: Sealed(vec![]),
             template: None,
             speech: Speech {

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attempt::{Attempted, Attempts, RetryChange};
 use super::ids::MessageId;
+use super::recipient::Recipient;
 use crate::crypto::{LookupToken, Sealed};
 use crate::templates::Encoding;
 
@@ -132,14 +133,9 @@ pub struct Message {
     pub id: MessageId,
     /// Who asked for it (the API caller's identity).
     pub caller: String,
-    /// The recipient in E.164, encrypted with the id as associated data.
-    pub to: Sealed,
-    /// Keyed hash of the recipient, for opt-out and rate-limit lookups.
-    pub to_token: LookupToken,
-    /// The recipient as shown to people: `+*******2671`.
-    pub to_masked: String,
-    /// ISO 3166 region of the recipient, such as `US`.
-    pub country: Option<String>,
+    /// The recipient: sealed, with its lookup token, masked form and region.
+    #[serde(flatten)]
+    pub to: Recipient,
     /// The text, encrypted with the id as associated data.
     pub body: Sealed,
     /// The template it was rendered from, if any.
@@ -299,10 +295,12 @@ mod tests {
         Message {
             id: MessageId::generate(1),
             caller: "c".into(),
-            to: Sealed(vec![]),
-            to_token: LookupToken("t".into()),
-            to_masked: "+*1".into(),
-            country: None,
+            to: Recipient {
+                sealed: Sealed(vec![]),
+                token: LookupToken("t".into()),
+                masked: "+*1".into(),
+                country: None,
+            },
             body: Sealed(vec![]),
             template: None,
             encoding: Encoding::Gsm7,

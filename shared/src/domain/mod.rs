@@ -5,6 +5,7 @@ pub mod call;
 pub mod event;
 pub mod ids;
 pub mod message;
+pub mod recipient;
 pub mod verification;
 
 pub use attempt::{Attempted, Attempts, RecordStatus, RetryChange};
@@ -12,6 +13,7 @@ pub use call::{Call, CallReport, CallRetry, CallStatus, Speech};
 pub use event::{Event, EventKind, Subject};
 pub use ids::{CallId, InvalidId, MessageId, VerificationId};
 pub use message::{ClaimRefusal, Message, MessageStatus, StatusChange, Transition};
+pub use recipient::Recipient;
 pub use verification::{Verification, VerificationStatus};
 
 /// Unix milliseconds as RFC 3339 (`2026-11-21T20:05:18.123Z`), as the API shows times; empty
