@@ -837,7 +837,9 @@ fn check(
                     .iter()
                     .map(|r| {
                         let held = if rec.sid.as_deref() == Some(r.sid.as_str()) { "*" } else { "" };
-                        format!("{}{held} {}", r.status, describe(r))
+                        let attempt = r.attempt.map_or("?".into(), |a| a.to_string());
+                        let foreign = if r.own_content { "" } else { " foreign" };
+                        format!("{}{held} a{attempt}{foreign} {}", r.status, describe(r))
                     })
                     .collect();
                 format!(
