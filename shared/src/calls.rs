@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 
-use crate::crypto::{LookupToken, Sealed};
+use crate::crypto::Sealed;
 use crate::delivery::{Job, JobOutcome};
 use crate::domain::{Call, CallId, CallReport, CallStatus, Event, EventKind};
 use crate::engine::{self, Channel, Opened, Outcome};
@@ -109,23 +109,8 @@ impl Channel for Voice {
             not_before_ms,
         }
     }
-    fn sealed(c: &Call) -> (&Sealed, &Sealed) {
-        (&c.to.sealed, &c.message)
-    }
-    fn caller(c: &Call) -> &str {
-        &c.caller
-    }
-    fn to_token(c: &Call) -> &LookupToken {
-        &c.to.token
-    }
-    fn country(c: &Call) -> Option<String> {
-        c.to.country.clone()
-    }
-    fn twilio_sid(c: &Call) -> Option<&str> {
-        c.twilio_sid.as_deref()
-    }
-    fn error_code(c: &Call) -> Option<u32> {
-        c.error_code
+    fn text(c: &Call) -> &Sealed {
+        &c.message
     }
     fn is_failure(status: CallStatus) -> bool {
         status == CallStatus::Failed

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use async_trait::async_trait;
 
-use crate::crypto::{LookupToken, Sealed};
+use crate::crypto::Sealed;
 use crate::domain::{Event, Message, MessageId, MessageStatus, RetryChange, StatusChange};
 use crate::engine::{self, Channel, Opened, Outcome};
 use crate::ports::{Applied, MessageStore, QueueError, TwilioCredentials};
@@ -216,23 +216,8 @@ impl Channel for Sms {
             not_before_ms,
         }
     }
-    fn sealed(m: &Message) -> (&Sealed, &Sealed) {
-        (&m.to.sealed, &m.body)
-    }
-    fn caller(m: &Message) -> &str {
-        &m.caller
-    }
-    fn to_token(m: &Message) -> &LookupToken {
-        &m.to.token
-    }
-    fn country(m: &Message) -> Option<String> {
-        m.to.country.clone()
-    }
-    fn twilio_sid(m: &Message) -> Option<&str> {
-        m.twilio_sid.as_deref()
-    }
-    fn error_code(m: &Message) -> Option<u32> {
-        m.error_code
+    fn text(m: &Message) -> &Sealed {
+        &m.body
     }
     fn is_failure(status: MessageStatus) -> bool {
         matches!(status, MessageStatus::Failed | MessageStatus::Undelivered)
@@ -324,6 +309,7 @@ impl Channel for Sms {
             twilio_sid: report.twilio_sid.clone(),
             error_code: code,
             error_reason: reason.clone(),
+            duration_seconds: None,
             at_ms: report.at_ms,
         };
         if !m.accepts(&change) {
@@ -356,24 +342,18 @@ impl Channel for Sms {
     }
 
     fn unconfirmed(m: &Message, at_ms: i64) -> Option<Message> {
-        m.changed(&StatusChange {
-            attempt: m.attempts.attempt,
-            status: MessageStatus::Unconfirmed,
-            twilio_sid: None,
-            error_code: None,
-            error_reason: None,
+        m.changed(&StatusChange::new(
+            m.attempts.attempt,
+            MessageStatus::Unconfirmed,
             at_ms,
-        })
+        ))
     }
 
     fn failed(m: &Message, code: Option<u32>, reason: String, at_ms: i64) -> Option<Message> {
         m.changed(&StatusChange {
-            attempt: m.attempts.attempt,
-            status: MessageStatus::Failed,
-            twilio_sid: None,
             error_code: code,
             error_reason: Some(reason),
-            at_ms,
+            ..StatusChange::new(m.attempts.attempt, MessageStatus::Failed, at_ms)
         })
     }
 }

@@ -47,7 +47,7 @@
 
 use async_trait::async_trait;
 
-use crate::crypto::{CryptoError, LookupToken, Sealed};
+use crate::crypto::{CryptoError, Sealed};
 use crate::delivery::{Job, JobOutcome, MAX_QUEUE_DELAY_SECS};
 use crate::domain::event::EVENT_RETENTION_MS;
 use crate::domain::{Attempted, Event, EventKind, RecordStatus, RetryChange, Subject};
@@ -103,23 +103,13 @@ pub trait Channel: Send + Sync + 'static {
     fn store(svc: &Services) -> &Self::Store;
     /// The queue job of attempt `attempt` of record `id`.
     fn job(id: &<Self::Record as Attempted>::Id, attempt: u32, not_before_ms: Option<i64>) -> Job;
-    /// Who asked for the record (the API caller's identity).
-    fn caller(r: &Self::Record) -> &str;
-    /// The record's recipient's lookup token.
-    fn to_token(r: &Self::Record) -> &LookupToken;
-    /// The record's country (events carry it).
-    fn country(r: &Self::Record) -> Option<String>;
-    /// The Twilio SID of the record's current attempt.
-    fn twilio_sid(r: &Self::Record) -> Option<&str>;
-    /// The record's error code.
-    fn error_code(r: &Self::Record) -> Option<u32>;
     /// Whether a final status is a failure (the API answers it as such).
     fn is_failure(status: <Self::Record as Attempted>::Status) -> bool;
     /// How many attempts a failure of this class allows in all.
     fn attempts_allowed(svc: &Services, class: RetryClass) -> u32;
 
-    /// The record's sealed recipient and text (a message's body, a call's spoken text).
-    fn sealed(r: &Self::Record) -> (&Sealed, &Sealed);
+    /// The record's sealed text (a message's body, a call's spoken text).
+    fn text(r: &Self::Record) -> &Sealed;
     /// Creates the attempt's resource at Twilio.
     async fn create(
         svc: &Services,
@@ -178,10 +168,9 @@ pub struct Opened {
 
 async fn open<K: Channel>(svc: &Services, r: &K::Record) -> Result<Opened, CryptoError> {
     let aad = id_of::<K>(r).to_string();
-    let (to, text) = K::sealed(r);
     Ok(Opened {
-        to: svc.vault.open_string(&aad, to).await?,
-        text: svc.vault.open_string(&aad, text).await?,
+        to: svc.vault.open_string(&aad, &r.to().sealed).await?,
+        text: svc.vault.open_string(&aad, K::text(r)).await?,
     })
 }
 
@@ -218,7 +207,7 @@ pub fn event<K: Channel>(
         applied,
         at_ms,
         expires_at_ms: at_ms + EVENT_RETENTION_MS,
-        country: K::country(r),
+        country: r.to().country.clone(),
         sealed: None,
     }
 }
@@ -246,7 +235,7 @@ pub fn outcome_of<K: Channel>(r: &K::Record) -> Outcome<<K::Record as Attempted>
     } else if status == RecordStatus::RETRYING {
         Outcome::Deferred
     } else if K::is_failure(status) {
-        Outcome::Failed(K::error_code(r))
+        Outcome::Failed(r.error_code())
     } else {
         Outcome::Submitted(status)
     }
@@ -926,7 +915,7 @@ pub async fn finish_unconfirmed<K: Channel>(svc: &Services, r: &K::Record, now: 
                 EventKind::Unconfirmed,
                 Some(done.status().as_str()),
                 None,
-                K::twilio_sid(&done).map(str::to_owned),
+                done.twilio_sid().map(str::to_owned),
                 true,
             );
             record_event(svc, &ev).await;
@@ -944,7 +933,7 @@ pub async fn finish_unconfirmed<K: Channel>(svc: &Services, r: &K::Record, now: 
 /// Returns whether the record moved.
 async fn ask_twilio<K: Channel>(svc: &Services, r: &K::Record, now: i64) -> bool {
     let id = id_of::<K>(r);
-    let Some(sid) = K::twilio_sid(r).map(str::to_owned) else {
+    let Some(sid) = r.twilio_sid().map(str::to_owned) else {
         return false;
     };
     let fetched = match svc.credentials.get().await {
@@ -1014,5 +1003,5 @@ async fn is_recipient_of<K: Channel>(
     let Some(to) = to else {
         return Ok(false);
     };
-    Ok(svc.vault.lookup_token(to).await? == *K::to_token(r))
+    Ok(svc.vault.lookup_token(to).await? == r.to().token)
 }

@@ -145,14 +145,7 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
 
 /// A status change at `attempt` to `status` at `at_ms`, with nothing else.
 pub fn change(attempt: u32, status: MessageStatus, at_ms: i64) -> StatusChange {
-    StatusChange {
-        attempt,
-        status,
-        twilio_sid: None,
-        error_code: None,
-        error_reason: None,
-        at_ms,
-    }
+    StatusChange::new(attempt, status, at_ms)
 }
 
 /// A status-callback event about `subject` at `at_ms` that expires at `expires_at_ms`.

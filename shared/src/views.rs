@@ -99,7 +99,7 @@ where
     };
     tracing::Span::current().record(K::SPAN_ID_FIELD, tracing::field::display(&id));
     let r = match K::store(svc).get_record(&id).await {
-        Ok(Some(r)) if K::caller(&r) == caller => r,
+        Ok(Some(r)) if r.caller() == caller => r,
         Ok(_) => return Err(not_found()),
         Err(e) => return Err(unavailable(&e)),
     };

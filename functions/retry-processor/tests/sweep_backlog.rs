@@ -36,12 +36,12 @@ async fn sent(env: &TestEnv, id: &str) -> String {
         .unwrap()
         .unwrap();
     let change = StatusChange {
-        attempt: m.attempts.attempt,
-        status: MessageStatus::Sent,
         twilio_sid: m.twilio_sid.clone(),
-        error_code: None,
-        error_reason: None,
-        at_ms: herald::ports::Clock::now_ms(&*env.clock),
+        ..StatusChange::new(
+            m.attempts.attempt,
+            MessageStatus::Sent,
+            herald::ports::Clock::now_ms(&*env.clock),
+        )
     };
     env.services
         .messages

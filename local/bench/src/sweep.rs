@@ -86,12 +86,8 @@ async fn apply_sent(env: &TestEnv, id: &MessageId) -> Result<String, String> {
         .ok_or("a sent message is not in the store")?;
     let sid = m.twilio_sid.clone().ok_or("a sent message has no SID")?;
     let change = StatusChange {
-        attempt: m.attempts.attempt,
-        status: MessageStatus::Sent,
         twilio_sid: Some(sid.clone()),
-        error_code: None,
-        error_reason: None,
-        at_ms: env.clock.now_ms(),
+        ..StatusChange::new(m.attempts.attempt, MessageStatus::Sent, env.clock.now_ms())
     };
     env.services
         .messages

@@ -144,6 +144,45 @@ pub struct RetryChange {
     pub at_ms: i64,
 }
 
+/// A report about one attempt of a record (a status callback, or Twilio's answer to the
+/// create), applied atomically by the store: a message's [`StatusChange`], a call's
+/// [`CallReport`].
+///
+/// [`StatusChange`]: super::StatusChange
+/// [`CallReport`]: super::CallReport
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptReport<S> {
+    /// The attempt it is about: it applies only while the record is at that attempt.
+    pub attempt: u32,
+    /// The reported status; applies only by the transition rule.
+    pub status: S,
+    /// Twilio's id, stored when given.
+    pub twilio_sid: Option<String>,
+    /// Twilio's error code, stored when given.
+    pub error_code: Option<u32>,
+    /// Sanitized reason, stored when given.
+    pub error_reason: Option<String>,
+    /// A call's talk time (`CallDuration`), stored when given; a message has none.
+    pub duration_seconds: Option<u32>,
+    /// When it happened, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl<S> AttemptReport<S> {
+    /// A report of `status` for `attempt` at `at_ms`, with nothing else.
+    pub fn new(attempt: u32, status: S, at_ms: i64) -> Self {
+        Self {
+            attempt,
+            status,
+            twilio_sid: None,
+            error_code: None,
+            error_reason: None,
+            duration_seconds: None,
+            at_ms,
+        }
+    }
+}
+
 /// A record that is sent attempt by attempt.
 pub trait Attempted: Clone + Send + Sync + 'static {
     /// Its status.
@@ -154,6 +193,14 @@ pub trait Attempted: Clone + Send + Sync + 'static {
     fn record_id(&self) -> &Self::Id;
     /// Where it is now.
     fn status(&self) -> Self::Status;
+    /// Who asked for it (the API caller's identity).
+    fn caller(&self) -> &str;
+    /// Who it is for.
+    fn to(&self) -> &super::Recipient;
+    /// Twilio's SID of its current attempt, once Twilio accepted it.
+    fn twilio_sid(&self) -> Option<&str>;
+    /// Twilio's error code of its last failure.
+    fn error_code(&self) -> Option<u32>;
     /// Its attempt bookkeeping.
     fn attempts(&self) -> Attempts;
     /// Writes the bookkeeping back.
@@ -237,10 +284,34 @@ macro_rules! record_status {
 }
 pub(crate) use record_status;
 
-/// Implements [`Attempted::attempts`], [`Attempted::set_attempts`] and
-/// [`Attempted::keep_identity`] for a record with an `id` and its [`Attempts`] in `attempts`.
+/// Implements what [`Attempted`] reads and writes of the fields every record kind has: `id`,
+/// `caller`, `to`, `status`, `attempts`, `twilio_sid`, `error_code` and `error_reason`.
 macro_rules! attempt_fields {
     () => {
+        fn record_id(&self) -> &Self::Id {
+            &self.id
+        }
+        fn status(&self) -> Self::Status {
+            self.status
+        }
+        fn caller(&self) -> &str {
+            &self.caller
+        }
+        fn to(&self) -> &$crate::domain::Recipient {
+            &self.to
+        }
+        fn twilio_sid(&self) -> Option<&str> {
+            self.twilio_sid.as_deref()
+        }
+        fn error_code(&self) -> Option<u32> {
+            self.error_code
+        }
+        fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
+            self.status = <Self::Status as $crate::domain::RecordStatus>::RETRYING;
+            self.twilio_sid = None;
+            self.error_code = error_code;
+            self.error_reason = error_reason;
+        }
         fn attempts(&self) -> $crate::domain::attempt::Attempts {
             self.attempts
         }

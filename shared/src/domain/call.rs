@@ -159,40 +159,8 @@ pub struct Call {
     pub acknowledged_at_ms: Option<i64>,
 }
 
-/// A report about one attempt of a call (a status callback, or Twilio's answer to the create),
-/// applied atomically by the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallReport {
-    /// The attempt it is about: it applies only while the record is at that attempt.
-    pub attempt: u32,
-    /// The reported status.
-    pub status: CallStatus,
-    /// Twilio's id, stored when given.
-    pub twilio_sid: Option<String>,
-    /// `CallDuration`, stored when given.
-    pub duration_seconds: Option<u32>,
-    /// Twilio's error code, stored when given.
-    pub error_code: Option<u32>,
-    /// Sanitized reason, stored when given.
-    pub error_reason: Option<String>,
-    /// When it happened, Unix milliseconds.
-    pub at_ms: i64,
-}
-
-impl CallReport {
-    /// A report of `status` for `attempt` at `at_ms`, with nothing else.
-    pub fn new(attempt: u32, status: CallStatus, at_ms: i64) -> Self {
-        Self {
-            attempt,
-            status,
-            twilio_sid: None,
-            duration_seconds: None,
-            error_code: None,
-            error_reason: None,
-            at_ms,
-        }
-    }
-}
+/// A report about one attempt of a call (a status callback, or Twilio's answer to the create).
+pub type CallReport = super::attempt::AttemptReport<CallStatus>;
 
 /// A failed or unacknowledged attempt that will be tried again: the same change as a
 /// message's.
@@ -345,12 +313,6 @@ impl Call {
 impl Attempted for Call {
     type Status = CallStatus;
     type Id = CallId;
-    fn record_id(&self) -> &CallId {
-        &self.id
-    }
-    fn status(&self) -> CallStatus {
-        self.status
-    }
     super::attempt::attempt_fields!();
     fn match_token(&self) -> Option<&LookupToken> {
         // Twilio shows nothing of what a call says: calls match on their callee alone.
@@ -358,12 +320,6 @@ impl Attempted for Call {
     }
     fn is_open(&self) -> bool {
         !self.status.is_terminal() && !self.is_done()
-    }
-    fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
-        self.status = CallStatus::Retrying;
-        self.twilio_sid = None;
-        self.error_code = error_code;
-        self.error_reason = error_reason;
     }
 }
 

@@ -163,22 +163,9 @@ pub struct Message {
     pub match_token: Option<LookupToken>,
 }
 
-/// A conditional change of a message's status, applied atomically by the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusChange {
-    /// The change applies only while the record is at this attempt.
-    pub attempt: u32,
-    /// The new status; applies only by the transition rule.
-    pub status: MessageStatus,
-    /// Twilio's id, stored when given.
-    pub twilio_sid: Option<String>,
-    /// Twilio's error code, stored when given.
-    pub error_code: Option<u32>,
-    /// Sanitized reason, stored when given.
-    pub error_reason: Option<String>,
-    /// When it happened, Unix milliseconds.
-    pub at_ms: i64,
-}
+/// A conditional change of a message's status (a status callback, or Twilio's answer to the
+/// create).
+pub type StatusChange = super::attempt::AttemptReport<MessageStatus>;
 
 /// Why an attempt cannot be claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,21 +255,9 @@ impl Message {
 impl Attempted for Message {
     type Status = MessageStatus;
     type Id = MessageId;
-    fn record_id(&self) -> &MessageId {
-        &self.id
-    }
-    fn status(&self) -> MessageStatus {
-        self.status
-    }
     super::attempt::attempt_fields!();
     fn match_token(&self) -> Option<&LookupToken> {
         self.match_token.as_ref()
-    }
-    fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
-        self.status = MessageStatus::Retrying;
-        self.twilio_sid = None;
-        self.error_code = error_code;
-        self.error_reason = error_reason;
     }
 }
 
@@ -400,12 +375,8 @@ mod tests {
         // Twilio accepting the next attempt clears what was in flight.
         let q = r
             .changed(&StatusChange {
-                attempt: 2,
-                status: Queued,
                 twilio_sid: Some("SM1".into()),
-                error_code: None,
-                error_reason: None,
-                at_ms: 500,
+                ..StatusChange::new(2, Queued, 500)
             })
             .unwrap();
         assert_eq!(

@@ -8,7 +8,7 @@ pub mod message;
 pub mod recipient;
 pub mod verification;
 
-pub use attempt::{Attempted, Attempts, RecordStatus, RetryChange};
+pub use attempt::{AttemptReport, Attempted, Attempts, RecordStatus, RetryChange};
 pub use call::{Call, CallReport, CallRetry, CallStatus, Speech};
 pub use event::{Event, EventKind, Subject};
 pub use ids::{CallId, InvalidId, MessageId, VerificationId};

@@ -290,7 +290,7 @@ impl<R: DynamoKind> Records<R> for DynamoStore {
             .item("status", s(R::status_attribute(status)))
             .item("status_rank", n(status.rank()))
             .item("attempt", n(a.attempt))
-            .item("to_token", s(&record.to_token().0))
+            .item("to_token", s(&record.to().token.0))
             .item("created_at_ms", n(a.created_at_ms))
             .item("version", n(0))
             .item("doc", s(doc))

@@ -206,7 +206,7 @@ impl<R: SqliteKind> Records<R> for SqliteStore {
         let doubt = doubt_columns(record);
         let id = record.record_id().to_string();
         let caller = record.caller().to_owned();
-        let to_token = record.to_token().0.clone();
+        let to_token = record.to().token.0.clone();
         let (status, a) = (record.status(), record.attempts());
         self.with(move |c| {
             let n = c
