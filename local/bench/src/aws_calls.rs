@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use herald::test_env::{WEBHOOK_BASE, json_request, request};
-use herald::twilio::signature;
+use herald::test_env::{WEBHOOK_BASE, json_request};
 use serde::{Deserialize, Serialize};
 
-use crate::aws_env;
+use crate::{aws_env, inprocess};
 
 /// Calls per message, by IAM action, for each phase.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,31 +180,9 @@ pub async fn run(
             let path_and_query = url
                 .strip_prefix(WEBHOOK_BASE)
                 .ok_or("StatusCallback is not under the webhook base URL")?;
-            let params = [
-                ("AccountSid", m.account_sid.as_str()),
-                ("ApiVersion", "2010-04-01"),
-                ("From", "+15005550006"),
-                ("MessageSid", m.sid.as_str()),
-                ("MessageStatus", status),
-                ("SmsSid", m.sid.as_str()),
-                ("SmsStatus", status),
-                ("To", m.to.as_str()),
-            ];
-            let sig = signature::compute(&token, &url, params.iter().copied());
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(params)
-                .finish();
             let resp = webhook_receiver::handle(
                 &services,
-                request(
-                    "POST",
-                    path_and_query,
-                    &[
-                        ("content-type", "application/x-www-form-urlencoded"),
-                        ("X-Twilio-Signature", &sig),
-                    ],
-                    body.as_bytes(),
-                ),
+                inprocess::signed_status_callback(&token, m, &url, path_and_query, status),
             )
             .await?;
             if resp.status().as_u16() != 200 {

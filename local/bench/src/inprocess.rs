@@ -62,34 +62,46 @@ async fn send_one(env: &TestEnv, i: usize) -> Result<f64, String> {
     Ok(took)
 }
 
+/// The status callback `status` of the simulator's message `m`, to `url` (at `path_and_query`
+/// under the webhook base), signed with `token` as Twilio signs it.
+pub(crate) fn signed_status_callback(
+    token: &str,
+    m: &twilio_sim::SimMessage,
+    url: &str,
+    path_and_query: &str,
+    status: &str,
+) -> lambda_http::Request {
+    let params = [
+        ("AccountSid", m.account_sid.as_str()),
+        ("ApiVersion", "2010-04-01"),
+        ("From", "+15005550006"),
+        ("MessageSid", m.sid.as_str()),
+        ("MessageStatus", status),
+        ("SmsSid", m.sid.as_str()),
+        ("SmsStatus", status),
+        ("To", m.to.as_str()),
+    ];
+    let sig = signature::compute(token, url, params.iter().copied());
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    request(
+        "POST",
+        path_and_query,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &sig),
+        ],
+        body.as_bytes(),
+    )
+}
+
 /// For each message the simulator holds, its two status callbacks as Twilio signs them:
 /// `sent`, then `delivered`.
 fn callbacks(env: &TestEnv) -> Vec<[lambda_http::Request; 2]> {
     let token = env.creds.auth_token.expose().clone();
     let signed = |m: &twilio_sim::SimMessage, url: &str, path_and_query: &str, status: &str| {
-        let params = [
-            ("AccountSid", m.account_sid.as_str()),
-            ("ApiVersion", "2010-04-01"),
-            ("From", "+15005550006"),
-            ("MessageSid", m.sid.as_str()),
-            ("MessageStatus", status),
-            ("SmsSid", m.sid.as_str()),
-            ("SmsStatus", status),
-            ("To", m.to.as_str()),
-        ];
-        let sig = signature::compute(&token, url, params.iter().copied());
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish();
-        request(
-            "POST",
-            path_and_query,
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("X-Twilio-Signature", &sig),
-            ],
-            body.as_bytes(),
-        )
+        signed_status_callback(&token, m, url, path_and_query, status)
     };
     env.sim
         .messages()

@@ -19,25 +19,18 @@ pub enum SendFault {
     Throttled,
 }
 
-/// One scripted message.
-pub struct Scenario {
-    /// What it shows.
-    pub label: &'static str,
-    /// Recipient.
-    pub to: &'static str,
-    /// The request body for `POST /v1/messages` (without `to`).
-    pub request: serde_json::Value,
+/// What a message's scenario scripts beside what every scenario states.
+pub struct SmsScript {
     /// What the simulator does after accepting it (`None`: a magic number decides).
     pub outcome: Option<twilio_sim::Outcome>,
-    /// The final status it must reach.
-    pub expect_status: &'static str,
     /// The Twilio error code it must carry.
     pub expect_code: Option<u32>,
     /// A fault while it is sent.
     pub fault: SendFault,
-    /// How many attempts it must take.
-    pub expect_attempts: u32,
 }
+
+/// One scripted message.
+pub type Scenario = demo_flow::Scenario<SmsScript>;
 
 /// A message the simulator delivers at the first attempt.
 fn delivered_first_time(
@@ -49,11 +42,13 @@ fn delivered_first_time(
         label,
         to,
         request,
-        outcome: Some(twilio_sim::Outcome::Deliver),
         expect_status: "delivered",
-        expect_code: None,
-        fault: SendFault::None,
         expect_attempts: 1,
+        script: SmsScript {
+            outcome: Some(twilio_sim::Outcome::Deliver),
+            expect_code: None,
+            fault: SendFault::None,
+        },
     }
 }
 
@@ -64,21 +59,25 @@ pub fn scenarios() -> Vec<Scenario> {
             label: "delivered after Twilio answered 500",
             to: "+14155550177",
             request: json!({"body": "Server room temperature back to normal."}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
             expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::ServerError,
             expect_attempts: 2,
+            script: SmsScript {
+                outcome: Some(twilio_sim::Outcome::Deliver),
+                expect_code: None,
+                fault: SendFault::ServerError,
+            },
         },
         Scenario {
             label: "delivered after Twilio answered 429",
             to: "+14155550178",
             request: json!({"body": "Nightly backup completed."}),
-            outcome: Some(twilio_sim::Outcome::Deliver),
             expect_status: "delivered",
-            expect_code: None,
-            fault: SendFault::Throttled,
             expect_attempts: 2,
+            script: SmsScript {
+                outcome: Some(twilio_sim::Outcome::Deliver),
+                expect_code: None,
+                fault: SendFault::Throttled,
+            },
         },
         delivered_first_time(
             "delivered",
@@ -89,31 +88,37 @@ pub fn scenarios() -> Vec<Scenario> {
             label: "undelivered (30003 unreachable handset, 3 attempts)",
             to: "+14155550143",
             request: json!({"body": "Your appointment is tomorrow at 9:00."}),
-            outcome: Some(twilio_sim::Outcome::Undelivered(30003)),
             expect_status: "undelivered",
-            expect_code: Some(30003),
-            fault: SendFault::None,
             expect_attempts: 3,
+            script: SmsScript {
+                outcome: Some(twilio_sim::Outcome::Undelivered(30003)),
+                expect_code: Some(30003),
+                fault: SendFault::None,
+            },
         },
         Scenario {
             label: "failed at send (21211 invalid number)",
             to: "+15005550001",
             request: json!({"body": "This number is not valid at Twilio."}),
-            outcome: None,
             expect_status: "failed",
-            expect_code: Some(21211),
-            fault: SendFault::None,
             expect_attempts: 1,
+            script: SmsScript {
+                outcome: None,
+                expect_code: Some(21211),
+                fault: SendFault::None,
+            },
         },
         Scenario {
             label: "failed at send (21610 opted out)",
             to: "+15005550004",
             request: json!({"body": "This recipient replied STOP."}),
-            outcome: None,
             expect_status: "failed",
-            expect_code: Some(21610),
-            fault: SendFault::None,
             expect_attempts: 1,
+            script: SmsScript {
+                outcome: None,
+                expect_code: Some(21610),
+                fault: SendFault::None,
+            },
         },
         delivered_first_time(
             "UCS-2, several segments",
@@ -158,31 +163,17 @@ pub struct Row {
 struct Messages;
 
 impl Channel for Messages {
-    type Scenario = Scenario;
+    type Script = SmsScript;
     type Status = herald::domain::MessageStatus;
     type Row = Row;
-    const PATH: &'static str = "/v1/messages";
-    const ID_FIELD: &'static str = "message_id";
     const NOUN: &'static str = "message";
     const SEED: u64 = 7;
 
-    fn label(s: &Scenario) -> &'static str {
-        s.label
-    }
-
-    fn to(s: &Scenario) -> &'static str {
-        s.to
-    }
-
-    fn request(s: &Scenario) -> &serde_json::Value {
-        &s.request
-    }
-
     fn prepare(sim: &twilio_sim::SimHandle, s: &Scenario) {
-        if let Some(outcome) = s.outcome {
+        if let Some(outcome) = s.script.outcome {
             sim.set_outcome(s.to, outcome);
         }
-        sim.set_faults(match s.fault {
+        sim.set_faults(match s.script.fault {
             SendFault::None => twilio_sim::Faults::default(),
             SendFault::ServerError => twilio_sim::Faults {
                 rate_500: 1.0,
@@ -201,21 +192,18 @@ impl Channel for Messages {
     }
 
     fn row(s: Scenario, id: String, m: &serde_json::Value) -> Row {
-        let status = str_field(m, "status");
+        let ended = demo_flow::ended(&s, m);
         let error_code = u32_field(m, "error_code");
-        let attempts = u32_field(m, "attempts").unwrap_or(0);
         Row {
-            as_expected: status == s.expect_status
-                && error_code == s.expect_code
-                && attempts == s.expect_attempts,
+            as_expected: ended.as_expected && error_code == s.script.expect_code,
             id,
             to: str_field(m, "to"),
-            status,
+            status: ended.status,
             error_code,
             segments: u32_field(m, "segments").unwrap_or(0),
             encoding: str_field(m, "encoding"),
             label: s.label,
-            attempts,
+            attempts: ended.attempts,
         }
     }
 }

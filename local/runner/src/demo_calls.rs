@@ -9,23 +9,16 @@ use twilio_sim::CallOutcome;
 
 use crate::demo_flow::{self, Channel, str_field, u32_field};
 
-/// One scripted voice alert.
-pub struct CallScenario {
-    /// What it shows.
-    pub label: &'static str,
-    /// Callee.
-    pub to: &'static str,
-    /// The request body for `POST /v1/calls` (without `to`).
-    pub request: serde_json::Value,
+/// What a voice alert's scenario scripts beside what every scenario states.
+pub struct VoiceScript {
     /// What the callee does, one outcome per call placed.
     pub outcomes: Vec<CallOutcome>,
-    /// The final status it must reach.
-    pub expect_status: &'static str,
-    /// How many calls it must take.
-    pub expect_attempts: u32,
     /// Whether it must end acknowledged.
     pub expect_acknowledged: bool,
 }
+
+/// One scripted voice alert (its attempts are the calls it must take).
+pub type CallScenario = demo_flow::Scenario<VoiceScript>;
 
 /// The demo's voice alerts (`VOICE_MAX_ATTEMPTS` is 3).
 pub fn scenarios() -> Vec<CallScenario> {
@@ -35,37 +28,45 @@ pub fn scenarios() -> Vec<CallScenario> {
             label: "acknowledged (pressed 1)",
             to: "+14155550181",
             request: json!({"template": "emergency_alert", "variables": {"service": "payments", "summary": "error rate above 7 percent"}, "require_ack": true, "voice": "Polly.Joanna"}),
-            outcomes: vec![AnswerAndPress("1".into())],
             expect_status: "completed",
             expect_attempts: 1,
-            expect_acknowledged: true,
+            script: VoiceScript {
+                outcomes: vec![AnswerAndPress("1".into())],
+                expect_acknowledged: true,
+            },
         },
         CallScenario {
             label: "answered, never acknowledged: called again",
             to: "+14155550182",
             request: json!({"message": "Database primary is down.", "require_ack": true, "loop": 2}),
-            outcomes: vec![AnswerNoInput, AnswerNoInput, AnswerNoInput],
             expect_status: "completed",
             expect_attempts: 3,
-            expect_acknowledged: false,
+            script: VoiceScript {
+                outcomes: vec![AnswerNoInput, AnswerNoInput, AnswerNoInput],
+                expect_acknowledged: false,
+            },
         },
         CallScenario {
             label: "busy, then answered",
             to: "+14155550183",
             request: json!({"template": "reminder", "variables": {"service": "ops", "event": "the failover drill", "time": "3 pm"}}),
-            outcomes: vec![Busy, AnswerNoInput],
             expect_status: "completed",
             expect_attempts: 2,
-            expect_acknowledged: false,
+            script: VoiceScript {
+                outcomes: vec![Busy, AnswerNoInput],
+                expect_acknowledged: false,
+            },
         },
         CallScenario {
             label: "failed every time",
             to: "+14155550184",
             request: json!({"message": "Certificate expires tomorrow.", "language": "en-GB", "voice": "woman"}),
-            outcomes: vec![Failed, Failed, Failed],
             expect_status: "failed",
             expect_attempts: 3,
-            expect_acknowledged: false,
+            script: VoiceScript {
+                outcomes: vec![Failed, Failed, Failed],
+                expect_acknowledged: false,
+            },
         },
     ]
 }
@@ -97,44 +98,27 @@ pub struct CallRow {
 struct Calls;
 
 impl Channel for Calls {
-    type Scenario = CallScenario;
+    type Script = VoiceScript;
     type Status = herald::domain::CallStatus;
     type Row = CallRow;
-    const PATH: &'static str = "/v1/calls";
-    const ID_FIELD: &'static str = "call_id";
     const NOUN: &'static str = "call";
     const SEED: u64 = 11;
 
-    fn label(s: &CallScenario) -> &'static str {
-        s.label
-    }
-
-    fn to(s: &CallScenario) -> &'static str {
-        s.to
-    }
-
-    fn request(s: &CallScenario) -> &serde_json::Value {
-        &s.request
-    }
-
     fn prepare(sim: &twilio_sim::SimHandle, s: &CallScenario) {
-        sim.set_call_outcomes(s.to, s.outcomes.clone());
+        sim.set_call_outcomes(s.to, s.script.outcomes.clone());
     }
 
     fn row(s: CallScenario, id: String, v: &serde_json::Value) -> CallRow {
-        let status = str_field(v, "status");
-        let attempts = u32_field(v, "attempts").unwrap_or(0);
+        let ended = demo_flow::ended(&s, v);
         let acknowledged = v["acknowledgement"]["acknowledged"]
             .as_bool()
             .unwrap_or(false);
         CallRow {
-            as_expected: status == s.expect_status
-                && attempts == s.expect_attempts
-                && acknowledged == s.expect_acknowledged,
+            as_expected: ended.as_expected && acknowledged == s.script.expect_acknowledged,
             id,
             to: str_field(v, "to"),
-            status,
-            attempts,
+            status: ended.status,
+            attempts: ended.attempts,
             acknowledged,
             duration_seconds: u32_field(v, "duration_seconds"),
             label: s.label,

@@ -9,34 +9,63 @@ use crate::stack::{LocalStack, StackOptions};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// One scripted record: what every channel's scenario states, and the channel's own `script`.
+pub struct Scenario<S> {
+    /// What it shows.
+    pub label: &'static str,
+    /// Recipient.
+    pub to: &'static str,
+    /// The request body for `POST /v1/messages` or `POST /v1/calls` (without `to`).
+    pub request: serde_json::Value,
+    /// The final status it must reach.
+    pub expect_status: &'static str,
+    /// How many attempts it must take.
+    pub expect_attempts: u32,
+    /// What the channel scripts beside.
+    pub script: S,
+}
+
 /// What differs between the messages and the calls of the demo.
 pub(crate) trait Channel {
-    /// One scripted record.
-    type Scenario;
+    /// The channel's own part of a scenario.
+    type Script;
     /// One row of the result.
     type Row;
     /// The record's status, as its view spells it.
     type Status: herald::domain::RecordStatus + std::str::FromStr;
-    /// The collection: `/v1/messages` or `/v1/calls`.
-    const PATH: &'static str;
-    /// The field naming the id when the answer has no `id`.
-    const ID_FIELD: &'static str;
-    /// The record, in an error: `message` or `call`.
+    /// The record: `message` or `call` (its collection is `/v1/{NOUN}s`, the field naming its
+    /// id when the answer has no `id` is `{NOUN}_id`).
     const NOUN: &'static str;
     /// The stack's seed.
     const SEED: u64;
-    /// What the scenario shows.
-    fn label(s: &Self::Scenario) -> &'static str;
-    /// Its recipient.
-    fn to(s: &Self::Scenario) -> &'static str;
-    /// Its request body (without `to`).
-    fn request(s: &Self::Scenario) -> &serde_json::Value;
     /// Tells the simulator what to do with the scenario, before it is sent.
-    fn prepare(sim: &twilio_sim::SimHandle, s: &Self::Scenario);
+    fn prepare(sim: &twilio_sim::SimHandle, s: &Scenario<Self::Script>);
     /// Once the send is answered: undoes what `prepare` set for the send alone.
     fn sent(_sim: &twilio_sim::SimHandle) {}
     /// The row of a scenario, from its final view (compared with what the simulator was told).
-    fn row(s: Self::Scenario, id: String, view: &serde_json::Value) -> Self::Row;
+    fn row(s: Scenario<Self::Script>, id: String, view: &serde_json::Value) -> Self::Row;
+}
+
+/// What every row reads of a final view: its status and attempts, and whether both are what
+/// the scenario expects.
+pub(crate) struct Ended {
+    /// The final status.
+    pub status: String,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// Whether the status and the attempts are as expected.
+    pub as_expected: bool,
+}
+
+/// What the final `view` of the record of `s` shows of every channel.
+pub(crate) fn ended<S>(s: &Scenario<S>, view: &serde_json::Value) -> Ended {
+    let status = str_field(view, "status");
+    let attempts = u32_field(view, "attempts").unwrap_or(0);
+    Ended {
+        as_expected: status == s.expect_status && attempts == s.expect_attempts,
+        status,
+        attempts,
+    }
 }
 
 /// Whether a view of a record of channel `C` shows a final status.
@@ -61,8 +90,10 @@ pub(crate) fn str_field(view: &serde_json::Value, key: &str) -> String {
 /// Runs `scenarios` of channel `C` on a stack in `data_dir`; returns the rows.
 pub(crate) async fn run<C: Channel>(
     data_dir: &std::path::Path,
-    scenarios: Vec<C::Scenario>,
+    scenarios: Vec<Scenario<C::Script>>,
 ) -> Result<Vec<C::Row>, Error> {
+    let path = format!("/v1/{}s", C::NOUN);
+    let id_field = format!("{}_id", C::NOUN);
     let stack = LocalStack::start(&StackOptions {
         seed: C::SEED,
         ..StackOptions::new(data_dir)
@@ -72,10 +103,10 @@ pub(crate) async fn run<C: Channel>(
     let mut sent = Vec::new();
     for s in scenarios {
         C::prepare(&stack.sim, &s);
-        let mut body = C::request(&s).clone();
-        body["to"] = json!(C::to(&s));
+        let mut body = s.request.clone();
+        body["to"] = json!(s.to);
         let resp = http
-            .post(format!("{}{}", stack.api_url, C::PATH))
+            .post(format!("{}{path}", stack.api_url))
             .bearer_auth(&stack.api_key)
             .json(&body)
             .send()
@@ -85,9 +116,9 @@ pub(crate) async fn run<C: Channel>(
         let answer: serde_json::Value = resp.json().await?;
         let id = answer
             .get("id")
-            .or_else(|| answer.get(C::ID_FIELD))
+            .or_else(|| answer.get(&id_field))
             .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("{}: no {} id in the {status} answer", C::label(&s), C::NOUN))?
+            .ok_or_else(|| format!("{}: no {} id in the {status} answer", s.label, C::NOUN))?
             .to_owned();
         sent.push((s, id));
     }
@@ -99,7 +130,7 @@ pub(crate) async fn run<C: Channel>(
         let mut views = Vec::new();
         for (_, id) in &sent {
             let v: serde_json::Value = http
-                .get(format!("{}{}/{id}", stack.api_url, C::PATH))
+                .get(format!("{}{path}/{id}", stack.api_url))
                 .bearer_auth(&stack.api_key)
                 .send()
                 .await?

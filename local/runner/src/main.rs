@@ -243,11 +243,15 @@ async fn up_command(port: u16, data_dir: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn soak_command(opts: soak::SoakOptions, json: bool) -> ExitCode {
-    quiet_logs();
-    let dir = std::env::temp_dir().join(format!("herald-soak-{}", std::process::id()));
-    let result = soak::run(&dir, &opts).await;
-    let _ = std::fs::remove_dir_all(&dir);
+/// The end of a drill: its report printed (`--json`: as JSON, else by `human`); success when
+/// the report is `ok`.
+fn report_exit<R: serde::Serialize>(
+    what: &str,
+    result: Result<R, Box<dyn std::error::Error + Send + Sync>>,
+    json: bool,
+    ok: fn(&R) -> bool,
+    human: impl FnOnce(&R),
+) -> ExitCode {
     match result {
         Ok(report) => {
             if json {
@@ -256,40 +260,46 @@ async fn soak_command(opts: soak::SoakOptions, json: bool) -> ExitCode {
                     serde_json::to_string(&report).expect("report serialises")
                 );
             } else {
-                for (name, c) in [("messages", &report.messages), ("calls", &report.calls)] {
-                    println!(
-                        "{name:<9} accepted {}  final {}  lost {}  duplicated {}  adopted {}  mismatched {}  ambiguous resends {}  retries {}  twilio resources {}",
-                        c.accepted,
-                        c.final_,
-                        c.lost,
-                        c.duplicated,
-                        c.adopted,
-                        c.mismatched,
-                        c.ambiguous_resends,
-                        c.retries,
-                        c.twilio_resources
-                    );
-                }
-                println!(
-                    "rejected {}  kills {}  client retries {}  dead letters {}  {:.1}s",
-                    report.rejected,
-                    report.kills,
-                    report.client_retries,
-                    report.dlq,
-                    report.seconds
-                );
+                human(&report);
             }
-            if report.ok() {
+            if ok(&report) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
         Err(e) => {
-            eprintln!("soak failed: {e}");
+            eprintln!("{what} failed: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn soak_command(opts: soak::SoakOptions, json: bool) -> ExitCode {
+    quiet_logs();
+    let dir = std::env::temp_dir().join(format!("herald-soak-{}", std::process::id()));
+    let result = soak::run(&dir, &opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    report_exit("soak", result, json, soak::SoakReport::ok, |report| {
+        for (name, c) in [("messages", &report.messages), ("calls", &report.calls)] {
+            println!(
+                "{name:<9} accepted {}  final {}  lost {}  duplicated {}  adopted {}  mismatched {}  ambiguous resends {}  retries {}  twilio resources {}",
+                c.accepted,
+                c.final_,
+                c.lost,
+                c.duplicated,
+                c.adopted,
+                c.mismatched,
+                c.ambiguous_resends,
+                c.retries,
+                c.twilio_resources
+            );
+        }
+        println!(
+            "rejected {}  kills {}  client retries {}  dead letters {}  {:.1}s",
+            report.rejected, report.kills, report.client_retries, report.dlq, report.seconds
+        );
+    })
 }
 
 async fn dlq_command(action: DlqAction) -> ExitCode {
@@ -407,35 +417,23 @@ async fn rotation_drill_command(json: bool) -> ExitCode {
     let dir = std::env::temp_dir().join(format!("herald-drill-{}", std::process::id()));
     let result = rotation::drill(&dir, &rotation::DrillOptions::default()).await;
     let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("report serialises")
-                );
-            } else {
-                println!(
-                    "rotations {}  sent {}  failed sends {}  rejected genuine callbacks {}  old key revoked {}  old token rejected after grace {}",
-                    report.rotations,
-                    report.sent,
-                    report.failed_sends,
-                    report.rejected_genuine_callbacks,
-                    report.old_key_revoked,
-                    report.old_token_rejected_after_grace
-                );
-            }
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("rotation drill failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report_exit(
+        "rotation drill",
+        result,
+        json,
+        rotation::DrillReport::ok,
+        |report| {
+            println!(
+                "rotations {}  sent {}  failed sends {}  rejected genuine callbacks {}  old key revoked {}  old token rejected after grace {}",
+                report.rotations,
+                report.sent,
+                report.failed_sends,
+                report.rejected_genuine_callbacks,
+                report.old_key_revoked,
+                report.old_token_rejected_after_grace
+            );
+        },
+    )
 }
 
 #[tokio::main]

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald::adapters::embedded::{SqliteQueue, SqliteStore};
-use herald::domain::{Call, CallId, Message};
+use herald::domain::{Attempted, Call, InvalidId, Message, RecordStatus};
 use herald::ports::{Queue, Records, SystemClock};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -720,8 +720,7 @@ pub async fn run(data_dir: &Path, opts: &SoakOptions) -> Result<SoakReport, BoxE
     let retry_queue = send_queue.sibling("retry", MAX_RECEIVE_COUNT)?;
     let dlq = send_queue.depth().await?.dead + retry_queue.depth().await?.dead;
 
-    let messages = check_messages(&store, &sim, &sent_messages).await?;
-    let calls = check_calls(&store, &sim, &sent_calls).await?;
+    let (messages, calls) = check_records(&store, &sim, &sent_messages, &sent_calls).await?;
     sim.shutdown().await;
     Ok(SoakReport {
         messages,
@@ -773,6 +772,27 @@ struct Held {
     in_doubt: bool,
     error_code: Option<u32>,
     acknowledged: bool,
+}
+
+impl Held {
+    /// How the checks see `r`, whose Twilio SID is `sid`.
+    fn of<R: Attempted>(
+        r: &R,
+        sid: Option<String>,
+        error_code: Option<u32>,
+        acknowledged: bool,
+    ) -> Self {
+        let attempts = r.attempts();
+        Self {
+            status: r.status().as_str(),
+            terminal: r.status().is_terminal(),
+            attempt: attempts.attempt,
+            sid,
+            in_doubt: attempts.doubt_since_ms.is_some(),
+            error_code,
+            acknowledged,
+        }
+    }
 }
 
 /// The per-record checks of one channel: `own` holds the resources made for each record (by
@@ -858,52 +878,88 @@ fn check(
     report
 }
 
-/// The per-record checks of the messages.
-async fn check_messages(
-    store: &SqliteStore,
-    sim: &twilio_sim::SimHandle,
+/// A resource the simulator made, found by its status callback URL.
+trait Made {
+    /// Its `StatusCallback` URL.
+    fn status_callback(&self) -> Option<&str>;
+}
+
+impl Made for twilio_sim::SimMessage {
+    fn status_callback(&self) -> Option<&str> {
+        self.status_callback.as_deref()
+    }
+}
+
+impl Made for twilio_sim::SimCall {
+    fn status_callback(&self) -> Option<&str> {
+        self.status_callback.as_deref()
+    }
+}
+
+/// The simulator's resources of one channel, by the record their status callback URL names
+/// in its `param` parameter: each of `made` that `resource` keeps, given the record's [`Sent`]
+/// (when it is one of `sent`) and the attempt the URL names.
+fn own_resources<T: Made>(
     sent: &[Sent],
-) -> Result<ChannelReport, BoxError> {
+    made: Vec<T>,
+    param: &str,
+    resource: impl Fn(T, Option<&Sent>, Option<u32>) -> Option<Resource>,
+) -> HashMap<String, Vec<Resource>> {
     let texts: HashMap<&str, &Sent> = sent.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut own: HashMap<String, Vec<Resource>> = HashMap::new();
-    for m in sim.messages() {
-        let url = m.status_callback.as_deref();
-        let Some(id) = query_param(url, "mid") else {
+    for r in made {
+        let url = r.status_callback();
+        let Some(id) = query_param(url, param) else {
             continue;
         };
-        let own_content = texts
-            .get(id.as_str())
-            .is_some_and(|s| m.to == s.to && m.body == s.text);
-        own.entry(id).or_default().push(Resource {
-            attempt: attempt_of(url),
-            own_content,
-            status: m.status.as_str(),
-            error_code: m.error_code,
-            calls_for_another: matches!(
-                m.status,
-                SimMessageStatus::Failed | SimMessageStatus::Undelivered
-            ),
-            ack: Ack::No,
-            sid: m.sid,
-        });
+        let attempt = attempt_of(url);
+        if let Some(r) = resource(r, texts.get(id.as_str()).copied(), attempt) {
+            own.entry(id).or_default().push(r);
+        }
     }
+    own
+}
+
+/// What Herald holds for each of `sent` (a record of kind `R`), as `held` sees it.
+async fn held_records<R: Attempted>(
+    store: &SqliteStore,
+    sent: &[Sent],
+    held: impl Fn(&Sent, R) -> Held,
+) -> Result<Vec<Option<Held>>, BoxError>
+where
+    SqliteStore: Records<R>,
+    R::Id: std::str::FromStr<Err = InvalidId>,
+{
     let mut records = Vec::with_capacity(sent.len());
     for s in sent {
+        let id: R::Id = s.id.parse()?;
         records.push(
-            Records::<Message>::get_record(store, &s.id.parse()?)
+            Records::<R>::get_record(store, &id)
                 .await?
-                .map(|m| Held {
-                    status: m.status.as_str(),
-                    terminal: m.status.is_terminal(),
-                    attempt: m.attempts.attempt,
-                    in_doubt: m.attempts.doubt_since_ms.is_some(),
-                    error_code: m.error_code,
-                    acknowledged: false,
-                    sid: m.twilio_sid,
-                }),
+                .map(|r| held(s, r)),
         );
     }
-    Ok(check(sent, own, records, |r| format!("{:?}", r.error_code)))
+    Ok(records)
+}
+
+/// A message the simulator holds, as the checks see it (`s`: the message it was made for).
+fn message_resource(
+    m: twilio_sim::SimMessage,
+    s: Option<&Sent>,
+    attempt: Option<u32>,
+) -> Option<Resource> {
+    Some(Resource {
+        attempt,
+        own_content: s.is_some_and(|s| m.to == s.to && m.body == s.text),
+        status: m.status.as_str(),
+        error_code: m.error_code,
+        calls_for_another: matches!(
+            m.status,
+            SimMessageStatus::Failed | SimMessageStatus::Undelivered
+        ),
+        ack: Ack::No,
+        sid: m.sid,
+    })
 }
 
 /// Whether the callee acknowledged `c`: pressed 1 and was thanked, or pressed 1 and heard no
@@ -919,63 +975,60 @@ fn acknowledged(c: &twilio_sim::SimCall) -> Ack {
     }
 }
 
-/// The per-record checks of the calls (error codes aside: a call's outcome is its status and
-/// its acknowledgement).
-async fn check_calls(
+/// A call the simulator holds, as the checks see it (`s`: the alert it was made for; none
+/// when it was made for another).
+fn call_resource(
+    c: twilio_sim::SimCall,
+    s: Option<&Sent>,
+    attempt: Option<u32>,
+) -> Option<Resource> {
+    let s = s?;
+    let said = c.executed_twiml.as_deref().or(c.twiml.as_deref());
+    let ack = if s.require_ack {
+        acknowledged(&c)
+    } else {
+        Ack::No
+    };
+    Some(Resource {
+        attempt,
+        own_content: c.to == s.to && said.is_some_and(|t| t.contains(s.text)),
+        status: c.status.as_str(),
+        error_code: None,
+        calls_for_another: match c.status {
+            SimCallStatus::Busy
+            | SimCallStatus::NoAnswer
+            | SimCallStatus::Failed
+            | SimCallStatus::Canceled => true,
+            SimCallStatus::Completed => s.require_ack && ack == Ack::No,
+            _ => false,
+        },
+        ack,
+        sid: c.sid,
+    })
+}
+
+/// The per-record checks of the messages, then of the calls (error codes aside for these: a
+/// call's outcome is its status and its acknowledgement).
+async fn check_records(
     store: &SqliteStore,
     sim: &twilio_sim::SimHandle,
-    sent: &[Sent],
-) -> Result<ChannelReport, BoxError> {
-    let texts: HashMap<&str, &Sent> = sent.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut own: HashMap<String, Vec<Resource>> = HashMap::new();
-    for c in sim.calls() {
-        let url = c.status_callback.as_deref();
-        let Some(id) = query_param(url, "cid") else {
-            continue;
-        };
-        let Some(s) = texts.get(id.as_str()) else {
-            continue;
-        };
-        let said = c.executed_twiml.as_deref().or(c.twiml.as_deref());
-        let ack = if s.require_ack {
-            acknowledged(&c)
-        } else {
-            Ack::No
-        };
-        own.entry(id).or_default().push(Resource {
-            attempt: attempt_of(url),
-            own_content: c.to == s.to && said.is_some_and(|t| t.contains(s.text)),
-            status: c.status.as_str(),
-            error_code: None,
-            calls_for_another: match c.status {
-                SimCallStatus::Busy
-                | SimCallStatus::NoAnswer
-                | SimCallStatus::Failed
-                | SimCallStatus::Canceled => true,
-                SimCallStatus::Completed => s.require_ack && ack == Ack::No,
-                _ => false,
-            },
-            ack,
-            sid: c.sid,
-        });
-    }
-    let mut records = Vec::with_capacity(sent.len());
-    for (s, id) in sent.iter().map(|s| (s, s.id.parse::<CallId>())) {
-        records.push(
-            Records::<Call>::get_record(store, &id?)
-                .await?
-                .map(|c| Held {
-                    status: c.status.as_str(),
-                    terminal: c.status.is_terminal(),
-                    attempt: c.attempts.attempt,
-                    in_doubt: c.attempts.doubt_since_ms.is_some(),
-                    error_code: None,
-                    acknowledged: s.require_ack && c.acknowledged_at_ms.is_some(),
-                    sid: c.twilio_sid,
-                }),
-        );
-    }
-    Ok(check(sent, own, records, |r| format!("ack {:?}", r.ack)))
+    messages: &[Sent],
+    calls: &[Sent],
+) -> Result<(ChannelReport, ChannelReport), BoxError> {
+    let own = own_resources(messages, sim.messages(), "mid", message_resource);
+    let records = held_records(store, messages, |_, m: Message| {
+        Held::of(&m, m.twilio_sid.clone(), m.error_code, false)
+    })
+    .await?;
+    let messages = check(messages, own, records, |r| format!("{:?}", r.error_code));
+    let own = own_resources(calls, sim.calls(), "cid", call_resource);
+    let records = held_records(store, calls, |s, c: Call| {
+        let acknowledged = s.require_ack && c.acknowledged_at_ms.is_some();
+        Held::of(&c, c.twilio_sid.clone(), None, acknowledged)
+    })
+    .await?;
+    let calls = check(calls, own, records, |r| format!("ack {:?}", r.ack));
+    Ok((messages, calls))
 }
 
 #[cfg(test)]
