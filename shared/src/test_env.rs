@@ -184,6 +184,44 @@ impl TestEnv {
     pub async fn start() -> Self {
         Self::start_with(&[]).await
     }
+
+    /// Starts an environment whose Twilio client gives up after 1 s, before a request held by
+    /// [`faults_lost_answer`] is answered.
+    pub async fn start_impatient() -> Self {
+        Self::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await
+    }
+
+    /// Runs `during` while Twilio (the simulator) fails with `faults`, then lets it answer
+    /// normally again; returns what `during` returned.
+    pub async fn with_faults<T>(
+        &self,
+        faults: twilio_sim::Faults,
+        during: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.sim.set_faults(faults);
+        let out = during.await;
+        self.sim.set_faults(twilio_sim::Faults::default());
+        out
+    }
+}
+
+/// Twilio answers every request 500: a create's outcome is unknown.
+pub fn faults_500() -> twilio_sim::Faults {
+    twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    }
+}
+
+/// Twilio accepts every create but answers only after 3 s, longer than the client of a
+/// [`TestEnv::start_impatient`] environment waits: the answer is lost, the resource exists.
+pub fn faults_lost_answer() -> twilio_sim::Faults {
+    twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    }
 }
 
 /// The caller [`request`] authenticates as (the JWT `sub` of its authorizer context).

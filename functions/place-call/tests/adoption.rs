@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use herald::domain::{CallId, CallStatus};
 use herald::service::Services;
-use herald::test_env::{TestEnv, drain, json_request, read};
+use herald::test_env::{TestEnv, drain, faults_500, faults_lost_answer, json_request, read};
 use serde_json::json;
 
 const TO: &str = "+14155550123";
@@ -48,15 +48,10 @@ async fn run_retries(env: &TestEnv) -> usize {
 #[tokio::test]
 async fn an_identical_alert_s_call_is_not_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
+    let (status, b) = env.with_faults(faults_500(), place(&env)).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     assert!(call(&env, &b).await.attempts.ambiguous_since_ms.is_some());
-    env.sim.set_faults(twilio_sim::Faults::default());
     let (status, a) = place(&env).await;
     assert_eq!(status, 201, "{a}");
     let a_sid = call(&env, a["id"].as_str().unwrap())
@@ -77,16 +72,9 @@ async fn an_identical_alert_s_call_is_not_adopted() {
 /// next attempt adopts it (unowned, same To and From, in the window) and calls no one again.
 #[tokio::test]
 async fn a_lost_answer_s_call_is_still_adopted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), place(&env)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     let c = call(&env, &b).await;
     assert!(c.attempts.ambiguous_since_ms.is_some() && c.attempts.ambiguous_until_ms.is_some());
@@ -116,16 +104,9 @@ async fn a_lost_answer_s_call_is_still_adopted() {
 /// caller that died before recording it): B cannot tell which is its own and calls again.
 #[tokio::test]
 async fn two_candidate_calls_call_again_and_are_counted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), place(&env)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     let dying = env.services_with_chaos(0.0, 1.0);
     let resp = place_call::handle(
@@ -172,14 +153,9 @@ async fn two_candidate_calls_call_again_and_are_counted() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
+    let (status, b) = env.with_faults(faults_500(), place(&env)).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
-    env.sim.set_faults(twilio_sim::Faults::default());
     let dying = env.services_with_chaos(0.0, 1.0);
     let resp = place_call::handle(
         &dying,

@@ -5,11 +5,11 @@
 
 use herald::domain::{MessageStatus, Subject};
 use herald::ports::Clock;
-use herald::test_env::{TestEnv, json_request, read};
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer, json_request, read};
 use serde_json::json;
 
 mod common;
-use common::{BODY, faults_500, post, record, run_retries};
+use common::{BODY, post, record, run_retries};
 
 const TO: &str = "+14155550100";
 
@@ -18,12 +18,10 @@ const TO: &str = "+14155550100";
 #[tokio::test]
 async fn an_identical_alert_s_message_is_not_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (status, b) = post(&env, TO).await;
+    let (status, b) = env.with_faults(faults_500(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     assert!(record(&env, &b).await.attempts.ambiguous_since_ms.is_some());
-    env.sim.set_faults(twilio_sim::Faults::default());
     let (status, a) = post(&env, TO).await;
     assert_eq!(status, 201, "{a}");
     let a = record(&env, a["id"].as_str().unwrap()).await;
@@ -48,16 +46,9 @@ async fn an_identical_alert_s_message_is_not_adopted() {
 /// next attempt finds its message (unowned, matching, in the window) and adopts it.
 #[tokio::test]
 async fn a_lost_answer_s_message_is_still_adopted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     let m = record(&env, &b).await;
     let (since, until) = (
@@ -93,16 +84,9 @@ async fn a_lost_answer_s_message_is_still_adopted() {
 /// timeline says so.
 #[tokio::test]
 async fn two_candidates_send_again_and_are_counted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     // A, identical, reaches Twilio in the same second, and its sender dies before recording.
     let dying = env.services_with_chaos(0.0, 1.0);
@@ -152,16 +136,9 @@ async fn two_candidates_send_again_and_are_counted() {
 /// answer is on its way: the attempt decides nothing now, and is not used up.
 #[tokio::test]
 async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let id: herald::domain::MessageId = b["id"].as_str().unwrap().parse().unwrap();
     let m = record(&env, id.as_str()).await;
     assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
@@ -424,11 +401,9 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (status, b) = post(&env, TO).await;
+    let (status, b) = env.with_faults(faults_500(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
-    env.sim.set_faults(twilio_sim::Faults::default());
     let dying = env.services_with_chaos(0.0, 1.0);
     let resp = send_sms::handle(
         &dying,
@@ -502,16 +477,9 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
 /// still adopted (B's own claim and window do not count against it either).
 #[tokio::test]
 async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     // An identical alert sent in the same second, its answer recorded: its message is owned,
     // and the record is in doubt no more.
@@ -534,16 +502,9 @@ async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
 /// still B's own (attempt 1's outcome was unknown), adopted, never sent twice.
 #[tokio::test]
 async fn a_message_a_callback_registered_for_an_unknown_attempt_is_adopted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
     assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
     let b = b["id"].as_str().unwrap().to_owned();
     let sid = env.sim.messages()[0].sid.clone();
     // What webhook-receiver does with the callback of attempt 1.

@@ -1,5 +1,5 @@
 //! What the retry path's tests share: the API send, the stored record, the retry queue run as
-//! its event source would, and Twilio's outage. (Each test file uses part of it.)
+//! its event source would. (Each test file uses part of it.)
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -42,12 +42,4 @@ pub async fn run_retries(env: &TestEnv) -> usize {
         async move { retry_processor::handle(&svc, e).await }
     })
     .await
-}
-
-/// Twilio answers every request 500.
-pub fn faults_500() -> twilio_sim::Faults {
-    twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    }
 }
