@@ -191,6 +191,36 @@ impl TestEnv {
         Self::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await
     }
 
+    /// Runs the retry queue through `handler` (the services and each event) as its event source
+    /// would ([`drain`], with [`RETRY_VISIBILITY_SECS`]), until no job is visible; returns how
+    /// many jobs ran.
+    pub async fn run_retries<F, Fut, E>(&self, handler: F) -> usize
+    where
+        F: Fn(Arc<Services>, aws_lambda_events::sqs::SqsEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<aws_lambda_events::sqs::SqsBatchResponse, E>>,
+    {
+        drain(&self.retry_queue, RETRY_VISIBILITY_SECS, |e| {
+            handler(self.services.clone(), e)
+        })
+        .await
+    }
+
+    /// The stored record `id` of kind `R` ([`crate::domain::Message`] or
+    /// [`crate::domain::Call`]); panics when there is none.
+    pub async fn record<R>(&self, id: &str) -> R
+    where
+        R: crate::domain::Attempted,
+        R::Id: std::str::FromStr,
+        <R::Id as std::str::FromStr>::Err: std::fmt::Debug,
+        SqliteStore: crate::ports::Records<R>,
+    {
+        let id: R::Id = id.parse().expect("a record id");
+        crate::ports::Records::<R>::get_record(&self.store, &id)
+            .await
+            .expect("the store reads")
+            .expect("the record exists")
+    }
+
     /// Runs `during` while Twilio (the simulator) fails with `faults`, then lets it answer
     /// normally again; returns what `during` returned.
     pub async fn with_faults<T>(
@@ -204,6 +234,10 @@ impl TestEnv {
         out
     }
 }
+
+/// Visibility timeout of the retry queue's test event source ([`TestEnv::run_retries`]): longer
+/// than the attempt lease.
+pub const RETRY_VISIBILITY_SECS: u32 = 61;
 
 /// Twilio answers every request 500: a create's outcome is unknown.
 pub fn faults_500() -> twilio_sim::Faults {

@@ -4,16 +4,14 @@
 //! Twilio's Call resource shows no TwiML, so the text cannot be compared); an identical alert's
 //! call is never taken for it.
 
-use std::sync::Arc;
-
-use herald::domain::{CallId, CallStatus};
-use herald::service::Services;
-use herald::test_env::{TestEnv, drain, faults_500, faults_lost_answer, json_request, read};
+use herald::domain::CallStatus;
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer, json_request, read};
 use serde_json::json;
 
+mod common;
+use common::{call, run_retries};
+
 const TO: &str = "+14155550123";
-/// Visibility timeout of the test event source: longer than the attempt lease.
-const VISIBILITY: u32 = 61;
 
 async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
     let resp = place_call::handle(
@@ -27,20 +25,6 @@ async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
     .await
     .unwrap();
     read(&resp)
-}
-
-async fn call(env: &TestEnv, id: &str) -> herald::domain::Call {
-    let id: CallId = id.parse().unwrap();
-    env.services.calls.get_record(&id).await.unwrap().unwrap()
-}
-
-async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { place_call::handle_sqs(&svc, e).await }
-    })
-    .await
 }
 
 /// The defect of issue 2/8 for calls: B's create is answered 500, then A, to the same number,

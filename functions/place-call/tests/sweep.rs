@@ -3,18 +3,17 @@
 //! has run out (never twice: Twilio is asked first); a call whose final callback never came is
 //! finished from what Twilio says, only when the fetched call is the record's own.
 
-use std::sync::Arc;
-
 use herald::domain::{Call, CallId, CallStatus, EventKind, Subject};
 use herald::ports::Order;
 use herald::service::{CrashPoint, Services};
-use herald::test_env::{TestEnv, drain, json_request, read};
+use herald::test_env::{TestEnv, json_request, read};
 use serde_json::json;
+
+mod common;
+use common::run_retries;
 
 const TO: &str = "+14155550123";
 const OTHER: &str = "+14155550188";
-/// Visibility timeout of the test event source: longer than the attempt lease.
-const VISIBILITY: u32 = 61;
 /// The sweeper's grace, as the retry processor runs it.
 const GRACE_MS: i64 = 30_000;
 
@@ -39,16 +38,7 @@ async fn env_losing_callbacks() -> TestEnv {
 }
 
 async fn call(env: &TestEnv, id: &CallId) -> Call {
-    env.services.calls.get_record(id).await.unwrap().unwrap()
-}
-
-async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { place_call::handle_sqs(&svc, e).await }
-    })
-    .await
+    common::call(env, id.as_str()).await
 }
 
 fn now(env: &TestEnv) -> i64 {

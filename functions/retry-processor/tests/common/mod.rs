@@ -2,16 +2,13 @@
 //! its event source would. (Each test file uses part of it.)
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
-use herald::service::Services;
-use herald::test_env::{TestEnv, drain, json_request, read};
+use herald::test_env::{TestEnv, json_request, read};
 use serde_json::json;
 
 /// The alert's text.
 pub const BODY: &str = "Pager: db-1 is down";
 /// Visibility timeout of the test event source: longer than the attempt lease.
-pub const VISIBILITY: u32 = 61;
+pub const VISIBILITY: u32 = herald::test_env::RETRY_VISIBILITY_SECS;
 
 /// `POST /v1/messages` of [`BODY`] to `to`.
 pub async fn post(env: &TestEnv, to: &str) -> (u16, serde_json::Value) {
@@ -26,20 +23,11 @@ pub async fn post(env: &TestEnv, to: &str) -> (u16, serde_json::Value) {
 
 /// The stored message `id`.
 pub async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
-    env.services
-        .messages
-        .get_record(&id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap()
+    env.record(id).await
 }
 
 /// Runs the retry queue until it is empty; returns how many jobs ran.
 pub async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await
+    env.run_retries(|svc, e| async move { retry_processor::handle(&svc, e).await })
+        .await
 }
