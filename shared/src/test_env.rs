@@ -318,6 +318,25 @@ pub fn read(resp: &lambda_http::Response<lambda_http::Body>) -> (u16, serde_json
     )
 }
 
+/// `POST path` of the JSON `body` to `handler` (a function's API handler) over `svc`: the status
+/// and JSON body of its response ([`read`]); panics when the handler fails.
+pub async fn post_json<'a, F, Fut, E>(
+    handler: F,
+    svc: &'a Services,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value)
+where
+    F: FnOnce(&'a Services, lambda_http::Request) -> Fut,
+    Fut: std::future::Future<Output = Result<lambda_http::Response<lambda_http::Body>, E>>,
+    E: std::fmt::Debug,
+{
+    let resp = handler(svc, json_request("POST", path, body))
+        .await
+        .expect("the handler answers");
+    read(&resp)
+}
+
 /// Runs `handler` over `queue` as Lambda's event source would, until no job is visible: batches
 /// of up to 10, jobs deleted unless reported failed; a failed invocation deletes nothing.
 /// Returns how many jobs were handed to the handler. Time does not move: jobs delayed or hidden

@@ -5,26 +5,17 @@
 //! call is never taken for it.
 
 use herald::domain::CallStatus;
-use herald::test_env::{TestEnv, faults_500, faults_lost_answer, json_request, read};
-use serde_json::json;
+use herald::service::Services;
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
 mod common;
-use common::{call, run_retries};
+use common::{call, place_with, run_retries};
 
 const TO: &str = "+14155550123";
 
-async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
-    let resp = place_call::handle(
-        &env.services,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": TO, "message": "Disk full"}),
-        ),
-    )
-    .await
-    .unwrap();
-    read(&resp)
+/// `POST /v1/calls` of the alert to [`TO`] through `svc` (services that may die).
+async fn place(svc: &Services) -> (u16, serde_json::Value) {
+    place_with(svc, TO, "Disk full").await
 }
 
 /// The defect of issue 2/8 for calls: B's create is answered 500, then A, to the same number,
@@ -32,11 +23,11 @@ async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
 #[tokio::test]
 async fn an_identical_alert_s_call_is_not_adopted() {
     let env = TestEnv::start().await;
-    let (status, b) = env.with_faults(faults_500(), place(&env)).await;
+    let (status, b) = env.with_faults(faults_500(), place(&env.services)).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     assert!(call(&env, &b).await.attempts.ambiguous_since_ms.is_some());
-    let (status, a) = place(&env).await;
+    let (status, a) = place(&env.services).await;
     assert_eq!(status, 201, "{a}");
     let a_sid = call(&env, a["id"].as_str().unwrap())
         .await
@@ -57,7 +48,9 @@ async fn an_identical_alert_s_call_is_not_adopted() {
 #[tokio::test]
 async fn a_lost_answer_s_call_is_still_adopted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), place(&env)).await;
+    let (status, b) = env
+        .with_faults(faults_lost_answer(), place(&env.services))
+        .await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     let c = call(&env, &b).await;
@@ -89,21 +82,13 @@ async fn a_lost_answer_s_call_is_still_adopted() {
 #[tokio::test]
 async fn two_candidate_calls_call_again_and_are_counted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), place(&env)).await;
+    let (status, b) = env
+        .with_faults(faults_lost_answer(), place(&env.services))
+        .await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = place_call::handle(
-        &dying,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": TO, "message": "Disk full"}),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(read(&resp).0, 202);
+    assert_eq!(place(&dying).await.0, 202);
     assert_eq!(env.sim.creates_for_call(TO), 2);
 
     env.clock.advance(10_000);
@@ -137,21 +122,11 @@ async fn two_candidate_calls_call_again_and_are_counted() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let env = TestEnv::start().await;
-    let (status, b) = env.with_faults(faults_500(), place(&env)).await;
+    let (status, b) = env.with_faults(faults_500(), place(&env.services)).await;
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = place_call::handle(
-        &dying,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": TO, "message": "Disk full"}),
-        ),
-    )
-    .await
-    .unwrap();
-    let (status, a) = read(&resp);
+    let (status, a) = place(&dying).await;
     assert_eq!(status, 202, "{a}");
     let a = a["id"].as_str().unwrap().to_owned();
     assert_eq!(env.sim.creates_for_call(TO), 1, "A's call reached Twilio");

@@ -6,7 +6,7 @@
 use herald::domain::{Call, CallId, CallStatus, EventKind, Subject};
 use herald::ports::Order;
 use herald::service::{CrashPoint, Services};
-use herald::test_env::{TestEnv, json_request, read};
+use herald::test_env::{TestEnv, json_request};
 use serde_json::json;
 
 mod common;
@@ -18,17 +18,7 @@ const OTHER: &str = "+14155550188";
 const GRACE_MS: i64 = 30_000;
 
 async fn place_with(svc: &Services, to: &str) -> (u16, serde_json::Value) {
-    let resp = place_call::handle(
-        svc,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": to, "message": "Database primary is down"}),
-        ),
-    )
-    .await
-    .unwrap();
-    read(&resp)
+    common::place_with(svc, to, "Database primary is down").await
 }
 
 /// An environment whose status callbacks go nowhere: to a loopback port no one listens on (so

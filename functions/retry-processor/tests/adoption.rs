@@ -5,11 +5,10 @@
 
 use herald::domain::{MessageStatus, Subject};
 use herald::ports::Clock;
-use herald::test_env::{TestEnv, faults_500, faults_lost_answer, json_request, read};
-use serde_json::json;
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
 mod common;
-use common::{BODY, post, record, run_retries};
+use common::{BODY, post, post_with, record, run_retries};
 
 const TO: &str = "+14155550100";
 
@@ -90,14 +89,8 @@ async fn two_candidates_send_again_and_are_counted() {
     let b = b["id"].as_str().unwrap().to_owned();
     // A, identical, reaches Twilio in the same second, and its sender dies before recording.
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = send_sms::handle(
-        &dying,
-        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        read(&resp).0,
+        post_with(&dying, TO).await.0,
         202,
         "recorded, not sent as far as Herald knows"
     );
@@ -200,13 +193,7 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     let send_to = |to: &'static str| {
         let svc = env.services.clone();
         async move {
-            let resp = send_sms::handle(
-                &svc,
-                json_request("POST", "/v1/messages", &json!({"to": to, "body": BODY})),
-            )
-            .await
-            .unwrap();
-            let (status, answer) = read(&resp);
+            let (status, answer) = post_with(&svc, to).await;
             assert_eq!(status, 201, "{answer}");
             answer["id"].as_str().unwrap().to_owned()
         }
@@ -405,13 +392,7 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
     assert_eq!(status, 202, "{b}");
     let b = b["id"].as_str().unwrap().to_owned();
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = send_sms::handle(
-        &dying,
-        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
-    )
-    .await
-    .unwrap();
-    let (status, a) = read(&resp);
+    let (status, a) = post_with(&dying, TO).await;
     assert_eq!(status, 202, "{a}");
     let a = a["id"].as_str().unwrap().to_owned();
     assert_eq!(env.sim.creates_for(TO), 1, "A's message reached Twilio");

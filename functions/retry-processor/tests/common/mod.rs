@@ -2,7 +2,8 @@
 //! its event source would. (Each test file uses part of it.)
 #![allow(dead_code)]
 
-use herald::test_env::{TestEnv, json_request, read};
+use herald::service::Services;
+use herald::test_env::{TestEnv, post_json};
 use serde_json::json;
 
 /// The alert's text.
@@ -12,13 +13,13 @@ pub const VISIBILITY: u32 = herald::test_env::RETRY_VISIBILITY_SECS;
 
 /// `POST /v1/messages` of [`BODY`] to `to`.
 pub async fn post(env: &TestEnv, to: &str) -> (u16, serde_json::Value) {
-    let resp = send_sms::handle(
-        &env.services,
-        json_request("POST", "/v1/messages", &json!({"to": to, "body": BODY})),
-    )
-    .await
-    .unwrap();
-    read(&resp)
+    post_with(&env.services, to).await
+}
+
+/// [`post`] through `svc` (services that may die).
+pub async fn post_with(svc: &Services, to: &str) -> (u16, serde_json::Value) {
+    let body = json!({"to": to, "body": BODY});
+    post_json(send_sms::handle, svc, "/v1/messages", &body).await
 }
 
 /// The stored message `id`.
