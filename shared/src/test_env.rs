@@ -221,6 +221,24 @@ impl TestEnv {
             .expect("the record exists")
     }
 
+    /// The timeline of record `id`: its events, oldest first.
+    pub async fn timeline(&self, id: &str) -> Vec<crate::domain::Event> {
+        self.services
+            .events
+            .events_for(&crate::domain::Subject(id.to_owned()))
+            .await
+            .expect("the events read")
+    }
+
+    /// Which record's attempt owns the Twilio resource `sid`, if any.
+    pub async fn sid_owner(&self, sid: &str) -> Option<crate::ports::SidOwner> {
+        self.services
+            .sid_owners
+            .twilio_sid_owner(sid)
+            .await
+            .expect("the owner reads")
+    }
+
     /// Runs `during` while Twilio (the simulator) fails with `faults`, then lets it answer
     /// normally again; returns what `during` returned.
     pub async fn with_faults<T>(

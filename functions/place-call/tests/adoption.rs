@@ -5,6 +5,7 @@
 //! call is never taken for it.
 
 use herald::domain::CallStatus;
+use herald::domain::EventKind::AmbiguousReconcile;
 use herald::service::Services;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
@@ -65,11 +66,7 @@ async fn a_lost_answer_s_call_is_still_adopted() {
     assert_eq!(c.twilio_sid.as_deref(), Some(sid.as_str()), "adopted");
     assert_eq!(env.sim.creates_for_call(TO), 1, "never called twice");
     assert_eq!(
-        env.services
-            .sid_owners
-            .twilio_sid_owner(&sid)
-            .await
-            .unwrap(),
+        env.sid_owner(&sid).await,
         Some(herald::ports::SidOwner {
             record_id: b,
             attempt: 2
@@ -101,18 +98,9 @@ async fn two_candidate_calls_call_again_and_are_counted() {
         c.twilio_sid,
         "B holds the call it placed now"
     );
-    let timeline = env
-        .services
-        .events
-        .events_for(&herald::domain::Subject(b))
-        .await
-        .unwrap();
-    assert!(
-        timeline
-            .iter()
-            .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile),
-        "{timeline:?}"
-    );
+    let timeline = env.timeline(&b).await;
+    let reconciled = timeline.iter().any(|e| e.kind == AmbiguousReconcile);
+    assert!(reconciled, "{timeline:?}");
 }
 
 /// The sibling rule for calls: B's create is answered 500; A, to the same callee, reaches
@@ -150,13 +138,7 @@ async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let a_sid = ac.twilio_sid.clone().expect("A has a call");
     assert_ne!(a_sid, b_sid, "A holds no call of B's");
     for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
-        let owner = env
-            .services
-            .sid_owners
-            .twilio_sid_owner(sid)
-            .await
-            .unwrap()
-            .expect("owned");
+        let owner = env.sid_owner(sid).await.expect("owned");
         assert_eq!(&owner.record_id, id);
     }
 }

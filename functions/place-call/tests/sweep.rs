@@ -3,7 +3,7 @@
 //! has run out (never twice: Twilio is asked first); a call whose final callback never came is
 //! finished from what Twilio says, only when the fetched call is the record's own.
 
-use herald::domain::{Call, CallId, CallStatus, EventKind, Subject};
+use herald::domain::{Call, CallId, CallStatus, EventKind};
 use herald::ports::Order;
 use herald::service::{CrashPoint, Services};
 use herald::test_env::{TestEnv, json_request};
@@ -141,12 +141,7 @@ async fn a_call_whose_final_callback_never_came_is_finished_from_twilio() {
     assert_eq!(sweep(&env).await, 1, "the sweeper applied Twilio's status");
     let c = call(&env, &id).await;
     assert_eq!(c.status, CallStatus::Completed, "{c:?}");
-    let events = env
-        .services
-        .events
-        .events_for(&Subject::from(&id))
-        .await
-        .unwrap();
+    let events = env.timeline(id.as_str()).await;
     assert!(
         events.iter().any(|e| e.kind == EventKind::Swept
             && e.applied
@@ -189,12 +184,7 @@ async fn the_sweeper_applies_nothing_from_another_recipient_s_call() {
         CallStatus::Completed,
         "the other call's own record is finished"
     );
-    let events = env
-        .services
-        .events
-        .events_for(&Subject::from(&id))
-        .await
-        .unwrap();
+    let events = env.timeline(id.as_str()).await;
     assert!(
         events
             .iter()
@@ -230,12 +220,7 @@ async fn a_call_that_never_ends_is_finished_unconfirmed_after_the_configured_tim
     sweep(&env).await;
     let c = call(&env, &id).await;
     assert_eq!((c.status, c.attempts.attempt), (CallStatus::Unconfirmed, 1));
-    let events = env
-        .services
-        .events
-        .events_for(&Subject::from(&id))
-        .await
-        .unwrap();
+    let events = env.timeline(id.as_str()).await;
     assert!(
         events.iter().any(|e| e.kind == EventKind::Unconfirmed),
         "{events:?}"

@@ -3,7 +3,8 @@
 //! To, sender and body, created within the ambiguous attempt's window, owned by no other
 //! record); an identical alert's message is never taken for it.
 
-use herald::domain::{MessageStatus, Subject};
+use herald::domain::EventKind::AmbiguousReconcile;
+use herald::domain::MessageStatus;
 use herald::ports::Clock;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
@@ -69,11 +70,8 @@ async fn a_lost_answer_s_message_is_still_adopted() {
     assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
     // The SID is B's attempt 2's now: another record cannot take it.
     let owner = env
-        .services
-        .sid_owners
-        .twilio_sid_owner(m.twilio_sid.as_deref().unwrap())
+        .sid_owner(m.twilio_sid.as_deref().unwrap())
         .await
-        .unwrap()
         .expect("owned");
     assert_eq!((owner.record_id.as_str(), owner.attempt), (b.as_str(), 2));
 }
@@ -111,18 +109,9 @@ async fn two_candidates_send_again_and_are_counted() {
         Some(sid),
         "B holds the message it sent now"
     );
-    let timeline = env
-        .services
-        .events
-        .events_for(&Subject(b.clone()))
-        .await
-        .unwrap();
-    assert!(
-        timeline
-            .iter()
-            .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile),
-        "{timeline:?}"
-    );
+    let timeline = env.timeline(&b).await;
+    let reconciled = timeline.iter().any(|e| e.kind == AmbiguousReconcile);
+    assert!(reconciled, "{timeline:?}");
 }
 
 /// An unowned match created less than the settle margin ago may be another record's whose
@@ -158,12 +147,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     );
     assert!(m.twilio_sid.is_none());
     assert_eq!(env.sim.creates_for(TO), 1, "nothing sent");
-    let owner = env
-        .services
-        .sid_owners
-        .twilio_sid_owner(&env.sim.messages()[0].sid)
-        .await
-        .unwrap();
+    let owner = env.sid_owner(&env.sim.messages()[0].sid).await;
     assert_eq!(owner, None, "nothing owned");
 
     // Once the lease is over, the attempt is made again and adopts the settled message.
@@ -220,14 +204,10 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     assert_eq!(record(&env, &a).await.status, MessageStatus::Delivered);
     let c_now = record(&env, &c).await;
     assert_eq!(c_now.status, MessageStatus::Queued, "not applied");
-    let timeline = |id: String| {
-        let svc = env.services.clone();
-        async move { svc.events.events_for(&Subject(id)).await.unwrap() }
-    };
     let kinds = |events: &[herald::domain::Event]| -> Vec<(herald::domain::EventKind, bool)> {
         events.iter().map(|e| (e.kind, e.applied)).collect()
     };
-    let a_events = timeline(a.clone()).await;
+    let a_events = env.timeline(&a).await;
     assert!(
         a_events
             .iter()
@@ -238,7 +218,7 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
         "{:?}",
         kinds(&a_events)
     );
-    let c_events = timeline(c.clone()).await;
+    let c_events = env.timeline(&c).await;
     assert!(
         c_events
             .iter()
@@ -255,7 +235,10 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     // Sweeping again adds nothing: one event per status found, one per mismatch and attempt.
     let before = (a_events.len(), c_events.len());
     retry_processor::sweep(&env.services).await.unwrap();
-    assert_eq!((timeline(a).await.len(), timeline(c).await.len()), before);
+    assert_eq!(
+        (env.timeline(&a).await.len(), env.timeline(&c).await.len()),
+        before
+    );
 }
 
 /// Twilio's answer to a create is proof the message is this record's: when its SID is owned by
@@ -316,11 +299,7 @@ async fn a_create_answered_with_a_sid_another_record_owns_is_kept() {
         "the answer is kept"
     );
     assert_eq!(
-        env.services
-            .sid_owners
-            .twilio_sid_owner(&next_sid)
-            .await
-            .unwrap(),
+        env.sid_owner(&next_sid).await,
         Some(someone_else),
         "ownership is not taken over"
     );
@@ -412,13 +391,8 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
     let ambiguous = |id: String| {
         let env = &env;
         async move {
-            env.services
-                .events
-                .events_for(&Subject(id))
-                .await
-                .unwrap()
-                .iter()
-                .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile)
+            let timeline = env.timeline(&id).await;
+            timeline.iter().any(|e| e.kind == AmbiguousReconcile)
         }
     };
     assert!(
@@ -443,13 +417,7 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
         "A's timeline says it sent again"
     );
     for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
-        let owner = env
-            .services
-            .sid_owners
-            .twilio_sid_owner(sid)
-            .await
-            .unwrap()
-            .expect("owned");
+        let owner = env.sid_owner(sid).await.expect("owned");
         assert_eq!(&owner.record_id, id);
     }
 }
