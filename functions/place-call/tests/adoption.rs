@@ -19,14 +19,20 @@ async fn place(svc: &Services) -> (u16, serde_json::Value) {
     place_with(svc, TO, "Disk full").await
 }
 
+/// Places the alert while Twilio fails with `faults`: accepted (202), its outcome unknown; its
+/// id.
+async fn place_during(env: &TestEnv, faults: twilio_sim::Faults) -> String {
+    let (status, b) = env.with_faults(faults, place(&env.services)).await;
+    assert_eq!(status, 202, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
 /// The defect of issue 2/8 for calls: B's create is answered 500, then A, to the same number,
 /// is placed; B's next attempt must place its own call, not adopt A's.
 #[tokio::test]
 async fn an_identical_alert_s_call_is_not_adopted() {
     let env = TestEnv::start().await;
-    let (status, b) = env.with_faults(faults_500(), place(&env.services)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = place_during(&env, faults_500()).await;
     assert!(call(&env, &b).await.attempts.ambiguous_since_ms.is_some());
     let (status, a) = place(&env.services).await;
     assert_eq!(status, 201, "{a}");
@@ -49,11 +55,7 @@ async fn an_identical_alert_s_call_is_not_adopted() {
 #[tokio::test]
 async fn a_lost_answer_s_call_is_still_adopted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env
-        .with_faults(faults_lost_answer(), place(&env.services))
-        .await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = place_during(&env, faults_lost_answer()).await;
     let c = call(&env, &b).await;
     assert!(c.attempts.ambiguous_since_ms.is_some() && c.attempts.ambiguous_until_ms.is_some());
     assert_eq!(env.sim.creates_for_call(TO), 1, "Twilio has it");
@@ -79,11 +81,7 @@ async fn a_lost_answer_s_call_is_still_adopted() {
 #[tokio::test]
 async fn two_candidate_calls_call_again_and_are_counted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env
-        .with_faults(faults_lost_answer(), place(&env.services))
-        .await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = place_during(&env, faults_lost_answer()).await;
     let dying = env.services_with_chaos(0.0, 1.0);
     assert_eq!(place(&dying).await.0, 202);
     assert_eq!(env.sim.creates_for_call(TO), 2);
@@ -110,9 +108,7 @@ async fn two_candidate_calls_call_again_and_are_counted() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let env = TestEnv::start().await;
-    let (status, b) = env.with_faults(faults_500(), place(&env.services)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = place_during(&env, faults_500()).await;
     let dying = env.services_with_chaos(0.0, 1.0);
     let (status, a) = place(&dying).await;
     assert_eq!(status, 202, "{a}");

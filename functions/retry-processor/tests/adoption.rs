@@ -13,14 +13,20 @@ use common::{BODY, post, post_with, record, run_retries};
 
 const TO: &str = "+14155550100";
 
+/// Sends the alert while Twilio fails with `faults`: accepted (202), its outcome unknown; its
+/// id.
+async fn post_during(env: &TestEnv, faults: twilio_sim::Faults) -> String {
+    let (status, b) = env.with_faults(faults, post(env, TO)).await;
+    assert_eq!(status, 202, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
 /// The defect of issue 2/8: B's create is answered 500 (its outcome unknown), then A, with the
 /// same number and text, is sent; B's next attempt must not take A's message for its own.
 #[tokio::test]
 async fn an_identical_alert_s_message_is_not_adopted() {
     let env = TestEnv::start().await;
-    let (status, b) = env.with_faults(faults_500(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_500()).await;
     assert!(record(&env, &b).await.attempts.ambiguous_since_ms.is_some());
     let (status, a) = post(&env, TO).await;
     assert_eq!(status, 201, "{a}");
@@ -47,9 +53,7 @@ async fn an_identical_alert_s_message_is_not_adopted() {
 #[tokio::test]
 async fn a_lost_answer_s_message_is_still_adopted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_lost_answer()).await;
     let m = record(&env, &b).await;
     let (since, until) = (
         m.attempts.ambiguous_since_ms.expect("ambiguous"),
@@ -82,9 +86,7 @@ async fn a_lost_answer_s_message_is_still_adopted() {
 #[tokio::test]
 async fn two_candidates_send_again_and_are_counted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_lost_answer()).await;
     // A, identical, reaches Twilio in the same second, and its sender dies before recording.
     let dying = env.services_with_chaos(0.0, 1.0);
     assert_eq!(
@@ -119,9 +121,10 @@ async fn two_candidates_send_again_and_are_counted() {
 #[tokio::test]
 async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let id: herald::domain::MessageId = b["id"].as_str().unwrap().parse().unwrap();
+    let id: herald::domain::MessageId = post_during(&env, faults_lost_answer())
+        .await
+        .parse()
+        .unwrap();
     let m = record(&env, id.as_str()).await;
     assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
 
@@ -367,9 +370,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
     let env = TestEnv::start().await;
-    let (status, b) = env.with_faults(faults_500(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_500()).await;
     let dying = env.services_with_chaos(0.0, 1.0);
     let (status, a) = post_with(&dying, TO).await;
     assert_eq!(status, 202, "{a}");
@@ -427,9 +428,7 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
 #[tokio::test]
 async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_lost_answer()).await;
     // An identical alert sent in the same second, its answer recorded: its message is owned,
     // and the record is in doubt no more.
     let (status, _) = post(&env, TO).await;
@@ -452,9 +451,7 @@ async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
 #[tokio::test]
 async fn a_message_a_callback_registered_for_an_unknown_attempt_is_adopted() {
     let env = TestEnv::start_impatient().await;
-    let (status, b) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_lost_answer()).await;
     let sid = env.sim.messages()[0].sid.clone();
     // What webhook-receiver does with the callback of attempt 1.
     herald::reconcile::register_reported(
