@@ -4,7 +4,7 @@
 //! record); an identical alert's message is never taken for it.
 
 use herald::domain::EventKind::AmbiguousReconcile;
-use herald::domain::MessageStatus;
+use herald::domain::{Message, MessageId, MessageStatus};
 use herald::ports::Clock;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
@@ -19,6 +19,23 @@ async fn post_during(env: &TestEnv, faults: twilio_sim::Faults) -> String {
     let (status, b) = env.with_faults(faults, post(env, TO)).await;
     assert_eq!(status, 202, "{b}");
     b["id"].as_str().unwrap().to_owned()
+}
+
+/// Claims attempt 2 of `id` half a second later, as its sender would: the record as claimed,
+/// and the attempt lease (ms).
+async fn claim_attempt_2_later(env: &TestEnv, id: &MessageId) -> (Message, i64) {
+    env.clock.advance(500);
+    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
+    let herald::ports::Claim::Claimed(claimed) = env
+        .services
+        .messages
+        .claim(id, 2, env.clock.now_ms(), lease)
+        .await
+        .unwrap()
+    else {
+        panic!("attempt 2 can be claimed");
+    };
+    (claimed, lease)
 }
 
 /// The defect of issue 2/8: B's create is answered 500 (its outcome unknown), then A, with the
@@ -121,7 +138,7 @@ async fn two_candidates_send_again_and_are_counted() {
 #[tokio::test]
 async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     let env = TestEnv::start_impatient().await;
-    let id: herald::domain::MessageId = post_during(&env, faults_lost_answer())
+    let id: MessageId = post_during(&env, faults_lost_answer())
         .await
         .parse()
         .unwrap();
@@ -129,17 +146,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
 
     // Attempt 2 is made half a second later, well inside the settle margin.
-    env.clock.advance(500);
-    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
-    let herald::ports::Claim::Claimed(claimed) = env
-        .services
-        .messages
-        .claim(&id, 2, env.clock.now_ms(), lease)
-        .await
-        .unwrap()
-    else {
-        panic!("attempt 2 can be claimed");
-    };
+    let (claimed, lease) = claim_attempt_2_later(&env, &id).await;
     let outcome = herald::delivery::attempt_send(&env.services, &claimed).await;
     assert_eq!(outcome, herald::delivery::Delivery::Interrupted);
     let m = record(&env, id.as_str()).await;
@@ -190,7 +197,7 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     env.sim.flush_callbacks().await;
     let a_sid = record(&env, &a).await.twilio_sid.unwrap();
     // C's record holds A's SID: a record must never take another recipient's status for its own.
-    let c_id: herald::domain::MessageId = c.parse().unwrap();
+    let c_id: MessageId = c.parse().unwrap();
     let held = a_sid.clone();
     env.services
         .messages
@@ -315,7 +322,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     let env = TestEnv::start().await;
     let (status, answer) = post(&env, TO).await;
     assert_eq!(status, 201, "{answer}");
-    let id: herald::domain::MessageId = answer["id"].as_str().unwrap().parse().unwrap();
+    let id: MessageId = answer["id"].as_str().unwrap().parse().unwrap();
     let first = record(&env, id.as_str()).await.twilio_sid.unwrap();
     // Attempt 1 ends undelivered with a code Twilio may get past: attempt 2 is due.
     let report = herald::delivery::Report {
@@ -332,17 +339,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
 
     // Attempt 2, half a second later, is answered 500: its outcome is unknown.
     env.sim.set_faults(faults_500());
-    env.clock.advance(500);
-    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
-    let herald::ports::Claim::Claimed(claimed) = env
-        .services
-        .messages
-        .claim(&id, 2, env.clock.now_ms(), lease)
-        .await
-        .unwrap()
-    else {
-        panic!("attempt 2 can be claimed");
-    };
+    let (claimed, lease) = claim_attempt_2_later(&env, &id).await;
     assert_eq!(
         herald::delivery::attempt_send(&env.services, &claimed).await,
         herald::delivery::Delivery::Deferred
