@@ -9,7 +9,7 @@ use herald::ports::Clock;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
 mod common;
-use common::{BODY, post, post_with, record, run_retries};
+use common::{BODY, post, post_with, record, run_retries, send};
 
 const TO: &str = "+14155550100";
 
@@ -178,22 +178,9 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
 #[tokio::test]
 async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     // Callbacks go to a closed port: Twilio moves the messages on, Herald never hears of it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let base = format!("http://{closed}");
-    let env = TestEnv::start_with(&[("TWILIO_WEBHOOK_BASE_URL", base.as_str())]).await;
-    let send_to = |to: &'static str| {
-        let svc = env.services.clone();
-        async move {
-            let (status, answer) = post_with(&svc, to).await;
-            assert_eq!(status, 201, "{answer}");
-            answer["id"].as_str().unwrap().to_owned()
-        }
-    };
-    let a = send_to(TO).await;
-    let c = send_to("+14155550177").await;
+    let env = TestEnv::start_losing_callbacks(&[]).await;
+    let a = send(&env, TO, BODY).await;
+    let c = send(&env, "+14155550177", BODY).await;
     env.sim.flush_callbacks().await;
     let a_sid = record(&env, &a).await.twilio_sid.unwrap();
     // C's record holds A's SID: a record must never take another recipient's status for its own.

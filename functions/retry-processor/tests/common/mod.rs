@@ -22,6 +22,14 @@ pub async fn post_with(svc: &Services, to: &str) -> (u16, serde_json::Value) {
     post_json(send_sms::handle, svc, "/v1/messages", &body).await
 }
 
+/// `POST /v1/messages` of `body` to `to`, created (201): its id.
+pub async fn send(env: &TestEnv, to: &str, body: &str) -> String {
+    let body = json!({"to": to, "body": body});
+    let (status, answer) = post_json(send_sms::handle, &env.services, "/v1/messages", &body).await;
+    assert_eq!(status, 201, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
 /// The stored message `id`.
 pub async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
     env.record(id).await
