@@ -9,7 +9,7 @@ use herald::ports::Clock;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
 mod common;
-use common::{BODY, post, post_with, record, run_retries, send};
+use common::{BODY, assert_adopted_once, post, post_with, record, run_retries, send};
 
 const TO: &str = "+14155550100";
 
@@ -81,14 +81,7 @@ async fn a_lost_answer_s_message_is_still_adopted() {
 
     env.clock.advance(10_000);
     assert_eq!(run_retries(&env).await, 1);
-    let m = record(&env, &b).await;
-    assert_eq!(m.status, MessageStatus::Queued);
-    assert_eq!(
-        m.twilio_sid.as_deref(),
-        Some(env.sim.messages()[0].sid.as_str()),
-        "adopted"
-    );
-    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+    let m = assert_adopted_once(&env, &b, TO).await;
     // The SID is B's attempt 2's now: another record cannot take it.
     let owner = env
         .sid_owner(m.twilio_sid.as_deref().unwrap())

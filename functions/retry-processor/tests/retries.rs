@@ -8,7 +8,7 @@ use herald::ports::{Clock, Queue};
 use herald::test_env::{TestEnv, drain, faults_500, faults_lost_answer, read};
 
 mod common;
-use common::{VISIBILITY, post, record, run_retries};
+use common::{VISIBILITY, assert_adopted_once, post, record, run_retries};
 
 const TO: &str = "+14155550100";
 
@@ -187,14 +187,7 @@ async fn a_crash_after_twilio_accepted_is_reconciled_not_resent() {
         "but the record does not know"
     );
     assert_eq!(later(&env, i64::from(VISIBILITY) * 1000).await, 1);
-    let m = record(&env, &id).await;
-    assert_eq!(m.status, MessageStatus::Queued);
-    assert_eq!(
-        m.twilio_sid.as_deref(),
-        Some(env.sim.messages()[0].sid.as_str()),
-        "adopted"
-    );
-    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+    assert_adopted_once(&env, &id, TO).await;
     let view = read(
         &send_sms::handle(
             &env.services,

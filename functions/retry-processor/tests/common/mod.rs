@@ -2,6 +2,7 @@
 //! its event source would. (Each test file uses part of it.)
 #![allow(dead_code)]
 
+use herald::domain::{Message, MessageStatus};
 use herald::service::Services;
 use herald::test_env::{TestEnv, post_json};
 use serde_json::json;
@@ -31,8 +32,22 @@ pub async fn send(env: &TestEnv, to: &str, body: &str) -> String {
 }
 
 /// The stored message `id`.
-pub async fn record(env: &TestEnv, id: &str) -> herald::domain::Message {
+pub async fn record(env: &TestEnv, id: &str) -> Message {
     env.record(id).await
+}
+
+/// Asserts the message `id` is queued holding Twilio's first message (adopted) and that Twilio
+/// created one message to `to` (never sent twice); returns the record.
+pub async fn assert_adopted_once(env: &TestEnv, id: &str, to: &str) -> Message {
+    let m = record(env, id).await;
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(
+        m.twilio_sid.as_deref(),
+        Some(env.sim.messages()[0].sid.as_str()),
+        "adopted"
+    );
+    assert_eq!(env.sim.creates_for(to), 1, "never sent twice");
+    m
 }
 
 /// Runs the retry queue until it is empty; returns how many jobs ran.
