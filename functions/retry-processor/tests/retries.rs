@@ -5,10 +5,10 @@
 use herald::delivery::Job;
 use herald::domain::{MessageId, MessageStatus};
 use herald::ports::{Clock, Queue};
-use herald::test_env::{TestEnv, drain, faults_500, faults_lost_answer, read};
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer, read};
 
 mod common;
-use common::{VISIBILITY, assert_adopted_once, post, record, run_retries};
+use common::{VISIBILITY, assert_adopted_once, post, record, run_retries, run_retries_with};
 
 const TO: &str = "+14155550100";
 
@@ -144,18 +144,9 @@ async fn a_crash_after_the_claim_is_recovered_without_a_second_send() {
     let id = answer["id"].as_str().unwrap().to_owned();
     // The first retry dies right after claiming its attempt: nothing is acknowledged.
     let crashing = env.services_with_chaos(1.0, 0.0);
-    let handled = drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = crashing.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await;
+    let handled = run_retries_with(&env, &crashing).await;
     env.clock.advance(10_000);
-    let handled = handled
-        + drain(&env.retry_queue, VISIBILITY, |e| {
-            let svc = crashing.clone();
-            async move { retry_processor::handle(&svc, e).await }
-        })
-        .await;
+    let handled = handled + run_retries_with(&env, &crashing).await;
     assert_eq!(handled, 1);
     assert!(
         record(&env, &id).await.attempts.claimed_until_ms.is_some(),
@@ -175,11 +166,7 @@ async fn a_crash_after_twilio_accepted_is_reconciled_not_resent() {
     let id = answer["id"].as_str().unwrap().to_owned();
     let crashing = env.services_with_chaos(0.0, 1.0);
     env.clock.advance(10_000);
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = crashing.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await;
+    run_retries_with(&env, &crashing).await;
     assert_eq!(env.sim.creates_for(TO), 1, "Twilio has it");
     assert_eq!(
         record(&env, &id).await.status,

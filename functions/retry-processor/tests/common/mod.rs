@@ -2,9 +2,11 @@
 //! its event source would. (Each test file uses part of it.)
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use herald::domain::{Message, MessageStatus};
 use herald::service::Services;
-use herald::test_env::{TestEnv, post_json};
+use herald::test_env::{TestEnv, drain, post_json};
 use serde_json::json;
 
 /// The alert's text.
@@ -54,4 +56,13 @@ pub async fn assert_adopted_once(env: &TestEnv, id: &str, to: &str) -> Message {
 pub async fn run_retries(env: &TestEnv) -> usize {
     env.run_retries(|svc, e| async move { retry_processor::handle(&svc, e).await })
         .await
+}
+
+/// [`run_retries`] through `svc` (services that may die) instead of the environment's.
+pub async fn run_retries_with(env: &TestEnv, svc: &Arc<Services>) -> usize {
+    drain(&env.retry_queue, VISIBILITY, |e| {
+        let svc = svc.clone();
+        async move { retry_processor::handle(&svc, e).await }
+    })
+    .await
 }
