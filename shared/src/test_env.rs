@@ -230,6 +230,17 @@ impl TestEnv {
             .expect("the events read")
     }
 
+    /// Asserts record `id`'s timeline holds an [`crate::domain::EventKind::AmbiguousReconcile`]
+    /// event: an attempt could not tell which Twilio resource was its own and made another.
+    /// `why` leads the failure message, with the timeline.
+    pub async fn assert_reconciled_ambiguously(&self, id: &str, why: &str) {
+        let timeline = self.timeline(id).await;
+        let reconciled = timeline
+            .iter()
+            .any(|e| e.kind == crate::domain::EventKind::AmbiguousReconcile);
+        assert!(reconciled, "{why}: {timeline:?}");
+    }
+
     /// Which record's attempt owns the Twilio resource `sid`, if any.
     pub async fn sid_owner(&self, sid: &str) -> Option<crate::ports::SidOwner> {
         self.services

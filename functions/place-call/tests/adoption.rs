@@ -5,7 +5,6 @@
 //! call is never taken for it.
 
 use herald::domain::CallStatus;
-use herald::domain::EventKind::AmbiguousReconcile;
 use herald::service::Services;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
@@ -96,9 +95,8 @@ async fn two_candidate_calls_call_again_and_are_counted() {
         c.twilio_sid,
         "B holds the call it placed now"
     );
-    let timeline = env.timeline(&b).await;
-    let reconciled = timeline.iter().any(|e| e.kind == AmbiguousReconcile);
-    assert!(reconciled, "{timeline:?}");
+    env.assert_reconciled_ambiguously(&b, "B's timeline says it called again")
+        .await;
 }
 
 /// The sibling rule for calls: B's create is answered 500; A, to the same callee, reaches

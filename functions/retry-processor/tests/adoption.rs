@@ -3,7 +3,6 @@
 //! To, sender and body, created within the ambiguous attempt's window, owned by no other
 //! record); an identical alert's message is never taken for it.
 
-use herald::domain::EventKind::AmbiguousReconcile;
 use herald::domain::{Message, MessageId, MessageStatus};
 use herald::ports::Clock;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
@@ -121,9 +120,8 @@ async fn two_candidates_send_again_and_are_counted() {
         Some(sid),
         "B holds the message it sent now"
     );
-    let timeline = env.timeline(&b).await;
-    let reconciled = timeline.iter().any(|e| e.kind == AmbiguousReconcile);
-    assert!(reconciled, "{timeline:?}");
+    env.assert_reconciled_ambiguously(&b, "B's timeline says it sent again")
+        .await;
 }
 
 /// An unowned match created less than the settle margin ago may be another record's whose
@@ -366,17 +364,8 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
         bm.attempts.doubt_since_ms.is_some(),
         "B's first attempt stays in doubt"
     );
-    let ambiguous = |id: String| {
-        let env = &env;
-        async move {
-            let timeline = env.timeline(&id).await;
-            timeline.iter().any(|e| e.kind == AmbiguousReconcile)
-        }
-    };
-    assert!(
-        ambiguous(b.clone()).await,
-        "B's timeline says it sent again"
-    );
+    env.assert_reconciled_ambiguously(&b, "B's timeline says it sent again")
+        .await;
 
     // A's claim runs out; the sweeper takes its attempt over.
     env.clock.advance(10 * 60 * 1000);
@@ -390,10 +379,8 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
         3,
         "A could not tell its own either"
     );
-    assert!(
-        ambiguous(a.clone()).await,
-        "A's timeline says it sent again"
-    );
+    env.assert_reconciled_ambiguously(&a, "A's timeline says it sent again")
+        .await;
     for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
         let owner = env.sid_owner(sid).await.expect("owned");
         assert_eq!(&owner.record_id, id);
