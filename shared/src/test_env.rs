@@ -184,6 +184,107 @@ impl TestEnv {
     pub async fn start() -> Self {
         Self::start_with(&[]).await
     }
+
+    /// Starts an environment whose Twilio client gives up after 1 s, before a request held by
+    /// [`faults_lost_answer`] is answered.
+    pub async fn start_impatient() -> Self {
+        Self::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await
+    }
+
+    /// Runs the retry queue through `handler` (the services and each event) as its event source
+    /// would ([`drain`], with [`RETRY_VISIBILITY_SECS`]), until no job is visible; returns how
+    /// many jobs ran.
+    pub async fn run_retries<F, Fut, E>(&self, handler: F) -> usize
+    where
+        F: Fn(Arc<Services>, aws_lambda_events::sqs::SqsEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<aws_lambda_events::sqs::SqsBatchResponse, E>>,
+    {
+        drain(&self.retry_queue, RETRY_VISIBILITY_SECS, |e| {
+            handler(self.services.clone(), e)
+        })
+        .await
+    }
+
+    /// The stored record `id` of kind `R` ([`crate::domain::Message`] or
+    /// [`crate::domain::Call`]); panics when there is none.
+    pub async fn record<R>(&self, id: &str) -> R
+    where
+        R: crate::domain::Attempted,
+        R::Id: std::str::FromStr,
+        <R::Id as std::str::FromStr>::Err: std::fmt::Debug,
+        SqliteStore: crate::ports::Records<R>,
+    {
+        let id: R::Id = id.parse().expect("a record id");
+        crate::ports::Records::<R>::get_record(&self.store, &id)
+            .await
+            .expect("the store reads")
+            .expect("the record exists")
+    }
+
+    /// The timeline of record `id`: its events, oldest first.
+    pub async fn timeline(&self, id: &str) -> Vec<crate::domain::Event> {
+        self.services
+            .events
+            .events_for(&crate::domain::Subject(id.to_owned()))
+            .await
+            .expect("the events read")
+    }
+
+    /// Asserts record `id`'s timeline holds an [`crate::domain::EventKind::AmbiguousReconcile`]
+    /// event: an attempt could not tell which Twilio resource was its own and made another.
+    /// `why` leads the failure message, with the timeline.
+    pub async fn assert_reconciled_ambiguously(&self, id: &str, why: &str) {
+        let timeline = self.timeline(id).await;
+        let reconciled = timeline
+            .iter()
+            .any(|e| e.kind == crate::domain::EventKind::AmbiguousReconcile);
+        assert!(reconciled, "{why}: {timeline:?}");
+    }
+
+    /// Which record's attempt owns the Twilio resource `sid`, if any.
+    pub async fn sid_owner(&self, sid: &str) -> Option<crate::ports::SidOwner> {
+        self.services
+            .sid_owners
+            .twilio_sid_owner(sid)
+            .await
+            .expect("the owner reads")
+    }
+
+    /// Runs `during` while Twilio (the simulator) fails with `faults`, then lets it answer
+    /// normally again; returns what `during` returned.
+    pub async fn with_faults<T>(
+        &self,
+        faults: twilio_sim::Faults,
+        during: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.sim.set_faults(faults);
+        let out = during.await;
+        self.sim.set_faults(twilio_sim::Faults::default());
+        out
+    }
+}
+
+/// Visibility timeout of the retry queue's test event source ([`TestEnv::run_retries`]): longer
+/// than the attempt lease.
+pub const RETRY_VISIBILITY_SECS: u32 = 61;
+
+/// Twilio answers every request 500: a create's outcome is unknown.
+pub fn faults_500() -> twilio_sim::Faults {
+    twilio_sim::Faults {
+        rate_500: 1.0,
+        ..Default::default()
+    }
+}
+
+/// Twilio accepts every create but answers only after 3 s, longer than the client of a
+/// [`TestEnv::start_impatient`] environment waits: the answer is lost, the resource exists.
+pub fn faults_lost_answer() -> twilio_sim::Faults {
+    twilio_sim::Faults {
+        rate_timeout: 1.0,
+        timeout_ms: 3_000,
+        timeout_after_accept: true,
+        ..Default::default()
+    }
 }
 
 /// The caller [`request`] authenticates as (the JWT `sub` of its authorizer context).
@@ -244,6 +345,25 @@ pub fn read(resp: &lambda_http::Response<lambda_http::Body>) -> (u16, serde_json
         resp.status().as_u16(),
         serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// `POST path` of the JSON `body` to `handler` (a function's API handler) over `svc`: the status
+/// and JSON body of its response ([`read`]); panics when the handler fails.
+pub async fn post_json<'a, F, Fut, E>(
+    handler: F,
+    svc: &'a Services,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value)
+where
+    F: FnOnce(&'a Services, lambda_http::Request) -> Fut,
+    Fut: std::future::Future<Output = Result<lambda_http::Response<lambda_http::Body>, E>>,
+    E: std::fmt::Debug,
+{
+    let resp = handler(svc, json_request("POST", path, body))
+        .await
+        .expect("the handler answers");
+    read(&resp)
 }
 
 /// Runs `handler` over `queue` as Lambda's event source would, until no job is visible: batches

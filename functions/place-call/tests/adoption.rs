@@ -4,43 +4,26 @@
 //! Twilio's Call resource shows no TwiML, so the text cannot be compared); an identical alert's
 //! call is never taken for it.
 
-use std::sync::Arc;
-
-use herald::domain::{CallId, CallStatus};
+use herald::domain::CallStatus;
 use herald::service::Services;
-use herald::test_env::{TestEnv, drain, json_request, read};
-use serde_json::json;
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
+
+mod common;
+use common::{call, place_with, run_retries};
 
 const TO: &str = "+14155550123";
-/// Visibility timeout of the test event source: longer than the attempt lease.
-const VISIBILITY: u32 = 61;
 
-async fn place(env: &TestEnv) -> (u16, serde_json::Value) {
-    let resp = place_call::handle(
-        &env.services,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": TO, "message": "Disk full"}),
-        ),
-    )
-    .await
-    .unwrap();
-    read(&resp)
+/// `POST /v1/calls` of the alert to [`TO`] through `svc` (services that may die).
+async fn place(svc: &Services) -> (u16, serde_json::Value) {
+    place_with(svc, TO, "Disk full").await
 }
 
-async fn call(env: &TestEnv, id: &str) -> herald::domain::Call {
-    let id: CallId = id.parse().unwrap();
-    env.services.calls.get_record(&id).await.unwrap().unwrap()
-}
-
-async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { place_call::handle_sqs(&svc, e).await }
-    })
-    .await
+/// Places the alert while Twilio fails with `faults`: accepted (202), its outcome unknown; its
+/// id.
+async fn place_during(env: &TestEnv, faults: twilio_sim::Faults) -> String {
+    let (status, b) = env.with_faults(faults, place(&env.services)).await;
+    assert_eq!(status, 202, "{b}");
+    b["id"].as_str().unwrap().to_owned()
 }
 
 /// The defect of issue 2/8 for calls: B's create is answered 500, then A, to the same number,
@@ -48,16 +31,9 @@ async fn run_retries(env: &TestEnv) -> usize {
 #[tokio::test]
 async fn an_identical_alert_s_call_is_not_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = place_during(&env, faults_500()).await;
     assert!(call(&env, &b).await.attempts.ambiguous_since_ms.is_some());
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let (status, a) = place(&env).await;
+    let (status, a) = place(&env.services).await;
     assert_eq!(status, 201, "{a}");
     let a_sid = call(&env, a["id"].as_str().unwrap())
         .await
@@ -77,17 +53,8 @@ async fn an_identical_alert_s_call_is_not_adopted() {
 /// next attempt adopts it (unowned, same To and From, in the window) and calls no one again.
 #[tokio::test]
 async fn a_lost_answer_s_call_is_still_adopted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let b = b["id"].as_str().unwrap().to_owned();
+    let env = TestEnv::start_impatient().await;
+    let b = place_during(&env, faults_lost_answer()).await;
     let c = call(&env, &b).await;
     assert!(c.attempts.ambiguous_since_ms.is_some() && c.attempts.ambiguous_until_ms.is_some());
     assert_eq!(env.sim.creates_for_call(TO), 1, "Twilio has it");
@@ -100,11 +67,7 @@ async fn a_lost_answer_s_call_is_still_adopted() {
     assert_eq!(c.twilio_sid.as_deref(), Some(sid.as_str()), "adopted");
     assert_eq!(env.sim.creates_for_call(TO), 1, "never called twice");
     assert_eq!(
-        env.services
-            .sid_owners
-            .twilio_sid_owner(&sid)
-            .await
-            .unwrap(),
+        env.sid_owner(&sid).await,
         Some(herald::ports::SidOwner {
             record_id: b,
             attempt: 2
@@ -116,29 +79,10 @@ async fn a_lost_answer_s_call_is_still_adopted() {
 /// caller that died before recording it): B cannot tell which is its own and calls again.
 #[tokio::test]
 async fn two_candidate_calls_call_again_and_are_counted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let b = b["id"].as_str().unwrap().to_owned();
+    let env = TestEnv::start_impatient().await;
+    let b = place_during(&env, faults_lost_answer()).await;
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = place_call::handle(
-        &dying,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": TO, "message": "Disk full"}),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(read(&resp).0, 202);
+    assert_eq!(place(&dying).await.0, 202);
     assert_eq!(env.sim.creates_for_call(TO), 2);
 
     env.clock.advance(10_000);
@@ -151,18 +95,8 @@ async fn two_candidate_calls_call_again_and_are_counted() {
         c.twilio_sid,
         "B holds the call it placed now"
     );
-    let timeline = env
-        .services
-        .events
-        .events_for(&herald::domain::Subject(b))
-        .await
-        .unwrap();
-    assert!(
-        timeline
-            .iter()
-            .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile),
-        "{timeline:?}"
-    );
+    env.assert_reconciled_ambiguously(&b, "B's timeline says it called again")
+        .await;
 }
 
 /// The sibling rule for calls: B's create is answered 500; A, to the same callee, reaches
@@ -172,26 +106,9 @@ async fn two_candidate_calls_call_again_and_are_counted() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_500: 1.0,
-        ..Default::default()
-    });
-    let (status, b) = place(&env).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
-    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = place_during(&env, faults_500()).await;
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = place_call::handle(
-        &dying,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": TO, "message": "Disk full"}),
-        ),
-    )
-    .await
-    .unwrap();
-    let (status, a) = read(&resp);
+    let (status, a) = place(&dying).await;
     assert_eq!(status, 202, "{a}");
     let a = a["id"].as_str().unwrap().to_owned();
     assert_eq!(env.sim.creates_for_call(TO), 1, "A's call reached Twilio");
@@ -215,13 +132,7 @@ async fn a_sibling_in_doubt_keeps_its_call_from_being_adopted() {
     let a_sid = ac.twilio_sid.clone().expect("A has a call");
     assert_ne!(a_sid, b_sid, "A holds no call of B's");
     for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
-        let owner = env
-            .services
-            .sid_owners
-            .twilio_sid_owner(sid)
-            .await
-            .unwrap()
-            .expect("owned");
+        let owner = env.sid_owner(sid).await.expect("owned");
         assert_eq!(&owner.record_id, id);
     }
 }

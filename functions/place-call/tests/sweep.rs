@@ -3,33 +3,22 @@
 //! has run out (never twice: Twilio is asked first); a call whose final callback never came is
 //! finished from what Twilio says, only when the fetched call is the record's own.
 
-use std::sync::Arc;
-
-use herald::domain::{Call, CallId, CallStatus, EventKind, Subject};
+use herald::domain::{Call, CallId, CallStatus, EventKind};
 use herald::ports::Order;
 use herald::service::{CrashPoint, Services};
-use herald::test_env::{TestEnv, drain, json_request, read};
+use herald::test_env::{TestEnv, json_request};
 use serde_json::json;
+
+mod common;
+use common::run_retries;
 
 const TO: &str = "+14155550123";
 const OTHER: &str = "+14155550188";
-/// Visibility timeout of the test event source: longer than the attempt lease.
-const VISIBILITY: u32 = 61;
 /// The sweeper's grace, as the retry processor runs it.
 const GRACE_MS: i64 = 30_000;
 
 async fn place_with(svc: &Services, to: &str) -> (u16, serde_json::Value) {
-    let resp = place_call::handle(
-        svc,
-        json_request(
-            "POST",
-            "/v1/calls",
-            &json!({"to": to, "message": "Database primary is down"}),
-        ),
-    )
-    .await
-    .unwrap();
-    read(&resp)
+    common::place_with(svc, to, "Database primary is down").await
 }
 
 /// An environment whose status callbacks go nowhere: to a loopback port no one listens on (so
@@ -39,16 +28,7 @@ async fn env_losing_callbacks() -> TestEnv {
 }
 
 async fn call(env: &TestEnv, id: &CallId) -> Call {
-    env.services.calls.get_record(id).await.unwrap().unwrap()
-}
-
-async fn run_retries(env: &TestEnv) -> usize {
-    let svc: Arc<Services> = env.services.clone();
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = svc.clone();
-        async move { place_call::handle_sqs(&svc, e).await }
-    })
-    .await
+    common::call(env, id.as_str()).await
 }
 
 fn now(env: &TestEnv) -> i64 {
@@ -161,12 +141,7 @@ async fn a_call_whose_final_callback_never_came_is_finished_from_twilio() {
     assert_eq!(sweep(&env).await, 1, "the sweeper applied Twilio's status");
     let c = call(&env, &id).await;
     assert_eq!(c.status, CallStatus::Completed, "{c:?}");
-    let events = env
-        .services
-        .events
-        .events_for(&Subject::from(&id))
-        .await
-        .unwrap();
+    let events = env.timeline(id.as_str()).await;
     assert!(
         events.iter().any(|e| e.kind == EventKind::Swept
             && e.applied
@@ -209,12 +184,7 @@ async fn the_sweeper_applies_nothing_from_another_recipient_s_call() {
         CallStatus::Completed,
         "the other call's own record is finished"
     );
-    let events = env
-        .services
-        .events
-        .events_for(&Subject::from(&id))
-        .await
-        .unwrap();
+    let events = env.timeline(id.as_str()).await;
     assert!(
         events
             .iter()
@@ -250,12 +220,7 @@ async fn a_call_that_never_ends_is_finished_unconfirmed_after_the_configured_tim
     sweep(&env).await;
     let c = call(&env, &id).await;
     assert_eq!((c.status, c.attempts.attempt), (CallStatus::Unconfirmed, 1));
-    let events = env
-        .services
-        .events
-        .events_for(&Subject::from(&id))
-        .await
-        .unwrap();
+    let events = env.timeline(id.as_str()).await;
     assert!(
         events.iter().any(|e| e.kind == EventKind::Unconfirmed),
         "{events:?}"

@@ -3,27 +3,47 @@
 //! To, sender and body, created within the ambiguous attempt's window, owned by no other
 //! record); an identical alert's message is never taken for it.
 
-use herald::domain::{MessageStatus, Subject};
+use herald::domain::{Message, MessageId, MessageStatus};
 use herald::ports::Clock;
-use herald::test_env::{TestEnv, json_request, read};
-use serde_json::json;
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 
 mod common;
-use common::{BODY, faults_500, post, record, run_retries};
+use common::{BODY, assert_adopted_once, post, post_with, record, run_retries, send};
 
 const TO: &str = "+14155550100";
+
+/// Sends the alert while Twilio fails with `faults`: accepted (202), its outcome unknown; its
+/// id.
+async fn post_during(env: &TestEnv, faults: twilio_sim::Faults) -> String {
+    let (status, b) = env.with_faults(faults, post(env, TO)).await;
+    assert_eq!(status, 202, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+/// Claims attempt 2 of `id` half a second later, as its sender would: the record as claimed,
+/// and the attempt lease (ms).
+async fn claim_attempt_2_later(env: &TestEnv, id: &MessageId) -> (Message, i64) {
+    env.clock.advance(500);
+    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
+    let herald::ports::Claim::Claimed(claimed) = env
+        .services
+        .messages
+        .claim(id, 2, env.clock.now_ms(), lease)
+        .await
+        .unwrap()
+    else {
+        panic!("attempt 2 can be claimed");
+    };
+    (claimed, lease)
+}
 
 /// The defect of issue 2/8: B's create is answered 500 (its outcome unknown), then A, with the
 /// same number and text, is sent; B's next attempt must not take A's message for its own.
 #[tokio::test]
 async fn an_identical_alert_s_message_is_not_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
+    let b = post_during(&env, faults_500()).await;
     assert!(record(&env, &b).await.attempts.ambiguous_since_ms.is_some());
-    env.sim.set_faults(twilio_sim::Faults::default());
     let (status, a) = post(&env, TO).await;
     assert_eq!(status, 201, "{a}");
     let a = record(&env, a["id"].as_str().unwrap()).await;
@@ -48,17 +68,8 @@ async fn an_identical_alert_s_message_is_not_adopted() {
 /// next attempt finds its message (unowned, matching, in the window) and adopts it.
 #[tokio::test]
 async fn a_lost_answer_s_message_is_still_adopted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let b = b["id"].as_str().unwrap().to_owned();
+    let env = TestEnv::start_impatient().await;
+    let b = post_during(&env, faults_lost_answer()).await;
     let m = record(&env, &b).await;
     let (since, until) = (
         m.attempts.ambiguous_since_ms.expect("ambiguous"),
@@ -69,21 +80,11 @@ async fn a_lost_answer_s_message_is_still_adopted() {
 
     env.clock.advance(10_000);
     assert_eq!(run_retries(&env).await, 1);
-    let m = record(&env, &b).await;
-    assert_eq!(m.status, MessageStatus::Queued);
-    assert_eq!(
-        m.twilio_sid.as_deref(),
-        Some(env.sim.messages()[0].sid.as_str()),
-        "adopted"
-    );
-    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+    let m = assert_adopted_once(&env, &b, TO).await;
     // The SID is B's attempt 2's now: another record cannot take it.
     let owner = env
-        .services
-        .sid_owners
-        .twilio_sid_owner(m.twilio_sid.as_deref().unwrap())
+        .sid_owner(m.twilio_sid.as_deref().unwrap())
         .await
-        .unwrap()
         .expect("owned");
     assert_eq!((owner.record_id.as_str(), owner.attempt), (b.as_str(), 2));
 }
@@ -93,27 +94,12 @@ async fn a_lost_answer_s_message_is_still_adopted() {
 /// timeline says so.
 #[tokio::test]
 async fn two_candidates_send_again_and_are_counted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let b = b["id"].as_str().unwrap().to_owned();
+    let env = TestEnv::start_impatient().await;
+    let b = post_during(&env, faults_lost_answer()).await;
     // A, identical, reaches Twilio in the same second, and its sender dies before recording.
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = send_sms::handle(
-        &dying,
-        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        read(&resp).0,
+        post_with(&dying, TO).await.0,
         202,
         "recorded, not sent as far as Herald knows"
     );
@@ -134,50 +120,24 @@ async fn two_candidates_send_again_and_are_counted() {
         Some(sid),
         "B holds the message it sent now"
     );
-    let timeline = env
-        .services
-        .events
-        .events_for(&Subject(b.clone()))
-        .await
-        .unwrap();
-    assert!(
-        timeline
-            .iter()
-            .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile),
-        "{timeline:?}"
-    );
+    env.assert_reconciled_ambiguously(&b, "B's timeline says it sent again")
+        .await;
 }
 
 /// An unowned match created less than the settle margin ago may be another record's whose
 /// answer is on its way: the attempt decides nothing now, and is not used up.
 #[tokio::test]
 async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let id: herald::domain::MessageId = b["id"].as_str().unwrap().parse().unwrap();
+    let env = TestEnv::start_impatient().await;
+    let id: MessageId = post_during(&env, faults_lost_answer())
+        .await
+        .parse()
+        .unwrap();
     let m = record(&env, id.as_str()).await;
     assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
 
     // Attempt 2 is made half a second later, well inside the settle margin.
-    env.clock.advance(500);
-    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
-    let herald::ports::Claim::Claimed(claimed) = env
-        .services
-        .messages
-        .claim(&id, 2, env.clock.now_ms(), lease)
-        .await
-        .unwrap()
-    else {
-        panic!("attempt 2 can be claimed");
-    };
+    let (claimed, lease) = claim_attempt_2_later(&env, &id).await;
     let outcome = herald::delivery::attempt_send(&env.services, &claimed).await;
     assert_eq!(outcome, herald::delivery::Delivery::Interrupted);
     let m = record(&env, id.as_str()).await;
@@ -188,12 +148,7 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
     );
     assert!(m.twilio_sid.is_none());
     assert_eq!(env.sim.creates_for(TO), 1, "nothing sent");
-    let owner = env
-        .services
-        .sid_owners
-        .twilio_sid_owner(&env.sim.messages()[0].sid)
-        .await
-        .unwrap();
+    let owner = env.sid_owner(&env.sim.messages()[0].sid).await;
     assert_eq!(owner, None, "nothing owned");
 
     // Once the lease is over, the attempt is made again and adopts the settled message.
@@ -214,32 +169,13 @@ async fn a_candidate_too_young_interrupts_without_using_the_attempt() {
 #[tokio::test]
 async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     // Callbacks go to a closed port: Twilio moves the messages on, Herald never hears of it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let base = format!("http://{closed}");
-    let env = TestEnv::start_with(&[("TWILIO_WEBHOOK_BASE_URL", base.as_str())]).await;
-    let send_to = |to: &'static str| {
-        let svc = env.services.clone();
-        async move {
-            let resp = send_sms::handle(
-                &svc,
-                json_request("POST", "/v1/messages", &json!({"to": to, "body": BODY})),
-            )
-            .await
-            .unwrap();
-            let (status, answer) = read(&resp);
-            assert_eq!(status, 201, "{answer}");
-            answer["id"].as_str().unwrap().to_owned()
-        }
-    };
-    let a = send_to(TO).await;
-    let c = send_to("+14155550177").await;
+    let env = TestEnv::start_losing_callbacks(&[]).await;
+    let a = send(&env, TO, BODY).await;
+    let c = send(&env, "+14155550177", BODY).await;
     env.sim.flush_callbacks().await;
     let a_sid = record(&env, &a).await.twilio_sid.unwrap();
     // C's record holds A's SID: a record must never take another recipient's status for its own.
-    let c_id: herald::domain::MessageId = c.parse().unwrap();
+    let c_id: MessageId = c.parse().unwrap();
     let held = a_sid.clone();
     env.services
         .messages
@@ -256,14 +192,10 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     assert_eq!(record(&env, &a).await.status, MessageStatus::Delivered);
     let c_now = record(&env, &c).await;
     assert_eq!(c_now.status, MessageStatus::Queued, "not applied");
-    let timeline = |id: String| {
-        let svc = env.services.clone();
-        async move { svc.events.events_for(&Subject(id)).await.unwrap() }
-    };
     let kinds = |events: &[herald::domain::Event]| -> Vec<(herald::domain::EventKind, bool)> {
         events.iter().map(|e| (e.kind, e.applied)).collect()
     };
-    let a_events = timeline(a.clone()).await;
+    let a_events = env.timeline(&a).await;
     assert!(
         a_events
             .iter()
@@ -274,7 +206,7 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
         "{:?}",
         kinds(&a_events)
     );
-    let c_events = timeline(c.clone()).await;
+    let c_events = env.timeline(&c).await;
     assert!(
         c_events
             .iter()
@@ -291,7 +223,10 @@ async fn the_sweeper_applies_only_what_the_record_s_own_message_reports() {
     // Sweeping again adds nothing: one event per status found, one per mismatch and attempt.
     let before = (a_events.len(), c_events.len());
     retry_processor::sweep(&env.services).await.unwrap();
-    assert_eq!((timeline(a).await.len(), timeline(c).await.len()), before);
+    assert_eq!(
+        (env.timeline(&a).await.len(), env.timeline(&c).await.len()),
+        before
+    );
 }
 
 /// Twilio's answer to a create is proof the message is this record's: when its SID is owned by
@@ -352,11 +287,7 @@ async fn a_create_answered_with_a_sid_another_record_owns_is_kept() {
         "the answer is kept"
     );
     assert_eq!(
-        env.services
-            .sid_owners
-            .twilio_sid_owner(&next_sid)
-            .await
-            .unwrap(),
+        env.sid_owner(&next_sid).await,
         Some(someone_else),
         "ownership is not taken over"
     );
@@ -369,7 +300,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     let env = TestEnv::start().await;
     let (status, answer) = post(&env, TO).await;
     assert_eq!(status, 201, "{answer}");
-    let id: herald::domain::MessageId = answer["id"].as_str().unwrap().parse().unwrap();
+    let id: MessageId = answer["id"].as_str().unwrap().parse().unwrap();
     let first = record(&env, id.as_str()).await.twilio_sid.unwrap();
     // Attempt 1 ends undelivered with a code Twilio may get past: attempt 2 is due.
     let report = herald::delivery::Report {
@@ -386,17 +317,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
 
     // Attempt 2, half a second later, is answered 500: its outcome is unknown.
     env.sim.set_faults(faults_500());
-    env.clock.advance(500);
-    let lease = i64::try_from(env.services.config.attempt_lease.as_millis()).unwrap();
-    let herald::ports::Claim::Claimed(claimed) = env
-        .services
-        .messages
-        .claim(&id, 2, env.clock.now_ms(), lease)
-        .await
-        .unwrap()
-    else {
-        panic!("attempt 2 can be claimed");
-    };
+    let (claimed, lease) = claim_attempt_2_later(&env, &id).await;
     assert_eq!(
         herald::delivery::attempt_send(&env.services, &claimed).await,
         herald::delivery::Delivery::Deferred
@@ -424,19 +345,9 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
 #[tokio::test]
 async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    let b = b["id"].as_str().unwrap().to_owned();
-    env.sim.set_faults(twilio_sim::Faults::default());
+    let b = post_during(&env, faults_500()).await;
     let dying = env.services_with_chaos(0.0, 1.0);
-    let resp = send_sms::handle(
-        &dying,
-        json_request("POST", "/v1/messages", &json!({"to": TO, "body": BODY})),
-    )
-    .await
-    .unwrap();
-    let (status, a) = read(&resp);
+    let (status, a) = post_with(&dying, TO).await;
     assert_eq!(status, 202, "{a}");
     let a = a["id"].as_str().unwrap().to_owned();
     assert_eq!(env.sim.creates_for(TO), 1, "A's message reached Twilio");
@@ -453,22 +364,8 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
         bm.attempts.doubt_since_ms.is_some(),
         "B's first attempt stays in doubt"
     );
-    let ambiguous = |id: String| {
-        let env = &env;
-        async move {
-            env.services
-                .events
-                .events_for(&Subject(id))
-                .await
-                .unwrap()
-                .iter()
-                .any(|e| e.kind == herald::domain::EventKind::AmbiguousReconcile)
-        }
-    };
-    assert!(
-        ambiguous(b.clone()).await,
-        "B's timeline says it sent again"
-    );
+    env.assert_reconciled_ambiguously(&b, "B's timeline says it sent again")
+        .await;
 
     // A's claim runs out; the sweeper takes its attempt over.
     env.clock.advance(10 * 60 * 1000);
@@ -482,18 +379,10 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
         3,
         "A could not tell its own either"
     );
-    assert!(
-        ambiguous(a.clone()).await,
-        "A's timeline says it sent again"
-    );
+    env.assert_reconciled_ambiguously(&a, "A's timeline says it sent again")
+        .await;
     for (id, sid) in [(&a, &a_sid), (&b, &b_sid)] {
-        let owner = env
-            .services
-            .sid_owners
-            .twilio_sid_owner(sid)
-            .await
-            .unwrap()
-            .expect("owned");
+        let owner = env.sid_owner(sid).await.expect("owned");
         assert_eq!(&owner.record_id, id);
     }
 }
@@ -502,17 +391,8 @@ async fn a_sibling_in_doubt_keeps_its_message_from_being_adopted() {
 /// still adopted (B's own claim and window do not count against it either).
 #[tokio::test]
 async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let b = b["id"].as_str().unwrap().to_owned();
+    let env = TestEnv::start_impatient().await;
+    let b = post_during(&env, faults_lost_answer()).await;
     // An identical alert sent in the same second, its answer recorded: its message is owned,
     // and the record is in doubt no more.
     let (status, _) = post(&env, TO).await;
@@ -534,17 +414,8 @@ async fn a_record_s_own_span_in_doubt_does_not_keep_it_from_adopting() {
 /// still B's own (attempt 1's outcome was unknown), adopted, never sent twice.
 #[tokio::test]
 async fn a_message_a_callback_registered_for_an_unknown_attempt_is_adopted() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, b) = post(&env, TO).await;
-    assert_eq!(status, 202, "{b}");
-    env.sim.set_faults(twilio_sim::Faults::default());
-    let b = b["id"].as_str().unwrap().to_owned();
+    let env = TestEnv::start_impatient().await;
+    let b = post_during(&env, faults_lost_answer()).await;
     let sid = env.sim.messages()[0].sid.clone();
     // What webhook-receiver does with the callback of attempt 1.
     herald::reconcile::register_reported(

@@ -5,8 +5,11 @@
 
 use herald::delivery::{self, Report};
 use herald::domain::{MessageId, MessageStatus};
-use herald::test_env::{TestEnv, json_request, read, request};
+use herald::test_env::{TestEnv, read, request};
 use serde_json::{Value, json};
+
+mod common;
+use common::send;
 
 const STUCK: &str = "+14155550123";
 const GRACE_MS: i64 = retry_processor::SWEEP_GRACE_MS;
@@ -26,15 +29,7 @@ fn now(env: &TestEnv) -> i64 {
 
 /// Sends a message and applies Twilio's `sent` report to it (the final one never comes).
 async fn sent_message(env: &TestEnv, body: &str) -> MessageId {
-    let resp = send_sms::handle(
-        &env.services,
-        json_request("POST", "/v1/messages", &json!({"to": STUCK, "body": body})),
-    )
-    .await
-    .unwrap();
-    let (status, answer) = read(&resp);
-    assert_eq!(status, 201, "{answer}");
-    let id: MessageId = answer["id"].as_str().unwrap().parse().unwrap();
+    let id: MessageId = send(env, STUCK, body).await.parse().unwrap();
     env.sim.flush_callbacks().await;
     report(env, &id, MessageStatus::Sent, None).await;
     id

@@ -5,10 +5,10 @@
 use herald::delivery::Job;
 use herald::domain::{MessageId, MessageStatus};
 use herald::ports::{Clock, Queue};
-use herald::test_env::{TestEnv, drain, read};
+use herald::test_env::{TestEnv, faults_500, faults_lost_answer, read};
 
 mod common;
-use common::{VISIBILITY, faults_500, post, record, run_retries};
+use common::{VISIBILITY, assert_adopted_once, post, record, run_retries, run_retries_with};
 
 const TO: &str = "+14155550100";
 
@@ -21,11 +21,9 @@ async fn later(env: &TestEnv, ms: i64) -> usize {
 #[tokio::test]
 async fn a_transient_failure_is_retried_after_its_backoff_and_sent_once() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (status, answer) = post(&env, TO).await;
+    let (status, answer) = env.with_faults(faults_500(), post(&env, TO)).await;
     assert_eq!(status, 202);
     let id = answer["id"].as_str().unwrap().to_owned();
-    env.sim.set_faults(twilio_sim::Faults::default());
     let m = record(&env, &id).await;
     assert_eq!((m.status, m.attempts.attempt), (MessageStatus::Retrying, 2));
     let due = m.attempts.next_attempt_at_ms.unwrap() - env.clock.now_ms();
@@ -45,9 +43,7 @@ async fn a_transient_failure_is_retried_after_its_backoff_and_sent_once() {
 #[tokio::test]
 async fn duplicated_and_concurrent_jobs_send_once() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (_, answer) = post(&env, TO).await;
-    env.sim.set_faults(twilio_sim::Faults::default());
+    let (_, answer) = env.with_faults(faults_500(), post(&env, TO)).await;
     let id: MessageId = answer["id"].as_str().unwrap().parse().unwrap();
     let job = Job::Message {
         id: id.clone(),
@@ -144,24 +140,13 @@ async fn retry_after_is_honoured() {
 #[tokio::test]
 async fn a_crash_after_the_claim_is_recovered_without_a_second_send() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (_, answer) = post(&env, TO).await;
-    env.sim.set_faults(twilio_sim::Faults::default());
+    let (_, answer) = env.with_faults(faults_500(), post(&env, TO)).await;
     let id = answer["id"].as_str().unwrap().to_owned();
     // The first retry dies right after claiming its attempt: nothing is acknowledged.
     let crashing = env.services_with_chaos(1.0, 0.0);
-    let handled = drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = crashing.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await;
+    let handled = run_retries_with(&env, &crashing).await;
     env.clock.advance(10_000);
-    let handled = handled
-        + drain(&env.retry_queue, VISIBILITY, |e| {
-            let svc = crashing.clone();
-            async move { retry_processor::handle(&svc, e).await }
-        })
-        .await;
+    let handled = handled + run_retries_with(&env, &crashing).await;
     assert_eq!(handled, 1);
     assert!(
         record(&env, &id).await.attempts.claimed_until_ms.is_some(),
@@ -177,17 +162,11 @@ async fn a_crash_after_the_claim_is_recovered_without_a_second_send() {
 #[tokio::test]
 async fn a_crash_after_twilio_accepted_is_reconciled_not_resent() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (_, answer) = post(&env, TO).await;
-    env.sim.set_faults(twilio_sim::Faults::default());
+    let (_, answer) = env.with_faults(faults_500(), post(&env, TO)).await;
     let id = answer["id"].as_str().unwrap().to_owned();
     let crashing = env.services_with_chaos(0.0, 1.0);
     env.clock.advance(10_000);
-    drain(&env.retry_queue, VISIBILITY, |e| {
-        let svc = crashing.clone();
-        async move { retry_processor::handle(&svc, e).await }
-    })
-    .await;
+    run_retries_with(&env, &crashing).await;
     assert_eq!(env.sim.creates_for(TO), 1, "Twilio has it");
     assert_eq!(
         record(&env, &id).await.status,
@@ -195,14 +174,7 @@ async fn a_crash_after_twilio_accepted_is_reconciled_not_resent() {
         "but the record does not know"
     );
     assert_eq!(later(&env, i64::from(VISIBILITY) * 1000).await, 1);
-    let m = record(&env, &id).await;
-    assert_eq!(m.status, MessageStatus::Queued);
-    assert_eq!(
-        m.twilio_sid.as_deref(),
-        Some(env.sim.messages()[0].sid.as_str()),
-        "adopted"
-    );
-    assert_eq!(env.sim.creates_for(TO), 1, "never sent twice");
+    assert_adopted_once(&env, &id, TO).await;
     let view = read(
         &send_sms::handle(
             &env.services,
@@ -223,16 +195,9 @@ async fn a_crash_after_twilio_accepted_is_reconciled_not_resent() {
 
 #[tokio::test]
 async fn a_timeout_after_twilio_accepted_is_reconciled_not_resent() {
-    let env = TestEnv::start_with(&[("TWILIO_REQUEST_TIMEOUT_SECS", "1")]).await;
-    env.sim.set_faults(twilio_sim::Faults {
-        rate_timeout: 1.0,
-        timeout_ms: 3_000,
-        timeout_after_accept: true,
-        ..Default::default()
-    });
-    let (status, answer) = post(&env, TO).await;
+    let env = TestEnv::start_impatient().await;
+    let (status, answer) = env.with_faults(faults_lost_answer(), post(&env, TO)).await;
     assert_eq!(status, 202);
-    env.sim.set_faults(twilio_sim::Faults::default());
     let id = answer["id"].as_str().unwrap().to_owned();
     let m = record(&env, &id).await;
     assert!(
@@ -289,9 +254,7 @@ async fn waits_longer_than_the_queue_delay_limit_are_re_enqueued() {
 #[tokio::test]
 async fn the_sweeper_finds_a_message_whose_job_was_lost() {
     let env = TestEnv::start().await;
-    env.sim.set_faults(faults_500());
-    let (_, answer) = post(&env, TO).await;
-    env.sim.set_faults(twilio_sim::Faults::default());
+    let (_, answer) = env.with_faults(faults_500(), post(&env, TO)).await;
     let id = answer["id"].as_str().unwrap().to_owned();
     // Lose the job (as if the queue send had failed after the store recorded the retry).
     env.clock.advance(10_000);

@@ -5,36 +5,20 @@
 use std::collections::HashSet;
 
 use herald::domain::{MessageStatus, StatusChange};
-use herald::test_env::{TestEnv, json_request, read};
-use serde_json::json;
+use herald::test_env::TestEnv;
+
+mod common;
+use common::{record, send};
 
 const STUCK: &str = "+14155550123";
 const FRESH: &str = "+14155550124";
 const GRACE_MS: i64 = retry_processor::SWEEP_GRACE_MS;
 const LIMIT: u32 = 10;
 
-async fn send(env: &TestEnv, to: &str, body: &str) -> String {
-    let resp = send_sms::handle(
-        &env.services,
-        json_request("POST", "/v1/messages", &json!({"to": to, "body": body})),
-    )
-    .await
-    .unwrap();
-    let (status, answer) = read(&resp);
-    assert_eq!(status, 201, "{answer}");
-    answer["id"].as_str().unwrap().to_owned()
-}
-
 /// Twilio's `sent` callback arrived (applied as the webhook would); the final one never does.
 async fn sent(env: &TestEnv, id: &str) -> String {
+    let m = record(env, id).await;
     let id: herald::domain::MessageId = id.parse().unwrap();
-    let m = env
-        .services
-        .messages
-        .get_record(&id)
-        .await
-        .unwrap()
-        .unwrap();
     let change = StatusChange {
         twilio_sid: m.twilio_sid.clone(),
         ..StatusChange::new(
@@ -93,21 +77,11 @@ async fn a_backlog_of_stuck_messages_neither_hides_a_recent_one_nor_is_left_unvi
     sent(&env, &fresh).await;
     env.clock.advance(GRACE_MS * 2);
 
-    let record = |id: String| {
-        let svc = env.services.clone();
-        async move {
-            svc.messages
-                .get_record(&id.parse().unwrap())
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
     herald::delivery::sweep(&env.services, GRACE_MS, LIMIT)
         .await
         .unwrap();
     assert_eq!(
-        record(fresh.clone()).await.status,
+        record(&env, &fresh).await.status,
         MessageStatus::Delivered,
         "the very next sweep reconciles the recent message"
     );
@@ -125,6 +99,10 @@ async fn a_backlog_of_stuck_messages_neither_hides_a_recent_one_nor_is_left_unvi
         missed.len()
     );
     for id in stuck {
-        assert_eq!(record(id).await.status, MessageStatus::Sent, "still stuck");
+        assert_eq!(
+            record(&env, &id).await.status,
+            MessageStatus::Sent,
+            "still stuck"
+        );
     }
 }

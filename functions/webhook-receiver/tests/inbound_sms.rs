@@ -3,7 +3,7 @@
 //! send-sms refuses opted-out recipients before calling Twilio.
 
 use herald::domain::{EventKind, Subject};
-use herald::test_env::{TestEnv, WEBHOOK_BASE, json_request, read, request};
+use herald::test_env::{TestEnv, WEBHOOK_BASE, post_json, read, request};
 use herald::twilio::signature;
 use serde_json::json;
 
@@ -44,18 +44,13 @@ async fn text(env: &TestEnv, n: u32, from: &str, body: &str) -> (u16, String) {
     )
 }
 
+/// `POST path` of `body` to send-sms.
+async fn post(env: &TestEnv, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    post_json(send_sms::handle, &env.services, path, &body).await
+}
+
 async fn send(env: &TestEnv) -> (u16, serde_json::Value) {
-    let resp = send_sms::handle(
-        &env.services,
-        json_request(
-            "POST",
-            "/v1/messages",
-            &json!({"to": PERSON, "body": "alert"}),
-        ),
-    )
-    .await
-    .unwrap();
-    read(&resp)
+    post(env, "/v1/messages", json!({"to": PERSON, "body": "alert"})).await
 }
 
 const EMPTY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
@@ -81,29 +76,12 @@ async fn stop_refuses_sending_and_start_restores_it() {
         "nothing recorded"
     );
     // The national form of the same number is the same recipient.
-    let resp = send_sms::handle(
-        &env.services,
-        json_request(
-            "POST",
-            "/v1/messages",
-            &json!({"to": "+1 (415) 555-2671", "body": "x"}),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(read(&resp).0, 422);
+    let to_national = json!({"to": "+1 (415) 555-2671", "body": "x"});
+    assert_eq!(post(&env, "/v1/messages", to_national).await.0, 422);
     // A batch refuses that item only.
-    let resp = send_sms::handle(
-        &env.services,
-        json_request(
-            "POST",
-            "/v1/messages/batch",
-            &json!({"messages": [{"to": PERSON, "body": "a"}, {"to": "+14155550100", "body": "b"}]}),
-        ),
-    )
-    .await
-    .unwrap();
-    let (_, answer) = read(&resp);
+    let batch =
+        json!({"messages": [{"to": PERSON, "body": "a"}, {"to": "+14155550100", "body": "b"}]});
+    let (_, answer) = post(&env, "/v1/messages/batch", batch).await;
     assert_eq!(
         answer["messages"].as_array().map(Vec::len),
         Some(1),
