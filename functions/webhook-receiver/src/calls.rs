@@ -9,15 +9,16 @@
 //! once more, then a goodbye.
 
 use herald::calls;
-use herald::domain::event::EVENT_RETENTION_MS;
-use herald::domain::{CallId, CallReport, CallStatus, Event, EventKind, Subject};
+use herald::domain::{CallId, CallReport, CallStatus, EventKind};
 use herald::ports::CallApplied;
 use herald::problem::{Problem, ProblemKind};
 use herald::service::Services;
 use herald::twilio::twiml;
 use lambda_http::Request;
 
-use crate::{forbidden, form_params, param, public_url, query_param, verify};
+use crate::{
+    attempt_of, callback_event, forbidden, form_params, param, public_url, query_param, verify,
+};
 
 /// Call-progress status callbacks, relative to `TWILIO_WEBHOOK_BASE_URL`.
 pub const CALL_STATUS_PATH: &str = "/webhooks/twilio/call-status";
@@ -63,9 +64,7 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
     let sequence = param(&params, "SequenceNumber").and_then(|s| s.parse::<u32>().ok());
     let duration = param(&params, "CallDuration").and_then(|d| d.parse::<u32>().ok());
     let error_code = param(&params, "ErrorCode").and_then(|c| c.parse::<u32>().ok());
-    let attempt = query_param(query, "a")
-        .and_then(|a| a.parse::<u32>().ok())
-        .unwrap_or(1);
+    let attempt = attempt_of(query);
     let id = query_param(query, "cid").and_then(|c| c.parse::<CallId>().ok());
     if let Some(id) = &id {
         herald::telemetry::record_call_id(id);
@@ -90,49 +89,29 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
             return Problem::new(ProblemKind::Unavailable).into_response();
         }
     }
-    let mut event = Event {
+    let event = callback_event(
         key,
-        subject: Subject::orphan(),
-        kind: EventKind::OrphanCallback,
-        status: status.map(|s| s.as_str().to_owned()),
-        twilio_sid: safe_sid,
+        status.map(CallStatus::as_str),
+        safe_sid,
         error_code,
         attempt,
-        applied: false,
+        &params,
+        now,
+    );
+    let report = status.map(|status| CallReport {
+        attempt,
+        status,
+        twilio_sid: event.twilio_sid.clone(),
+        duration_seconds: duration,
+        error_code,
+        error_reason: error_code
+            .map(|c| format!("Twilio error {c} ({})", herald::twilio::describe_code(c))),
         at_ms: now,
-        expires_at_ms: now + EVENT_RETENTION_MS,
-        // The callee's country only: never the number itself.
-        country: param(&params, "To")
-            .and_then(|t| herald::phone::parse(t).ok())
-            .and_then(|p| p.country().map(str::to_owned)),
-        sealed: None,
-    };
-    if let (Some(id), Some(status)) = (id.as_ref(), status) {
-        let report = CallReport {
-            attempt,
-            status,
-            twilio_sid: event.twilio_sid.clone(),
-            duration_seconds: duration,
-            error_code,
-            error_reason: error_code
-                .map(|c| format!("Twilio error {c} ({})", herald::twilio::describe_code(c))),
-            at_ms: now,
-        };
-        if let Err(answer) = crate::apply_status::<calls::Voice>(svc, id, &report, &mut event).await
-        {
-            return answer;
-        }
-    } else {
-        tracing::warn!(
-            has_id = id.is_some(),
-            known_status = status.is_some(),
-            "call callback without a usable id or status"
-        );
-    }
-    match svc.events.record_event(&event).await {
-        Ok(true) => {}
-        Ok(false) => tracing::info!("duplicate call callback"),
-        Err(e) => tracing::error!(error = %e, "could not record the event"),
+    });
+    if let Err(answer) =
+        crate::settle_callback::<calls::Voice>(svc, id.as_ref(), report, event).await
+    {
+        return answer;
     }
     twiml_response(twiml::empty())
 }
@@ -148,9 +127,7 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
     if let Some(id) = &id {
         herald::telemetry::record_call_id(id);
     }
-    let attempt = query_param(query, "a")
-        .and_then(|a| a.parse::<u32>().ok())
-        .unwrap_or(1);
+    let attempt = attempt_of(query);
     let repeated = query_param(query, "r").as_deref() == Some("1");
     let digits = param(&params, "Digits").unwrap_or("");
     let Some(id) = id else {

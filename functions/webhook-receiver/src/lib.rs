@@ -230,9 +230,7 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
         .unwrap_or("");
     let status = MessageStatus::from_twilio(reported);
     let error_code = param(&params, "ErrorCode").and_then(|c| c.parse::<u32>().ok());
-    let attempt = query_param(query, "a")
-        .and_then(|a| a.parse::<u32>().ok())
-        .unwrap_or(1);
+    let attempt = attempt_of(query);
     let id = query_param(query, "mid").and_then(|m| m.parse::<MessageId>().ok());
     if let Some(id) = &id {
         herald::telemetry::record_message_id(id);
@@ -242,52 +240,99 @@ async fn message_status(svc: &Services, req: &Request) -> http::Response<String>
     let safe_sid = herald::twilio::is_sid(sid, "SM")
         .then(|| sid.to_owned())
         .or_else(|| herald::twilio::is_sid(sid, "MM").then(|| sid.to_owned()));
-    let mut event = Event {
-        key: format!(
-            "ms:{}:{}",
-            safe_sid.as_deref().unwrap_or("unknown"),
-            status.map_or("unknown", MessageStatus::as_str)
-        ),
+    let key = format!(
+        "ms:{}:{}",
+        safe_sid.as_deref().unwrap_or("unknown"),
+        status.map_or("unknown", MessageStatus::as_str)
+    );
+    let event = callback_event(
+        key,
+        status.map(MessageStatus::as_str),
+        safe_sid,
+        error_code,
+        attempt,
+        &params,
+        now,
+    );
+    let report = status.map(|status| delivery::Report {
+        attempt,
+        status,
+        twilio_sid: event.twilio_sid.clone(),
+        error_code,
+        at_ms: now,
+    });
+    match settle_callback::<delivery::Sms>(svc, id.as_ref(), report, event).await {
+        Ok(()) => ok(),
+        Err(answer) => answer,
+    }
+}
+
+/// The attempt a callback URL names (`a`; 1 for a URL made before it was added).
+pub(crate) fn attempt_of(query: Option<&str>) -> u32 {
+    query_param(query, "a")
+        .and_then(|a| a.parse::<u32>().ok())
+        .unwrap_or(1)
+}
+
+/// The event a status callback leaves under `key`: an orphan until it is applied to its record.
+/// Only values of known shape go in (the status, a SID of the right shape, the code), and of the
+/// number `To` only its country: nothing from the request is stored raw.
+pub(crate) fn callback_event(
+    key: String,
+    status: Option<&str>,
+    twilio_sid: Option<String>,
+    error_code: Option<u32>,
+    attempt: u32,
+    params: &[(String, String)],
+    now: i64,
+) -> Event {
+    Event {
+        key,
         subject: Subject::orphan(),
         kind: EventKind::OrphanCallback,
-        status: status.map(|s| s.as_str().to_owned()),
-        twilio_sid: safe_sid,
+        status: status.map(str::to_owned),
+        twilio_sid,
         error_code,
         attempt,
         applied: false,
         at_ms: now,
         expires_at_ms: now + EVENT_RETENTION_MS,
-        // The recipient's country only: never the number itself.
-        country: param(&params, "To")
+        country: param(params, "To")
             .and_then(|to| herald::phone::parse(to).ok())
             .and_then(|p| p.country().map(str::to_owned)),
         sealed: None,
-    };
+    }
+}
 
-    if let (Some(id), Some(status)) = (id.as_ref(), status) {
-        let report = delivery::Report {
-            attempt,
-            status,
-            twilio_sid: event.twilio_sid.clone(),
-            error_code,
-            at_ms: now,
-        };
-        if let Err(answer) = apply_status::<delivery::Sms>(svc, id, &report, &mut event).await {
-            return answer;
-        }
+/// Applies a status callback's `report` to record `id` ([`apply_status`]) when it names both,
+/// and keeps its `event`. `Err`: the answer when the store failed (a 5xx, so that Twilio sends
+/// the callback again).
+pub(crate) async fn settle_callback<K: herald::engine::Channel>(
+    svc: &Services,
+    id: Option<&<K::Record as herald::domain::Attempted>::Id>,
+    report: Option<K::Report>,
+    mut event: Event,
+) -> Result<(), http::Response<String>> {
+    if let (Some(id), Some(report)) = (id, report.as_ref()) {
+        apply_status::<K>(svc, id, report, &mut event).await?;
     } else {
         tracing::warn!(
+            channel = K::NAME,
             has_id = id.is_some(),
-            known_status = status.is_some(),
+            known_status = report.is_some(),
             "callback without a usable id or status"
         );
     }
     match svc.events.record_event(&event).await {
         Ok(true) => {}
-        Ok(false) => tracing::info!(event_key_kind = event.kind.as_str(), "duplicate callback"),
+        Ok(false) => tracing::info!(
+            channel = K::NAME,
+            event_key_kind = event.kind.as_str(),
+            "duplicate callback"
+        ),
         Err(e) => tracing::error!(error = %e, "could not record the event"),
     }
-    ok()
+    Ok(())
 }
 
 /// Applies the status callback `report` to record `id` ([`herald::engine::apply_callback`]) and
