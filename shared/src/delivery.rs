@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use async_trait::async_trait;
 
 use crate::crypto::Sealed;
-use crate::domain::{Event, Message, MessageId, MessageStatus, RetryChange, StatusChange};
+use crate::domain::{
+    Attempted, Event, Message, MessageId, MessageStatus, RetryChange, StatusChange,
+};
 use crate::engine::{self, Channel, Opened, Outcome};
 use crate::ports::{Applied, MessageStore, QueueError, TwilioCredentials};
 use crate::service::Services;

@@ -3,7 +3,7 @@
 //! To, sender and body, created within the ambiguous attempt's window, owned by no other
 //! record); an identical alert's message is never taken for it.
 
-use herald::domain::{Message, MessageId, MessageStatus};
+use herald::domain::{Attempted, Message, MessageId, MessageStatus};
 use herald::ports::Clock;
 use herald::test_env::{TestEnv, faults_500, faults_lost_answer};
 

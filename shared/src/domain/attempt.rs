@@ -227,6 +227,21 @@ pub trait Attempted: Clone + Send + Sync + 'static {
         let s = self.status();
         s == Self::Status::ACCEPTED || s == Self::Status::RETRYING
     }
+
+    /// The record after claiming `attempt` at `now_ms` for `lease_ms` ([`claimed`]).
+    fn claimed(&self, attempt: u32, now_ms: i64, lease_ms: i64) -> Result<Self, ClaimRefusal> {
+        claimed(self, attempt, now_ms, lease_ms)
+    }
+
+    /// The record after `change` schedules the next attempt ([`retried`]).
+    fn retried(&self, change: &RetryChange) -> Option<Self> {
+        retried(self, change)
+    }
+
+    /// The window of an ambiguous earlier attempt ([`ambiguous_window`]).
+    fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
+        ambiguous_window(self, lease_ms)
+    }
 }
 
 /// Writes what every record kind's status has, from its `ALL`, `rank` and `as_str`: whether it

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attempt::{Attempted, Attempts};
 use super::ids::CallId;
-use super::message::{ClaimRefusal, Transition, UNCONFIRMED_RANK};
+use super::message::{Transition, UNCONFIRMED_RANK};
 use super::recipient::Recipient;
 use crate::crypto::{LookupToken, Sealed};
 
@@ -187,23 +187,6 @@ impl Call {
             && (status.is_unanswered() || (status == CallStatus::Completed && self.require_ack))
     }
 
-    /// The record after claiming `attempt` at `now_ms` for `lease_ms`
-    /// ([`super::attempt::claimed`]): a done call is never claimed.
-    pub fn claimed(&self, attempt: u32, now_ms: i64, lease_ms: i64) -> Result<Call, ClaimRefusal> {
-        super::attempt::claimed(self, attempt, now_ms, lease_ms)
-    }
-
-    /// The record after `change` schedules the next attempt ([`super::attempt::retried`]); a
-    /// done call takes none.
-    pub fn retried(&self, change: &CallRetry) -> Option<Call> {
-        super::attempt::retried(self, change)
-    }
-
-    /// The window of an ambiguous earlier attempt ([`super::attempt::ambiguous_window`]).
-    pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
-        super::attempt::ambiguous_window(self, lease_ms)
-    }
-
     /// Whether `report` would move this record, by attempt and by the transition rule.
     pub fn accepts(&self, report: &CallReport) -> bool {
         self.attempts.attempt == report.attempt
@@ -326,6 +309,7 @@ impl Attempted for Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::message::ClaimRefusal;
     use CallStatus::*;
 
     fn record(status: CallStatus, attempt: u32, require_ack: bool) -> Call {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, Attempts, RetryChange};
+use super::attempt::{Attempted, Attempts};
 use super::ids::MessageId;
 use super::recipient::Recipient;
 use crate::crypto::{LookupToken, Sealed};
@@ -185,27 +185,6 @@ impl Message {
         Attempted::is_waiting(self)
     }
 
-    /// The record after claiming `attempt` at `now_ms` for `lease_ms`
-    /// ([`super::attempt::claimed`]).
-    pub fn claimed(
-        &self,
-        attempt: u32,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Message, ClaimRefusal> {
-        super::attempt::claimed(self, attempt, now_ms, lease_ms)
-    }
-
-    /// The record after `change` schedules the next attempt ([`super::attempt::retried`]).
-    pub fn retried(&self, change: &RetryChange) -> Option<Message> {
-        super::attempt::retried(self, change)
-    }
-
-    /// The window of an ambiguous earlier attempt ([`super::attempt::ambiguous_window`]).
-    pub fn ambiguous_window(&self, lease_ms: i64) -> Option<(i64, i64)> {
-        super::attempt::ambiguous_window(self, lease_ms)
-    }
-
     /// Whether `change` would move this record, by attempt and by the transition rule.
     ///
     /// A change belongs to the record when it is for the record's current attempt, or names the
@@ -264,6 +243,7 @@ impl Attempted for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::RetryChange;
     use MessageStatus::*;
 
     fn record(status: MessageStatus, attempt: u32) -> Message {
