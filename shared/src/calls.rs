@@ -119,6 +119,10 @@ impl Channel for Voice {
         max_attempts(svc).min(crate::delivery::attempts_allowed(svc, class))
     }
 
+    async fn attempt(svc: &Services, call: &Call) -> Placement {
+        attempt_call(svc, call).await
+    }
+
     async fn create(svc: &Services, call: &Call, o: &Opened) -> Result<CallResource, TwilioError> {
         let Some(from) = NewCall::caller_id(&svc.config.sender) else {
             return Err(TwilioError::Api {

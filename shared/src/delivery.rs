@@ -228,6 +228,10 @@ impl Channel for Sms {
         attempts_allowed(svc, class)
     }
 
+    async fn attempt(svc: &Services, m: &Message) -> Delivery {
+        attempt_send(svc, m).await
+    }
+
     async fn create(
         svc: &Services,
         m: &Message,

@@ -110,6 +110,11 @@ pub trait Channel: Send + Sync + 'static {
 
     /// The record's sealed text (a message's body, a call's spoken text).
     fn text(r: &Self::Record) -> &Sealed;
+    /// Makes the attempt `r` was claimed for ([`make_attempt`]), in the record's span.
+    async fn attempt(
+        svc: &Services,
+        r: &Self::Record,
+    ) -> Outcome<<Self::Record as Attempted>::Status>;
     /// Creates the attempt's resource at Twilio.
     async fn create(
         svc: &Services,
@@ -318,6 +323,46 @@ fn waits_unclaimed_after<K: Channel>(r: &K::Record, attempt: u32) -> bool {
         && a.attempt == attempt + 1
         && a.claimed_until_ms.is_none()
         && r.is_open()
+}
+
+/// What became of the record a request recorded ([`submit`]).
+#[derive(Debug)]
+pub enum Submitted<R, S> {
+    /// The record as it is now, and what became of its first attempt.
+    Attempted(R, Outcome<S>),
+    /// The request died once it had recorded it (failure injection: [`CrashPoint::Recorded`]).
+    ///
+    /// [`CrashPoint::Recorded`]: crate::service::CrashPoint::Recorded
+    Died,
+}
+
+/// Makes the first attempt of the record a request just recorded, `recorded`; or, when `None`
+/// (its id, `id`, was taken: an earlier try of the request recorded it and died), goes on with
+/// that one ([`resume`]), so a retried request never records and sends another.
+pub async fn submit<K: Channel>(
+    svc: &Services,
+    id: Option<&<K::Record as Attempted>::Id>,
+    recorded: Option<K::Record>,
+) -> Result<Submitted<K::Record, <K::Record as Attempted>::Status>, StoreError> {
+    let Some(r) = recorded else {
+        let Some(id) = id else {
+            return Err(StoreError::Conflict);
+        };
+        let Some(earlier) = K::store(svc).get_record(id).await? else {
+            return Err(StoreError::Conflict);
+        };
+        tracing::Span::current().record(K::SPAN_ID_FIELD, tracing::field::display(id));
+        let (now, outcome) = resume::<K>(svc, earlier).await?;
+        return Ok(Submitted::Attempted(now, outcome));
+    };
+    if svc
+        .chaos
+        .crashes_at(crate::service::CrashPoint::Recorded(1))
+    {
+        return Ok(Submitted::Died);
+    }
+    let outcome = K::attempt(svc, &r).await;
+    Ok(Submitted::Attempted(r, outcome))
 }
 
 /// Goes on with a record an earlier try of a request recorded before it died: its first attempt

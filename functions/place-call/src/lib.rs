@@ -13,14 +13,14 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::calls::{self, Placement, Voice};
 use herald::domain::rfc3339;
 use herald::domain::{Call, CallId, CallStatus, EventKind, Recipient, Speech};
-use herald::engine;
+use herald::engine::{self, Submitted};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
 use herald::protect::idempotency::Keyed;
 use herald::protect::limits::{self, Channel};
 use herald::request::{invalid, json_object, only_fields, recipient, str_field, text_or_template};
-use herald::service::{Chaos, CrashPoint, Services};
+use herald::service::{Chaos, Services};
 use herald::twilio::{MAX_TWIML_CHARS, describe_code, twiml};
 use herald::views::{self, RecordView};
 use herald::voice;
@@ -276,22 +276,15 @@ async fn place(
     if let Err(p) = limits::check_recipient(svc, Channel::Voice, &v.to, &token).await {
         return p.into_response();
     }
-    let call = match record_new(svc, id.clone(), &v, caller.to_owned()).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return match svc.calls.get_record(&id).await {
-                Ok(Some(c)) => resume(svc, c).await,
-                Ok(None) => unavailable(&StoreError::Conflict),
-                Err(e) => unavailable(&e),
-            };
-        }
+    let recorded = match record_new(svc, id.clone(), &v, caller.to_owned()).await {
+        Ok(c) => c,
         Err(e) => return unavailable(&*e),
     };
-    if svc.chaos.crashes_at(CrashPoint::Recorded(1)) {
-        return Chaos::death();
+    match engine::submit::<Voice>(svc, Some(&id), recorded).await {
+        Ok(Submitted::Attempted(call, placement)) => answer_place(&call, placement),
+        Ok(Submitted::Died) => Chaos::death(),
+        Err(e) => unavailable(&e),
     }
-    let placement = calls::attempt_call(svc, &call).await;
-    answer_place(&call, placement)
 }
 
 /// Goes on with a call an earlier try of this request recorded before it died: its first

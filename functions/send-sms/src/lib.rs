@@ -10,7 +10,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::delivery::{self, Delivery, Job, Sms};
 use herald::domain::rfc3339;
 use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Recipient, Subject};
-use herald::engine;
+use herald::engine::{self, Submitted};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
@@ -374,22 +374,16 @@ async fn send(
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
-    let message = match record_new(svc, &v, caller, true, id.clone()).await {
-        Ok(Recorded::New(m)) => *m,
-        Ok(Recorded::Exists) => {
-            return match earlier(svc, true, id.as_ref()).await {
-                Ok(Some(m)) => resume(svc, m).await,
-                Ok(None) => unavailable(&StoreError::Conflict),
-                Err(e) => unavailable(&e),
-            };
-        }
+    let recorded = match record_new(svc, &v, caller, true, id.clone()).await {
+        Ok(Recorded::New(m)) => Some(*m),
+        Ok(Recorded::Exists) => None,
         Err(e) => return unavailable(&*e),
     };
-    if svc.chaos.crashes_at(CrashPoint::Recorded(1)) {
-        return Chaos::death();
+    match engine::submit::<Sms>(svc, id.as_ref(), recorded).await {
+        Ok(Submitted::Attempted(m, delivery)) => answer_send(&m, delivery),
+        Ok(Submitted::Died) => Chaos::death(),
+        Err(e) => unavailable(&e),
     }
-    let delivery = delivery::attempt_send(svc, &message).await;
-    answer_send(&message, delivery)
 }
 
 /// Goes on with a message an earlier try of this request recorded before it died: its first
