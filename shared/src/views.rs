@@ -54,26 +54,47 @@ pub struct RecordView<Id, S> {
     pub timeline: Vec<TimelineEntry>,
 }
 
-/// The [`RecordView`] of a record whose fields have the usual names (`id`, `to_masked`,
-/// `status`, `attempt`, `template`, `twilio_sid`, `error_code`, `error_reason`,
-/// `created_at_ms`, `updated_at_ms`), with its timeline.
-#[macro_export]
-macro_rules! record_view {
-    ($r:expr, $timeline:expr) => {
-        $crate::views::RecordView {
-            id: $r.id.clone(),
-            to: $r.to.masked.clone(),
-            status: $r.status,
-            attempts: $r.attempts.attempt,
-            template: $r.template.clone(),
-            twilio_sid: $r.twilio_sid.clone(),
-            error_code: $r.error_code,
-            error: $r.error_reason.clone(),
-            created_at: $crate::domain::rfc3339($r.attempts.created_at_ms),
-            updated_at: $crate::domain::rfc3339($r.attempts.updated_at_ms),
-            timeline: $timeline,
+impl<Id: Clone, S> RecordView<Id, S> {
+    /// The view of `r`, with its timeline.
+    pub fn of<R: Attempted<Id = Id, Status = S>>(r: &R, timeline: Vec<TimelineEntry>) -> Self {
+        let a = r.attempts();
+        Self {
+            id: r.record_id().clone(),
+            to: r.to().masked.clone(),
+            status: r.status(),
+            attempts: a.attempt,
+            template: r.template().map(str::to_owned),
+            twilio_sid: r.twilio_sid().map(str::to_owned),
+            error_code: r.error_code(),
+            error: r.error_reason().map(str::to_owned),
+            created_at: rfc3339(a.created_at_ms),
+            updated_at: rfc3339(a.updated_at_ms),
+            timeline,
         }
-    };
+    }
+}
+
+/// The answer to `GET` of the record `raw_id` names ([`find`]): 200 with the channel's `view` of
+/// its [`RecordView`] and the record, or the answer [`find`] gave.
+pub async fn show<K, V>(
+    svc: &Services,
+    caller: &str,
+    raw_id: &str,
+    noun: &str,
+    view: impl FnOnce(
+        RecordView<<K::Record as Attempted>::Id, <K::Record as Attempted>::Status>,
+        &K::Record,
+    ) -> V,
+) -> http::Response<String>
+where
+    K: Channel,
+    <K::Record as Attempted>::Id: std::str::FromStr,
+    V: Serialize,
+{
+    match find::<K>(svc, caller, raw_id, noun).await {
+        Ok((r, timeline)) => crate::problem::json(200, &view(RecordView::of(&r, timeline), &r)),
+        Err(answer) => answer,
+    }
 }
 
 /// The record `raw_id` names, if `caller` made it, with its timeline; otherwise the answer: 404

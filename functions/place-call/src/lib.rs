@@ -347,12 +347,8 @@ struct CallView {
 }
 
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
-    let (c, timeline) = match views::find::<Voice>(svc, caller, raw_id, "call").await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let view = CallView {
-        record: herald::record_view!(c, timeline),
+    views::show::<Voice, _>(svc, caller, raw_id, "call", |record, c| CallView {
+        record,
         duration_seconds: c.duration_seconds,
         acknowledgement: Acknowledgement {
             required: c.require_ack,
@@ -362,6 +358,6 @@ async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<Strin
         voice: c.speech.voice.clone(),
         language: c.speech.language.clone(),
         loop_count: c.speech.loop_count,
-    };
-    problem::json(200, &view)
+    })
+    .await
 }

@@ -664,14 +664,10 @@ struct MessageView {
 }
 
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
-    let (m, timeline) = match views::find::<Sms>(svc, caller, raw_id, "message").await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let view = MessageView {
-        record: herald::record_view!(m, timeline),
+    views::show::<Sms, _>(svc, caller, raw_id, "message", |record, m| MessageView {
+        record,
         segments: m.segments,
         encoding: m.encoding,
-    };
-    problem::json(200, &view)
+    })
+    .await
 }

@@ -201,6 +201,10 @@ pub trait Attempted: Clone + Send + Sync + 'static {
     fn twilio_sid(&self) -> Option<&str>;
     /// Twilio's error code of its last failure.
     fn error_code(&self) -> Option<u32>;
+    /// A sanitized reason for its last failure.
+    fn error_reason(&self) -> Option<&str>;
+    /// The template it was rendered from, if any.
+    fn template(&self) -> Option<&str>;
     /// Its attempt bookkeeping.
     fn attempts(&self) -> Attempts;
     /// Writes the bookkeeping back.
@@ -300,7 +304,8 @@ macro_rules! record_status {
 pub(crate) use record_status;
 
 /// Implements what [`Attempted`] reads and writes of the fields every record kind has: `id`,
-/// `caller`, `to`, `status`, `attempts`, `twilio_sid`, `error_code` and `error_reason`.
+/// `caller`, `to`, `template`, `status`, `attempts`, `twilio_sid`, `error_code` and
+/// `error_reason`.
 macro_rules! attempt_fields {
     () => {
         fn record_id(&self) -> &Self::Id {
@@ -320,6 +325,12 @@ macro_rules! attempt_fields {
         }
         fn error_code(&self) -> Option<u32> {
             self.error_code
+        }
+        fn error_reason(&self) -> Option<&str> {
+            self.error_reason.as_deref()
+        }
+        fn template(&self) -> Option<&str> {
+            self.template.as_deref()
         }
         fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
             self.status = <Self::Status as $crate::domain::RecordStatus>::RETRYING;
