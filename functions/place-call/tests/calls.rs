@@ -170,6 +170,18 @@ impl Harness {
     }
 }
 
+/// A voice alert to `TO` whose callee presses 1, with the webhook receiver killed at `death`
+/// in every `<Gather>` submission; the harness and the alert's id.
+async fn pressing_1(death: Option<Death>) -> (Harness, String) {
+    let h = Harness::start(&[]).await;
+    h.env
+        .sim
+        .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
+    h.kill_gathers(death);
+    let id = alert(&h).await;
+    (h, id)
+}
+
 /// A voice alert to `TO` that asks for an acknowledgement; its id.
 async fn alert(h: &Harness) -> String {
     placed(
@@ -424,11 +436,7 @@ async fn the_twiml_escapes_every_variable_and_asks_for_the_acknowledgement() {
 
 #[tokio::test]
 async fn a_pressed_1_acknowledges_the_alert_and_ends_it() {
-    let h = Harness::start(&[]).await;
-    h.env
-        .sim
-        .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
-    let id = alert(&h).await;
+    let (h, id) = pressing_1(None).await;
     h.settle().await;
     let view = h.view(&id).await;
     assert_eq!(view["status"], "completed", "{view}");
@@ -509,12 +517,7 @@ async fn an_unacknowledged_alert_is_called_again_until_acknowledged() {
 /// again. (The soak holds Herald to the same truth: `Ack::Unanswered`.)
 #[tokio::test]
 async fn a_kept_acknowledgement_whose_answer_was_lost_is_final() {
-    let h = Harness::start(&[]).await;
-    h.env
-        .sim
-        .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
-    h.kill_gathers(Some(Death::BeforeAnswering));
-    let id = alert(&h).await;
+    let (h, id) = pressing_1(Some(Death::BeforeAnswering)).await;
     h.settle().await;
     let view = h.view(&id).await;
     assert_eq!(view["status"], "completed", "{view}");
@@ -537,12 +540,7 @@ async fn a_kept_acknowledgement_whose_answer_was_lost_is_final() {
 /// is unacknowledged and called again, and the next 1 ends it.
 #[tokio::test]
 async fn an_acknowledgement_lost_before_it_was_stored_calls_again() {
-    let h = Harness::start(&[]).await;
-    h.env
-        .sim
-        .set_call_outcome(TO, CallOutcome::AnswerAndPress("1".into()));
-    h.kill_gathers(Some(Death::BeforeHandling));
-    let id = alert(&h).await;
+    let (h, id) = pressing_1(Some(Death::BeforeHandling)).await;
     h.flush().await;
     let view = h.view(&id).await;
     assert_eq!(

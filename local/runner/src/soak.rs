@@ -775,21 +775,16 @@ struct Held {
 }
 
 impl Held {
-    /// How the checks see `r`, whose Twilio SID is `sid`.
-    fn of<R: Attempted>(
-        r: &R,
-        sid: Option<String>,
-        error_code: Option<u32>,
-        acknowledged: bool,
-    ) -> Self {
+    /// How the checks see `r`.
+    fn of<R: Attempted>(r: &R, acknowledged: bool) -> Self {
         let attempts = r.attempts();
         Self {
             status: r.status().as_str(),
             terminal: r.status().is_terminal(),
             attempt: attempts.attempt,
-            sid,
+            sid: r.twilio_sid().map(str::to_owned),
             in_doubt: attempts.doubt_since_ms.is_some(),
-            error_code,
+            error_code: r.error_code(),
             acknowledged,
         }
     }
@@ -1016,15 +1011,15 @@ async fn check_records(
     calls: &[Sent],
 ) -> Result<(ChannelReport, ChannelReport), BoxError> {
     let own = own_resources(messages, sim.messages(), "mid", message_resource);
-    let records = held_records(store, messages, |_, m: Message| {
-        Held::of(&m, m.twilio_sid.clone(), m.error_code, false)
-    })
-    .await?;
+    let records = held_records(store, messages, |_, m: Message| Held::of(&m, false)).await?;
     let messages = check(messages, own, records, |r| format!("{:?}", r.error_code));
     let own = own_resources(calls, sim.calls(), "cid", call_resource);
     let records = held_records(store, calls, |s, c: Call| {
         let acknowledged = s.require_ack && c.acknowledged_at_ms.is_some();
-        Held::of(&c, c.twilio_sid.clone(), None, acknowledged)
+        Held {
+            error_code: None,
+            ..Held::of(&c, acknowledged)
+        }
     })
     .await?;
     let calls = check(calls, own, records, |r| format!("ack {:?}", r.ack));
