@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::adapters::Stored;
 use crate::crypto::LookupToken;
-use crate::domain::{Attempted, Event, Message, MessageStatus, RecordStatus, Subject};
+use crate::domain::{Attempted, Call, Event, Message, MessageStatus, RecordStatus, Subject};
 use crate::ports::{
     Applied, Decide, EventStore, InDoubt, Keyring, MAX_UPDATE_ROUNDS, MessageStore, OptOutStore,
     Order, Page, Records, StoreError, SweepCursor,
@@ -22,20 +22,10 @@ mod calls;
 mod protect;
 mod sids;
 
+/// The tables beside the records' ([`records_table`]), and the index of messages by caller (the
+/// listing and the delivery report).
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY,
-    caller TEXT NOT NULL,
-    status TEXT NOT NULL,
-    status_rank INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    to_token TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_status_id ON messages (status, created_at_ms, id);
 CREATE INDEX IF NOT EXISTS messages_by_caller ON messages (caller, created_at_ms);
-CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (to_token, created_at_ms);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
@@ -75,6 +65,30 @@ fn backend(e: rusqlite::Error) -> StoreError {
 
 fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
+}
+
+/// Creates the table of a record kind (`messages`, `calls`), or brings one made by an earlier
+/// version up to date: a JSON document plus the columns its conditions and indexes need, the
+/// index the sweep pages by status through, the index by recipient, and the doubt index.
+fn records_table(c: &Connection, table: &str) -> rusqlite::Result<()> {
+    c.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            id TEXT PRIMARY KEY,
+            caller TEXT NOT NULL,
+            status TEXT NOT NULL,
+            status_rank INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            to_token TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            doc TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS {table}_by_status_id ON {table} (status, created_at_ms, id);
+        CREATE INDEX IF NOT EXISTS {table}_by_recipient ON {table} (to_token, created_at_ms);"
+    ))?;
+    doubt_index(c, table)?;
+    // The status index before sweeps paged by `(created_at_ms, id)`: replaced by
+    // `{table}_by_status_id`, which serves the keyset.
+    c.execute_batch(&format!("DROP INDEX IF EXISTS {table}_by_status"))
 }
 
 /// Gives `table` (`messages`, `calls`) the columns of the doubt index, on a database made
@@ -128,18 +142,13 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
+        for table in [<Message as SqliteKind>::TABLE, <Call as SqliteKind>::TABLE] {
+            records_table(&conn, table).map_err(backend)?;
+        }
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        conn.execute_batch(calls::SCHEMA).map_err(backend)?;
         conn.execute_batch(protect::SCHEMA).map_err(backend)?;
         protect::migrate(&conn).map_err(backend)?;
         conn.execute_batch(sids::SCHEMA).map_err(backend)?;
-        for table in ["messages", "calls"] {
-            doubt_index(&conn, table).map_err(backend)?;
-            // The status index before sweeps paged by `(created_at_ms, id)`: replaced by
-            // `{table}_by_status_id` (the schema above), which serves the keyset.
-            conn.execute_batch(&format!("DROP INDEX IF EXISTS {table}_by_status"))
-                .map_err(backend)?;
-        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,
