@@ -347,6 +347,17 @@ pub fn read(resp: &lambda_http::Response<lambda_http::Body>) -> (u16, serde_json
     )
 }
 
+/// The `field` (`kind`, `status`) of each entry of a record view's timeline that has one, oldest
+/// first.
+pub fn timeline_field<'a>(view: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    view["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e[field].as_str())
+        .collect()
+}
+
 /// `POST path` of the JSON `body` to `handler` (a function's API handler) over `svc`: the status
 /// and JSON body of its response ([`read`]); panics when the handler fails.
 pub async fn post_json<'a, F, Fut, E>(

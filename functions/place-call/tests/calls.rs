@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use herald::ports::Queue;
 use herald::service::Services;
-use herald::test_env::{TestEnv, json_request, read, request};
+use herald::test_env::{TestEnv, json_request, read, request, timeline_field};
 use serde_json::{Value, json};
 use twilio_sim::CallOutcome;
 
@@ -138,16 +137,7 @@ impl Harness {
         if jobs.is_empty() {
             return 0;
         }
-        let mut event = SqsEvent::default();
-        event.records = jobs
-            .iter()
-            .map(|j| {
-                let mut m = SqsMessage::default();
-                m.message_id = Some(j.message_id.clone());
-                m.body = Some(j.body.clone());
-                m
-            })
-            .collect();
+        let event = herald::sqs::event_for(self.env.retry_queue.name(), &jobs);
         let resp = place_call::handle_sqs(&self.env.services, event)
             .await
             .unwrap();
@@ -444,19 +434,9 @@ async fn a_pressed_1_acknowledges_the_alert_and_ends_it() {
     assert_eq!(view["acknowledgement"]["acknowledged"], true);
     assert!(view["acknowledgement"]["at"].as_str().is_some());
     assert!(view["duration_seconds"].as_u64().unwrap() >= 1);
-    let kinds: Vec<&str> = view["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = timeline_field(&view, "kind");
     assert!(kinds.contains(&"acknowledged") && kinds.contains(&"status_callback"));
-    let statuses: Vec<&str> = view["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["status"].as_str())
-        .collect();
+    let statuses = timeline_field(&view, "status");
     for s in [
         "accepted",
         "queued",

@@ -1,7 +1,7 @@
 //! The SMS API through real API Gateway events, on the embedded adapters with the Twilio
 //! simulator: what is answered, what is recorded, and what reaches Twilio.
 
-use herald::test_env::{TestEnv, WEBHOOK_BASE, json_request, read, request};
+use herald::test_env::{TestEnv, WEBHOOK_BASE, json_request, read, request, timeline_field};
 use serde_json::{Value, json};
 
 async fn post(env: &TestEnv, body: Value) -> (u16, Value) {
@@ -50,12 +50,7 @@ async fn a_valid_message_is_recorded_and_handed_to_twilio() {
     assert_eq!(view["status"], "queued");
     assert_eq!(view["to"], "+*******2671");
     assert_eq!(view["twilio_sid"], sent[0].sid.as_str());
-    let kinds: Vec<&str> = view["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = timeline_field(&view, "kind");
     assert_eq!(kinds, ["accepted", "submitted"]);
 }
 
@@ -223,12 +218,7 @@ async fn a_transient_failure_leaves_the_message_retrying() {
                 .unwrap()
                 .starts_with("Twilio answered")
         );
-        let kinds: Vec<&str> = view["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = timeline_field(&view, "kind");
         assert_eq!(kinds, ["accepted", "deferred"]);
     }
 }
