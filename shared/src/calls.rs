@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::crypto::Sealed;
 use crate::delivery::{Job, JobOutcome};
-use crate::domain::{Call, CallId, CallReport, CallStatus, Event, EventKind};
+use crate::domain::{Call, CallId, CallReport, CallStatus};
 use crate::engine::{self, Channel, Opened, Outcome};
 use crate::ports::{CallApplied, CallStore, StoreError, TwilioCredentials};
 use crate::service::Services;
@@ -34,19 +34,6 @@ pub fn twiml_for(svc: &Services, call: &Call, text: &str) -> String {
         .require_ack
         .then(|| svc.voice_gather_url(&call.id, call.attempts.attempt, false));
     twiml::alert(&call.speech, text, action.as_deref())
-}
-
-/// A sanitized event about `call`'s current attempt.
-pub fn call_event(
-    svc: &Services,
-    call: &Call,
-    kind: EventKind,
-    status: Option<&str>,
-    code: Option<u32>,
-    sid: Option<String>,
-    applied: bool,
-) -> Event {
-    engine::event::<Voice>(svc, call, kind, status, code, sid, applied)
 }
 
 /// Handles a [`Job::Call`] from the retry queue: claims the attempt and places the call.

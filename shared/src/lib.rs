@@ -3,6 +3,7 @@
 //! and by the local runner.
 
 pub mod adapters;
+pub mod api;
 pub mod apigw;
 pub mod calls;
 pub mod config;

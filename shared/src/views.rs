@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::api::unavailable;
 use crate::domain::{Attempted, EventKind, Subject, rfc3339};
 use crate::engine::Channel;
 use crate::ports::Records;
@@ -141,11 +142,4 @@ where
         })
         .collect();
     Ok((r, timeline))
-}
-
-fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
-    tracing::error!(error = %e, "store unavailable");
-    Problem::new(ProblemKind::Unavailable)
-        .detail("please retry")
-        .into_response()
 }

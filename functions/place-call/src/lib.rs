@@ -10,11 +10,11 @@
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use herald::api::{self, unavailable};
 use herald::calls::{self, Placement, Voice};
 use herald::domain::rfc3339;
-use herald::domain::{Call, CallId, CallStatus, EventKind, Recipient, Speech};
+use herald::domain::{Attempts, Call, CallId, CallStatus, Recipient, Speech};
 use herald::engine::{self, Submitted};
-use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
 use herald::protect::idempotency::Keyed;
@@ -45,7 +45,7 @@ pub const FIELDS: [&str; 8] = [
 /// `POST /v1/calls` is refused first (`503`, no unit taken) while the Twilio credentials cannot
 /// be read, and honours `Idempotency-Key` and the recipient rules.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    let path = api_path(req.raw_http_path());
+    let path = api::path(req.raw_http_path());
     let Some(caller) = herald::protect::caller(&req) else {
         return Ok(herald::protect::unauthorized().map(Body::from));
     };
@@ -71,11 +71,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .detail("no such route")
             .into_response(),
     };
-    if Chaos::is_death(&resp) {
-        // Failure injection: the invocation dies, as a Lambda timeout leaves it.
-        return Err(Box::new(herald::delivery::Crashed));
-    }
-    Ok(resp.map(Body::from))
+    api::into_lambda(resp)
 }
 
 /// Handles a batch of call jobs given directly to this function (no queue triggers it on AWS:
@@ -86,11 +82,6 @@ pub async fn handle_sqs(
     event: SqsEvent,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     Ok(herald::delivery::handle_sqs_batch(svc, event).await?)
-}
-
-fn api_path(raw: &str) -> String {
-    raw.find("/v1/")
-        .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
 }
 
 /// A validated call request.
@@ -177,13 +168,6 @@ struct PlaceAnswer<'a> {
     status: CallStatus,
 }
 
-fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
-    tracing::error!(error = %e, "store unavailable");
-    Problem::new(ProblemKind::Unavailable)
-        .detail("please retry")
-        .into_response()
-}
-
 /// Seals and records a validated call, `accepted`, with its first attempt claimed by this
 /// request (the API places it at once), only if no call has its id (`None`: one has, recorded
 /// by an earlier try of the request; nothing changed).
@@ -195,7 +179,6 @@ async fn record_new(
 ) -> Result<Option<Call>, Box<dyn std::error::Error + Send + Sync>> {
     let now = svc.clock.now_ms();
     let aad = id.as_str();
-    let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
     let call = Call {
         caller,
         to: Recipient::seal(&svc.vault, aad, &v.to).await?,
@@ -204,11 +187,7 @@ async fn record_new(
         speech: v.speech.clone(),
         require_ack: v.require_ack,
         status: CallStatus::Accepted,
-        attempts: herald::domain::Attempts {
-            claimed_at_ms: Some(now),
-            claimed_until_ms: Some(now + lease),
-            ..herald::domain::Attempts::new(now)
-        },
+        attempts: Attempts::claimed(now, engine::lease_ms(svc)),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
@@ -216,21 +195,9 @@ async fn record_new(
         acknowledged_at_ms: None,
         id,
     };
-    match svc.calls.insert_record(&call).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    if !api::record_new::<Voice>(svc, &call).await? {
+        return Ok(None);
     }
-    let ev = calls::call_event(
-        svc,
-        &call,
-        EventKind::Accepted,
-        Some(CallStatus::Accepted.as_str()),
-        None,
-        None,
-        true,
-    );
-    herald::delivery::record_event(svc, &ev).await;
     tracing::info!(call_id = %call.id, require_ack = call.require_ack, "call accepted");
     Ok(Some(call))
 }
@@ -242,9 +209,7 @@ async fn place(
     keyed: Option<Keyed>,
 ) -> http::Response<String> {
     if !svc.config.voice_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled)
-            .detail("voice calls are disabled")
-            .into_response();
+        return api::feature_disabled("voice calls are disabled");
     }
     let now = svc.clock.now_ms();
     // Under an Idempotency-Key the call's id is derived from it: a retry of a request that
@@ -304,13 +269,9 @@ fn answer_place(call: &Call, placement: Placement) -> http::Response<String> {
         id: &call.id,
         status,
     };
-    match placement {
-        Placement::Submitted(status) => problem::json(201, &answer(status)),
-        Placement::Deferred => problem::json(202, &answer(CallStatus::Retrying)),
-        Placement::Interrupted | Placement::Crashed => {
-            problem::json(202, &answer(CallStatus::Accepted))
-        }
-        Placement::Failed(code) => {
+    match api::answered(placement) {
+        Ok((http_status, status)) => problem::json(http_status, &answer(status)),
+        Err(code) => {
             let mut p = Problem::new(ProblemKind::TwilioRejected)
                 .detail(code.map_or("Twilio refused the call", describe_code))
                 .field("to");

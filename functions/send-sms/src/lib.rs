@@ -7,9 +7,10 @@
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use herald::api::{self, unavailable};
 use herald::delivery::{self, Delivery, Job, Sms};
 use herald::domain::rfc3339;
-use herald::domain::{Event, EventKind, Message, MessageId, MessageStatus, Recipient, Subject};
+use herald::domain::{Attempts, Message, MessageId, MessageStatus, Recipient};
 use herald::engine::{self, Submitted};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -93,11 +94,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .detail("no such route")
             .into_response(),
     };
-    if Chaos::is_death(&resp) {
-        // Failure injection: the invocation dies, as a Lambda timeout leaves it.
-        return Err(Box::new(herald::delivery::Crashed));
-    }
-    Ok(resp.map(Body::from))
+    api::into_lambda(resp)
 }
 
 /// A POST that sends: readable Twilio credentials where it sends at once (checked before any
@@ -140,8 +137,7 @@ fn api_path(raw: &str) -> String {
     if raw.ends_with("/health") {
         return "/health".to_owned();
     }
-    raw.find("/v1/")
-        .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
+    api::path(raw)
 }
 
 /// A validated send request: everything needed to record and send.
@@ -232,13 +228,6 @@ struct SendAnswer<'a> {
     encoding: Encoding,
 }
 
-fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
-    tracing::error!(error = %e, "store unavailable");
-    Problem::new(ProblemKind::Unavailable)
-        .detail("please retry")
-        .into_response()
-}
-
 /// What [`record_new`] came to.
 enum Recorded {
     /// The message, recorded now.
@@ -267,30 +256,11 @@ async fn record_new(
     }
     let mut message = seal_message(svc, &id, v, caller.to_owned(), now).await?;
     if claim {
-        let lease = i64::try_from(svc.config.attempt_lease.as_millis()).unwrap_or(i64::MAX);
-        message.attempts.claimed_at_ms = Some(now);
-        message.attempts.claimed_until_ms = Some(now + lease);
+        message.attempts = Attempts::claimed(now, engine::lease_ms(svc));
     }
-    match svc.messages.insert_record(&message).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => return Ok(Recorded::Exists),
-        Err(e) => return Err(e.into()),
+    if !api::record_new::<Sms>(svc, &message).await? {
+        return Ok(Recorded::Exists);
     }
-    let ev = Event {
-        key: format!("{id}:accepted:1"),
-        subject: Subject::from(&id),
-        kind: EventKind::Accepted,
-        status: Some(MessageStatus::Accepted.as_str().to_owned()),
-        twilio_sid: None,
-        error_code: None,
-        attempt: 1,
-        applied: true,
-        at_ms: now,
-        expires_at_ms: now + herald::domain::event::EVENT_RETENTION_MS,
-        country: message.to.country.clone(),
-        sealed: None,
-    };
-    delivery::record_event(svc, &ev).await;
     tracing::info!(message_id = %id, segments = v.segments, encoding = v.encoding.as_str(), "message accepted");
     Ok(Recorded::New(Box::new(message)))
 }
@@ -312,7 +282,7 @@ async fn seal_message(
         encoding: v.encoding,
         segments: v.segments,
         status: MessageStatus::Accepted,
-        attempts: herald::domain::Attempts::new(now),
+        attempts: Attempts::new(now),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
@@ -354,9 +324,7 @@ async fn send(
     keyed: Option<Keyed>,
 ) -> http::Response<String> {
     if !svc.config.sms_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled)
-            .detail("SMS sending is disabled")
-            .into_response();
+        return api::feature_disabled("SMS sending is disabled");
     }
     let id = match keyed_id(svc, keyed.as_ref(), 0).await {
         Ok(id) => id,
@@ -415,14 +383,9 @@ fn answer_send(m: &Message, delivery: Delivery) -> http::Response<String> {
         segments: m.segments,
         encoding: m.encoding,
     };
-    match delivery {
-        Delivery::Submitted(status) => problem::json(201, &answer(status)),
-        Delivery::Deferred => problem::json(202, &answer(MessageStatus::Retrying)),
-        // Recorded and held: the claim expires and the sweeper makes the attempt again.
-        Delivery::Interrupted | Delivery::Crashed => {
-            problem::json(202, &answer(MessageStatus::Accepted))
-        }
-        Delivery::Failed(code) => {
+    match api::answered(delivery) {
+        Ok((http_status, status)) => problem::json(http_status, &answer(status)),
+        Err(code) => {
             let mut p = Problem::new(ProblemKind::TwilioRejected)
                 .detail(code.map_or("Twilio refused the message", describe_code))
                 .field("to");
@@ -466,9 +429,7 @@ async fn send_batch(
     keyed: Option<Keyed>,
 ) -> http::Response<String> {
     if !svc.config.sms_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled)
-            .detail("SMS sending is disabled")
-            .into_response();
+        return api::feature_disabled("SMS sending is disabled");
     }
     let items = match serde_json::from_slice::<Value>(req.body().as_ref()) {
         Ok(Value::Object(mut o)) => match o.remove("messages") {

@@ -156,9 +156,7 @@ pub async fn start(
     keyed: Option<Keyed>,
 ) -> http::Response<String> {
     if !svc.config.sms_enabled {
-        return Problem::new(ProblemKind::FeatureDisabled)
-            .detail("SMS sending is disabled")
-            .into_response();
+        return herald::api::feature_disabled("SMS sending is disabled");
     }
     let obj = match serde_json::from_slice::<Value>(req.body().as_ref()) {
         Ok(Value::Object(o)) => o,

@@ -8,8 +8,9 @@
 //! is recorded. A press of 1 acknowledges the alert and is thanked; another key hears the prompt
 //! once more, then a goodbye.
 
-use herald::calls;
+use herald::calls::Voice;
 use herald::domain::{CallId, CallReport, CallStatus, EventKind};
+use herald::engine;
 use herald::ports::CallApplied;
 use herald::problem::{Problem, ProblemKind};
 use herald::service::Services;
@@ -108,9 +109,7 @@ pub async fn call_status(svc: &Services, req: &Request) -> http::Response<String
             .map(|c| format!("Twilio error {c} ({})", herald::twilio::describe_code(c))),
         at_ms: now,
     });
-    if let Err(answer) =
-        crate::settle_callback::<calls::Voice>(svc, id.as_ref(), report, event).await
-    {
+    if let Err(answer) = crate::settle_callback::<Voice>(svc, id.as_ref(), report, event).await {
         return answer;
     }
     twiml_response(twiml::empty())
@@ -158,7 +157,7 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
         Ok(CallApplied::Applied(c)) => {
             tracing::info!(call_id = %id, attempt, "alert acknowledged");
             herald::telemetry::metric("CallsAcknowledged", 1.0, "Count", &[]);
-            let mut ev = calls::call_event(
+            let mut ev = engine::event::<Voice>(
                 svc,
                 &c,
                 EventKind::Acknowledged,

@@ -85,6 +85,16 @@ impl Attempts {
         }
     }
 
+    /// A new record's bookkeeping whose first attempt is claimed by whoever records it (an API
+    /// request that makes the attempt at once), for `lease_ms`.
+    pub fn claimed(now_ms: i64, lease_ms: i64) -> Self {
+        Self {
+            claimed_at_ms: Some(now_ms),
+            claimed_until_ms: Some(now_ms + lease_ms),
+            ..Self::new(now_ms)
+        }
+    }
+
     /// Twilio has the record's resource, or the record is final: nothing is in flight, unknown
     /// or due any more.
     pub fn settle(&mut self) {
