@@ -31,9 +31,10 @@ pub fn max_attempts(svc: &Services) -> u32 {
 /// acknowledgement is asked for) posts to this attempt's gather URL.
 pub fn twiml_for(svc: &Services, call: &Call, text: &str) -> String {
     let action = call
+        .own
         .require_ack
         .then(|| svc.voice_gather_url(&call.id, call.attempts.attempt, false));
-    twiml::alert(&call.speech, text, action.as_deref())
+    twiml::alert(&call.own.speech, text, action.as_deref())
 }
 
 /// Handles a [`Job::Call`] from the retry queue: claims the attempt and places the call.
@@ -97,7 +98,7 @@ impl Channel for Voice {
         }
     }
     fn text(c: &Call) -> &Sealed {
-        &c.message
+        &c.own.message
     }
     fn is_failure(status: CallStatus) -> bool {
         status == CallStatus::Failed

@@ -219,7 +219,7 @@ impl Channel for Sms {
         }
     }
     fn text(m: &Message) -> &Sealed {
-        &m.body
+        &m.own.body
     }
     fn is_failure(status: MessageStatus) -> bool {
         matches!(status, MessageStatus::Failed | MessageStatus::Undelivered)

@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 
 use crate::crypto::{CryptoError, LookupToken, Sealed, Vault};
 use crate::domain::{
-    Attempted, Event, EventKind, Message, MessageId, MessageStatus, Recipient, RetryChange,
-    StatusChange, Subject,
+    Attempted, Event, EventKind, Message, MessageFields, MessageId, MessageStatus, Recipient,
+    RetryChange, StatusChange, Subject,
 };
 use crate::phone::Masked;
 use crate::ports::{
@@ -130,16 +130,18 @@ pub async fn sample_message(vault: &Vault, id_ms: i64, to_e164: &str, body: &str
             masked: Masked::of(to_e164).as_str().to_owned(),
             country: Some("US".to_owned()),
         },
-        body: sealed_body,
         template: None,
-        encoding: Encoding::Gsm7,
-        segments: 1,
         status: MessageStatus::Accepted,
         attempts: crate::domain::Attempts::new(id_ms),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
-        match_token: Some(vault.match_token(to_e164, body).await.expect("match token")),
+        own: MessageFields {
+            body: sealed_body,
+            encoding: Encoding::Gsm7,
+            segments: 1,
+            match_token: Some(vault.match_token(to_e164, body).await.expect("match token")),
+        },
     }
 }
 
@@ -1315,7 +1317,7 @@ pub async fn store_personal_data(
         .expect("present");
     assert_eq!(
         vault
-            .open_string(m.id.as_str(), &back.body)
+            .open_string(m.id.as_str(), &back.own.body)
             .await
             .expect("open")
             .expose(),

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use crate::crypto::Vault;
-use crate::domain::{Call, CallId, CallReport, CallRetry, CallStatus, Recipient, Speech};
+use crate::domain::{
+    Call, CallFields, CallId, CallReport, CallRetry, CallStatus, Recipient, Speech,
+};
 use crate::phone::Masked;
 use crate::ports::{CallApplied, CallClaim, CallStore, Decide, StoreError};
 use crate::testing::{Alternate, contains, race};
@@ -21,6 +23,10 @@ pub async fn sample_call(
     require_ack: bool,
 ) -> Call {
     let id = CallId::generate(u64::try_from(id_ms).expect("a time after 1970"));
+    let message = vault
+        .seal(id.as_str(), text.as_bytes())
+        .await
+        .expect("seal the text");
     Call {
         to: Recipient {
             sealed: vault
@@ -31,26 +37,25 @@ pub async fn sample_call(
             masked: Masked::of(to_e164).as_str().to_owned(),
             country: Some("US".to_owned()),
         },
-        message: vault
-            .seal(id.as_str(), text.as_bytes())
-            .await
-            .expect("seal the text"),
         id,
         caller: "conformance".to_owned(),
         template: None,
-        speech: Speech {
-            voice: "alice".to_owned(),
-            language: "en-US".to_owned(),
-            loop_count: 1,
-        },
-        require_ack,
         status: CallStatus::Accepted,
         attempts: crate::domain::Attempts::new(id_ms),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
-        duration_seconds: None,
-        acknowledged_at_ms: None,
+        own: CallFields {
+            message,
+            speech: Speech {
+                voice: "alice".to_owned(),
+                language: "en-US".to_owned(),
+                loop_count: 1,
+            },
+            require_ack,
+            duration_seconds: None,
+            acknowledged_at_ms: None,
+        },
     }
 }
 
@@ -175,7 +180,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             next.status,
             next.attempts.attempt,
             next.attempts.next_attempt_at_ms,
-            next.duration_seconds
+            next.own.duration_seconds
         ),
         (CallStatus::Retrying, 2, Some(T0 + 5_000), Some(12))
     );
@@ -238,7 +243,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
             .await
             .expect("ack"),
     );
-    assert_eq!(acked.acknowledged_at_ms, Some(T0 + 20));
+    assert_eq!(acked.own.acknowledged_at_ms, Some(T0 + 20));
     assert_eq!(
         ignored(
             store
@@ -246,6 +251,7 @@ pub async fn call_store_contract(store: Arc<dyn CallStore>, vault: &Vault) {
                 .await
                 .expect("ack")
         )
+        .own
         .acknowledged_at_ms,
         Some(T0 + 20)
     );
@@ -345,7 +351,7 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
         async move {
             let decide: &Decide<'_, Call> = &|c: &Call| {
                 let mut n = c.clone();
-                n.duration_seconds = Some(c.duration_seconds.unwrap_or(0) + 1);
+                n.own.duration_seconds = Some(c.own.duration_seconds.unwrap_or(0) + 1);
                 Some(n)
             };
             s.update_record(&id, decide).await
@@ -362,7 +368,7 @@ pub async fn call_store_races(store: Arc<dyn CallStore>, vault: &Vault) {
         .await
         .expect("get")
         .expect("present");
-    assert_eq!(after.duration_seconds, Some(N as u32));
+    assert_eq!(after.own.duration_seconds, Some(N as u32));
 
     // Reports in any order: the highest rank wins.
     let statuses = [
@@ -457,7 +463,7 @@ pub async fn store_call_personal_data(store: &dyn CallStore, vault: &Vault) -> C
         .expect("present");
     assert_eq!(
         vault
-            .open_string(c.id.as_str(), &back.message)
+            .open_string(c.id.as_str(), &back.own.message)
             .await
             .expect("open")
             .expose(),

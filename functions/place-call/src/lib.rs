@@ -13,7 +13,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::api::{self, unavailable};
 use herald::calls::{self, Placement, Voice};
 use herald::domain::rfc3339;
-use herald::domain::{Attempts, Call, CallId, CallStatus, Recipient, Speech};
+use herald::domain::{Attempts, Call, CallFields, CallId, CallStatus, Recipient, Speech};
 use herald::engine::{self, Submitted};
 use herald::problem::{self, Problem, ProblemKind};
 use herald::protect::Endpoint;
@@ -182,23 +182,25 @@ async fn record_new(
     let call = Call {
         caller,
         to: Recipient::seal(&svc.vault, aad, &v.to).await?,
-        message: svc.vault.seal(aad, v.text.as_bytes()).await?,
         template: v.template.clone(),
-        speech: v.speech.clone(),
-        require_ack: v.require_ack,
         status: CallStatus::Accepted,
         attempts: Attempts::claimed(now, engine::lease_ms(svc)),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
-        duration_seconds: None,
-        acknowledged_at_ms: None,
+        own: CallFields {
+            message: svc.vault.seal(aad, v.text.as_bytes()).await?,
+            speech: v.speech.clone(),
+            require_ack: v.require_ack,
+            duration_seconds: None,
+            acknowledged_at_ms: None,
+        },
         id,
     };
     if !api::record_new::<Voice>(svc, &call).await? {
         return Ok(None);
     }
-    tracing::info!(call_id = %call.id, require_ack = call.require_ack, "call accepted");
+    tracing::info!(call_id = %call.id, require_ack = call.own.require_ack, "call accepted");
     Ok(Some(call))
 }
 
@@ -310,15 +312,15 @@ struct CallView {
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
     views::show::<Voice, _>(svc, caller, raw_id, "call", |record, c| CallView {
         record,
-        duration_seconds: c.duration_seconds,
+        duration_seconds: c.own.duration_seconds,
         acknowledgement: Acknowledgement {
-            required: c.require_ack,
-            acknowledged: c.acknowledged_at_ms.is_some(),
-            at: c.acknowledged_at_ms.map(rfc3339),
+            required: c.own.require_ack,
+            acknowledged: c.own.acknowledged_at_ms.is_some(),
+            at: c.own.acknowledged_at_ms.map(rfc3339),
         },
-        voice: c.speech.voice.clone(),
-        language: c.speech.language.clone(),
-        loop_count: c.speech.loop_count,
+        voice: c.own.speech.voice.clone(),
+        language: c.own.speech.language.clone(),
+        loop_count: c.own.speech.loop_count,
     })
     .await
 }

@@ -10,7 +10,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use herald::api::{self, unavailable};
 use herald::delivery::{self, Delivery, Job, Sms};
 use herald::domain::rfc3339;
-use herald::domain::{Attempts, Message, MessageId, MessageStatus, Recipient};
+use herald::domain::{Attempts, Message, MessageFields, MessageId, MessageStatus, Recipient};
 use herald::engine::{self, Submitted};
 use herald::ports::StoreError;
 use herald::problem::{self, Problem, ProblemKind};
@@ -277,16 +277,18 @@ async fn seal_message(
         id: id.clone(),
         caller,
         to: Recipient::seal(&svc.vault, aad, &v.to).await?,
-        body: svc.vault.seal(aad, v.body.as_bytes()).await?,
         template: v.template.clone(),
-        encoding: v.encoding,
-        segments: v.segments,
         status: MessageStatus::Accepted,
         attempts: Attempts::new(now),
         twilio_sid: None,
         error_code: None,
         error_reason: None,
-        match_token: Some(svc.vault.match_token(v.to.e164(), &v.body).await?),
+        own: MessageFields {
+            body: svc.vault.seal(aad, v.body.as_bytes()).await?,
+            encoding: v.encoding,
+            segments: v.segments,
+            match_token: Some(svc.vault.match_token(v.to.e164(), &v.body).await?),
+        },
     })
 }
 
@@ -380,8 +382,8 @@ fn answer_send(m: &Message, delivery: Delivery) -> http::Response<String> {
     let answer = |status| SendAnswer {
         id,
         status,
-        segments: m.segments,
-        encoding: m.encoding,
+        segments: m.own.segments,
+        encoding: m.own.encoding,
     };
     match api::answered(delivery) {
         Ok((http_status, status)) => problem::json(http_status, &answer(status)),
@@ -601,8 +603,8 @@ fn accept_found(
         index,
         id: m.id,
         status: MessageStatus::Accepted,
-        segments: m.segments,
-        encoding: m.encoding,
+        segments: m.own.segments,
+        encoding: m.own.encoding,
     });
 }
 
@@ -627,8 +629,8 @@ struct MessageView {
 async fn get(svc: &Services, caller: &str, raw_id: &str) -> http::Response<String> {
     views::show::<Sms, _>(svc, caller, raw_id, "message", |record, m| MessageView {
         record,
-        segments: m.segments,
-        encoding: m.encoding,
+        segments: m.own.segments,
+        encoding: m.own.encoding,
     })
     .await
 }

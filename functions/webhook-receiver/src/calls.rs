@@ -147,9 +147,9 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
     if digits != "1" {
         tracing::info!(call_id = %id, attempt, repeated, "a key other than 1 was pressed");
         return twiml_response(if repeated {
-            twiml::goodbye(&call.speech)
+            twiml::goodbye(&call.own.speech)
         } else {
-            twiml::prompt_again(&call.speech, &svc.voice_gather_url(&id, attempt, true))
+            twiml::prompt_again(&call.own.speech, &svc.voice_gather_url(&id, attempt, true))
         });
     }
     let now = svc.clock.now_ms();
@@ -176,5 +176,5 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
             return Problem::new(ProblemKind::Unavailable).into_response();
         }
     }
-    twiml_response(twiml::acknowledged(&call.speech))
+    twiml_response(twiml::acknowledged(&call.own.speech))
 }

@@ -1015,7 +1015,7 @@ async fn check_records(
     let messages = check(messages, own, records, |r| format!("{:?}", r.error_code));
     let own = own_resources(calls, sim.calls(), "cid", call_resource);
     let records = held_records(store, calls, |s, c: Call| {
-        let acknowledged = s.require_ack && c.acknowledged_at_ms.is_some();
+        let acknowledged = s.require_ack && c.own.acknowledged_at_ms.is_some();
         Held {
             error_code: None,
             ..Held::of(&c, acknowledged)

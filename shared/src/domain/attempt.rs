@@ -313,56 +313,6 @@ macro_rules! record_status {
 }
 pub(crate) use record_status;
 
-/// Implements what [`Attempted`] reads and writes of the fields every record kind has: `id`,
-/// `caller`, `to`, `template`, `status`, `attempts`, `twilio_sid`, `error_code` and
-/// `error_reason`.
-macro_rules! attempt_fields {
-    () => {
-        fn record_id(&self) -> &Self::Id {
-            &self.id
-        }
-        fn status(&self) -> Self::Status {
-            self.status
-        }
-        fn caller(&self) -> &str {
-            &self.caller
-        }
-        fn to(&self) -> &$crate::domain::Recipient {
-            &self.to
-        }
-        fn twilio_sid(&self) -> Option<&str> {
-            self.twilio_sid.as_deref()
-        }
-        fn error_code(&self) -> Option<u32> {
-            self.error_code
-        }
-        fn error_reason(&self) -> Option<&str> {
-            self.error_reason.as_deref()
-        }
-        fn template(&self) -> Option<&str> {
-            self.template.as_deref()
-        }
-        fn enter_retrying(&mut self, error_code: Option<u32>, error_reason: Option<String>) {
-            self.status = <Self::Status as $crate::domain::RecordStatus>::RETRYING;
-            self.twilio_sid = None;
-            self.error_code = error_code;
-            self.error_reason = error_reason;
-        }
-        fn attempts(&self) -> $crate::domain::attempt::Attempts {
-            self.attempts
-        }
-        fn keep_identity(&mut self, of: &Self) {
-            self.id = of.id.clone();
-            self.attempts.created_at_ms = of.attempts.created_at_ms;
-        }
-        fn set_attempts(&mut self, a: $crate::domain::attempt::Attempts) {
-            let created_at_ms = self.attempts.created_at_ms;
-            self.attempts = $crate::domain::attempt::Attempts { created_at_ms, ..a };
-        }
-    };
-}
-pub(crate) use attempt_fields;
-
 /// The record after claiming `attempt` at `now_ms` for `lease_ms`: only an open, waiting record
 /// at exactly that attempt, not held by a live claim, can be claimed. Taking over an expired
 /// claim marks the attempt ambiguous (its holder may have reached Twilio at any time while it

@@ -8,10 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, Attempts};
+use super::attempt::Attempted;
 use super::ids::CallId;
 use super::message::{Transition, UNCONFIRMED_RANK};
 use super::recipient::Recipient;
+use super::record::{Own, Record};
 use crate::crypto::{LookupToken, Sealed};
 
 /// Where a call is, as Twilio reports it, plus Herald's own `accepted` and `retrying`.
@@ -124,39 +125,41 @@ pub struct Speech {
 
 /// A call as Herald stores it. The number and the spoken text are sealed; nothing here is
 /// plaintext personal data.
+pub type Call = Record<CallId, CallStatus, CallFields>;
+
+/// What only a call has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Call {
-    /// Herald's id.
-    pub id: CallId,
-    /// Who asked for it (the API caller's identity).
-    pub caller: String,
-    /// The callee: sealed, with its lookup token, masked form and region.
-    #[serde(flatten)]
-    pub to: Recipient,
+pub struct CallFields {
     /// The text spoken, encrypted with the id as associated data.
     pub message: Sealed,
-    /// The voice template it was rendered from, if any.
-    pub template: Option<String>,
     /// Voice, language and loop.
     pub speech: Speech,
     /// Whether the callee must press 1 to acknowledge the alert.
     pub require_ack: bool,
-    /// Where it is now.
-    pub status: CallStatus,
-    /// Its attempts: the attempt engine's bookkeeping, and when it was accepted and last
-    /// changed.
-    #[serde(flatten)]
-    pub attempts: Attempts,
-    /// Twilio's `CA…` id of the current attempt, once Twilio accepted it.
-    pub twilio_sid: Option<String>,
-    /// Twilio's error code of the last failure.
-    pub error_code: Option<u32>,
-    /// A sanitized reason for the last failure (never personal data).
-    pub error_reason: Option<String>,
     /// Talk time of the last answered attempt, in seconds (`CallDuration`).
     pub duration_seconds: Option<u32>,
     /// When the callee pressed 1, Unix milliseconds.
     pub acknowledged_at_ms: Option<i64>,
+}
+
+impl CallFields {
+    /// Whether the alert of a call that is `status` reached its callee: acknowledged, or (when
+    /// no acknowledgement is asked for) answered.
+    fn is_done(&self, status: CallStatus) -> bool {
+        self.acknowledged_at_ms.is_some()
+            || (!self.require_ack
+                && matches!(status, CallStatus::InProgress | CallStatus::Completed))
+    }
+}
+
+impl Own<CallStatus> for CallFields {
+    fn match_token<'a>(&'a self, to: &'a Recipient) -> Option<&'a LookupToken> {
+        // Twilio shows nothing of what a call says: calls match on their callee alone.
+        Some(&to.token)
+    }
+    fn is_open(&self, status: CallStatus) -> bool {
+        !status.is_terminal() && !self.is_done(status)
+    }
 }
 
 /// A report about one attempt of a call (a status callback, or Twilio's answer to the create).
@@ -167,24 +170,17 @@ pub type CallReport = super::attempt::AttemptReport<CallStatus>;
 pub type CallRetry = super::attempt::RetryChange;
 
 impl Call {
-    /// Whether the record waits for a caller to make an attempt.
-    pub fn is_waiting(&self) -> bool {
-        Attempted::is_waiting(self)
-    }
-
     /// Whether the alert reached its callee: acknowledged, or (when no acknowledgement is asked
     /// for) answered. A done call is never called again.
     pub fn is_done(&self) -> bool {
-        self.acknowledged_at_ms.is_some()
-            || (!self.require_ack
-                && matches!(self.status, CallStatus::InProgress | CallStatus::Completed))
+        self.own.is_done(self.status)
     }
 
     /// Whether an attempt that ended with `status` calls for another attempt (attempts
     /// allowing): not answered, or answered without the acknowledgement the alert asks for.
     pub fn wants_another_attempt(&self, status: CallStatus) -> bool {
         !self.is_done()
-            && (status.is_unanswered() || (status == CallStatus::Completed && self.require_ack))
+            && (status.is_unanswered() || (status == CallStatus::Completed && self.own.require_ack))
     }
 
     /// Whether `report` would move this record, by attempt and by the transition rule.
@@ -199,26 +195,10 @@ impl Call {
             return None;
         }
         let mut c = self.clone();
-        c.status = report.status;
-        if report.twilio_sid.is_some() {
-            c.twilio_sid.clone_from(&report.twilio_sid);
-        }
+        // A call's failures are the unanswered ends ([`Record::take_report`]).
+        c.take_report(report, report.status.is_unanswered());
         if report.duration_seconds.is_some() {
-            c.duration_seconds = report.duration_seconds;
-        }
-        if report.error_code.is_some() || report.error_reason.is_some() {
-            c.error_code = report.error_code;
-            c.error_reason.clone_from(&report.error_reason);
-        } else if !report.status.is_unanswered() {
-            // Progress without an error: an earlier attempt's failure is history.
-            c.error_code = None;
-            c.error_reason = None;
-        }
-        c.attempts.updated_at_ms = report.at_ms;
-        if report.status != CallStatus::Retrying {
-            let mut a = c.attempts();
-            a.settle();
-            c.set_attempts(a);
+            c.own.duration_seconds = report.duration_seconds;
         }
         Some(c)
     }
@@ -259,7 +239,7 @@ impl Call {
                 at_ms: report.at_ms,
             })?;
             if report.duration_seconds.is_some() {
-                retried.duration_seconds = report.duration_seconds;
+                retried.own.duration_seconds = report.duration_seconds;
             }
             return Some(retried);
         }
@@ -271,11 +251,12 @@ impl Call {
     /// on to a next attempt no one has claimed yet goes back to that acknowledged attempt,
     /// `completed`: the next attempt is then never made.
     pub fn acknowledged(&self, attempt: u32, at_ms: i64) -> Option<Call> {
-        if self.acknowledged_at_ms.is_some() || attempt == 0 || attempt > self.attempts.attempt {
+        if self.own.acknowledged_at_ms.is_some() || attempt == 0 || attempt > self.attempts.attempt
+        {
             return None;
         }
         let mut c = self.clone();
-        c.acknowledged_at_ms = Some(at_ms);
+        c.own.acknowledged_at_ms = Some(at_ms);
         c.attempts.updated_at_ms = at_ms;
         if self.status == CallStatus::Retrying
             && attempt < self.attempts.attempt
@@ -293,22 +274,10 @@ impl Call {
     }
 }
 
-impl Attempted for Call {
-    type Status = CallStatus;
-    type Id = CallId;
-    super::attempt::attempt_fields!();
-    fn match_token(&self) -> Option<&LookupToken> {
-        // Twilio shows nothing of what a call says: calls match on their callee alone.
-        Some(&self.to.token)
-    }
-    fn is_open(&self) -> bool {
-        !self.status.is_terminal() && !self.is_done()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Attempts;
     use crate::domain::message::ClaimRefusal;
     use CallStatus::*;
 
@@ -322,14 +291,7 @@ mod tests {
                 masked: "+*1".into(),
                 country: None,
             },
-            message: Sealed(vec![]),
             template: None,
-            speech: Speech {
-                voice: "alice".into(),
-                language: "en-US".into(),
-                loop_count: 1,
-            },
-            require_ack,
             status,
             attempts: Attempts {
                 attempt,
@@ -338,8 +300,17 @@ mod tests {
             twilio_sid: None,
             error_code: None,
             error_reason: None,
-            duration_seconds: None,
-            acknowledged_at_ms: None,
+            own: CallFields {
+                message: Sealed(vec![]),
+                speech: Speech {
+                    voice: "alice".into(),
+                    language: "en-US".into(),
+                    loop_count: 1,
+                },
+                require_ack,
+                duration_seconds: None,
+                acknowledged_at_ms: None,
+            },
         }
     }
 
@@ -432,7 +403,10 @@ mod tests {
         let done = acked
             .reported(&CallReport::new(1, Completed, 10), 3, 500)
             .unwrap();
-        assert_eq!((done.status, done.acknowledged_at_ms), (Completed, Some(5)));
+        assert_eq!(
+            (done.status, done.own.acknowledged_at_ms),
+            (Completed, Some(5))
+        );
     }
 
     #[test]
@@ -447,7 +421,7 @@ mod tests {
         let held = c.claimed(2, 600, 100).unwrap();
         let acked = held.acknowledged(1, 620).unwrap();
         assert_eq!((acked.status, acked.attempts.attempt), (Retrying, 2));
-        assert!(acked.acknowledged_at_ms.is_some());
+        assert!(acked.own.acknowledged_at_ms.is_some());
     }
 
     #[test]
@@ -490,6 +464,6 @@ mod tests {
         );
         let mut done = CallReport::new(1, Completed, 200);
         done.duration_seconds = Some(17);
-        assert_eq!(q.changed(&done).unwrap().duration_seconds, Some(17));
+        assert_eq!(q.changed(&done).unwrap().own.duration_seconds, Some(17));
     }
 }

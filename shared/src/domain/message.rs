@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::{Attempted, Attempts};
 use super::ids::MessageId;
 use super::recipient::Recipient;
+use super::record::{Own, Record};
 use crate::crypto::{LookupToken, Sealed};
 use crate::templates::Encoding;
 
@@ -127,40 +127,28 @@ pub enum Transition {
 
 /// A message as Herald stores it. Phone number and body are sealed; nothing here is plaintext
 /// personal data.
+pub type Message = Record<MessageId, MessageStatus, MessageFields>;
+
+/// What only a message has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// Herald's id.
-    pub id: MessageId,
-    /// Who asked for it (the API caller's identity).
-    pub caller: String,
-    /// The recipient: sealed, with its lookup token, masked form and region.
-    #[serde(flatten)]
-    pub to: Recipient,
+pub struct MessageFields {
     /// The text, encrypted with the id as associated data.
     pub body: Sealed,
-    /// The template it was rendered from, if any.
-    pub template: Option<String>,
     /// GSM-7 or UCS-2.
     pub encoding: Encoding,
     /// How many SMS segments the body takes.
     pub segments: u32,
-    /// Where it is now.
-    pub status: MessageStatus,
-    /// Its attempts: the attempt engine's bookkeeping, and when it was accepted and last
-    /// changed.
-    #[serde(flatten)]
-    pub attempts: Attempts,
-    /// Twilio's `SM…` id once Twilio accepted it.
-    pub twilio_sid: Option<String>,
-    /// Twilio's error code of the last failure.
-    pub error_code: Option<u32>,
-    /// A sanitized reason for the last failure (never personal data).
-    pub error_reason: Option<String>,
     /// Keyed hash of the recipient and the body ([`crate::crypto::Vault::match_token`]): the
     /// messages whose Twilio resources would match each other's share it. Records stored
     /// before it have none.
     #[serde(default)]
     pub match_token: Option<LookupToken>,
+}
+
+impl Own<MessageStatus> for MessageFields {
+    fn match_token<'a>(&'a self, _to: &'a Recipient) -> Option<&'a LookupToken> {
+        self.match_token.as_ref()
+    }
 }
 
 /// A conditional change of a message's status (a status callback, or Twilio's answer to the
@@ -180,11 +168,6 @@ pub enum ClaimRefusal {
 }
 
 impl Message {
-    /// Whether the record waits for a sender to make an attempt.
-    pub fn is_waiting(&self) -> bool {
-        Attempted::is_waiting(self)
-    }
-
     /// Whether `change` would move this record, by attempt and by the transition rule.
     ///
     /// A change belongs to the record when it is for the record's current attempt, or names the
@@ -195,30 +178,14 @@ impl Message {
         ours && self.status.transition(change.status) == Transition::Apply
     }
 
-    /// Applies `change` in memory (the stores call this inside their atomic section).
+    /// Applies `change` in memory (the stores call this inside their atomic section); a
+    /// message's failures are `failed` and `undelivered` ([`Record::take_report`]).
     pub fn apply(&mut self, change: &StatusChange) {
-        self.status = change.status;
-        if change.twilio_sid.is_some() {
-            self.twilio_sid.clone_from(&change.twilio_sid);
-        }
-        if change.error_code.is_some() || change.error_reason.is_some() {
-            self.error_code = change.error_code;
-            self.error_reason.clone_from(&change.error_reason);
-        } else if !matches!(
+        let failure = matches!(
             change.status,
             MessageStatus::Failed | MessageStatus::Undelivered
-        ) {
-            // Progress without an error: an earlier attempt's failure is history (the timeline
-            // keeps it), not this message's error.
-            self.error_code = None;
-            self.error_reason = None;
-        }
-        self.attempts.updated_at_ms = change.at_ms;
-        if change.status != MessageStatus::Retrying {
-            let mut a = self.attempts();
-            a.settle();
-            self.set_attempts(a);
-        }
+        );
+        self.take_report(change, failure);
     }
 
     /// The record after `change`, or `None` when the change does not apply.
@@ -231,19 +198,10 @@ impl Message {
     }
 }
 
-impl Attempted for Message {
-    type Status = MessageStatus;
-    type Id = MessageId;
-    super::attempt::attempt_fields!();
-    fn match_token(&self) -> Option<&LookupToken> {
-        self.match_token.as_ref()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::RetryChange;
+    use crate::domain::{Attempted, Attempts, RetryChange};
     use MessageStatus::*;
 
     fn record(status: MessageStatus, attempt: u32) -> Message {
@@ -256,10 +214,7 @@ mod tests {
                 masked: "+*1".into(),
                 country: None,
             },
-            body: Sealed(vec![]),
             template: None,
-            encoding: Encoding::Gsm7,
-            segments: 1,
             status,
             attempts: Attempts {
                 attempt,
@@ -268,7 +223,12 @@ mod tests {
             twilio_sid: None,
             error_code: None,
             error_reason: None,
-            match_token: None,
+            own: MessageFields {
+                body: Sealed(vec![]),
+                encoding: Encoding::Gsm7,
+                segments: 1,
+                match_token: None,
+            },
         }
     }
 

@@ -6,14 +6,16 @@ pub mod event;
 pub mod ids;
 pub mod message;
 pub mod recipient;
+pub mod record;
 pub mod verification;
 
 pub use attempt::{AttemptReport, Attempted, Attempts, RecordStatus, RetryChange};
-pub use call::{Call, CallReport, CallRetry, CallStatus, Speech};
+pub use call::{Call, CallFields, CallReport, CallRetry, CallStatus, Speech};
 pub use event::{Event, EventKind, Subject};
 pub use ids::{CallId, InvalidId, MessageId, VerificationId};
-pub use message::{ClaimRefusal, Message, MessageStatus, StatusChange, Transition};
+pub use message::{ClaimRefusal, Message, MessageFields, MessageStatus, StatusChange, Transition};
 pub use recipient::Recipient;
+pub use record::{Own, Record};
 pub use verification::{Verification, VerificationStatus};
 
 /// Unix milliseconds as RFC 3339 (`2026-11-21T20:05:18.123Z`), as the API shows times; empty
