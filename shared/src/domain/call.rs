@@ -277,41 +277,22 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Attempts;
     use crate::domain::message::ClaimRefusal;
     use CallStatus::*;
 
     fn record(status: CallStatus, attempt: u32, require_ack: bool) -> Call {
-        Call {
-            id: CallId::generate(1),
-            caller: "c".into(),
-            to: Recipient {
-                sealed: Sealed(vec![]),
-                token: LookupToken("t".into()),
-                masked: "+*1".into(),
-                country: None,
+        let own = CallFields {
+            message: Sealed(vec![]),
+            speech: Speech {
+                voice: "alice".into(),
+                language: "en-US".into(),
+                loop_count: 1,
             },
-            template: None,
-            status,
-            attempts: Attempts {
-                attempt,
-                ..Attempts::new(0)
-            },
-            twilio_sid: None,
-            error_code: None,
-            error_reason: None,
-            own: CallFields {
-                message: Sealed(vec![]),
-                speech: Speech {
-                    voice: "alice".into(),
-                    language: "en-US".into(),
-                    loop_count: 1,
-                },
-                require_ack,
-                duration_seconds: None,
-                acknowledged_at_ms: None,
-            },
-        }
+            require_ack,
+            duration_seconds: None,
+            acknowledged_at_ms: None,
+        };
+        Call::sample(CallId::generate(1), status, attempt, own)
     }
 
     #[test]

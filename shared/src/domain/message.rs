@@ -201,35 +201,17 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Attempted, Attempts, RetryChange};
+    use crate::domain::{Attempted, RetryChange};
     use MessageStatus::*;
 
     fn record(status: MessageStatus, attempt: u32) -> Message {
-        Message {
-            id: MessageId::generate(1),
-            caller: "c".into(),
-            to: Recipient {
-                sealed: Sealed(vec![]),
-                token: LookupToken("t".into()),
-                masked: "+*1".into(),
-                country: None,
-            },
-            template: None,
-            status,
-            attempts: Attempts {
-                attempt,
-                ..Attempts::new(0)
-            },
-            twilio_sid: None,
-            error_code: None,
-            error_reason: None,
-            own: MessageFields {
-                body: Sealed(vec![]),
-                encoding: Encoding::Gsm7,
-                segments: 1,
-                match_token: None,
-            },
-        }
+        let own = MessageFields {
+            body: Sealed(vec![]),
+            encoding: Encoding::Gsm7,
+            segments: 1,
+            match_token: None,
+        };
+        Message::sample(MessageId::generate(1), status, attempt, own)
     }
 
     #[test]

@@ -76,6 +76,34 @@ impl<Id, S: RecordStatus, K> Record<Id, S, K> {
     }
 }
 
+#[cfg(test)]
+impl<Id, S, K> Record<Id, S, K> {
+    /// A record of `own` for unit tests: `id`, `status` at `attempt`, accepted at 0, to a made-up
+    /// recipient, with nothing else set.
+    pub(crate) fn sample(id: Id, status: S, attempt: u32, own: K) -> Self {
+        Self {
+            id,
+            caller: "c".into(),
+            to: Recipient {
+                sealed: crate::crypto::Sealed(vec![]),
+                token: LookupToken("t".into()),
+                masked: "+*1".into(),
+                country: None,
+            },
+            template: None,
+            status,
+            attempts: Attempts {
+                attempt,
+                ..Attempts::new(0)
+            },
+            twilio_sid: None,
+            error_code: None,
+            error_reason: None,
+            own,
+        }
+    }
+}
+
 impl<Id, S, K> Attempted for Record<Id, S, K>
 where
     Id: Clone + std::fmt::Display + Send + Sync + 'static,
@@ -140,23 +168,18 @@ mod tests {
 
     use crate::crypto::{LookupToken, Sealed};
     use crate::domain::{
-        Attempts, Call, CallFields, CallId, CallStatus, Message, MessageFields, MessageId,
-        MessageStatus, Recipient, Speech,
+        Call, CallFields, CallId, CallStatus, Message, MessageFields, MessageId, MessageStatus,
+        Speech,
     };
     use crate::templates::Encoding;
 
-    fn to() -> Recipient {
-        Recipient {
-            sealed: Sealed(vec![1]),
-            token: LookupToken("t".into()),
-            masked: "+*1".into(),
-            country: Some("US".into()),
-        }
-    }
-
     /// The top-level names of `doc`'s JSON object.
     fn names(doc: &serde_json::Value) -> BTreeSet<&str> {
-        doc.as_object().unwrap().keys().map(String::as_str).collect()
+        doc.as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
     }
 
     /// What every record's document has at its top level: the recipient and the attempts stand
@@ -186,41 +209,34 @@ mod tests {
 
     #[test]
     fn a_record_is_stored_as_one_flat_document_with_its_kinds_fields_beside_the_rest() {
-        let message = Message {
-            id: MessageId::generate(1),
-            caller: "c".into(),
-            to: to(),
-            template: None,
-            status: MessageStatus::Queued,
-            attempts: Attempts::new(1),
-            twilio_sid: Some("SM1".into()),
-            error_code: None,
-            error_reason: None,
-            own: MessageFields {
+        let mut message = Message::sample(
+            MessageId::generate(1),
+            MessageStatus::Queued,
+            1,
+            MessageFields {
                 body: Sealed(vec![2]),
                 encoding: Encoding::Gsm7,
                 segments: 1,
                 match_token: Some(LookupToken("m".into())),
             },
-        };
+        );
+        message.twilio_sid = Some("SM1".into());
         let doc = serde_json::to_value(&message).unwrap();
         let mut expected: BTreeSet<&str> = COMMON.into_iter().collect();
         expected.extend(["body", "encoding", "segments", "match_token"]);
         assert!(names(&doc).is_superset(&expected), "{doc}");
-        assert!(names(&doc).iter().all(|n| expected.contains(n) || n.starts_with("doubt_")));
+        assert!(
+            names(&doc)
+                .iter()
+                .all(|n| expected.contains(n) || n.starts_with("doubt_"))
+        );
         assert_eq!(serde_json::from_value::<Message>(doc).unwrap(), message);
 
-        let call = Call {
-            id: CallId::generate(1),
-            caller: "c".into(),
-            to: to(),
-            template: Some("outage".into()),
-            status: CallStatus::Completed,
-            attempts: Attempts::new(1),
-            twilio_sid: Some("CA1".into()),
-            error_code: None,
-            error_reason: None,
-            own: CallFields {
+        let mut call = Call::sample(
+            CallId::generate(1),
+            CallStatus::Completed,
+            1,
+            CallFields {
                 message: Sealed(vec![3]),
                 speech: Speech {
                     voice: "alice".into(),
@@ -231,7 +247,8 @@ mod tests {
                 duration_seconds: Some(4),
                 acknowledged_at_ms: Some(5),
             },
-        };
+        );
+        call.template = Some("outage".into());
         let doc = serde_json::to_value(&call).unwrap();
         let mut expected: BTreeSet<&str> = COMMON.into_iter().collect();
         expected.extend([
@@ -242,7 +259,11 @@ mod tests {
             "acknowledged_at_ms",
         ]);
         assert!(names(&doc).is_superset(&expected), "{doc}");
-        assert!(names(&doc).iter().all(|n| expected.contains(n) || n.starts_with("doubt_")));
+        assert!(
+            names(&doc)
+                .iter()
+                .all(|n| expected.contains(n) || n.starts_with("doubt_"))
+        );
         assert_eq!(serde_json::from_value::<Call>(doc).unwrap(), call);
     }
 }
