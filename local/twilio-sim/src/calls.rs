@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::CallOutcome;
-use crate::model::{API_VERSION, resource_path, rfc2822, ser_opt_time, ser_time};
+use crate::model::{API_VERSION, Resource, resource_path, rfc2822, ser_opt_time, ser_time};
 use crate::sim::Inner;
 use crate::webhook::{self, Encoding, Signed, WebhookDelivery};
 
@@ -180,6 +180,16 @@ impl SimCall {
                 "user_defined_messages": sub("UserDefinedMessages"),
             },
         })
+    }
+}
+
+impl Resource for SimCall {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    fn twilio_json(&self) -> Value {
+        self.to_twilio_json()
     }
 }
 

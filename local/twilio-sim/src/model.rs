@@ -85,6 +85,20 @@ pub(crate) fn resource_path(account_sid: &str, collection: &str, sid: &str) -> S
     format!("/{API_VERSION}/Accounts/{account_sid}/{collection}/{sid}")
 }
 
+/// A resource the REST API stores (a message, a call, an API key): what fetching one by SID
+/// and listing them need alike.
+pub(crate) trait Resource {
+    /// Its SID (`SM…`, `CA…`, `SK…`).
+    fn sid(&self) -> &str;
+    /// The JSON Twilio returns for it.
+    fn twilio_json(&self) -> Value;
+}
+
+/// The resource of `items` with SID `sid`.
+pub(crate) fn by_sid<'a, R: Resource>(items: &'a [R], sid: &str) -> Option<&'a R> {
+    items.iter().find(|r| r.sid() == sid)
+}
+
 /// A message created through the REST API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimMessage {
@@ -165,6 +179,16 @@ impl SimMessage {
             "to": self.to,
             "uri": self.uri(),
         })
+    }
+}
+
+impl Resource for SimMessage {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    fn twilio_json(&self) -> Value {
+        self.to_twilio_json()
     }
 }
 
