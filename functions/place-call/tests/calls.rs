@@ -449,7 +449,7 @@ async fn a_pressed_1_acknowledges_the_alert_and_ends_it() {
     }
     let gathers = h.env.sim.gathers();
     assert_eq!(gathers.len(), 1);
-    assert_eq!(gathers[0].response_status, Some(200));
+    assert_eq!(gathers[0].delivery.response_status, Some(200));
     let answer = gathers[0].response_body.as_deref().unwrap();
     assert!(answer.contains("Thank you") && answer.contains("<Hangup/>"));
     assert!(
@@ -457,7 +457,7 @@ async fn a_pressed_1_acknowledges_the_alert_and_ends_it() {
             .sim
             .call_callbacks()
             .iter()
-            .all(|c| c.response_status == Some(200))
+            .all(|c| c.delivery.response_status == Some(200))
     );
     assert_eq!(h.env.sim.creates_for_call(TO), 1);
 }
@@ -511,7 +511,7 @@ async fn a_kept_acknowledgement_whose_answer_was_lost_is_final() {
             .sim
             .gathers()
             .iter()
-            .all(|g| g.response_status == Some(502))
+            .all(|g| g.delivery.response_status == Some(502))
     );
     assert_eq!(h.env.sim.creates_for_call(TO), 1);
 }
@@ -661,9 +661,14 @@ async fn duplicate_and_forged_callbacks_change_nothing() {
     let before = h.view(&id).await;
     let events = h.env.store.count_events().await.unwrap();
     let send = |cb: &twilio_sim::CallCallbackRecord, sig: &str| {
-        let path = cb.signed_url.strip_prefix(&h.base).unwrap().to_owned();
+        let path = cb
+            .delivery
+            .signed_url
+            .strip_prefix(&h.base)
+            .unwrap()
+            .to_owned();
         let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(cb.params.iter())
+            .extend_pairs(cb.delivery.params.iter())
             .finish();
         request(
             "POST",
@@ -677,7 +682,7 @@ async fn duplicate_and_forged_callbacks_change_nothing() {
     };
     // Every callback again, newest first: duplicates, and out of order.
     for cb in h.env.sim.call_callbacks().iter().rev() {
-        let resp = webhook_receiver::handle(&h.env.services, send(cb, &cb.signature))
+        let resp = webhook_receiver::handle(&h.env.services, send(cb, &cb.delivery.signature))
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
@@ -689,7 +694,8 @@ async fn duplicate_and_forged_callbacks_change_nothing() {
 
     // A forged `busy` for this call: refused, nothing changes, no retry.
     let mut forged = h.env.sim.call_callbacks()[0].clone();
-    forged.params = forged
+    forged.delivery.params = forged
+        .delivery
         .params
         .into_iter()
         .map(|(k, v)| {
@@ -700,7 +706,7 @@ async fn duplicate_and_forged_callbacks_change_nothing() {
             }
         })
         .collect();
-    let resp = webhook_receiver::handle(&h.env.services, send(&forged, &forged.signature))
+    let resp = webhook_receiver::handle(&h.env.services, send(&forged, &forged.delivery.signature))
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);

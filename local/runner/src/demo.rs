@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::demo_flow::{self, Channel, str_field, u32_field};
+use crate::demo_flow::{self, Cells, Channel, Column, Ended, str_field, u32_field};
 
 /// A fault the simulator applies while a scenario's message is sent (then cleared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub struct SmsScript {
 
 /// One scripted message.
 pub type Scenario = demo_flow::Scenario<SmsScript>;
+
+/// One row of the result.
+pub type Row = demo_flow::Row<SmsDetail>;
 
 /// A message the simulator delivers at the first attempt.
 fn delivered_first_time(
@@ -133,30 +136,37 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// One row of the result.
+/// What a message's row shows beside what every row shows.
 #[derive(Debug, Serialize)]
-pub struct Row {
-    /// Herald's message id.
-    pub id: String,
-    /// Masked recipient.
-    pub to: String,
-    /// Final status.
-    pub status: String,
+pub struct SmsDetail {
     /// Twilio error code.
     pub error_code: Option<u32>,
     /// Segments.
     pub segments: u32,
     /// GSM-7 or UCS-2.
     pub encoding: String,
-    /// What it shows.
-    #[serde(skip)]
-    pub label: &'static str,
     /// Attempts it took.
     #[serde(skip)]
     pub attempts: u32,
-    /// Whether it ended as the simulator was told.
-    #[serde(skip)]
-    pub as_expected: bool,
+}
+
+impl Cells for SmsDetail {
+    const COLUMNS: &'static [Column<'static>] = &[
+        Column::right("CODE", 5),
+        Column::right("SEGS", 4),
+        Column::left("ENC", 6),
+        Column::right("TRY", 3),
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.error_code
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            self.segments.to_string(),
+            self.encoding.clone(),
+            self.attempts.to_string(),
+        ]
+    }
 }
 
 /// The SMS channel of the demo.
@@ -165,7 +175,7 @@ struct Messages;
 impl Channel for Messages {
     type Script = SmsScript;
     type Status = herald::domain::MessageStatus;
-    type Row = Row;
+    type Detail = SmsDetail;
     const NOUN: &'static str = "message";
     const SEED: u64 = 7;
 
@@ -191,51 +201,24 @@ impl Channel for Messages {
         sim.set_faults(twilio_sim::Faults::default());
     }
 
-    fn row(s: Scenario, id: String, m: &serde_json::Value) -> Row {
-        let ended = demo_flow::ended(&s, m);
+    fn detail(s: &Scenario, m: &serde_json::Value, ended: &Ended) -> (SmsDetail, bool) {
         let error_code = u32_field(m, "error_code");
-        Row {
-            as_expected: ended.as_expected && error_code == s.script.expect_code,
-            id,
-            to: str_field(m, "to"),
-            status: ended.status,
+        let detail = SmsDetail {
             error_code,
             segments: u32_field(m, "segments").unwrap_or(0),
             encoding: str_field(m, "encoding"),
-            label: s.label,
             attempts: ended.attempts,
-        }
+        };
+        (detail, error_code == s.script.expect_code)
     }
 }
 
 /// Runs the demo on a stack in `data_dir`; returns the rows.
-pub async fn run(
-    data_dir: &std::path::Path,
-) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(data_dir: &std::path::Path) -> Result<Vec<Row>, demo_flow::Error> {
     demo_flow::run::<Messages>(data_dir, scenarios()).await
 }
 
 /// The rows as a table for people.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = format!(
-        "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:>3} {:<3} {}\n",
-        "MESSAGE", "TO", "STATUS", "CODE", "SEGS", "ENC", "TRY", "OK", "SCENARIO"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<32} {:<14} {:<12} {:>5} {:>4} {:<6} {:>3} {:<3} {}\n",
-            r.id,
-            r.to,
-            r.status,
-            r.error_code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
-            r.segments,
-            r.encoding,
-            r.attempts,
-            if r.as_expected { "yes" } else { "NO" },
-            r.label
-        ));
-    }
-    out
+    demo_flow::table::<Messages>(rows)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use twilio_sim::CallOutcome;
 
-use crate::demo_flow::{self, Channel, str_field, u32_field};
+use crate::demo_flow::{self, Cells, Channel, Column, Ended, u32_field};
 
 /// What a voice alert's scenario scripts beside what every scenario states.
 pub struct VoiceScript {
@@ -19,6 +19,9 @@ pub struct VoiceScript {
 
 /// One scripted voice alert (its attempts are the calls it must take).
 pub type CallScenario = demo_flow::Scenario<VoiceScript>;
+
+/// One row of the result (`--json`: `"calls":[…]`).
+pub type CallRow = demo_flow::Row<CallDetail>;
 
 /// The demo's voice alerts (`VOICE_MAX_ATTEMPTS` is 3).
 pub fn scenarios() -> Vec<CallScenario> {
@@ -71,27 +74,32 @@ pub fn scenarios() -> Vec<CallScenario> {
     ]
 }
 
-/// One row of the result (`--json`: `"calls":[…]`).
+/// What a voice alert's row shows beside what every row shows.
 #[derive(Debug, Serialize)]
-pub struct CallRow {
-    /// Herald's call id.
-    pub id: String,
-    /// Masked callee.
-    pub to: String,
-    /// Final status.
-    pub status: String,
+pub struct CallDetail {
     /// Calls placed.
     pub attempts: u32,
     /// Whether the callee pressed 1.
     pub acknowledged: bool,
     /// Talk time of the last answered call.
     pub duration_seconds: Option<u32>,
-    /// What it shows.
-    #[serde(skip)]
-    pub label: &'static str,
-    /// Whether it ended as the simulator was told.
-    #[serde(skip)]
-    pub as_expected: bool,
+}
+
+impl Cells for CallDetail {
+    const COLUMNS: &'static [Column<'static>] = &[
+        Column::right("TRY", 3),
+        Column::left("ACK", 5),
+        Column::right("SECS", 4),
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.attempts.to_string(),
+            if self.acknowledged { "yes" } else { "no" }.into(),
+            self.duration_seconds
+                .map_or_else(|| "-".into(), |d| d.to_string()),
+        ]
+    }
 }
 
 /// The voice channel of the demo.
@@ -100,7 +108,7 @@ struct Calls;
 impl Channel for Calls {
     type Script = VoiceScript;
     type Status = herald::domain::CallStatus;
-    type Row = CallRow;
+    type Detail = CallDetail;
     const NOUN: &'static str = "call";
     const SEED: u64 = 11;
 
@@ -108,50 +116,25 @@ impl Channel for Calls {
         sim.set_call_outcomes(s.to, s.script.outcomes.clone());
     }
 
-    fn row(s: CallScenario, id: String, v: &serde_json::Value) -> CallRow {
-        let ended = demo_flow::ended(&s, v);
+    fn detail(s: &CallScenario, v: &serde_json::Value, ended: &Ended) -> (CallDetail, bool) {
         let acknowledged = v["acknowledgement"]["acknowledged"]
             .as_bool()
             .unwrap_or(false);
-        CallRow {
-            as_expected: ended.as_expected && acknowledged == s.script.expect_acknowledged,
-            id,
-            to: str_field(v, "to"),
-            status: ended.status,
+        let detail = CallDetail {
             attempts: ended.attempts,
             acknowledged,
             duration_seconds: u32_field(v, "duration_seconds"),
-            label: s.label,
-        }
+        };
+        (detail, acknowledged == s.script.expect_acknowledged)
     }
 }
 
 /// Runs the voice demo on a stack in `data_dir`; returns the rows.
-pub async fn run(
-    data_dir: &std::path::Path,
-) -> Result<Vec<CallRow>, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(data_dir: &std::path::Path) -> Result<Vec<CallRow>, demo_flow::Error> {
     demo_flow::run::<Calls>(data_dir, scenarios()).await
 }
 
 /// The rows as a table for people.
 pub fn table(rows: &[CallRow]) -> String {
-    let mut out = format!(
-        "{:<32} {:<14} {:<12} {:>3} {:<5} {:>4} {:<3} {}\n",
-        "CALL", "TO", "STATUS", "TRY", "ACK", "SECS", "OK", "SCENARIO"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<32} {:<14} {:<12} {:>3} {:<5} {:>4} {:<3} {}\n",
-            r.id,
-            r.to,
-            r.status,
-            r.attempts,
-            if r.acknowledged { "yes" } else { "no" },
-            r.duration_seconds
-                .map_or_else(|| "-".to_owned(), |d| d.to_string()),
-            if r.as_expected { "yes" } else { "NO" },
-            r.label
-        ));
-    }
-    out
+    demo_flow::table::<Calls>(rows)
 }

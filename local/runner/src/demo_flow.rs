@@ -3,11 +3,13 @@
 //! record is final by `GET`ting it, and turn each final view into a row. What differs between
 //! the two is stated once per channel, in [`Channel`].
 
+use serde::Serialize;
 use serde_json::json;
 
 use crate::stack::{LocalStack, StackOptions};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+/// What running a demo can fail with.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// One scripted record: what every channel's scenario states, and the channel's own `script`.
 pub struct Scenario<S> {
@@ -29,8 +31,8 @@ pub struct Scenario<S> {
 pub(crate) trait Channel {
     /// The channel's own part of a scenario.
     type Script;
-    /// One row of the result.
-    type Row;
+    /// The channel's own part of a row.
+    type Detail: Cells;
     /// The record's status, as its view spells it.
     type Status: herald::domain::RecordStatus + std::str::FromStr;
     /// The record: `message` or `call` (its collection is `/v1/{NOUN}s`, the field naming its
@@ -42,8 +44,41 @@ pub(crate) trait Channel {
     fn prepare(sim: &twilio_sim::SimHandle, s: &Scenario<Self::Script>);
     /// Once the send is answered: undoes what `prepare` set for the send alone.
     fn sent(_sim: &twilio_sim::SimHandle) {}
-    /// The row of a scenario, from its final view (compared with what the simulator was told).
-    fn row(s: Scenario<Self::Script>, id: String, view: &serde_json::Value) -> Self::Row;
+    /// The channel's part of the row of `s`, from its final view and what every channel reads
+    /// of it, and whether that part is what the simulator was told.
+    fn detail(
+        s: &Scenario<Self::Script>,
+        view: &serde_json::Value,
+        ended: &Ended,
+    ) -> (Self::Detail, bool);
+}
+
+/// A channel's own part of a row, as the table for people shows it.
+pub(crate) trait Cells {
+    /// Its columns, between `STATUS` and `OK`.
+    const COLUMNS: &'static [Column<'static>];
+    /// Its cells, one a column.
+    fn cells(&self) -> Vec<String>;
+}
+
+/// One row of the result: what every channel shows, and the channel's own `detail`.
+#[derive(Debug, Serialize)]
+pub struct Row<D> {
+    /// Herald's id of the record.
+    pub id: String,
+    /// Masked recipient.
+    pub to: String,
+    /// Final status.
+    pub status: String,
+    /// What the channel shows beside.
+    #[serde(flatten)]
+    pub detail: D,
+    /// What it shows.
+    #[serde(skip)]
+    pub label: &'static str,
+    /// Whether it ended as the simulator was told.
+    #[serde(skip)]
+    pub as_expected: bool,
 }
 
 /// What every row reads of a final view: its status and attempts, and whether both are what
@@ -58,13 +93,28 @@ pub(crate) struct Ended {
 }
 
 /// What the final `view` of the record of `s` shows of every channel.
-pub(crate) fn ended<S>(s: &Scenario<S>, view: &serde_json::Value) -> Ended {
+fn ended<S>(s: &Scenario<S>, view: &serde_json::Value) -> Ended {
     let status = str_field(view, "status");
     let attempts = u32_field(view, "attempts").unwrap_or(0);
     Ended {
         as_expected: status == s.expect_status && attempts == s.expect_attempts,
         status,
         attempts,
+    }
+}
+
+/// The row of a scenario of channel `C`, from its final view (compared with what the simulator
+/// was told).
+fn row<C: Channel>(s: Scenario<C::Script>, id: String, view: &serde_json::Value) -> Row<C::Detail> {
+    let ended = ended(&s, view);
+    let (detail, as_expected) = C::detail(&s, view, &ended);
+    Row {
+        id,
+        to: str_field(view, "to"),
+        status: ended.status,
+        detail,
+        label: s.label,
+        as_expected: ended.as_expected && as_expected,
     }
 }
 
@@ -87,11 +137,93 @@ pub(crate) fn str_field(view: &serde_json::Value, key: &str) -> String {
     view[key].as_str().unwrap_or("").to_owned()
 }
 
+/// Where a column's cells stand in its width.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Align {
+    /// Padded on the right.
+    Left,
+    /// Padded on the left.
+    Right,
+}
+
+/// A column of a table for people: its title, and the width its cells are padded to (0 for
+/// the last one, which is not padded).
+#[derive(Debug)]
+pub(crate) struct Column<'a> {
+    /// What its first line shows.
+    title: &'a str,
+    /// The width its cells are padded to.
+    width: usize,
+    /// Where its cells stand.
+    align: Align,
+}
+
+impl<'a> Column<'a> {
+    /// A column of `width` whose cells are padded on the right.
+    pub(crate) const fn left(title: &'a str, width: usize) -> Self {
+        Self {
+            title,
+            width,
+            align: Align::Left,
+        }
+    }
+
+    /// A column of `width` whose cells are padded on the left.
+    pub(crate) const fn right(title: &'a str, width: usize) -> Self {
+        Self {
+            title,
+            width,
+            align: Align::Right,
+        }
+    }
+}
+
+/// The rows of channel `C` as a table for people: a line of titles, then a line a row. The
+/// record's id, `TO` and `STATUS` come first, the channel's own columns next, then `OK` and
+/// `SCENARIO`.
+pub(crate) fn table<C: Channel>(rows: &[Row<C::Detail>]) -> String {
+    let noun = C::NOUN.to_uppercase();
+    let head = [
+        Column::left(&noun, 32),
+        Column::left("TO", 14),
+        Column::left("STATUS", 12),
+    ];
+    let tail = [Column::left("OK", 3), Column::left("SCENARIO", 0)];
+    let columns: Vec<&Column<'_>> = head.iter().chain(C::Detail::COLUMNS).chain(&tail).collect();
+    let titles = columns.iter().map(|c| c.title.to_owned()).collect();
+    let lines = rows.iter().map(|r| {
+        let mut cells = vec![r.id.clone(), r.to.clone(), r.status.clone()];
+        cells.extend(r.detail.cells());
+        cells.extend([
+            if r.as_expected { "yes" } else { "NO" }.into(),
+            r.label.into(),
+        ]);
+        cells
+    });
+    std::iter::once(titles)
+        .chain(lines)
+        .map(|cells| line(&columns, &cells))
+        .collect()
+}
+
+/// One line of a table: each cell padded to its column, a space between two.
+fn line(columns: &[&Column<'_>], cells: &[String]) -> String {
+    let padded: Vec<String> = columns
+        .iter()
+        .zip(cells)
+        .map(|(c, cell)| match c.align {
+            Align::Left => format!("{cell:<width$}", width = c.width),
+            Align::Right => format!("{cell:>width$}", width = c.width),
+        })
+        .collect();
+    padded.join(" ") + "\n"
+}
+
 /// Runs `scenarios` of channel `C` on a stack in `data_dir`; returns the rows.
 pub(crate) async fn run<C: Channel>(
     data_dir: &std::path::Path,
     scenarios: Vec<Scenario<C::Script>>,
-) -> Result<Vec<C::Row>, Error> {
+) -> Result<Vec<Row<C::Detail>>, Error> {
     let path = format!("/v1/{}s", C::NOUN);
     let id_field = format!("{}_id", C::NOUN);
     let stack = LocalStack::start(&StackOptions {
@@ -147,7 +279,7 @@ pub(crate) async fn run<C: Channel>(
     let rows = sent
         .into_iter()
         .zip(views)
-        .map(|((s, id), v)| C::row(s, id, &v))
+        .map(|((s, id), v)| row::<C>(s, id, &v))
         .collect();
     stack.shutdown().await;
     Ok(rows)

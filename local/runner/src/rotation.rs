@@ -184,7 +184,7 @@ async fn drill_on(stack: &LocalStack, opts: &DrillOptions) -> Result<DrillReport
         .sim
         .callbacks()
         .iter()
-        .filter(|c| c.response_status == Some(403))
+        .filter(|c| c.delivery.response_status == Some(403))
         .count();
 
     let old_key_revoked = matches!(
@@ -203,10 +203,14 @@ async fn drill_on(stack: &LocalStack, opts: &DrillOptions) -> Result<DrillReport
     let post = |token: &str| {
         let sig = signature::compute(
             token,
-            &genuine.signed_url,
-            genuine.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &genuine.delivery.signed_url,
+            genuine
+                .delivery
+                .params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        http.post(&genuine.url)
+        http.post(&genuine.delivery.url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("X-Twilio-Signature", sig)
             .body(genuine.body.clone())

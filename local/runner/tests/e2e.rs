@@ -14,7 +14,7 @@ async fn the_demo_ends_every_message_as_the_simulator_was_told() {
         assert!(
             r.as_expected,
             "{} ended {} {:?}",
-            r.label, r.status, r.error_code
+            r.label, r.status, r.detail.error_code
         );
         assert!(
             r.to.starts_with("+*") && !r.to.contains("5552671"),
@@ -23,9 +23,9 @@ async fn the_demo_ends_every_message_as_the_simulator_was_told() {
         );
     }
     let by_label = |l: &str| rows.iter().find(|r| r.label.starts_with(l)).unwrap();
-    assert_eq!(by_label("UCS-2").encoding, "UCS-2");
-    assert!(by_label("UCS-2").segments >= 2);
-    assert_eq!(by_label("undelivered").error_code, Some(30003));
+    assert_eq!(by_label("UCS-2").detail.encoding, "UCS-2");
+    assert!(by_label("UCS-2").detail.segments >= 2);
+    assert_eq!(by_label("undelivered").detail.error_code, Some(30003));
     let table = demo::table(&rows);
     assert!(table.contains("delivered") && table.contains("21610"));
 }
@@ -157,12 +157,12 @@ async fn the_demo_ends_every_call_as_the_simulator_was_told() {
         assert!(
             r.as_expected,
             "{} ended {} after {} attempts, acknowledged {}",
-            r.label, r.status, r.attempts, r.acknowledged
+            r.label, r.status, r.detail.attempts, r.detail.acknowledged
         );
         assert!(r.to.starts_with("+*"), "masked: {}", r.to);
     }
-    let acked = rows.iter().find(|r| r.acknowledged).unwrap();
-    assert!(acked.duration_seconds.unwrap_or(0) >= 1);
+    let acked = rows.iter().find(|r| r.detail.acknowledged).unwrap();
+    assert!(acked.detail.duration_seconds.unwrap_or(0) >= 1);
     let json = serde_json::to_value(&rows).unwrap();
     let mut keys: Vec<&str> = json[0]
         .as_object()

@@ -34,7 +34,7 @@ async fn stop_help_and_start_from_the_simulator() {
         .sim
         .send_inbound_sms(PERSON, LOCAL_FROM_NUMBER, "Stop", &hook)
         .await;
-    assert_eq!(stop.response_status, Some(200), "{stop:?}");
+    assert_eq!(stop.delivery.response_status, Some(200), "{stop:?}");
     let (status, problem) = send(&http, &stack).await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["type"], "urn:herald:problem:recipient-opted-out");
@@ -48,7 +48,7 @@ async fn stop_help_and_start_from_the_simulator() {
         .sim
         .send_inbound_sms(PERSON, LOCAL_FROM_NUMBER, "help", &hook)
         .await;
-    assert_eq!(help.response_status, Some(200));
+    assert_eq!(help.delivery.response_status, Some(200));
     assert!(
         help.response_body
             .as_deref()
@@ -61,7 +61,7 @@ async fn stop_help_and_start_from_the_simulator() {
         .sim
         .send_inbound_sms(PERSON, LOCAL_FROM_NUMBER, "START", &hook)
         .await;
-    assert_eq!(start.response_status, Some(200));
+    assert_eq!(start.delivery.response_status, Some(200));
     assert_eq!(send(&http, &stack).await.0, 201);
 
     // An ordinary reply is kept (sealed) and answered with empty TwiML.
@@ -69,7 +69,7 @@ async fn stop_help_and_start_from_the_simulator() {
         .sim
         .send_inbound_sms(PERSON, LOCAL_FROM_NUMBER, "ACK 42", &hook)
         .await;
-    assert_eq!(reply.response_status, Some(200));
+    assert_eq!(reply.delivery.response_status, Some(200));
     assert!(
         reply
             .response_body
@@ -100,10 +100,10 @@ async fn json_status_callbacks_are_verified_and_applied() {
     assert!(!callbacks.is_empty());
     for c in &callbacks {
         assert!(
-            c.url.contains("bodySHA256=") || c.signed_url.contains("bodySHA256="),
+            c.delivery.url.contains("bodySHA256=") || c.delivery.signed_url.contains("bodySHA256="),
             "{c:?}"
         );
-        assert_eq!(c.response_status, Some(200), "{c:?}");
+        assert_eq!(c.delivery.response_status, Some(200), "{c:?}");
     }
     let view: Value = http
         .get(format!(

@@ -8,7 +8,7 @@ use rand::Rng as _;
 use crate::config::{Faults, Outcome};
 use crate::model::{API_VERSION, CallbackRecord, MessageStatus, delivery_error_message};
 use crate::sim::{Inner, State};
-use crate::webhook::{self, Encoding, Signed};
+use crate::webhook::{self, Encoding, Signed, WebhookDelivery};
 
 /// The sender a Messaging Service "picks" for messages created without `From`.
 pub const SERVICE_SENDER: &str = "+15005550006";
@@ -172,20 +172,15 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &Step) {
     }
     for attempt in 1..=p.retries + 1 {
         let token = (attempt > 1).then(|| format!("{}-{}-{}", sid, step.status, attempt));
-        let a = webhook::send(inner, &p, token).await;
-        let ok = a.succeeded();
+        let answer = webhook::send(inner, &p, token).await;
+        let delivery = WebhookDelivery::new(&p, attempt, &answer);
+        let ok = delivery.succeeded();
         inner.lock().callbacks.push(CallbackRecord {
             message_sid: sid.to_string(),
             message_status: step.status,
-            url: p.url.clone(),
-            signed_url: p.signed_url.clone(),
-            params: p.params.clone(),
+            delivery,
             body: p.body.clone(),
-            signature: p.signature.clone(),
-            attempt,
             duplicate: step.duplicate,
-            response_status: a.status,
-            error: a.error,
         });
         if ok {
             break;

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::CallOutcome;
-use crate::model::{API_VERSION, find_param, resource_path, rfc2822, ser_opt_time, ser_time};
+use crate::model::{API_VERSION, Resource, resource_path, rfc2822, ser_opt_time, ser_time};
 use crate::sim::Inner;
-use crate::webhook::{self, Attempt, Encoding, Signed};
+use crate::webhook::{self, Encoding, Signed, WebhookDelivery};
 
 /// The call progress events a `StatusCallbackEvent` can ask for.
 pub const CALL_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -183,6 +183,16 @@ impl SimCall {
     }
 }
 
+impl Resource for SimCall {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    fn twilio_json(&self) -> Value {
+        self.to_twilio_json()
+    }
+}
+
 /// One call status callback POST (one attempt).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallCallbackRecord {
@@ -194,29 +204,11 @@ pub struct CallCallbackRecord {
     pub call_status: String,
     /// `SequenceNumber` sent (0, 1, 2… per call, over the callbacks actually sent).
     pub sequence_number: u32,
-    /// The URL as the call's `StatusCallback` gave it (fragment included).
-    pub url: String,
-    /// The URL requested and signed.
-    pub signed_url: String,
-    /// Parameters, in the order sent.
-    pub params: Vec<(String, String)>,
+    /// The request to the URL the call's `StatusCallback` gave, and its answer.
+    #[serde(flatten)]
+    pub delivery: WebhookDelivery,
     /// The raw request body (form or JSON; empty for GET).
     pub body: String,
-    /// `X-Twilio-Signature` header value.
-    pub signature: String,
-    /// 1 for the first attempt, then 2, 3… for `#rc=N` retries.
-    pub attempt: u32,
-    /// HTTP status of the receiver's answer.
-    pub response_status: Option<u16>,
-    /// Connection error, if no answer came.
-    pub error: Option<String>,
-}
-
-impl CallCallbackRecord {
-    /// The value of a parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        find_param(&self.params, name)
-    }
 }
 
 /// What a voice request (a TwiML webhook of a call) was for.
@@ -236,31 +228,14 @@ pub struct VoiceRequestRecord {
     pub kind: VoiceRequestKind,
     /// The call.
     pub call_sid: String,
-    /// The URL as given (the `<Gather action>` after XML unescaping, or the call's `Url`).
-    pub url: String,
-    /// The URL requested and signed.
-    pub signed_url: String,
     /// `GET` or `POST`.
     pub method: String,
-    /// Parameters, in the order sent.
-    pub params: Vec<(String, String)>,
-    /// `X-Twilio-Signature` header value.
-    pub signature: String,
-    /// 1 for the first attempt, then 2, 3… for `#rc=N` retries.
-    pub attempt: u32,
-    /// HTTP status of the answer.
-    pub response_status: Option<u16>,
+    /// The request to the URL given (the `<Gather action>` after XML unescaping, or the call's
+    /// `Url`), and its answer.
+    #[serde(flatten)]
+    pub delivery: WebhookDelivery,
     /// The answer's body: TwiML.
     pub response_body: Option<String>,
-    /// Connection error, if no answer came.
-    pub error: Option<String>,
-}
-
-impl VoiceRequestRecord {
-    /// The value of a parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        find_param(&self.params, name)
-    }
 }
 
 /// One step of a call's life.
@@ -406,22 +381,16 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &CallStep) {
         }
     };
     if let Some((event, call_status, sequence, signed)) = prepared {
-        let attempts = deliver(inner, &signed, &format!("{sid}-{event}")).await;
+        let attempts = webhook::deliver(inner, &signed, &format!("{sid}-{event}")).await;
         let mut state = inner.lock();
-        for (i, a) in attempts.into_iter().enumerate() {
+        for (delivery, _) in attempts {
             state.call_callbacks.push(CallCallbackRecord {
                 call_sid: sid.to_string(),
                 event: event.to_string(),
                 call_status: call_status.clone(),
                 sequence_number: sequence,
-                url: signed.url.clone(),
-                signed_url: signed.signed_url.clone(),
-                params: signed.params.clone(),
+                delivery,
                 body: signed.body.clone(),
-                signature: signed.signature.clone(),
-                attempt: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                response_status: a.status,
-                error: a.error,
             });
         }
     }
@@ -430,47 +399,25 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &CallStep) {
     }
 }
 
-/// Sends a signed request, retrying up to its `#rc=N`; returns every attempt.
-pub(crate) async fn deliver(inner: &Inner, signed: &Signed, token_prefix: &str) -> Vec<Attempt> {
-    let mut attempts = Vec::new();
-    for attempt in 1..=signed.retries + 1 {
-        let idempotency = (attempt > 1).then(|| format!("{token_prefix}-{attempt}"));
-        let a = webhook::send(inner, signed, idempotency).await;
-        let ok = a.succeeded();
-        attempts.push(a);
-        if ok {
-            break;
-        }
-    }
-    attempts
-}
-
 fn record_voice(
     inner: &Inner,
     kind: VoiceRequestKind,
     sid: &str,
-    signed: &Signed,
     method: &str,
-    attempts: Vec<Attempt>,
+    attempts: Vec<(WebhookDelivery, Option<String>)>,
 ) -> Option<String> {
     let mut state = inner.lock();
     let mut answer = None;
-    for (i, a) in attempts.into_iter().enumerate() {
-        if a.succeeded() {
-            answer = a.body.clone();
+    for (delivery, response_body) in attempts {
+        if delivery.succeeded() {
+            answer = response_body.clone();
         }
         state.voice_requests.push(VoiceRequestRecord {
             kind,
             call_sid: sid.to_string(),
-            url: signed.url.clone(),
-            signed_url: signed.signed_url.clone(),
             method: method.to_string(),
-            params: signed.params.clone(),
-            signature: signed.signature.clone(),
-            attempt: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            response_status: a.status,
-            response_body: a.body,
-            error: a.error,
+            delivery,
+            response_body,
         });
     }
     answer
@@ -489,8 +436,8 @@ async fn voice_request(
         VoiceRequestKind::Twiml => format!("{sid}-twiml"),
         VoiceRequestKind::Gather => format!("{sid}-gather"),
     };
-    let attempts = deliver(inner, signed, &key).await;
-    let answer = record_voice(inner, kind, sid, signed, method, attempts);
+    let attempts = webhook::deliver(inner, signed, &key).await;
+    let answer = record_voice(inner, kind, sid, method, attempts);
     if let Some(call) = inner.lock().calls.iter_mut().find(|c| c.sid == sid) {
         match kind {
             VoiceRequestKind::Twiml => call.executed_twiml = answer,

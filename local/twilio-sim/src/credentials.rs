@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::model::{API_VERSION, rfc2822, ser_time};
+use crate::model::{API_VERSION, Resource, rfc2822, ser_time};
 
 /// An API key (`SK…`) accepted for HTTP Basic until deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +41,16 @@ impl SimKey {
         let mut v = self.to_twilio_json();
         v["secret"] = json!(self.secret);
         v
+    }
+}
+
+impl Resource for SimKey {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    fn twilio_json(&self) -> Value {
+        self.to_twilio_json()
     }
 }
 

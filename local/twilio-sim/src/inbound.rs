@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{API_VERSION, find_param};
+use crate::model::API_VERSION;
 use crate::segments::num_segments;
 use crate::sim::Inner;
-use crate::webhook::{self, Encoding};
+use crate::webhook::{self, Encoding, WebhookDelivery};
 
 /// An inbound text to deliver to a webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,29 +29,11 @@ pub struct InboundSms {
 pub struct InboundRecord {
     /// `SM` + 32 hex: the inbound message.
     pub message_sid: String,
-    /// The URL as given (fragment included).
-    pub url: String,
-    /// The URL requested and signed.
-    pub signed_url: String,
-    /// Form parameters, in the order sent.
-    pub params: Vec<(String, String)>,
-    /// `X-Twilio-Signature` header value.
-    pub signature: String,
-    /// 1 for the first attempt, then 2, 3… for `#rc=N` retries.
-    pub attempt: u32,
-    /// HTTP status of the answer.
-    pub response_status: Option<u16>,
+    /// The form POST to the URL given (fragment included), and its answer.
+    #[serde(flatten)]
+    pub delivery: WebhookDelivery,
     /// The answer's body (TwiML, e.g. `<Response><Message>…</Message></Response>`).
     pub response_body: Option<String>,
-    /// Connection error, if no answer came.
-    pub error: Option<String>,
-}
-
-impl InboundRecord {
-    /// The value of a parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        find_param(&self.params, name)
-    }
 }
 
 /// Opt-out keyword handling of a message body: `Some(true)` opts out, `Some(false)` opts back
@@ -145,20 +127,14 @@ pub(crate) async fn deliver(inner: &Inner, sms: InboundSms) -> InboundRecord {
         )
     };
     let (sid, signed) = signed;
-    let attempts = crate::calls::deliver(inner, &signed, &sid).await;
+    let attempts = webhook::deliver(inner, &signed, &sid).await;
     let mut state = inner.lock();
     let mut last = None;
-    for (i, a) in attempts.into_iter().enumerate() {
+    for (delivery, response_body) in attempts {
         let record = InboundRecord {
             message_sid: sid.clone(),
-            url: signed.url.clone(),
-            signed_url: signed.signed_url.clone(),
-            params: signed.params.clone(),
-            signature: signed.signature.clone(),
-            attempt: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            response_status: a.status,
-            response_body: a.body,
-            error: a.error,
+            delivery,
+            response_body,
         };
         state.inbound.push(record.clone());
         last = Some(record);

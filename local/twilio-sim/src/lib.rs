@@ -34,3 +34,4 @@ pub use model::{
 pub use segments::num_segments;
 pub use signature::sign;
 pub use sim::{SimHandle, Simulator};
+pub use webhook::WebhookDelivery;

@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
+use crate::webhook::WebhookDelivery;
+
 /// The API version every resource reports.
 pub const API_VERSION: &str = "2010-04-01";
 
@@ -77,18 +79,24 @@ pub(crate) fn ser_opt_time<S: Serializer>(
     }
 }
 
-/// The value of the first parameter called `name`, in the order sent.
-pub(crate) fn find_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// The path of an account's resource, without `.json`:
 /// `/2010-04-01/Accounts/{account_sid}/{collection}/{sid}`.
 pub(crate) fn resource_path(account_sid: &str, collection: &str, sid: &str) -> String {
     format!("/{API_VERSION}/Accounts/{account_sid}/{collection}/{sid}")
+}
+
+/// A resource the REST API stores (a message, a call, an API key): what fetching one by SID
+/// and listing them need alike.
+pub(crate) trait Resource {
+    /// Its SID (`SM…`, `CA…`, `SK…`).
+    fn sid(&self) -> &str;
+    /// The JSON Twilio returns for it.
+    fn twilio_json(&self) -> Value;
+}
+
+/// The resource of `items` with SID `sid`.
+pub(crate) fn by_sid<'a, R: Resource>(items: &'a [R], sid: &str) -> Option<&'a R> {
+    items.iter().find(|r| r.sid() == sid)
 }
 
 /// A message created through the REST API.
@@ -174,6 +182,16 @@ impl SimMessage {
     }
 }
 
+impl Resource for SimMessage {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    fn twilio_json(&self) -> Value {
+        self.to_twilio_json()
+    }
+}
+
 /// One REST request the simulator answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestRecord {
@@ -202,38 +220,14 @@ pub struct CallbackRecord {
     pub message_sid: String,
     /// `MessageStatus` sent.
     pub message_status: MessageStatus,
-    /// The URL as the message's `StatusCallback` gave it (fragment included).
-    pub url: String,
-    /// The URL requested and signed (fragment removed; `bodySHA256=…` added for JSON).
-    pub signed_url: String,
-    /// Parameters, in the order sent.
-    pub params: Vec<(String, String)>,
+    /// The POST to the URL the message's `StatusCallback` gave, and its answer.
+    #[serde(flatten)]
+    pub delivery: WebhookDelivery,
     /// The raw request body: form-encoded, or JSON with
     /// [`SimConfig::json_callbacks`](crate::SimConfig::json_callbacks).
     pub body: String,
-    /// `X-Twilio-Signature` header value.
-    pub signature: String,
-    /// 1 for the first attempt, then 2, 3… for `#rc=N` retries.
-    pub attempt: u32,
     /// Whether this POST is a duplicate injected by `rate_duplicate_callback`.
     pub duplicate: bool,
-    /// HTTP status of the receiver's answer.
-    pub response_status: Option<u16>,
-    /// Connection error, if no answer came.
-    pub error: Option<String>,
-}
-
-impl CallbackRecord {
-    /// The value of a parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        find_param(&self.params, name)
-    }
-
-    /// Whether the receiver answered 2xx.
-    pub fn succeeded(&self) -> bool {
-        self.response_status
-            .is_some_and(|s| (200..300).contains(&s))
-    }
 }
 
 /// A Twilio REST error.

@@ -22,7 +22,9 @@ use crate::calls::{CALL_EVENTS, CallJob, CallStatus, SimCall};
 use crate::config::{CallOutcome, Faults, Outcome};
 use crate::credentials::{Principal, SimKey, account_json, iso8601};
 use crate::inbound::InboundSms;
-use crate::model::{API_VERSION, MessageStatus, RequestRecord, SimMessage, TwilioError};
+use crate::model::{
+    API_VERSION, MessageStatus, RequestRecord, Resource, SimMessage, TwilioError, by_sid,
+};
 use crate::segments::num_segments;
 use crate::sim::{Inner, Job};
 
@@ -271,9 +273,11 @@ impl Answer {
         }
     }
 
-    /// A fetch's answer: 200 with the resource's JSON, or 404 for `path` when there is none.
-    fn found(body: Option<Value>, path: &str) -> Self {
-        Self::ok(body.ok_or_else(|| not_found(path)))
+    /// A fetch's answer: 200 with the JSON of the resource of `items` with SID `sid`, or 404
+    /// for `path` when there is none.
+    fn fetched<R: Resource>(items: &[R], sid: &str, path: &str) -> Self {
+        let found = by_sid(items, sid).map(R::twilio_json);
+        Self::ok(found.ok_or_else(|| not_found(path)))
     }
 }
 
@@ -493,46 +497,21 @@ fn handle(
     principal: &Option<String>,
 ) -> Answer {
     match (route, method) {
-        (Route::Messages, &Method::POST) => Answer::created(
-            create(inner, body, principal).map(|m| (m.sid.clone(), m.to_twilio_json())),
-        ),
+        (Route::Messages, &Method::POST) => {
+            Answer::created(create(inner, body, principal).map(|m| item(&m)))
+        }
         (Route::Messages, &Method::GET) => Answer::ok(list(inner, path, query)),
-        (Route::Message(sid), &Method::GET) => {
-            let found = inner
-                .lock()
-                .messages
-                .iter()
-                .find(|m| m.sid == sid)
-                .map(SimMessage::to_twilio_json);
-            Answer::found(found, path)
+        (Route::Message(sid), &Method::GET) => Answer::fetched(&inner.lock().messages, &sid, path),
+        (Route::Calls, &Method::POST) => {
+            Answer::created(create_call(inner, body, principal).map(|c| item(&c)))
         }
-        (Route::Calls, &Method::POST) => Answer::created(
-            create_call(inner, body, principal).map(|c| (c.sid.clone(), c.to_twilio_json())),
-        ),
         (Route::Calls, &Method::GET) => Answer::ok(list_calls(inner, path, query)),
-        (Route::Call(sid), &Method::GET) => {
-            let found = inner
-                .lock()
-                .calls
-                .iter()
-                .find(|c| c.sid == sid)
-                .map(SimCall::to_twilio_json);
-            Answer::found(found, path)
-        }
+        (Route::Call(sid), &Method::GET) => Answer::fetched(&inner.lock().calls, &sid, path),
         (Route::Keys, &Method::POST) => {
             Answer::created(create_key(inner, body).map(|k| (k.sid.clone(), k.to_new_key_json())))
         }
         (Route::Keys, &Method::GET) => Answer::ok(list_keys(inner, path, query)),
-        (Route::Key(sid), &Method::GET) => {
-            let found = inner
-                .lock()
-                .creds
-                .keys
-                .iter()
-                .find(|k| k.sid == sid)
-                .map(SimKey::to_twilio_json);
-            Answer::found(found, path)
-        }
+        (Route::Key(sid), &Method::GET) => Answer::fetched(&inner.lock().creds.keys, &sid, path),
         (Route::Key(sid), &Method::POST) => match update_key(inner, &sid, body) {
             Ok(Some(k)) => Answer::json(StatusCode::OK, k.to_twilio_json()),
             Ok(None) => Answer::error(not_found(path)),
@@ -628,8 +607,7 @@ fn create(
     body: &[u8],
     principal: &Option<String>,
 ) -> Result<SimMessage, TwilioError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let params = form_params(body)?;
     let to = first(&params, "To")
         .ok_or_else(|| bad_request(21604, "A 'To' phone number is required."))?;
     let from = first(&params, "From");
@@ -804,8 +782,7 @@ fn create_call(
     body: &[u8],
     principal: &Option<String>,
 ) -> Result<SimCall, TwilioError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let params = form_params(body)?;
     let to =
         first(&params, "To").ok_or_else(|| bad_request(21201, "No 'To' number is specified"))?;
     let from = first(&params, "From")
@@ -919,8 +896,7 @@ fn create_call(
 
 /// `POST Keys.json`: a new standard API key; the secret is shown once.
 fn create_key(inner: &Inner, body: &[u8]) -> Result<SimKey, TwilioError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let params = form_params(body)?;
     let name = friendly_name(&params)?;
     let mut state = inner.lock();
     let sid = state.new_sid("SK");
@@ -955,8 +931,7 @@ fn friendly_name(params: &[(String, String)]) -> Result<Option<String>, TwilioEr
 
 /// `POST Keys/{Sid}.json`: renames a key.
 fn update_key(inner: &Inner, sid: &str, body: &[u8]) -> Result<Option<SimKey>, TwilioError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))?;
+    let params = form_params(body)?;
     let name = friendly_name(&params)?;
     let mut state = inner.lock();
     let Some(key) = state.creds.keys.iter_mut().find(|k| k.sid == sid) else {
@@ -989,6 +964,12 @@ fn parse_day(value: &str) -> Option<Date> {
     time::PrimitiveDateTime::parse(head, &plain)
         .ok()
         .map(|t| t.date())
+}
+
+/// The parameters of a create's or an update's form body, in the order sent.
+fn form_params(body: &[u8]) -> Result<Vec<(String, String)>, TwilioError> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| bad_request(20001, format!("Invalid form body: {e}")))
 }
 
 fn query_params(query: Option<&str>) -> Result<Vec<(String, String)>, TwilioError> {
@@ -1071,15 +1052,20 @@ fn paginate(
     }))
 }
 
-/// A list's items, `(sid, JSON)`: the matching resources newest first, as Twilio lists (by
-/// creation time, then creation order; `created` gives both).
-fn newest_first<'a, T: 'a>(
-    matching: impl Iterator<Item = &'a T>,
-    created: impl Fn(&T) -> (OffsetDateTime, usize),
-    item: impl Fn(&T) -> (String, Value),
+/// A resource as a page lists it and a create's answer records it: `(sid, JSON)`.
+fn item<R: Resource>(r: &R) -> (String, Value) {
+    (r.sid().to_string(), r.twilio_json())
+}
+
+/// A list's items, `(sid, JSON)`: the resources of `all` that `keep` keeps, newest first, as
+/// Twilio lists (by creation time, then creation order; `created` gives both).
+fn newest_first<R: Resource>(
+    all: &[R],
+    keep: impl Fn(&R) -> bool,
+    created: impl Fn(&R) -> (OffsetDateTime, usize),
 ) -> Vec<(String, Value)> {
-    let mut matching: Vec<&T> = matching.collect();
-    matching.sort_by_key(|t| std::cmp::Reverse(created(t)));
+    let mut matching: Vec<&R> = all.iter().filter(|r| keep(r)).collect();
+    matching.sort_by_key(|r| std::cmp::Reverse(created(r)));
     matching.into_iter().map(item).collect()
 }
 
@@ -1095,27 +1081,23 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
     let to = get("To");
     let from = get("From");
 
-    let items = {
-        let state = inner.lock();
-        let matching = state
-            .messages
-            .iter()
-            .filter(|m| to.is_none_or(|t| m.to == t))
-            .filter(|m| from.is_none_or(|f| m.from.as_deref() == Some(f)))
-            .filter(|m| {
-                let Some(day) = m.date_sent.map(|t| t.date()) else {
-                    return on.is_none() && before.is_none() && after.is_none();
-                };
-                on.is_none_or(|d| day == d)
-                    && before.is_none_or(|d| day <= d)
-                    && after.is_none_or(|d| day >= d)
-            });
-        newest_first(
-            matching,
-            |m| (m.date_created, m.index),
-            |m| (m.sid.clone(), m.to_twilio_json()),
-        )
+    let date_sent_matches = |m: &SimMessage| {
+        let Some(day) = m.date_sent.map(|t| t.date()) else {
+            return on.is_none() && before.is_none() && after.is_none();
+        };
+        on.is_none_or(|d| day == d)
+            && before.is_none_or(|d| day <= d)
+            && after.is_none_or(|d| day >= d)
     };
+    let items = newest_first(
+        &inner.lock().messages,
+        |m| {
+            to.is_none_or(|t| m.to == t)
+                && from.is_none_or(|f| m.from.as_deref() == Some(f))
+                && date_sent_matches(m)
+        },
+        |m| (m.date_created, m.index),
+    );
     paginate(
         path,
         query,
@@ -1130,20 +1112,15 @@ fn list_calls(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, T
     let params = query_params(query)?;
     let get = |name: &str| first(&params, name);
     let (to, from, status) = (get("To"), get("From"), get("Status"));
-    let items = {
-        let state = inner.lock();
-        let matching = state
-            .calls
-            .iter()
-            .filter(|c| to.is_none_or(|t| c.to == t))
-            .filter(|c| from.is_none_or(|f| c.from == f))
-            .filter(|c| status.is_none_or(|s| c.status.as_str() == s));
-        newest_first(
-            matching,
-            |c| (c.date_created, c.index),
-            |c| (c.sid.clone(), c.to_twilio_json()),
-        )
-    };
+    let items = newest_first(
+        &inner.lock().calls,
+        |c| {
+            to.is_none_or(|t| c.to == t)
+                && from.is_none_or(|f| c.from == f)
+                && status.is_none_or(|s| c.status.as_str() == s)
+        },
+        |c| (c.date_created, c.index),
+    );
     paginate(
         path,
         query,
@@ -1156,13 +1133,6 @@ fn list_calls(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, T
 
 fn list_keys(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioError> {
     let params = query_params(query)?;
-    let items = inner
-        .lock()
-        .creds
-        .keys
-        .iter()
-        .rev()
-        .map(|k| (k.sid.clone(), k.to_twilio_json()))
-        .collect();
+    let items = inner.lock().creds.keys.iter().rev().map(item).collect();
     paginate(path, query, &params, &[], "keys", items)
 }

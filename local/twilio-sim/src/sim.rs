@@ -14,7 +14,7 @@ use crate::calls::{CallCallbackRecord, CallJob, SimCall, VoiceRequestKind, Voice
 use crate::config::{CallOutcome, CallbackMode, Faults, Outcome, SimConfig};
 use crate::credentials::{Credentials, SimKey};
 use crate::inbound::{InboundRecord, InboundSms};
-use crate::model::{CallbackRecord, RequestRecord, SimMessage};
+use crate::model::{CallbackRecord, RequestRecord, SimMessage, by_sid};
 
 /// Work that runs after a create: a message's or a call's progress and callbacks.
 #[derive(Debug, Clone)]
@@ -306,22 +306,13 @@ impl SimHandle {
 
     /// One call by SID.
     pub fn call(&self, sid: &str) -> Option<SimCall> {
-        self.inner
-            .lock()
-            .calls
-            .iter()
-            .find(|c| c.sid == sid)
-            .cloned()
+        by_sid(&self.inner.lock().calls, sid).cloned()
     }
 
     /// How many calls were created for `to` (duplicate-call detection).
     pub fn creates_for_call(&self, to: &str) -> usize {
-        self.inner
-            .lock()
-            .calls
-            .iter()
-            .filter(|c| c.to == to)
-            .count()
+        let state = self.inner.lock();
+        state.calls.iter().filter(|c| c.to == to).count()
     }
 
     /// Every call status callback attempt, in order.
@@ -444,12 +435,7 @@ impl SimHandle {
 
     /// One message by SID.
     pub fn message(&self, sid: &str) -> Option<SimMessage> {
-        self.inner
-            .lock()
-            .messages
-            .iter()
-            .find(|m| m.sid == sid)
-            .cloned()
+        by_sid(&self.inner.lock().messages, sid).cloned()
     }
 
     /// Every REST request received, in arrival order (inspection requests excluded).
@@ -464,12 +450,8 @@ impl SimHandle {
 
     /// How many messages were created for `to` (duplicate-send detection).
     pub fn creates_for(&self, to: &str) -> usize {
-        self.inner
-            .lock()
-            .messages
-            .iter()
-            .filter(|m| m.to == to)
-            .count()
+        let state = self.inner.lock();
+        state.messages.iter().filter(|m| m.to == to).count()
     }
 
     /// Stops the server: held responses are released, callback tasks are cancelled, and the

@@ -6,6 +6,7 @@
 //!   and the resulting URL alone is signed;
 //! - GET: the parameters go in the query string and the resulting URL alone is signed.
 
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::signature::sign;
@@ -62,9 +63,54 @@ pub(crate) struct Attempt {
     pub(crate) error: Option<String>,
 }
 
-impl Attempt {
-    pub(crate) fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
+/// One attempt of a signed webhook request and the receiver's answer: what the records of
+/// status callbacks, voice requests and inbound SMS have alike. A record embeds it with
+/// `#[serde(flatten)]`, so in JSON its fields stand beside the record's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookDelivery {
+    /// The URL as configured (fragment included).
+    pub url: String,
+    /// The URL requested and signed (fragment removed; `bodySHA256=…` added for JSON, the
+    /// parameters for GET).
+    pub signed_url: String,
+    /// Parameters, in the order sent.
+    pub params: Vec<(String, String)>,
+    /// `X-Twilio-Signature` header value.
+    pub signature: String,
+    /// 1 for the first attempt, then 2, 3… for `#rc=N` retries.
+    pub attempt: u32,
+    /// HTTP status of the receiver's answer.
+    pub response_status: Option<u16>,
+    /// Connection error, if no answer came.
+    pub error: Option<String>,
+}
+
+impl WebhookDelivery {
+    /// Attempt number `attempt` of `signed`, answered as `answer` says (its body aside).
+    pub(crate) fn new(signed: &Signed, attempt: u32, answer: &Attempt) -> Self {
+        Self {
+            url: signed.url.clone(),
+            signed_url: signed.signed_url.clone(),
+            params: signed.params.clone(),
+            signature: signed.signature.clone(),
+            attempt,
+            response_status: answer.status,
+            error: answer.error.clone(),
+        }
+    }
+
+    /// The value of the first parameter called `name`, in the order sent.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the receiver answered 2xx.
+    pub fn succeeded(&self) -> bool {
+        self.response_status
+            .is_some_and(|s| (200..300).contains(&s))
     }
 }
 
@@ -176,6 +222,28 @@ pub(crate) async fn send(inner: &Inner, s: &Signed, idempotency: Option<String>)
             error: Some(error_chain(&e)),
         },
     }
+}
+
+/// Sends a signed request, retrying up to its `#rc=N` until one is answered 2xx; returns every
+/// attempt, each with the body it was answered with. From the second attempt on, each carries
+/// the idempotency token `{token_prefix}-{attempt}`.
+pub(crate) async fn deliver(
+    inner: &Inner,
+    signed: &Signed,
+    token_prefix: &str,
+) -> Vec<(WebhookDelivery, Option<String>)> {
+    let mut attempts = Vec::new();
+    for attempt in 1..=signed.retries + 1 {
+        let idempotency = (attempt > 1).then(|| format!("{token_prefix}-{attempt}"));
+        let answer = send(inner, signed, idempotency).await;
+        let delivery = WebhookDelivery::new(signed, attempt, &answer);
+        let ok = delivery.succeeded();
+        attempts.push((delivery, answer.body));
+        if ok {
+            break;
+        }
+    }
+    attempts
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

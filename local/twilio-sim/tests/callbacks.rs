@@ -66,11 +66,14 @@ async fn delivered_message_reports_sent_then_delivered_signed() {
     let records = sim.callbacks();
     assert_eq!(records.len(), 2);
     for (rec, r) in records.iter().zip(&got) {
-        assert_eq!(rec.signed_url, url);
-        assert_eq!(rec.response_status, Some(204));
-        assert_eq!(rec.signature, r.signature.clone().unwrap());
-        assert_eq!(rec.signature, sign(TOKEN, &url, &rec.params));
-        assert_eq!(rec.params, r.params);
+        assert_eq!(rec.delivery.signed_url, url);
+        assert_eq!(rec.delivery.response_status, Some(204));
+        assert_eq!(rec.delivery.signature, r.signature.clone().unwrap());
+        assert_eq!(
+            rec.delivery.signature,
+            sign(TOKEN, &url, &rec.delivery.params)
+        );
+        assert_eq!(rec.delivery.params, r.params);
     }
     let m = sim.message(&sid).unwrap();
     assert_eq!(m.status, MessageStatus::Delivered);
@@ -286,8 +289,8 @@ async fn failed_callbacks_are_recorded_and_retried_only_with_rc() {
     let recs = sim.callbacks();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].message_sid, plain);
-    assert_eq!(recs[0].response_status, Some(500));
-    assert!(!recs[0].succeeded());
+    assert_eq!(recs[0].delivery.response_status, Some(500));
+    assert!(!recs[0].delivery.succeeded());
 
     // `#rc=3`: three retries; the fragment is neither requested nor signed.
     let url = rx.url("/fail/retry?mid=msg_9#rc=3&rp=all");
@@ -299,7 +302,7 @@ async fn failed_callbacks_are_recorded_and_retried_only_with_rc() {
         .filter(|c| c.message_sid == retried)
         .collect();
     assert_eq!(
-        recs.iter().map(|c| c.attempt).collect::<Vec<_>>(),
+        recs.iter().map(|c| c.delivery.attempt).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
     );
     let got: Vec<_> = rx
@@ -317,8 +320,8 @@ async fn failed_callbacks_are_recorded_and_retried_only_with_rc() {
             "token only on retries"
         );
     }
-    assert_eq!(recs[0].url, url);
-    assert_eq!(recs[0].signed_url, rx.url("/fail/retry?mid=msg_9"));
+    assert_eq!(recs[0].delivery.url, url);
+    assert_eq!(recs[0].delivery.signed_url, rx.url("/fail/retry?mid=msg_9"));
 
     // A receiver that is down: a connection error is recorded.
     let dead = {
@@ -335,7 +338,7 @@ async fn failed_callbacks_are_recorded_and_retried_only_with_rc() {
     assert_eq!(recs.len(), 2);
     assert!(
         recs.iter()
-            .all(|c| c.response_status.is_none() && c.error.is_some())
+            .all(|c| c.delivery.response_status.is_none() && c.delivery.error.is_some())
     );
     sim.shutdown().await;
 }

@@ -177,14 +177,14 @@ async fn answered_and_pressed_call_reports_every_event_in_order_and_submits_the_
     let gathers = sim.gathers();
     assert_eq!(gathers.len(), 1);
     assert_eq!(gathers[0].kind, VoiceRequestKind::Gather);
-    assert_eq!(gathers[0].url, action);
-    assert_eq!(gathers[0].response_status, Some(200));
+    assert_eq!(gathers[0].delivery.url, action);
+    assert_eq!(gathers[0].delivery.response_status, Some(200));
     assert_eq!(gathers[0].response_body.as_deref(), Some(TWIML_ANSWER));
     assert_eq!(
-        gathers[0].signature,
-        sign(TOKEN, &action, &gathers[0].params)
+        gathers[0].delivery.signature,
+        sign(TOKEN, &action, &gathers[0].delivery.params)
     );
-    assert_eq!(gathers[0].param("Digits"), Some("1"));
+    assert_eq!(gathers[0].delivery.param("Digits"), Some("1"));
 
     // Records match what was received; the stored call is completed.
     let records = sim.call_callbacks();
@@ -201,9 +201,9 @@ async fn answered_and_pressed_call_reports_every_event_in_order_and_submits_the_
         ]
     );
     for (rec, r) in records.iter().zip(&status_cbs) {
-        assert_eq!(rec.signature, r.signature.clone().unwrap());
-        assert_eq!(rec.params, r.params);
-        assert_eq!(rec.response_status, Some(204));
+        assert_eq!(rec.delivery.signature, r.signature.clone().unwrap());
+        assert_eq!(rec.delivery.params, r.params);
+        assert_eq!(rec.delivery.response_status, Some(204));
     }
     let stored = sim.call(&sid).unwrap();
     assert_eq!(stored.status, CallStatus::Completed);
@@ -307,7 +307,7 @@ async fn only_the_requested_events_are_sent_with_consecutive_sequence_numbers() 
         .iter()
         .map(|r| {
             (
-                r.param("To").unwrap().to_string(),
+                r.delivery.param("To").unwrap().to_string(),
                 r.call_status.clone(),
                 r.sequence_number,
             )
@@ -325,7 +325,7 @@ async fn only_the_requested_events_are_sent_with_consecutive_sequence_numbers() 
     );
     // The busy call was never answered: no gather.
     assert_eq!(sim.gathers().len(), 1);
-    assert_eq!(sim.gathers()[0].param("Digits"), Some("2"));
+    assert_eq!(sim.gathers()[0].delivery.param("Digits"), Some("2"));
     sim.shutdown().await;
 }
 
@@ -378,8 +378,8 @@ async fn url_calls_fetch_their_twiml_when_answered() {
         reqs.iter().map(|r| r.kind).collect::<Vec<_>>(),
         vec![VoiceRequestKind::Twiml, VoiceRequestKind::Gather]
     );
-    assert_eq!(reqs[0].param("CallStatus"), Some("in-progress"));
-    assert_eq!(reqs[1].url, rx.url("/twiml/ack?x=1&y=2"));
+    assert_eq!(reqs[0].delivery.param("CallStatus"), Some("in-progress"));
+    assert_eq!(reqs[1].delivery.url, rx.url("/twiml/ack?x=1&y=2"));
     assert_eq!(reqs[1].response_body.as_deref(), Some(TWIML_ANSWER));
     for r in rx.received() {
         assert_signed(&rx, &r);

@@ -130,7 +130,7 @@ async fn callbacks_twiml_and_inbound_for_the_public_url_reach_the_local_one() {
             &format!("{PUBLIC}/webhooks/twilio/inbound-sms"),
         )
         .await;
-    assert_eq!(inbound.response_status, Some(204));
+    assert_eq!(inbound.delivery.response_status, Some(204));
     // A URL under no prefix is requested as given.
     let (status, _) = create(
         &sim,
@@ -169,7 +169,7 @@ async fn callbacks_twiml_and_inbound_for_the_public_url_reach_the_local_one() {
     assert!(
         sim.callbacks()
             .iter()
-            .all(|r| r.url.starts_with(PUBLIC) || r.url.starts_with(&other.base))
+            .all(|r| r.delivery.url.starts_with(PUBLIC) || r.delivery.url.starts_with(&other.base))
     );
     let elsewhere = other.received();
     assert_eq!(elsewhere.len(), 2, "msg_2's callbacks reach their own URL");

@@ -95,10 +95,10 @@ async fn json_callbacks_carry_body_sha256_and_sign_the_url_alone() {
     let records = sim.callbacks();
     assert_eq!(records[0].body, json_posts[0].raw_body);
     assert_eq!(
-        records[0].signature,
-        sign(TOKEN, &records[0].signed_url, &[])
+        records[0].delivery.signature,
+        sign(TOKEN, &records[0].delivery.signed_url, &[])
     );
-    assert_eq!(records[0].url, cb);
+    assert_eq!(records[0].delivery.url, cb);
 
     // Switched off at run time: form again.
     sim.set_json_callbacks(false);
@@ -139,7 +139,7 @@ async fn inbound_sms_is_signed_and_returns_the_twiml_answer() {
     let answer = sim
         .send_inbound_sms("+447700900123", "+15005550006", "ACK 42", &url)
         .await;
-    assert_eq!(answer.response_status, Some(200));
+    assert_eq!(answer.delivery.response_status, Some(200));
     assert_eq!(answer.response_body.as_deref(), Some(TWIML_ANSWER));
     assert!(answer.message_sid.starts_with("SM") && answer.message_sid.len() == 34);
 
@@ -148,7 +148,10 @@ async fn inbound_sms_is_signed_and_returns_the_twiml_answer() {
     let r = &got[0];
     assert_eq!(r.path_and_query, "/twiml/sms?tenant=t1");
     assert_signed(&rx, r);
-    assert_eq!(r.signature.as_deref(), Some(answer.signature.as_str()));
+    assert_eq!(
+        r.signature.as_deref(),
+        Some(answer.delivery.signature.as_str())
+    );
     for (name, want) in [
         ("MessageSid", answer.message_sid.as_str()),
         ("SmsSid", answer.message_sid.as_str()),
@@ -180,7 +183,7 @@ async fn inbound_sms_is_signed_and_returns_the_twiml_answer() {
             messaging_service_sid: Some(mg.into()),
         })
         .await;
-    assert_eq!(answer.response_status, Some(204));
+    assert_eq!(answer.delivery.response_status, Some(204));
     assert_eq!(answer.response_body.as_deref(), Some(""));
     assert_eq!(rx.received()[1].param("MessagingServiceSid"), Some(mg));
     assert_signed(&rx, &rx.received()[1]);
@@ -212,7 +215,7 @@ async fn stop_opts_out_and_start_opts_back_in() {
     let r = sim
         .send_inbound_sms(user, FROM, " Stop ", &rx.url("/in"))
         .await;
-    assert_eq!(r.param("OptOutType"), Some("STOP"));
+    assert_eq!(r.delivery.param("OptOutType"), Some("STOP"));
     assert!(sim.is_opted_out(user));
     let (status, body) = create(&sim, &send).await;
     assert_twilio_error(status, &body, 400, 21610);
@@ -234,9 +237,9 @@ async fn inbound_to_a_dead_receiver_records_the_error() {
     let r = sim
         .send_inbound_sms("+15551230001", FROM, "x", &format!("http://{dead}/in#rc=1"))
         .await;
-    assert_eq!(r.response_status, None);
-    assert!(r.error.is_some());
-    assert_eq!(r.attempt, 2);
+    assert_eq!(r.delivery.response_status, None);
+    assert!(r.delivery.error.is_some());
+    assert_eq!(r.delivery.attempt, 2);
     assert_eq!(sim.inbound().len(), 2);
     sim.shutdown().await;
 }
