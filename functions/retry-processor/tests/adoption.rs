@@ -325,7 +325,7 @@ async fn an_earlier_attempt_s_own_message_is_not_adopted_for_a_later_one() {
     env.sim.set_faults(twilio_sim::Faults::default());
     let m = record(&env, id.as_str()).await;
     let (since, _) = m.ambiguous_window(lease).expect("ambiguous");
-    assert!(since - 2_000 <= env.sim.messages()[0].date_created.unix_timestamp() * 1000);
+    assert!(since - 2_000 <= env.sim.messages()[0].meta.date_created.unix_timestamp() * 1000);
 
     // Attempt 3 finds attempt 1's message in the window, owned by attempt 1: it sends its own.
     env.clock.advance(10_000);

@@ -108,7 +108,7 @@ fn apply(inner: &Inner, sid: &str, step: &Step) -> Option<Signed> {
         msg.status = step.status;
         msg.error_code = step.error_code;
         msg.error_message = step.error_code.map(delivery_error_message);
-        msg.date_updated = now;
+        msg.meta.date_updated = now;
         // Handed to the carrier now (a message that failed at Twilio never was).
         if msg.date_sent.is_none()
             && matches!(

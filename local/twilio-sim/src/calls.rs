@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::CallOutcome;
-use crate::model::{API_VERSION, Resource, resource_path, rfc2822, ser_opt_time, ser_time};
+use crate::model::{API_VERSION, Resource, ResourceMeta, resource_path, rfc2822, ser_opt_time};
 use crate::sim::Inner;
 use crate::webhook::{self, Encoding, Signed, WebhookDelivery};
 
@@ -93,16 +93,9 @@ pub struct SimCall {
     pub digits: Option<String>,
     /// What the `<Gather>` action URL answered (TwiML).
     pub gather_response: Option<String>,
-    /// Creation order, from 0.
-    pub index: usize,
-    /// Who created it: the account SID or the API key SID used.
-    pub principal: String,
-    /// Creation time.
-    #[serde(serialize_with = "ser_time")]
-    pub date_created: OffsetDateTime,
-    /// Last change.
-    #[serde(serialize_with = "ser_time")]
-    pub date_updated: OffsetDateTime,
+    /// Its creation order, creator and times.
+    #[serde(flatten)]
+    pub meta: ResourceMeta,
     /// When dialling started (the `initiated` event).
     #[serde(serialize_with = "ser_opt_time")]
     pub start_time: Option<OffsetDateTime>,
@@ -144,8 +137,8 @@ impl SimCall {
         let sub = |name: &str| format!("{base}/{name}.json");
         json!({
             "sid": self.sid,
-            "date_created": rfc2822(self.date_created),
-            "date_updated": rfc2822(self.date_updated),
+            "date_created": rfc2822(self.meta.date_created),
+            "date_updated": rfc2822(self.meta.date_updated),
             "parent_call_sid": null,
             "account_sid": self.account_sid,
             "to": self.to,
@@ -358,7 +351,7 @@ async fn run_step(inner: &Arc<Inner>, sid: &str, step: &CallStep) {
             }
             CallStep::Press(_) => unreachable!("handled above"),
         };
-        call.date_updated = t;
+        call.meta.date_updated = t;
         let wanted = call.status_callback_events.iter().any(|e| e == event);
         match (&call.status_callback, wanted) {
             (Some(url), true) => {

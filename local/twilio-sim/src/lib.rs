@@ -29,7 +29,8 @@ pub use config::{CallOutcome, CallbackMode, Faults, Outcome, SimClock, SimConfig
 pub use credentials::SimKey;
 pub use inbound::{InboundRecord, InboundSms};
 pub use model::{
-    API_VERSION, CallbackRecord, MessageStatus, RequestRecord, SimMessage, TwilioError, rfc2822,
+    API_VERSION, CallbackRecord, MessageStatus, RequestRecord, ResourceMeta, SimMessage,
+    TwilioError, rfc2822,
 };
 pub use segments::num_segments;
 pub use signature::sign;

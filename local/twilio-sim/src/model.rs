@@ -99,6 +99,34 @@ pub(crate) fn by_sid<'a, R: Resource>(items: &'a [R], sid: &str) -> Option<&'a R
     items.iter().find(|r| r.sid() == sid)
 }
 
+/// What the simulator keeps of every resource created through the REST API (a message, a
+/// call), beside the resource's own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceMeta {
+    /// Creation order among the resources of its kind, from 0.
+    pub index: usize,
+    /// Who created it: the account SID or the API key SID used.
+    pub principal: String,
+    /// Creation time.
+    #[serde(serialize_with = "ser_time")]
+    pub date_created: OffsetDateTime,
+    /// Last change.
+    #[serde(serialize_with = "ser_time")]
+    pub date_updated: OffsetDateTime,
+}
+
+impl ResourceMeta {
+    /// The resource at `index` that `principal` created at `now`.
+    pub(crate) fn new(index: usize, principal: &Option<String>, now: OffsetDateTime) -> Self {
+        Self {
+            index,
+            principal: principal.clone().unwrap_or_default(),
+            date_created: now,
+            date_updated: now,
+        }
+    }
+}
+
 /// A message created through the REST API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimMessage {
@@ -126,16 +154,9 @@ pub struct SimMessage {
     pub status_callback: Option<String>,
     /// Segments (0 under a Messaging Service until `sent`, as Twilio reports).
     pub num_segments: u32,
-    /// Creation order, from 0.
-    pub index: usize,
-    /// Who created it: the account SID or the API key SID used.
-    pub principal: String,
-    /// Creation time.
-    #[serde(serialize_with = "ser_time")]
-    pub date_created: OffsetDateTime,
-    /// Last change.
-    #[serde(serialize_with = "ser_time")]
-    pub date_updated: OffsetDateTime,
+    /// Its creation order, creator and times.
+    #[serde(flatten)]
+    pub meta: ResourceMeta,
     /// Send time: `None` while queued, set when the message is sent (or delivered).
     #[serde(serialize_with = "ser_opt_time")]
     pub date_sent: Option<OffsetDateTime>,
@@ -158,9 +179,9 @@ impl SimMessage {
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
             "body": self.body,
-            "date_created": rfc2822(self.date_created),
+            "date_created": rfc2822(self.meta.date_created),
             "date_sent": self.date_sent.map(rfc2822),
-            "date_updated": rfc2822(self.date_updated),
+            "date_updated": rfc2822(self.meta.date_updated),
             "direction": "outbound-api",
             "error_code": self.error_code,
             "error_message": self.error_message,

@@ -23,7 +23,8 @@ use crate::config::{CallOutcome, Faults, Outcome};
 use crate::credentials::{Principal, SimKey, account_json, iso8601};
 use crate::inbound::InboundSms;
 use crate::model::{
-    API_VERSION, MessageStatus, RequestRecord, Resource, SimMessage, TwilioError, by_sid,
+    API_VERSION, MessageStatus, RequestRecord, Resource, ResourceMeta, SimMessage, TwilioError,
+    by_sid,
 };
 use crate::segments::num_segments;
 use crate::sim::{Inner, Job};
@@ -62,11 +63,15 @@ fn inspect<T: serde::Serialize + ?Sized + 'static>(
     get(move |State(inner): Shared| async move { Json(json!(pick(&inner.lock()))) })
 }
 
+/// The body of an outcome POST: the number, the outcome's name, and what some outcomes take
+/// (a message's `error_code`, the `digits` a callee presses); what an outcome does not take is
+/// ignored.
 #[derive(Deserialize)]
 struct OutcomeRequest {
     to: String,
     outcome: String,
     error_code: Option<u32>,
+    digits: Option<String>,
 }
 
 async fn sim_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> Response {
@@ -101,14 +106,7 @@ fn store_outcome<O: serde::Serialize + Clone>(
     Json(json!({"to": to, "outcome": outcome})).into_response()
 }
 
-#[derive(Deserialize)]
-struct CallOutcomeRequest {
-    to: String,
-    outcome: String,
-    digits: Option<String>,
-}
-
-async fn sim_call_outcome(State(inner): Shared, Json(req): Json<CallOutcomeRequest>) -> Response {
+async fn sim_call_outcome(State(inner): Shared, Json(req): Json<OutcomeRequest>) -> Response {
     let outcome = match (req.outcome.as_str(), req.digits) {
         ("answer-and-press", Some(d)) => Ok(CallOutcome::AnswerAndPress(d)),
         ("answer-no-input", _) => Ok(CallOutcome::AnswerNoInput),
@@ -736,10 +734,7 @@ fn create(
         } else {
             num_segments(text)
         },
-        index: state.messages.len(),
-        principal: principal.clone().unwrap_or_default(),
-        date_created: now,
-        date_updated: now,
+        meta: ResourceMeta::new(state.messages.len(), principal, now),
         // Not sent yet: Twilio sets `date_sent` when it hands the message on (a queued message
         // has none, so a `DateSent` filter does not list it).
         date_sent: None,
@@ -878,10 +873,7 @@ fn create_call(
         executed_twiml: None,
         digits: None,
         gather_response: None,
-        index: state.calls.len(),
-        principal: principal.clone().unwrap_or_default(),
-        date_created: now,
-        date_updated: now,
+        meta: ResourceMeta::new(state.calls.len(), principal, now),
         start_time: None,
         answered_at: None,
         end_time: None,
@@ -1096,7 +1088,7 @@ fn list(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, TwilioE
                 && from.is_none_or(|f| m.from.as_deref() == Some(f))
                 && date_sent_matches(m)
         },
-        |m| (m.date_created, m.index),
+        |m| (m.meta.date_created, m.meta.index),
     );
     paginate(
         path,
@@ -1119,7 +1111,7 @@ fn list_calls(inner: &Inner, path: &str, query: Option<&str>) -> Result<Value, T
                 && from.is_none_or(|f| c.from == f)
                 && status.is_none_or(|s| c.status.as_str() == s)
         },
-        |c| (c.date_created, c.index),
+        |c| (c.meta.date_created, c.meta.index),
     );
     paginate(
         path,

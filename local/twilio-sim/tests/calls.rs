@@ -480,7 +480,10 @@ async fn validation_and_magic_numbers() {
     .await;
     assert_eq!(s, 201);
     assert_eq!(
-        sim.call(body["sid"].as_str().unwrap()).unwrap().principal,
+        sim.call(body["sid"].as_str().unwrap())
+            .unwrap()
+            .meta
+            .principal,
         KEY_SID
     );
     sim.shutdown().await;

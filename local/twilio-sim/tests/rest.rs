@@ -74,7 +74,7 @@ async fn create_returns_twilio_message_and_fetch_returns_it() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].sid, sid);
     assert_eq!(stored[0].body, "Hello {world}");
-    assert_eq!(stored[0].principal, ACCOUNT);
+    assert_eq!(stored[0].meta.principal, ACCOUNT);
     sim.shutdown().await;
 }
 
@@ -209,7 +209,7 @@ async fn authentication() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    assert_eq!(sim.messages()[0].principal, KEY_SID);
+    assert_eq!(sim.messages()[0].meta.principal, KEY_SID);
 
     // Another account in the path: not found, even with valid credentials.
     let other = format!(
@@ -493,7 +493,7 @@ async fn a_queued_message_has_no_date_sent_and_only_date_filters_skip_it() {
         (&fetched["status"], &fetched["date_sent"]),
         (&Value::from("queued"), &Value::Null)
     );
-    let today = sim.messages()[0].date_created.date();
+    let today = sim.messages()[0].meta.date_created.date();
     let yesterday = today.previous_day().unwrap();
     // To and From list it; no DateSent filter does, whatever its bound.
     let by_sender = format!("To=%2B15551230001&From={}", FROM.replace('+', "%2B"));
