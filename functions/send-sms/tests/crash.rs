@@ -45,7 +45,7 @@ fn post(path: &str, body: &Value, key: &str) -> lambda_http::Request {
 /// Every message recorded, by the last four digits of its number.
 async fn recorded(env: &TestEnv) -> HashMap<String, Message> {
     let mut all = HashMap::new();
-    for status in MessageStatus::ALL {
+    for &status in MessageStatus::ALL {
         for m in Records::<Message>::records_by_status(
             &env.store,
             status,

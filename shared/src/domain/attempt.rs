@@ -306,7 +306,11 @@ macro_rules! record_status {
         impl std::str::FromStr for $status {
             type Err = ();
             fn from_str(s: &str) -> Result<Self, ()> {
-                Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|st| st.as_str() == s)
+                    .ok_or(())
             }
         }
     };

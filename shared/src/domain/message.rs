@@ -14,8 +14,20 @@ pub const UNCONFIRMED_RANK: u8 = 9;
 
 /// Where a message is in its life, as Twilio reports it, plus Herald's own `accepted` and
 /// `retrying`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MessageStatus {
     /// Recorded by Herald, not yet handed to Twilio (also Twilio's Messaging Service status).
     Accepted,
@@ -48,22 +60,8 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    /// Every status, in rank order.
-    pub const ALL: [MessageStatus; 13] = [
-        Self::Accepted,
-        Self::Retrying,
-        Self::Scheduled,
-        Self::Queued,
-        Self::Sending,
-        Self::Sent,
-        Self::Unconfirmed,
-        Self::Delivered,
-        Self::Read,
-        Self::PartiallyDelivered,
-        Self::Undelivered,
-        Self::Failed,
-        Self::Canceled,
-    ];
+    /// Every status, in rank order (as declared).
+    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The status's rank: a message only ever moves to a status of a higher rank.
     pub fn rank(self) -> u8 {
@@ -84,23 +82,10 @@ impl MessageStatus {
         }
     }
 
-    /// The status as Twilio and Herald's API spell it.
+    /// The status as Twilio and Herald's API spell it (the serde name: the tests hold them
+    /// equal).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Retrying => "retrying",
-            Self::Scheduled => "scheduled",
-            Self::Queued => "queued",
-            Self::Sending => "sending",
-            Self::Sent => "sent",
-            Self::Unconfirmed => "unconfirmed",
-            Self::Delivered => "delivered",
-            Self::Read => "read",
-            Self::PartiallyDelivered => "partially_delivered",
-            Self::Undelivered => "undelivered",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
+        self.into()
     }
 
     /// Parses a status as Twilio spells it in `MessageStatus`/`SmsStatus`; `None` for statuses an
@@ -108,7 +93,8 @@ impl MessageStatus {
     /// `unconfirmed`) or unknown text.
     pub fn from_twilio(s: &str) -> Option<Self> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|st| st.as_str() == s && !matches!(st, Self::Retrying | Self::Unconfirmed))
     }
 }
@@ -338,7 +324,7 @@ mod tests {
         for s in [Queued, Sending, Sent] {
             assert_eq!(s.transition(Unconfirmed), Transition::Apply, "{s}");
         }
-        for next in MessageStatus::ALL {
+        for &next in MessageStatus::ALL {
             let moves = Unconfirmed.transition(next) == Transition::Apply;
             assert_eq!(moves, next.rank() == 10, "unconfirmed -> {next}");
         }
@@ -358,10 +344,11 @@ mod tests {
     #[test]
     fn terminal_statuses_stick() {
         for t in MessageStatus::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|s| s.is_terminal() && *s != Unconfirmed)
         {
-            for next in MessageStatus::ALL {
+            for &next in MessageStatus::ALL {
                 assert_eq!(t.transition(next), Transition::EventOnly, "{t} -> {next}");
             }
         }
@@ -371,7 +358,7 @@ mod tests {
 
     #[test]
     fn twilio_spellings_round_trip_and_inbound_statuses_are_not_outbound() {
-        for s in MessageStatus::ALL {
+        for &s in MessageStatus::ALL {
             assert_eq!(s.as_str().parse::<MessageStatus>(), Ok(s));
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.as_str()));
