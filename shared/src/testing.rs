@@ -578,14 +578,14 @@ pub async fn message_store_contract(store: Arc<dyn MessageStore>, vault: &Vault)
         .await
         .expect("get")
         .expect("present");
-    assert_eq!(
-        vault
-            .open_string(f.id.as_str(), &back.to.sealed)
-            .await
-            .expect("open")
-            .expose(),
-        "+14155550143"
-    );
+    assert_opens(vault, f.id.as_str(), &back.to.sealed, "+14155550143").await;
+}
+
+/// Asserts that `sealed`, sealed with the associated data `aad`, opens to `expected`: the store
+/// kept it byte for byte.
+pub(crate) async fn assert_opens(vault: &Vault, aad: &str, sealed: &Sealed, expected: &str) {
+    let opened = vault.open_string(aad, sealed).await.expect("open");
+    assert_eq!(opened.expose(), expected);
 }
 
 /// Checks the outcome of concurrent changes of one record that started as `initial`.
@@ -1302,27 +1302,13 @@ pub async fn store_personal_data(
     inbound.sealed = Some(vault.seal(&key, body.as_bytes()).await.expect("seal"));
     assert!(events.record_event(&inbound).await.expect("record inbound"));
     let stored = events.get_event(&key).await.expect("get").expect("present");
-    assert_eq!(
-        vault
-            .open_string(&key, stored.sealed.as_ref().expect("sealed"))
-            .await
-            .expect("open")
-            .expose(),
-        &body
-    );
+    assert_opens(vault, &key, stored.sealed.as_ref().expect("sealed"), &body).await;
     let back = messages
         .get_record(&m.id)
         .await
         .expect("get")
         .expect("present");
-    assert_eq!(
-        vault
-            .open_string(m.id.as_str(), &back.own.body)
-            .await
-            .expect("open")
-            .expose(),
-        &body
-    );
+    assert_opens(vault, m.id.as_str(), &back.own.body, &body).await;
     PersonalData {
         id: m.id,
         e164,

@@ -461,14 +461,7 @@ pub async fn store_call_personal_data(store: &dyn CallStore, vault: &Vault) -> C
         .await
         .expect("get")
         .expect("present");
-    assert_eq!(
-        vault
-            .open_string(c.id.as_str(), &back.own.message)
-            .await
-            .expect("open")
-            .expose(),
-        &text
-    );
+    crate::testing::assert_opens(vault, c.id.as_str(), &back.own.message, &text).await;
     CallPersonalData {
         id: c.id,
         e164,
