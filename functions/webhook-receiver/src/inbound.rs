@@ -1,8 +1,9 @@
 //! `POST /webhooks/twilio/inbound-sms`: texts people send to Herald's number.
 //!
-//! Whole-message keywords, case-insensitive and trimmed: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END,
-//! QUIT opt the sender out; START, YES, UNSTOP opt them back in; HELP is answered with
-//! `HELP_TEXT` as TwiML `<Message>`. Opt-outs are kept by the lookup token of the number
+//! Whole-message keywords, case-insensitive and trimmed, as Twilio's default opt-out handling has
+//! them: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, and since 14 May 2025 REVOKE and OPTOUT
+//! (the FCC's rule; `OPT OUT`, with a space, is not one) opt the sender out; START, YES, UNSTOP
+//! opt them back in; HELP and INFO are answered with `HELP_TEXT` as TwiML `<Message>`. Opt-outs are kept by the lookup token of the number
 //! ([`herald::ports::OptOutStore`]), and `send-sms` refuses opted-out recipients. Any other
 //! text is kept as an event of the sender's conversation with the text sealed (the Vault, the
 //! event key as associated data) and answered with an empty `<Response/>`.
@@ -22,11 +23,11 @@ pub const INBOUND_SMS_PATH: &str = "/webhooks/twilio/inbound-sms";
 /// What a whole inbound message asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keyword {
-    /// STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT.
+    /// STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT.
     OptOut,
     /// START, YES, UNSTOP.
     OptIn,
-    /// HELP.
+    /// HELP, INFO.
     Help,
 }
 
@@ -36,9 +37,10 @@ impl Keyword {
     pub fn of(body: &str) -> Option<Self> {
         let word = body.trim().to_uppercase();
         match word.as_str() {
-            "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" => Some(Self::OptOut),
+            "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" | "REVOKE"
+            | "OPTOUT" => Some(Self::OptOut),
             "START" | "YES" | "UNSTOP" => Some(Self::OptIn),
-            "HELP" => Some(Self::Help),
+            "HELP" | "INFO" => Some(Self::Help),
             _ => None,
         }
     }
@@ -206,10 +208,14 @@ mod tests {
             ("Cancel", Some(Keyword::OptOut)),
             ("end", Some(Keyword::OptOut)),
             ("QUIT", Some(Keyword::OptOut)),
+            ("revoke", Some(Keyword::OptOut)),
+            ("OptOut", Some(Keyword::OptOut)),
+            ("OPT OUT", None),
             ("start", Some(Keyword::OptIn)),
             ("Yes ", Some(Keyword::OptIn)),
             ("UNSTOP", Some(Keyword::OptIn)),
             ("help", Some(Keyword::Help)),
+            (" Info", Some(Keyword::Help)),
             ("please stop", None),
             ("STOP!", None),
             ("", None),

@@ -148,6 +148,49 @@ async fn help_answers_the_configured_text_escaped() {
 }
 
 #[tokio::test]
+async fn revoke_and_optout_opt_out_and_info_asks_for_help_as_twilio_has_them_since_may_2025() {
+    let env = TestEnv::start().await;
+    for (n, word) in [(1, "REVOKE"), (3, " optout ")] {
+        assert_eq!(send(&env).await.0, 201, "{word}: opted in before");
+        assert_eq!(text(&env, n, PERSON, word).await, (200, EMPTY.to_owned()));
+        assert_eq!(send(&env).await.0, 422, "{word} opts out");
+        assert_eq!(text(&env, n + 1, PERSON, "START").await.0, 200);
+    }
+    // With a space it is no keyword: kept as a text, and sending goes on.
+    assert_eq!(
+        text(&env, 5, PERSON, "OPT OUT").await,
+        (200, EMPTY.to_owned())
+    );
+    assert_eq!(send(&env).await.0, 201);
+    let (status, body) = text(&env, 6, PERSON, "info").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Reply STOP to unsubscribe"), "{body}");
+    assert_eq!(send(&env).await.0, 201, "INFO does not opt out");
+
+    let token = env.services.vault.lookup_token(PERSON).await.unwrap();
+    let kinds: Vec<EventKind> = env
+        .services
+        .events
+        .events_for(&Subject::conversation(&token))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::OptOut,
+            EventKind::OptIn,
+            EventKind::OptOut,
+            EventKind::OptIn,
+            EventKind::InboundMessage,
+            EventKind::HelpRequest,
+        ]
+    );
+}
+
+#[tokio::test]
 async fn other_texts_are_kept_sealed_in_the_conversation() {
     let env = TestEnv::start().await;
     let secret = "Running late, the door code is 4711";

@@ -50,7 +50,9 @@ pub(crate) fn opt_out_change(body: &str) -> Option<bool> {
 pub(crate) fn opt_out_type(body: &str) -> Option<&'static str> {
     let word = body.trim().to_ascii_uppercase();
     match word.as_str() {
-        "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" => Some("STOP"),
+        "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" | "REVOKE" | "OPTOUT" => {
+            Some("STOP")
+        }
         "START" | "YES" | "UNSTOP" => Some("START"),
         "HELP" | "INFO" => Some("HELP"),
         _ => None,

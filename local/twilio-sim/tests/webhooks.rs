@@ -228,6 +228,36 @@ async fn stop_opts_out_and_start_opts_back_in() {
 }
 
 #[tokio::test]
+async fn revoke_and_optout_opt_out_since_may_2025_and_info_asks_for_help() {
+    let rx = Receiver::start().await;
+    let sim = start(config()).await;
+    let user = "+15551230008";
+    for word in ["REVOKE", "optout"] {
+        let r = sim.send_inbound_sms(user, FROM, word, &rx.url("/in")).await;
+        assert_eq!(r.delivery.param("OptOutType"), Some("STOP"), "{word}");
+        assert!(sim.is_opted_out(user), "{word}");
+        sim.send_inbound_sms(user, FROM, "START", &rx.url("/in"))
+            .await;
+        assert!(!sim.is_opted_out(user));
+    }
+    let r = sim
+        .send_inbound_sms(user, FROM, "OPT OUT", &rx.url("/in"))
+        .await;
+    assert_eq!(
+        r.delivery.param("OptOutType"),
+        None,
+        "a space makes it no keyword"
+    );
+    assert!(!sim.is_opted_out(user));
+    let r = sim
+        .send_inbound_sms(user, FROM, "Info", &rx.url("/in"))
+        .await;
+    assert_eq!(r.delivery.param("OptOutType"), Some("HELP"));
+    assert!(!sim.is_opted_out(user));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn inbound_to_a_dead_receiver_records_the_error() {
     let sim = start(config()).await;
     let dead = {
