@@ -7,6 +7,7 @@
 //! its next attempt while attempts remain; otherwise the report is applied and sticks.
 
 use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
 
 use super::attempt::Attempted;
 use super::ids::CallId;
@@ -17,16 +18,7 @@ use crate::crypto::{LookupToken, Sealed};
 
 /// Where a call is, as Twilio reports it, plus Herald's own `accepted` and `retrying`.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray,
 )]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
@@ -61,7 +53,7 @@ pub enum CallStatus {
 
 impl CallStatus {
     /// Every status, in rank order (as declared).
-    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
 
     /// The status's rank: a call only ever moves to a status of a higher rank.
     pub fn rank(self) -> u8 {

@@ -1,6 +1,7 @@
 //! Messages: the status machine, its ranks and transition rule, and the stored record.
 
 use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
 
 use super::ids::MessageId;
 use super::recipient::Recipient;
@@ -15,16 +16,7 @@ pub const UNCONFIRMED_RANK: u8 = 9;
 /// Where a message is in its life, as Twilio reports it, plus Herald's own `accepted` and
 /// `retrying`.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -61,7 +53,7 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     /// Every status, in rank order (as declared).
-    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
 
     /// The status's rank: a message only ever moves to a status of a higher rank.
     pub fn rank(self) -> u8 {
