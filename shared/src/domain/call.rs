@@ -282,6 +282,7 @@ mod tests {
         assert_eq!(CallStatus::from_twilio("answered"), None);
         for &a in CallStatus::ALL {
             assert_eq!(a.as_str().parse::<CallStatus>(), Ok(a));
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str(), "{a:?}");
             for &b in CallStatus::ALL {
                 let moves = a.transition(b) == Transition::Apply;
                 let open = !a.is_terminal() || a == Unconfirmed;
