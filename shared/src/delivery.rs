@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use async_trait::async_trait;
 
 use crate::crypto::Sealed;
-use crate::domain::{
-    Attempted, Event, Message, MessageId, MessageStatus, RetryChange, StatusChange,
-};
+use crate::domain::{Attempted, Message, MessageId, MessageStatus, RetryChange, StatusChange};
 use crate::engine::{self, Channel, Opened, Outcome};
 use crate::ports::{Applied, MessageStore, QueueError, TwilioCredentials};
 use crate::service::Services;
@@ -113,11 +111,6 @@ pub fn attempts_allowed(svc: &Services, class: RetryClass) -> u32 {
         RetryClass::RetryFewTimes | RetryClass::RefreshCredentials => all.min(3),
         RetryClass::Retry | RetryClass::RetryLater => all,
     }
-}
-
-/// Records an event; a failure is logged, never fatal (the record is the truth).
-pub async fn record_event(svc: &Services, ev: &Event) {
-    engine::record_event(svc, ev).await;
 }
 
 /// Puts the job for `m`'s current attempt on the retry queue, due at `m.next_attempt_at_ms`.

@@ -168,7 +168,7 @@ pub async fn voice_gather(svc: &Services, req: &Request) -> http::Response<Strin
             );
             ev.attempt = attempt;
             ev.key = format!("{id}:acknowledged");
-            herald::delivery::record_event(svc, &ev).await;
+            engine::record_event(svc, &ev).await;
         }
         Ok(_) => tracing::info!(call_id = %id, attempt, "acknowledged already"),
         Err(e) => {
