@@ -73,9 +73,76 @@ where
         let answer = crate::delivery::handle_sqs_batch(services, sqs).await?;
         return Ok(serde_json::to_value(answer)?);
     }
-    let request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
-    let mut http =
-        lambda_http::Adapter::from(lambda_http::service_fn(move |req| handle(services, req)));
+    let mut request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
+    // What lambda_http would panic on is answered 400; the request it then converts is made
+    // harmless (no host, no query, the root path), since it never reaches the handler.
+    let unreadable = crate::apigw::unreadable_part(&request);
+    if unreadable.is_some() {
+        crate::apigw::defuse(&mut request);
+    }
+    let mut http = lambda_http::Adapter::from(lambda_http::service_fn(move |req| async move {
+        match unreadable {
+            Some(part) => Ok(crate::apigw::unreadable(part).map(lambda_http::Body::from)),
+            None => handle(services, req).await,
+        }
+    }));
     let response = http.call(LambdaEvent::new(request, context)).await?;
     Ok(serde_json::to_value(response)?)
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use serde_json::{Value, json};
+
+    async fn ok(
+        _: &'static crate::service::Services,
+        _: lambda_http::Request,
+    ) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
+        Ok(lambda_http::Response::new(lambda_http::Body::from(
+            "reached",
+        )))
+    }
+
+    /// As the binaries get them: a hostile event through `invoke` (lambda_http's adapter under
+    /// the real runtime's event type) is answered 400 problem+json in its payload's own shape,
+    /// where lambda_http alone panics.
+    #[tokio::test]
+    async fn events_lambda_http_would_panic_on_are_answered_400_in_their_own_shape() {
+        let env: &'static crate::test_env::TestEnv =
+            Box::leak(Box::new(crate::test_env::TestEnv::start_with(&[]).await));
+        let services: &'static crate::service::Services = &env.services;
+        let req = crate::apigw::HttpRequest {
+            method: "GET",
+            path: "/health",
+            headers: vec![("host".into(), "a b".into())],
+            ..Default::default()
+        };
+        let v2 = crate::apigw::event_v2(&req, "r", 0);
+        let v1 = json!({
+            "path": "/health", "httpMethod": "GET",
+            "headers": {"Host": "h", "X-Forwarded-Proto": "1"}, "multiValueHeaders": {},
+            "queryStringParameters": {}, "multiValueQueryStringParameters": {},
+            "requestContext": {"accountId": "0", "resourceId": "x", "stage": "prod",
+                "requestId": "r", "identity": {}, "resourcePath": "/", "httpMethod": "GET",
+                "apiId": "a"},
+            "body": null, "isBase64Encoded": false,
+        });
+        for (event, field, v1_shape) in [
+            (v2, "headers.host", false),
+            (v1, "headers.x-forwarded-proto", true),
+        ] {
+            let event = lambda_http::lambda_runtime::LambdaEvent::new(event, Default::default());
+            let answer = super::invoke(services, ok, event).await.unwrap();
+            assert_eq!(answer["statusCode"], 400, "{answer}");
+            let headers = if v1_shape {
+                &answer["multiValueHeaders"]["content-type"][0]
+            } else {
+                &answer["headers"]["content-type"]
+            };
+            assert_eq!(headers, "application/problem+json", "{answer}");
+            let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["type"], "urn:herald:problem:malformed-request");
+            assert_eq!(body["field"], field);
+        }
+    }
 }

@@ -100,9 +100,10 @@ async fn dispatch(
     if let Some(caller) = bearer_caller(&routes.api_keys, &headers) {
         herald::apigw::with_jwt_subject(&mut event, caller);
     }
-    let req = match lambda_http::request::from_str(&event.to_string()) {
+    // As on AWS: what lambda_http cannot read is answered 400 before it could panic.
+    let req = match herald::apigw::read_request(&event.to_string()) {
         Ok(r) => r,
-        Err(_) => return (StatusCode::BAD_REQUEST, "unreadable request").into_response(),
+        Err(part) => return herald::apigw::unreadable(part).map(axum::body::Body::from),
     };
     let span = herald::telemetry::invocation_span(function, &request_id);
     match tracing::Instrument::instrument(handler(req), span).await {
@@ -128,4 +129,71 @@ pub fn router(routes: Routes) -> axum::Router {
     axum::Router::new()
         .fallback(dispatch)
         .with_state(Arc::new(routes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends `head` (the request line and headers) to a gateway in front of a handler that
+    /// answers every request it gets `200`, and returns the raw answer.
+    async fn exchange(head: &str) -> String {
+        let ok: Handler = Arc::new(|_req| {
+            Box::pin(async { Ok(lambda_http::Response::new(Body::from("reached"))) })
+        });
+        let routes = Routes {
+            routes: vec![("/", "send-sms", ok)],
+            api_keys: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router(routes)).await });
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        server.abort();
+        answer
+    }
+
+    /// Before, these dropped the connection: lambda_http panicked turning the event into a
+    /// request.
+    #[tokio::test]
+    async fn headers_lambda_http_cannot_read_are_answered_400_naming_the_header() {
+        for (head, field) in [
+            ("GET /health HTTP/1.1\r\nHost: a b\r\n", "headers.host"),
+            ("GET /health HTTP/1.1\r\nHost: [\r\n", "headers.host"),
+            (
+                "GET /v1/messages HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: 1\r\n",
+                "headers.x-forwarded-proto",
+            ),
+            (
+                "POST /v1/messages HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: a b\r\nContent-Length: 0\r\n",
+                "headers.x-forwarded-proto",
+            ),
+        ] {
+            let answer = exchange(head).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+            assert!(answer.contains("application/problem+json"), "{answer}");
+            assert!(
+                answer.contains("urn:herald:problem:malformed-request"),
+                "{answer}"
+            );
+            assert!(
+                answer.contains(&format!("\"field\":\"{field}\"")),
+                "{answer}"
+            );
+            assert!(!answer.contains("reached"), "{answer}");
+        }
+        let fine =
+            exchange("GET /health HTTP/1.1\r\nHost: localhost:8080\r\nX-Forwarded-Proto: http\r\n")
+                .await;
+        assert!(
+            fine.starts_with("HTTP/1.1 200") && fine.contains("reached"),
+            "{fine}"
+        );
+    }
 }
