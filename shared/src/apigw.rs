@@ -239,29 +239,13 @@ fn check_body(base64: bool, body: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Makes an event that [`unreadable_part`] refused safe for `lambda_http` to convert: no host,
-/// no forwarded scheme, the root path, no query, no body. Only for answering it `400`.
+/// Makes an event that [`unreadable_part`] refused safe for `lambda_http` to convert: an empty
+/// event of the same payload (so the `400` is answered in its shape), which converts to `GET /`.
 pub fn defuse(req: &mut lambda_http::request::LambdaRequest) {
     use lambda_http::request::LambdaRequest;
     match req {
-        LambdaRequest::ApiGatewayV2(ag) => {
-            ag.headers.clear();
-            ag.request_context.domain_name = None;
-            ag.request_context.stage = None;
-            ag.raw_path = Some("/".into());
-            ag.raw_query_string = None;
-            ag.body = None;
-        }
-        LambdaRequest::ApiGatewayV1(ag) => {
-            ag.headers.clear();
-            ag.multi_value_headers.clear();
-            ag.request_context.domain_name = None;
-            ag.request_context.stage = None;
-            ag.path = Some("/".into());
-            ag.query_string_parameters = Default::default();
-            ag.multi_value_query_string_parameters = Default::default();
-            ag.body = None;
-        }
+        LambdaRequest::ApiGatewayV2(ag) => *ag = Default::default(),
+        LambdaRequest::ApiGatewayV1(ag) => *ag = Default::default(),
         _ => {}
     }
 }

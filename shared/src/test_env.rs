@@ -325,7 +325,7 @@ pub fn request_as(
     if let Some(caller) = caller {
         crate::apigw::with_jwt_subject(&mut event, caller);
     }
-    lambda_http::request::from_str(&event.to_string()).expect("event decodes")
+    crate::apigw::read_request(&event.to_string()).expect("event decodes")
 }
 
 /// A JSON request.
