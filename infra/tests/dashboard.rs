@@ -11,8 +11,9 @@ use serde_yaml::Value as Yaml;
 
 const TEMPLATE: &str = include_str!("../template.yaml");
 
-/// Metrics that page at their first occurrence: a Twilio resource tied to the wrong record.
-const PAGE_AT_ONCE: [&str; 2] = ["SidOwnedByOther", "SweepMismatch"];
+/// Metrics that page at their first occurrence: a Twilio resource tied to the wrong record, and
+/// a panic in any function.
+const PAGE_AT_ONCE: [&str; 3] = ["SidOwnedByOther", "SweepMismatch", "Panics"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -173,6 +173,18 @@ pub fn unreadable(part: &'static str) -> http::Response<String> {
         .into_response()
 }
 
+/// The answer to an invocation that is not an API Gateway event at all: [`unreadable`]`("event")`
+/// in the proxy response shape both payload versions share (`statusCode`, `headers`, `body`).
+pub fn unreadable_event_answer() -> serde_json::Value {
+    let answer = unreadable("event");
+    serde_json::json!({
+        "statusCode": answer.status().as_u16(),
+        "headers": {"content-type": crate::problem::CONTENT_TYPE},
+        "body": answer.into_body(),
+        "isBase64Encoded": false,
+    })
+}
+
 fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

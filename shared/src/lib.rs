@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 #[cfg(feature = "aws")]
 pub mod lambda;
+pub mod panics;
 pub mod phone;
 pub mod ports;
 pub mod problem;

@@ -35,6 +35,8 @@ pub enum ProblemKind {
     FeatureDisabled,
     /// Something failed on Herald's side; retry later.
     Unavailable,
+    /// Herald failed unexpectedly (a handler panicked); nothing of the request is in the answer.
+    InternalError,
     /// No caller identity (no valid bearer token).
     Unauthorized,
     /// The caller sent too many requests to this endpoint this minute.
@@ -76,6 +78,7 @@ impl ProblemKind {
             Self::InvalidSignature => "invalid-signature",
             Self::FeatureDisabled => "feature-disabled",
             Self::Unavailable => "unavailable",
+            Self::InternalError => "internal-error",
             Self::Unauthorized => "unauthorized",
             Self::CallerRateLimited => "caller-rate-limit",
             Self::RecipientHourlyLimit => "recipient-hourly-limit",
@@ -106,6 +109,7 @@ impl ProblemKind {
             Self::InvalidSignature => "urn:herald:problem:invalid-signature",
             Self::FeatureDisabled => "urn:herald:problem:feature-disabled",
             Self::Unavailable => "urn:herald:problem:unavailable",
+            Self::InternalError => "urn:herald:problem:internal-error",
             Self::Unauthorized => "urn:herald:problem:unauthorized",
             Self::CallerRateLimited => "urn:herald:problem:caller-rate-limit",
             Self::RecipientHourlyLimit => "urn:herald:problem:recipient-hourly-limit",
@@ -135,6 +139,7 @@ impl ProblemKind {
             Self::MethodNotAllowed => 405,
             Self::InvalidSignature => 403,
             Self::FeatureDisabled | Self::Unavailable => 503,
+            Self::InternalError => 500,
             Self::Unauthorized => 401,
             Self::CountryNotAllowed | Self::IdempotencyKeyReused => 422,
             Self::IdempotencyKeyInUse => 409,
@@ -164,6 +169,7 @@ impl ProblemKind {
             Self::InvalidSignature => "Invalid Twilio signature",
             Self::FeatureDisabled => "This feature is disabled",
             Self::Unavailable => "Temporarily unavailable",
+            Self::InternalError => "Internal error",
             Self::Unauthorized => "Authentication required",
             Self::CallerRateLimited => "Too many requests",
             Self::RecipientHourlyLimit => "Too many messages to this number this hour",

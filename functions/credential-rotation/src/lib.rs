@@ -101,9 +101,10 @@ impl RotationMode {
 /// Why a step failed. Messages never contain a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
-    /// The event names a step that does not exist.
-    #[error("unknown rotation step {0:?}")]
-    UnknownStep(String),
+    /// The event names a step that does not exist (which it named is not quoted: it is the
+    /// event's text).
+    #[error("the event names no rotation step (createSecret, setSecret, testSecret, finishSecret)")]
+    UnknownStep,
     /// Rotation is not enabled for the secret.
     #[error("rotation is not enabled for the secret")]
     RotationDisabled,
@@ -261,8 +262,7 @@ pub async fn handle(
     secret: &dyn SecretVersions,
     event: &SecretsManagerSecretRotationEvent,
 ) -> Result<Outcome, RotationError> {
-    let step =
-        Step::parse(&event.step).ok_or_else(|| RotationError::UnknownStep(event.step.clone()))?;
+    let step = Step::parse(&event.step).ok_or_else(|| RotationError::UnknownStep)?;
     let result = run_step(r, secret, step, &event.client_request_token).await;
     match &result {
         // A rotation is done when its finishSecret changes the current version.

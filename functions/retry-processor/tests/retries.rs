@@ -270,6 +270,59 @@ async fn the_sweeper_finds_a_message_whose_job_was_lost() {
     assert_eq!(env.sim.creates_for(TO), 1);
 }
 
+/// Before, any event without `Records` swept. Only the schedule's notification does now; other
+/// events fail the invocation (quoting nothing of them) and change nothing.
+#[tokio::test]
+async fn only_the_schedules_event_sweeps_and_other_events_are_refused() {
+    let env = TestEnv::start().await;
+    let (_, answer) = env.with_faults(faults_500(), post(&env, TO)).await;
+    let id = answer["id"].as_str().unwrap().to_owned();
+    env.clock.advance(10_000);
+    for j in env.retry_queue.receive(10, 60).await.unwrap() {
+        env.retry_queue.delete(&j.receipt).await.unwrap();
+    }
+    env.clock.advance(retry_processor::SWEEP_GRACE_MS * 2);
+    let scheduled: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../events/retry-processor/scheduled-sweep.json"
+    ))
+    .unwrap();
+    let mut from_rules = scheduled.clone();
+    from_rules["source"] = "aws.events".into();
+    let mut other_kind = scheduled.clone();
+    other_kind["detail-type"] = TO.into();
+    for hostile in [
+        serde_json::json!({}),
+        serde_json::json!({"to": TO}),
+        serde_json::json!({"Records": TO}),
+        serde_json::json!({"Records": [{"body": TO, "messageId": 5}]}),
+        serde_json::json!([TO]),
+        serde_json::json!(TO),
+        from_rules,
+        other_kind,
+    ] {
+        let error = retry_processor::invoke(&env.services, hostile.clone())
+            .await
+            .expect_err(&hostile.to_string())
+            .to_string();
+        assert!(!error.contains(TO), "{error}");
+        assert!(
+            error.starts_with("the event is not an SQS batch"),
+            "{error}"
+        );
+    }
+    assert!(
+        env.retry_queue.receive(10, 60).await.unwrap().is_empty(),
+        "nothing swept"
+    );
+    assert_eq!(record(&env, &id).await.status, MessageStatus::Retrying);
+    let swept = retry_processor::invoke(&env.services, scheduled)
+        .await
+        .unwrap();
+    assert_eq!(swept, serde_json::json!({"swept": 1}));
+    assert_eq!(run_retries(&env).await, 1);
+    assert_eq!(record(&env, &id).await.status, MessageStatus::Queued);
+}
+
 #[tokio::test]
 async fn a_batch_reports_only_its_failed_jobs() {
     let env = TestEnv::start().await;

@@ -63,6 +63,21 @@ async fn route(svc: &Services, req: Request) -> http::Response<String> {
     }
 }
 
+/// One invocation as the Lambda gets it: an event that is not an API Gateway event is answered
+/// `400` naming `event`, and a handler that panics `500 internal-error`, in the event's own
+/// response shape; neither answer holds anything of the request.
+pub async fn invoke(svc: &Services, payload: serde_json::Value) -> serde_json::Value {
+    let Ok(event) = herald::lambda::decode::<request::ApiEvent>(payload, "an API Gateway event")
+    else {
+        return herald::apigw::unreadable_event_answer();
+    };
+    let kind = event.kind();
+    match herald::panics::catch(handle_event(svc, event)).await {
+        Ok(answer) => answer,
+        Err(_) => request::encode_response(kind, herald::panics::response().map(Body::from)),
+    }
+}
+
 /// Handles one raw API Gateway event (REST v1 or HTTP v2), as the Lambda receives it, and
 /// answers in the same API's response shape. An event that is not a readable request is
 /// answered `400` problem+json.
@@ -87,6 +102,7 @@ pub async fn handle_event(svc: &Services, event: request::ApiEvent) -> serde_jso
                 kind,
                 Problem::new(ProblemKind::MalformedRequest)
                     .detail("unreadable request")
+                    .field(e.field())
                     .into_response()
                     .map(Body::from),
             )

@@ -4,18 +4,18 @@
 //! in the order Twilio signed them; HTTP API (v2) events work the same way.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
 use tracing::Instrument;
-use webhook_receiver::request::ApiEvent;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    herald::telemetry::init();
+    herald::lambda::start("webhook-receiver");
     let services = herald::lambda::services_from_env().await?;
-    run(service_fn(|event: LambdaEvent<ApiEvent>| {
+    run(service_fn(|event: LambdaEvent<Value>| {
         let services = &services;
         let span =
             herald::telemetry::invocation_span("webhook-receiver", &event.context.request_id);
-        async move { Ok::<_, Error>(webhook_receiver::handle_event(services, event.payload).await) }
+        async move { Ok::<_, Error>(webhook_receiver::invoke(services, event.payload).await) }
             .instrument(span)
     }))
     .await

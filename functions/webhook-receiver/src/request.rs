@@ -128,6 +128,18 @@ pub enum DecodeError {
     Base64,
 }
 
+impl DecodeError {
+    /// The part of the event at fault, from a fixed list (`event`, `method`, `path`, `query`,
+    /// `headers`, `body`): never a name or value the request chose.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Shape(_) => "event",
+            Self::Missing(part) | Self::Invalid(part) => part,
+            Self::Base64 => "body",
+        }
+    }
+}
+
 /// Rebuilds a REST API (v1) query string from its decoded parameters, in the order given,
 /// encoded as Twilio encodes (see the module documentation for the limits).
 pub fn rebuild_v1_query(event: &ApiEvent) -> String {
@@ -202,14 +214,15 @@ pub fn decode_event(event: ApiEvent) -> Result<(Request, ApiKind), DecodeError> 
     if !path.starts_with('/') {
         return Err(DecodeError::Invalid("path"));
     }
+    if path.parse::<http::Uri>().is_err() {
+        return Err(DecodeError::Invalid("path"));
+    }
     let uri = if query.is_empty() {
         path.clone()
     } else {
         format!("{path}?{query}")
     };
-    let uri: http::Uri = uri
-        .parse()
-        .map_err(|_| DecodeError::Invalid("path or query"))?;
+    let uri: http::Uri = uri.parse().map_err(|_| DecodeError::Invalid("query"))?;
     let method =
         http::Method::from_bytes(method.as_bytes()).map_err(|_| DecodeError::Invalid("method"))?;
 
@@ -217,9 +230,9 @@ pub fn decode_event(event: ApiEvent) -> Result<(Request, ApiKind), DecodeError> 
     let mut add = |name: &str, value: &str| -> Result<(), DecodeError> {
         // Header names in any case: HeaderName lowercases them.
         let name = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| DecodeError::Invalid("header name"))?;
+            .map_err(|_| DecodeError::Invalid("headers"))?;
         let value =
-            http::HeaderValue::from_str(value).map_err(|_| DecodeError::Invalid("header value"))?;
+            http::HeaderValue::from_str(value).map_err(|_| DecodeError::Invalid("headers"))?;
         headers.append(name, value);
         Ok(())
     };

@@ -511,6 +511,59 @@ fn verdict(json: &[u8], token: &str) -> Option<Vec<u8>> {
     signed.check(token).ok().map(|_| signed.canonical())
 }
 
+/// Before, an event that was not an API Gateway event failed the invocation with serde's
+/// message, which quotes the value it refused, and no 400 named the part at fault. Now each is
+/// answered 400 problem+json naming it from a fixed list, quoting nothing, changing nothing.
+#[tokio::test]
+async fn unreadable_events_are_answered_400_naming_the_part_at_fault() {
+    let env = TestEnv::start().await;
+    let number = "+14155552671";
+    let v2 = |path: &str, query: &str, method: Option<&str>| {
+        json!({
+            "version": "2.0", "rawPath": path, "rawQueryString": query,
+            "requestContext": method.map_or(json!({}), |m| json!({"http": {"method": m}})),
+            "headers": {"content-type": "application/x-www-form-urlencoded"},
+            "body": format!("From={number}"), "isBase64Encoded": false,
+        })
+    };
+    let mut bad_header = v2(INBOUND, "", Some("POST"));
+    bad_header["headers"]["x-note"] = json!(format!("{number}\u{1}"));
+    let mut bad_base64 = v2(INBOUND, "", Some("POST"));
+    bad_base64["isBase64Encoded"] = json!(true);
+    let v1 = json!({"httpMethod": "POST", "path": format!("/webhooks/{number} x"),
+        "multiValueQueryStringParameters": {}, "requestContext": {}, "body": ""});
+    let events = env.store.count_events().await.unwrap();
+    for (payload, field) in [
+        (json!(number), "event"),
+        (json!([number]), "event"),
+        (json!({"version": "2.0", "rawPath": [number]}), "event"),
+        (v2(INBOUND, "", None), "method"),
+        (v2(INBOUND, "", Some("PO ST")), "method"),
+        (
+            v2(&format!("/webhooks/{number} x"), "", Some("POST")),
+            "path",
+        ),
+        (
+            v2(INBOUND, &format!("to={number} x"), Some("POST")),
+            "query",
+        ),
+        (v1, "path"),
+        (bad_header, "headers"),
+        (bad_base64, "body"),
+    ] {
+        let answer = webhook_receiver::invoke(&env.services, payload.clone()).await;
+        assert_eq!(answer["statusCode"], 400, "{payload}: {answer}");
+        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body["type"], "urn:herald:problem:malformed-request",
+            "{answer}"
+        );
+        assert_eq!(body["field"], field, "{payload}: {answer}");
+        assert!(!answer.to_string().contains(number), "{answer}");
+    }
+    assert_eq!(env.store.count_events().await.unwrap(), events);
+}
+
 /// Seeded fuzz-style run (stable Rust has no `cargo fuzz`): thousands of byte-level mutations
 /// of genuine events (flip, insert, delete, truncate, duplicate a slice). The decoder must never
 /// panic, and must never accept a request whose signed content differs from the genuine one.

@@ -106,7 +106,12 @@ async fn dispatch(
         Err(part) => return herald::apigw::unreadable(part).map(axum::body::Body::from),
     };
     let span = herald::telemetry::invocation_span(function, &request_id);
-    match tracing::Instrument::instrument(handler(req), span).await {
+    // As on AWS: a handler that panics is answered 500, not a dropped connection.
+    let answer = herald::panics::catch(tracing::Instrument::instrument(handler(req), span)).await;
+    let Ok(answer) = answer else {
+        return herald::panics::response().map(axum::body::Body::from);
+    };
+    match answer {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             let bytes: Vec<u8> = match body {
@@ -142,8 +147,13 @@ mod tests {
         let ok: Handler = Arc::new(|_req| {
             Box::pin(async { Ok(lambda_http::Response::new(Body::from("reached"))) })
         });
+        exchange_with(ok, head).await
+    }
+
+    /// As [`exchange`], in front of `handler`.
+    async fn exchange_with(handler: Handler, head: &str) -> String {
         let routes = Routes {
-            routes: vec![("/", "send-sms", ok)],
+            routes: vec![("/", "send-sms", handler)],
             api_keys: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -157,6 +167,25 @@ mod tests {
         conn.read_to_string(&mut answer).await.unwrap();
         server.abort();
         answer
+    }
+
+    /// Before, a handler that panicked dropped the connection (hyper's task unwound).
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_500_problem_json() {
+        let panics: Handler = Arc::new(|req| {
+            Box::pin(async move {
+                let path = req.uri().path().to_owned();
+                panic!("handler saw {path}")
+            })
+        });
+        let answer = exchange_with(panics, "GET /v1/messages/x HTTP/1.1\r\nHost: h\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(
+            answer.contains("urn:herald:problem:internal-error"),
+            "{answer}"
+        );
+        assert!(!answer.contains("/v1/messages/x"), "{answer}");
     }
 
     /// Before, these dropped the connection: lambda_http panicked turning the event into a

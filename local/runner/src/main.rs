@@ -193,6 +193,7 @@ async fn demo_command(json: bool) -> ExitCode {
 
 async fn up_command(port: u16, data_dir: PathBuf) -> ExitCode {
     herald::telemetry::init();
+    herald::panics::install_hook("herald-up");
     herald::telemetry::set_metrics_output(herald::telemetry::MetricsOutput::Stderr);
     let stack = match stack::LocalStack::start(&stack::StackOptions {
         port,
