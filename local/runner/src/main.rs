@@ -102,8 +102,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WebhookCommand {
-    /// Check an X-Twilio-Signature and show every URL variant and string signed; exit 0 when
-    /// genuine, 1 when not. Without --signature, print the signature of each variant.
+    /// Check an X-Twilio-Signature and show every URL variant and string signed (phone numbers
+    /// and Body masked); exit 0 when genuine, 1 when not. The auth token comes from
+    /// TWILIO_AUTH_TOKEN or --auth-token-stdin. Without --signature, print the signature of
+    /// each variant.
     Verify(webhook_cli::VerifyArgs),
 }
 

@@ -61,6 +61,17 @@ pub fn string_to_sign<'a, I>(url: &str, params: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
+    string_to_show(url, params, |s, _, v| s.push_str(v))
+}
+
+/// [`string_to_sign`] with each value written by `show(out, name, value)` instead of as it is:
+/// the same names in the same order (values sorted and de-duplicated as they are, not as shown),
+/// for displaying a signed string with personal data masked.
+pub fn string_to_show<'a, I, F>(url: &str, params: I, mut show: F) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+    F: FnMut(&mut String, &str, &str),
+{
     let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (k, v) in params {
         by_name.entry(k).or_default().push(v);
@@ -71,7 +82,7 @@ where
         vs.dedup();
         for v in vs {
             s.push_str(k);
-            s.push_str(v);
+            show(&mut s, k, v);
         }
     }
     s
@@ -253,6 +264,8 @@ pub fn is_json_content_type(content_type: &str) -> bool {
 pub struct Attempt {
     /// Which variant.
     pub variant: UrlVariant,
+    /// The URL of that variant (without a `#fragment`).
+    pub url: String,
     /// The string that was signed (URL variant, then the parameters for a form request). It
     /// holds the request's parameters but never the auth token.
     pub signed: String,
@@ -291,11 +304,12 @@ pub fn explain(
                 Payload::Form(params) => {
                     string_to_sign(&u, params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 }
-                Payload::Json(_) => u,
+                Payload::Json(_) => u.clone(),
             };
             let sig = sign(auth_token, &signed);
             Attempt {
                 variant,
+                url: u,
                 matches: !given.is_empty() && equal(&sig, given),
                 signed,
                 signature: sig,
@@ -540,6 +554,16 @@ mod tests {
         assert_eq!(e.verdict, Err(SignatureError::Missing));
         let (claimed, actual) = e.body_hash.unwrap();
         assert_ne!(claimed.unwrap(), actual);
+    }
+
+    #[test]
+    fn string_to_show_keeps_the_signed_order_and_shows_values_its_way() {
+        let p = [("To", "+1999"), ("Body", "b"), ("Body", "a"), ("Body", "a")];
+        assert_eq!(string_to_sign(URL, p), format!("{URL}BodyaBodybTo+1999"));
+        let shown = string_to_show(URL, p, |s, k, v| {
+            s.push_str(&format!("<{k}:{}>", v.to_uppercase()))
+        });
+        assert_eq!(shown, format!("{URL}Body<Body:A>Body<Body:B>To<To:+1999>"));
     }
 
     mod props {
