@@ -104,6 +104,7 @@ write("send-sms", "post-message-invalid", api_event("POST", "/v1/messages", {"to
 write("send-sms", "post-batch", api_event("POST", "/v1/messages/batch", {"messages": [{"to": "+14155552671", "body": "first"}, {"to": "+14155550143", "body": "second"}, {"to": "nope", "body": "third"}]}))
 write("send-sms", "get-message", api_event("GET", f"/v1/messages/{MSG}"))
 write("send-sms", "get-health", api_event("GET", "/health", jwt_sub=None))
+write("send-sms", "get-health-details", api_event("GET", "/v1/health"))
 write("send-sms", "sqs-send-queue", sqs_event("send", [json.dumps({"kind": "message", "id": MSG, "attempt": 1}), "not a job"]))
 
 write("place-call", "post-call", api_event("POST", "/v1/calls", {"to": "+14155552671", "template": "emergency_alert", "variables": {"service": "db", "summary": "disk 95%"}, "voice": "Polly.Joanna", "language": "en-US", "loop": 2, "require_ack": True}))

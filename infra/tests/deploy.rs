@@ -926,6 +926,7 @@ fn fixtures() -> Vec<Fixture> {
         fixture!("send-sms", "post-batch", Status(202)),
         fixture!("send-sms", "get-message", Status(404)),
         fixture!("send-sms", "get-health", Status(200)),
+        fixture!("send-sms", "get-health-details", Status(200)),
         // A job for a message that is not (or no longer) waiting is done; "not a job" fails.
         fixture!("send-sms", "sqs-send-queue", BatchFailures(1)),
         fixture!("place-call", "post-call", Status(201)),

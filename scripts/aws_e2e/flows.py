@@ -384,12 +384,23 @@ def list_and_report(ctx):
 
 
 def health(ctx):
-    """GET /health through the gateway (no JWT on that route)."""
+    """GET /health through the gateway (no JWT on that route): `ok` and nothing more; the
+    details are GET /v1/health's, behind the JWT authorizer like every /v1 route."""
     s, _, d = ctx.api.call("GET", "/health")
     expect_status("GET /health", s, 200)
-    if d.get("status") != "ok":
-        raise FlowFailed(f"/health says {d.get('status')}")
-    return "ok"
+    if d != {"status": "ok"}:
+        raise FlowFailed(f"/health says {json.dumps(d)[:200]}, expected only status ok")
+    s, _, _ = ctx.api.call("GET", "/v1/health")
+    expect_status("GET /v1/health without a token", s, 401)
+    s, _, d = ctx.api.call("GET", "/v1/health", headers=ctx.auth())
+    expect_status("GET /v1/health", s, 200)
+    account = d.get("twilio", {}).get("result", {}).get("account_status")
+    if d.get("status") != "ok" or account != "active":
+        raise FlowFailed(f"/v1/health says {json.dumps(d)[:200]}")
+    for q in ("send", "retry"):
+        if not isinstance(d.get("queues", {}).get(q, {}).get("dead_letters"), int):
+            raise FlowFailed(f"/v1/health shows no dead-letter depth of the {q} queue")
+    return "ok; details behind the token"
 
 
 def unauthenticated_refused(ctx):

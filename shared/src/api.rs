@@ -16,6 +16,29 @@ pub fn path(raw: &str) -> String {
         .map_or_else(|| raw.to_owned(), |i| raw[i..].to_owned())
 }
 
+/// The request's path as API Gateway sent it, without the stage its request context names:
+/// `/prod/health` of stage `prod` → `/health`. Only that stage is taken off, and only when the
+/// path starts with it (a REST API's `path` carries none); `$default` names no prefix, and a path
+/// with no stage context is kept as it is (`/x/health` stays `/x/health`).
+pub fn unstaged_path(req: &lambda_http::Request) -> &str {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    let raw = req.raw_http_path();
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.as_deref(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.as_deref(),
+        _ => None,
+    };
+    match stage {
+        Some(stage) if stage != "$default" && !stage.is_empty() => raw
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(stage))
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(raw),
+        _ => raw,
+    }
+}
+
 /// `503 unavailable` for a store (or key) that failed: the error is logged, never shown.
 pub fn unavailable(e: &dyn std::error::Error) -> http::Response<String> {
     tracing::error!(error = %e, "store unavailable");

@@ -1,8 +1,12 @@
-//! `GET /health`: whether Herald can work right now. Twilio's reachability (a
+//! Whether Herald can work right now. Twilio's reachability and account status (a
 //! `GET Accounts/{sid}.json` with the current credentials, at most once a minute per instance),
 //! the store (one read by key) and both queues (their depth, dead letters included), and the
-//! feature switches. `200` when everything answers, `503` otherwise; never a secret, never a
-//! number.
+//! feature switches. `200` when everything answers, `503` otherwise.
+//!
+//! `GET /health` needs no identity, so it says only `{"status":"ok"}` or
+//! `{"status":"degraded"}`: no depth, no account status, no switch. The details are
+//! `GET /v1/health`'s, behind the caller's identity like every `/v1` route; never a secret,
+//! never a number.
 
 use std::sync::Mutex;
 
@@ -60,8 +64,8 @@ async fn queue(q: &dyn Queue) -> Value {
     }
 }
 
-/// Answers `GET /health`.
-pub async fn health(svc: &Services) -> http::Response<String> {
+/// Everything the checks found, and whether all of it answers.
+async fn check(svc: &Services) -> (bool, Value) {
     // A key no message has (ids are made at their creation time, never at time 0).
     let probe = herald::domain::MessageId::generate(0);
     let store = match svc.messages.get_record(&probe).await {
@@ -76,8 +80,8 @@ pub async fn health(svc: &Services) -> http::Response<String> {
     let ok = [&twilio["result"], &store, &send, &retry]
         .iter()
         .all(|v| v["ok"] == true);
-    let body = json!({
-        "status": if ok { "ok" } else { "degraded" },
+    let details = json!({
+        "status": status(ok),
         "twilio": twilio,
         "store": store,
         "queues": {"send": send, "retry": retry},
@@ -86,6 +90,27 @@ pub async fn health(svc: &Services) -> http::Response<String> {
             "voice_enabled": svc.config.voice_enabled,
         },
     });
+    (ok, details)
+}
+
+fn status(ok: bool) -> &'static str {
+    if ok { "ok" } else { "degraded" }
+}
+
+/// Answers `GET /health` (anonymous): `{"status":"ok"}` with `200` or `{"status":"degraded"}`
+/// with `503`, nothing else.
+pub async fn health(svc: &Services) -> http::Response<String> {
+    let (ok, _) = check(svc).await;
+    answer(ok, &json!({"status": status(ok)}))
+}
+
+/// Answers `GET /v1/health` (a caller's): the status with what each check found.
+pub async fn details(svc: &Services) -> http::Response<String> {
+    let (ok, details) = check(svc).await;
+    answer(ok, &details)
+}
+
+fn answer(ok: bool, body: &Value) -> http::Response<String> {
     http::Response::builder()
         .status(if ok { 200 } else { 503 })
         .header("content-type", "application/json")

@@ -1,7 +1,8 @@
 //! `send-sms`: the HTTP API for SMS. `POST /v1/messages` validates, records and sends one
 //! message through Twilio; `GET /v1/messages/{id}` shows where it is and its timeline;
 //! `GET /v1/messages` and `GET /v1/reports/delivery` list and count the caller's messages
-//! ([`query`]); `/v1/verifications` sends and checks one-time codes ([`verify`]).
+//! ([`query`]); `/v1/verifications` sends and checks one-time codes ([`verify`]); `GET /health`
+//! says `ok` or `degraded` to anyone, `GET /v1/health` what each check found ([`health`]).
 //!
 //! The handler knows nothing of where it runs: it gets [`Services`] built over AWS adapters in
 //! `main.rs`, or over the embedded ones by the local runner and the tests.
@@ -33,12 +34,14 @@ pub mod verify;
 /// Handles one API Gateway request for the SMS API (and `GET /health`). Every route but
 /// `/health` needs a caller identity (`401` without one), and takes a unit of the caller's
 /// per-minute budget of its endpoint (`429`); the POSTs that send honour `Idempotency-Key`.
+/// `/health` is that path exactly, once its stage is off ([`api::unstaged_path`]): no other
+/// path that ends in `/health` reaches it.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    let path = api_path(req.raw_http_path());
     let method = req.method().as_str();
-    if !path.starts_with("/v1/") && path.ends_with("/health") {
+    if api::unstaged_path(&req) == "/health" {
         return Ok(health(svc, method).await.map(Body::from));
     }
+    let path = api::path(req.raw_http_path());
     let Some(caller) = herald::protect::caller(&req) else {
         return Ok(herald::protect::unauthorized().map(Body::from));
     };
@@ -75,6 +78,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             Ok(()) => match p {
                 "/v1/messages" => query::list(svc, &req, caller).await,
                 "/v1/reports/delivery" => query::report(svc, &req, caller).await,
+                "/v1/health" => health::details(svc).await,
                 p if p.starts_with("/v1/verifications/") => {
                     verify::get(svc, caller, &p["/v1/verifications/".len()..]).await
                 }
@@ -89,7 +93,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         },
         (_, "/v1/messages") => problem::method_not_allowed("GET, POST"),
         (_, "/v1/messages/batch" | "/v1/verifications") => problem::method_not_allowed("POST"),
-        (_, "/v1/reports/delivery") => problem::method_not_allowed("GET"),
+        (_, "/v1/reports/delivery" | "/v1/health") => problem::method_not_allowed("GET"),
         _ => Problem::new(ProblemKind::NotFound)
             .detail("no such route")
             .into_response(),
@@ -123,21 +127,12 @@ where
     herald::protect::idempotency::once(svc, req, caller, path, work).await
 }
 
-/// `GET /health`: the feature toggles (no identity needed).
+/// `GET /health`: `ok` or `degraded`, no more (no identity needed).
 async fn health(svc: &Services, method: &str) -> http::Response<String> {
     if method != "GET" {
         return problem::method_not_allowed("GET");
     }
     health::health(svc).await
-}
-
-/// The API path without any stage prefix (`/prod/v1/messages` → `/v1/messages`,
-/// `/prod/health` → `/health`).
-fn api_path(raw: &str) -> String {
-    if raw.ends_with("/health") {
-        return "/health".to_owned();
-    }
-    api::path(raw)
 }
 
 /// A validated send request: everything needed to record and send.

@@ -45,6 +45,7 @@ async fn without_an_identity_every_api_route_is_401_and_nothing_is_sent() {
         ("POST", "/v1/verifications", json!({"to": "+14155552671"})),
         ("GET", "/v1/messages", Value::Null),
         ("GET", "/v1/reports/delivery", Value::Null),
+        ("GET", "/v1/health", Value::Null),
     ] {
         let raw = if body.is_null() {
             String::new()
@@ -73,8 +74,12 @@ async fn without_an_identity_every_api_route_is_401_and_nothing_is_sent() {
     assert_eq!(resp.status(), 401);
     assert!(env.sim.messages().is_empty() && env.sim.calls().is_empty());
     assert_eq!(env.store.count_messages().await.unwrap(), 0);
-    // /health needs no identity.
+    // /health needs no identity, and so says only whether Herald can work.
     let (status, health, _) = call(&env, request_as(None, "GET", "/health", &[], b"")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health, json!({"status": "ok"}));
+    // The details are a caller's.
+    let (status, health, _) = call(&env, request("GET", "/v1/health", &[], b"")).await;
     assert_eq!(status, 200);
     assert_eq!(
         health["features"],
@@ -367,7 +372,7 @@ async fn disabled_sms_is_503_and_shown_in_health() {
     )
     .await;
     assert_eq!(status, 503, "{answer}");
-    let (_, health, _) = call(&env, request("GET", "/health", &[], b"")).await;
+    let (_, health, _) = call(&env, request("GET", "/v1/health", &[], b"")).await;
     assert_eq!(
         health["features"],
         json!({"sms_enabled": false, "voice_enabled": true})

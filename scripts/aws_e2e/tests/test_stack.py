@@ -220,6 +220,8 @@ def test_http_api_routes_schedules(deployed):
     api = s["http_api"]
     routes = {(r["method"], r["path"]): r for r in api["routes"]}
     assert routes[("GET", "/health")]["authorizer"] is None
+    assert routes[("GET", "/v1/health")]["function"] == "send-sms"
+    assert routes[("GET", "/v1/health")]["authorizer"] == "jwt"
     post = routes[("POST", "/v1/messages")]
     assert post["function"] == "send-sms" and post["authorizer"] == "jwt"
     assert post["payload_format_version"] == "2.0" and post["timeout_ms"] <= 30000
