@@ -3,6 +3,7 @@
 
 mod keys;
 mod memory_secret;
+mod private;
 mod queue;
 mod secret_store;
 mod secrets;
@@ -10,6 +11,7 @@ mod store;
 
 pub use keys::LocalKeyService;
 pub use memory_secret::MemorySecretSource;
+pub use private::{prepare_db, private_dir, private_file};
 pub use queue::SqliteQueue;
 pub use secret_store::SqliteSecretStore;
 pub use secrets::FileSecretSource;

@@ -100,9 +100,7 @@ impl SqliteQueue {
     ) -> Result<Self, QueueError> {
         check_name(name)?;
         check_max_receive_count(max_receive_count)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(QueueError::transient)?;
-        }
+        super::private::prepare_db(path).map_err(QueueError::transient)?;
         let conn = Connection::open(path).map_err(backend)?;
         Self::init(conn, name, max_receive_count, clock)
     }

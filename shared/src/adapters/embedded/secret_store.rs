@@ -156,9 +156,7 @@ impl SqliteSecretStore {
     /// Opens (and creates) the database at `path` on a connection of its own, for the secret
     /// `name`. The file may be the store's.
     pub fn open(path: &Path, name: &str, clock: Arc<dyn Clock>) -> Result<Self, SecretError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| SecretError::Transient(Box::new(e)))?;
-        }
+        super::private::prepare_db(path).map_err(|e| SecretError::Transient(Box::new(e)))?;
         Self::init(Connection::open(path).map_err(backend)?, name, clock)
     }
 

@@ -123,9 +123,7 @@ pub(super) fn doubt_columns<R: Attempted>(r: &R) -> (Option<String>, Option<i64>
 impl SqliteStore {
     /// Opens (and creates) the database at `path`, creating its folder.
     pub fn open(path: &Path, clock: Arc<dyn crate::ports::Clock>) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(StoreError::transient)?;
-        }
+        super::private::prepare_db(path).map_err(StoreError::transient)?;
         let conn = Connection::open(path).map_err(backend)?;
         Self::init(conn, clock)
     }
