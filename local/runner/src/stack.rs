@@ -111,11 +111,12 @@ fn local_api_key(path: &Path) -> std::io::Result<String> {
         return Ok(k.trim().to_owned());
     }
     let key = format!("hk_{}{}", hex32(), hex32());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    std::io::Write::write_all(&mut opts.open(path)?, key.as_bytes())?;
+    let mut file = herald::adapters::embedded::private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, key.as_bytes())?;
     Ok(key)
 }
 

@@ -43,11 +43,11 @@ impl LocalKeyService {
                     std::fs::create_dir_all(dir)?;
                 }
                 let key: [u8; 32] = rand::random();
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                match opts.open(path) {
+                match super::private_options()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                {
                     Ok(mut f) => {
                         f.write_all(&key)?;
                         f.sync_all()?;

@@ -11,7 +11,7 @@ mod store;
 
 pub use keys::LocalKeyService;
 pub use memory_secret::MemorySecretSource;
-pub use private::{prepare_db, private_dir, private_file};
+pub use private::private_options;
 pub use queue::SqliteQueue;
 pub use secret_store::SqliteSecretStore;
 pub use secrets::FileSecretSource;

@@ -25,11 +25,12 @@ impl FileSecretSource {
         }
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(creds).map_err(std::io::Error::other)?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        std::io::Write::write_all(&mut opts.open(&tmp)?, &json)?;
+        let mut file = super::private_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, &json)?;
         std::fs::rename(tmp, path)
     }
 }
